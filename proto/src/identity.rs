@@ -1,0 +1,222 @@
+//! Ed25519 identities of satellites and storage nodes, and the 32-byte ids derived
+//! from their public keys.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+
+use crate::{Error, Result};
+
+/// Id of a satellite or storage node: BLAKE3 (derive-key mode) of its Ed25519
+/// public key, so an id commits to exactly one key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct NodeId(pub [u8; 32]);
+
+impl NodeId {
+    pub fn from_public_key(public_key: &[u8; 32]) -> Self {
+        NodeId(blake3::derive_key("archipel v1 node id", public_key))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let array: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::InvalidIdLength(bytes.len()))?;
+        Ok(NodeId(array))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bytes = hex::decode(s).map_err(|_| Error::InvalidIdText(s.to_string()))?;
+        NodeId::from_bytes(&bytes).map_err(|_| Error::InvalidIdText(s.to_string()))
+    }
+}
+
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A party's key pair and the id derived from it.
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+    id: NodeId,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret key.
+        f.debug_struct("Identity").field("id", &self.id).finish()
+    }
+}
+
+impl Identity {
+    pub fn generate() -> Self {
+        Self::from_signing_key(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    fn from_signing_key(key: SigningKey) -> Self {
+        let id = NodeId::from_public_key(key.verifying_key().as_bytes());
+        Identity { key, id }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).to_bytes().to_vec()
+    }
+
+    /// The on-disk form: the 32-byte secret seed as hex on one line.
+    pub fn to_file_text(&self) -> String {
+        format!("{}\n", hex::encode(self.key.to_bytes()))
+    }
+
+    pub fn from_file_text(text: &str) -> Result<Self> {
+        let seed =
+            hex::decode(text.trim()).map_err(|_| Error::InvalidIdentityFile("not hex".into()))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| Error::InvalidIdentityFile("expected a 32-byte seed".into()))?;
+        Ok(Self::from_signing_key(SigningKey::from_bytes(&seed)))
+    }
+
+    /// Writes the identity with owner-only permissions.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        file.write_all(self.to_file_text().as_bytes())?;
+        file.sync_all()
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidIdentityFile(format!("{}: {e}", path.display())))?;
+        Self::from_file_text(&text)
+    }
+}
+
+/// A public key checked against the id it must belong to.
+#[derive(Clone, Debug)]
+pub struct PeerKey {
+    key: VerifyingKey,
+    id: NodeId,
+}
+
+impl PeerKey {
+    /// Accepts `public_key` only if it derives to `expected` id.
+    pub fn for_id(expected: NodeId, public_key: &[u8]) -> Result<Self> {
+        let key = Self::from_public_key(public_key)?;
+        if key.id != expected {
+            return Err(Error::KeyIdMismatch(expected));
+        }
+        Ok(key)
+    }
+
+    pub fn from_public_key(public_key: &[u8]) -> Result<Self> {
+        let bytes: [u8; 32] = public_key.try_into().map_err(|_| Error::InvalidPublicKey)?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::InvalidPublicKey)?;
+        Ok(PeerKey {
+            key,
+            id: NodeId::from_public_key(&bytes),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        let signature =
+            ed25519_dalek::Signature::from_slice(signature).map_err(|_| Error::BadSignature)?;
+        self.key
+            .verify(message, &signature)
+            .map_err(|_| Error::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_round_trips_through_its_file_form() {
+        let identity = Identity::generate();
+        let loaded = Identity::from_file_text(&identity.to_file_text()).unwrap();
+        assert_eq!(identity.id(), loaded.id());
+        assert_eq!(identity.public_key(), loaded.public_key());
+    }
+
+    #[test]
+    fn peer_key_must_match_its_id() {
+        let a = Identity::generate();
+        let b = Identity::generate();
+        assert!(PeerKey::for_id(a.id(), &a.public_key()).is_ok());
+        assert!(matches!(
+            PeerKey::for_id(a.id(), &b.public_key()),
+            Err(Error::KeyIdMismatch(_))
+        ));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_the_signed_message() {
+        let a = Identity::generate();
+        let key = PeerKey::from_public_key(&a.public_key()).unwrap();
+        let sig = a.sign(b"hello");
+        assert!(key.verify(b"hello", &sig).is_ok());
+        assert!(key.verify(b"hellp", &sig).is_err());
+    }
+
+    #[test]
+    fn node_id_text_round_trips() {
+        let id = Identity::generate().id();
+        assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
+        assert!("zz".parse::<NodeId>().is_err());
+    }
+}
