@@ -1,1 +1,132 @@
+//! The Archipel storage node: keeps pieces on disk for the satellites it
+//! trusts and serves them to clients holding the satellites' order limits.
+//!
+//! - [`config`]: the node's configuration;
+//! - [`store`]: piece files on disk, space accounting, expirations;
+//! - [`piecestore`]: the `Piecestore` gRPC service (upload, ranged download, delete);
+//! - [`contact`]: periodic check-in with each trusted satellite;
+//! - [`trust`]: trusted satellites and their cached public keys;
+//! - [`serials`]: memory of used order serials (replay protection);
+//! - [`error`]: the crate's error type and its gRPC status mapping.
+//!
+//! [`run`] wires them together on a bound listener until shutdown.
 
+pub mod cli;
+pub mod config;
+pub mod contact;
+pub mod error;
+pub mod piecestore;
+pub mod serials;
+pub mod store;
+pub mod trust;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use archipel_proto::pb::piecestore_server::PiecestoreServer;
+use archipel_proto::{orders, Identity};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, TrustedSatellite};
+pub use error::{Error, Result};
+pub use store::{is_piece_file, piece_path, PieceStore, PIECE_HEADER_SIZE};
+
+use contact::{CheckInContext, SatelliteContact};
+use piecestore::{PiecestoreService, MAX_UPLOAD_MESSAGE_SIZE};
+use trust::SatelliteKeys;
+
+/// Runs a storage node on `listener` until `shutdown` completes: opens the
+/// piece store, starts check-ins with every trusted satellite and the
+/// expiration sweep, and serves the piecestore. On shutdown it stops taking
+/// requests, lets running ones finish, and stops the background loops.
+pub async fn run(
+    config: Config,
+    identity: Identity,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let local = listener
+        .local_addr()
+        .map_err(Error::io("cannot read the listener's address"))?;
+    let address = match &config.advertised_address {
+        Some(address) => address.clone(),
+        None => {
+            if local.ip().is_unspecified() {
+                tracing::warn!(%local, "advertising an unspecified address; set advertised_address so clients can reach this node");
+            }
+            local.to_string()
+        }
+    };
+    if config.satellites.is_empty() {
+        tracing::warn!("no trusted satellite is configured; this node will refuse every order");
+    }
+    let contacts = config
+        .satellites
+        .iter()
+        .cloned()
+        .map(SatelliteContact::new)
+        .collect::<Result<Vec<_>>>()?;
+
+    let store = PieceStore::open(config.storage_dir.clone(), config.allocated_bytes).await?;
+    let keys = Arc::new(SatelliteKeys::load(&config.storage_dir, config.satellites.clone()).await?);
+    tracing::info!(node = %identity.id(), %local, advertised = %address, "storage node starting");
+
+    let cancel = CancellationToken::new();
+    let mut background = JoinSet::new();
+    let context = Arc::new(CheckInContext {
+        identity: identity.clone(),
+        store: store.clone(),
+        keys: keys.clone(),
+        address,
+        interval: config.check_in_interval,
+    });
+    for contact in contacts {
+        background.spawn(contact.run(context.clone(), cancel.clone()));
+    }
+    background.spawn(sweep_expired_pieces(
+        store.clone(),
+        config.expiration_sweep_interval,
+        cancel.clone(),
+    ));
+
+    let service = PiecestoreServer::new(PiecestoreService::new(identity, store, keys))
+        .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);
+    let stop = cancel.clone();
+    let served = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("storage node shutting down");
+            stop.cancel();
+        })
+        .await;
+    cancel.cancel();
+    while background.join_next().await.is_some() {}
+    served?;
+    tracing::info!("storage node stopped");
+    Ok(())
+}
+
+/// Removes expired pieces every `interval` (and once at start) until `cancel`.
+async fn sweep_expired_pieces(store: PieceStore, interval: Duration, cancel: CancellationToken) {
+    loop {
+        match store.sweep_expired(orders::unix_now()).await {
+            Ok(report) if report.removed > 0 => tracing::info!(
+                removed = report.removed,
+                freed_bytes = report.freed_bytes,
+                "removed expired pieces"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("sweeping expired pieces failed: {e}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

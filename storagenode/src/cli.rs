@@ -1,0 +1,233 @@
+//! `archipel-node`: sets up, runs and describes a storage node. A thin layer
+//! over the library: argument parsing, files, signals and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::{parse_byte_size, DEFAULT_LISTEN_ADDRESS};
+use crate::{Config, Error, TrustedSatellite};
+use archipel_proto::Identity;
+use clap::{Parser, Subcommand};
+
+/// An Archipel storage node: offers disk space to satellites.
+#[derive(Parser)]
+#[command(name = "archipel-node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates a node directory: a new identity and a config file.
+    Setup {
+        /// Directory for the node (identity, config.toml, storage/).
+        #[arg(long)]
+        dir: PathBuf,
+        /// host:port the piecestore listens on.
+        #[arg(long, default_value = DEFAULT_LISTEN_ADDRESS)]
+        listen: String,
+        /// host:port announced to satellites, if not the listen address.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Disk space offered, e.g. 500GB or 2TiB.
+        #[arg(long, value_parser = parse_size)]
+        allocated: Option<u64>,
+        /// A trusted satellite as ID@HOST:PORT; may be repeated.
+        #[arg(long = "satellite", value_parser = parse_satellite)]
+        satellites: Vec<TrustedSatellite>,
+    },
+    /// Runs the node until Ctrl-C or SIGTERM.
+    Run {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the listen address of the config file.
+        #[arg(long, env = "ARCHIPEL_NODE_LISTEN")]
+        listen: Option<String>,
+        /// Overrides the advertised address of the config file.
+        #[arg(long, env = "ARCHIPEL_NODE_ADVERTISE")]
+        advertise: Option<String>,
+    },
+    /// Prints the node's id.
+    Info {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    parse_byte_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_satellite(text: &str) -> Result<TrustedSatellite, String> {
+    text.parse().map_err(|e: Error| e.to_string())
+}
+
+/// Runs `archipel-node` with `args` (the first being the program name), as the
+/// binary does with its command line; the devnet runs nodes through this too.
+pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Setup {
+            dir,
+            listen,
+            advertise,
+            allocated,
+            satellites,
+        } => setup(&dir, listen, advertise, allocated, satellites),
+        Command::Run {
+            config,
+            listen,
+            advertise,
+        } => run(&config, listen, advertise),
+        Command::Info { config } => info(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("archipel-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup(
+    dir: &Path,
+    listen: String,
+    advertise: Option<String>,
+    allocated: Option<u64>,
+    satellites: Vec<TrustedSatellite>,
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| io_error(format!("cannot create {}", dir.display()), source))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|source| io_error(format!("cannot resolve {}", dir.display()), source))?;
+    let identity_path = dir.join("identity");
+    let config_path = dir.join("config.toml");
+    if identity_path.exists() {
+        return Err(Error::IdentityExists(identity_path));
+    }
+    if config_path.exists() {
+        return Err(Error::Config(format!(
+            "{} already exists; refusing to overwrite it",
+            config_path.display()
+        )));
+    }
+    let mut config = Config::new(dir.join("storage"));
+    config.identity_path = identity_path.clone();
+    config.listen_address = listen;
+    config.advertised_address = advertise;
+    if let Some(allocated) = allocated {
+        config.allocated_bytes = allocated;
+    }
+    config.satellites = satellites;
+    config.validate()?;
+    let text = config.to_toml()?;
+
+    std::fs::create_dir_all(&config.storage_dir).map_err(|source| {
+        io_error(
+            format!("cannot create {}", config.storage_dir.display()),
+            source,
+        )
+    })?;
+    let identity = Identity::generate();
+    identity.save(&identity_path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::IdentityExists(identity_path.clone())
+        } else {
+            io_error(format!("cannot write {}", identity_path.display()), source)
+        }
+    })?;
+    std::fs::write(&config_path, text)
+        .map_err(|source| io_error(format!("cannot write {}", config_path.display()), source))?;
+    println!("node id:  {}", identity.id());
+    println!("identity: {}", identity_path.display());
+    println!("config:   {}", config_path.display());
+    if config.satellites.is_empty() {
+        println!("No satellite is trusted yet: add \"ID@HOST:PORT\" entries to `satellites` in the config.");
+    }
+    Ok(())
+}
+
+fn load(config_path: &Path) -> Result<(Config, Identity), Error> {
+    let config = Config::load(config_path)?;
+    let identity = Identity::load(&config.identity_path).map_err(|source| Error::Identity {
+        path: config.identity_path.clone(),
+        source,
+    })?;
+    Ok((config, identity))
+}
+
+fn run(config_path: &Path, listen: Option<String>, advertise: Option<String>) -> Result<(), Error> {
+    let (mut config, identity) = load(config_path)?;
+    if let Some(listen) = listen {
+        config.listen_address = listen;
+    }
+    if advertise.is_some() {
+        config.advertised_address = advertise;
+    }
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|source| io_error("cannot start the async runtime".into(), source))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.listen_address)
+            .await
+            .map_err(|source| {
+                io_error(
+                    format!("cannot listen on {}", config.listen_address),
+                    source,
+                )
+            })?;
+        crate::run(config, identity, listener, shutdown_signal()).await
+    })
+}
+
+/// Completes at Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+fn info(config_path: &Path) -> Result<(), Error> {
+    let (_, identity) = load(config_path)?;
+    println!("{}", identity.id());
+    Ok(())
+}
+
+fn io_error(context: String, source: std::io::Error) -> Error {
+    Error::Io { context, source }
+}

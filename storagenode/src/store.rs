@@ -1,0 +1,1067 @@
+//! The piece store: piece files on disk, the space they use, and their expirations.
+//!
+//! Layout under the storage directory:
+//!
+//! ```text
+//! pieces/<satellite id hex>/<first 2 hex digits of piece id>/<other 62 digits>.piece
+//! temp/<random>.partial            uploads in progress; removed at startup
+//! ```
+//!
+//! A piece file is a fixed [`PIECE_HEADER_SIZE`]-byte header region, then the
+//! piece data, then the 32-byte leaf hashes of its hash tree
+//! ([`archipel_proto::hashtree`]), so a range proof is served without rereading
+//! the piece. The header region holds a magic, a format version, and (as a
+//! protobuf) the order limit the piece was stored under, the signed piece hash
+//! and the hash chunk size; the rest of it is zero.
+//!
+//! An upload is written to a temporary file in the same file system, starting
+//! after the header region; the header is written last, the file fsynced and
+//! then renamed into place (and its directory fsynced). So a crash, a dropped
+//! connection or a full disk never leaves a half piece under a piece name.
+//!
+//! Space: every piece file counts with its full size. An upload reserves room
+//! for the most its order limit allows before it writes a byte, and trades the
+//! reservation for the real size when it commits, so concurrent uploads cannot
+//! together overrun the allocation. The free space of the disk itself caps
+//! what is offered, whatever the allocation says.
+
+use std::collections::BTreeSet;
+use std::io::{Read, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use archipel_proto::hashtree::{self, Hash, TreeBuilder};
+use archipel_proto::orders::{self, PieceId};
+use archipel_proto::pb::{OrderLimit, PieceHash};
+use archipel_proto::{Identity, NodeId};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+
+/// Bytes before the piece data in every piece file.
+pub const PIECE_HEADER_SIZE: u64 = 1024;
+const MAGIC: &[u8; 8] = b"ARCPIECE";
+const FORMAT_VERSION: u16 = 1;
+/// magic, version, encoded header length.
+const PREAMBLE_SIZE: usize = 8 + 2 + 4;
+const PIECE_EXTENSION: &str = "piece";
+const TEMP_EXTENSION: &str = "partial";
+const HASH_SIZE: u64 = 32;
+
+/// What a piece file's header region records, as a protobuf so fields can be
+/// added later without a new format version.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PieceHeader {
+    #[prost(message, optional, tag = "1")]
+    order_limit: Option<OrderLimit>,
+    #[prost(message, optional, tag = "2")]
+    hash: Option<PieceHash>,
+    #[prost(uint32, tag = "3")]
+    chunk_size: u32,
+}
+
+/// Where the piece `piece_id` of `satellite` lives under `storage_dir`.
+pub fn piece_path(storage_dir: &Path, satellite: &NodeId, piece_id: &PieceId) -> PathBuf {
+    let hex = hex::encode(piece_id);
+    let (fan_out, rest) = hex.split_at(2);
+    storage_dir
+        .join("pieces")
+        .join(satellite.to_string())
+        .join(fan_out)
+        .join(format!("{rest}.{PIECE_EXTENSION}"))
+}
+
+/// Whether `path` names a committed piece file (as opposed to an upload in
+/// progress, a cached key or anything else in the storage directory).
+pub fn is_piece_file(path: &Path) -> bool {
+    parse_piece_path(path).is_some()
+}
+
+/// The satellite and piece id a piece file's path encodes.
+fn parse_piece_path(path: &Path) -> Option<(NodeId, PieceId)> {
+    if path.extension()? != PIECE_EXTENSION {
+        return None;
+    }
+    let rest = path.file_stem()?.to_str()?;
+    let fan_out_dir = path.parent()?;
+    let fan_out = fan_out_dir.file_name()?.to_str()?;
+    let satellite_dir = fan_out_dir.parent()?;
+    let satellite: NodeId = satellite_dir.file_name()?.to_str()?.parse().ok()?;
+    if satellite_dir.parent()?.file_name()? != "pieces" {
+        return None;
+    }
+    let bytes = hex::decode(format!("{fan_out}{rest}")).ok()?;
+    Some((satellite, bytes.try_into().ok()?))
+}
+
+/// Bytes a piece of `data_size` bytes takes on disk.
+pub fn piece_file_size(data_size: u64, chunk_size: u32) -> u64 {
+    // Saturating, since `data_size` may come from an order limit's byte count.
+    PIECE_HEADER_SIZE
+        .saturating_add(data_size)
+        .saturating_add(hashtree::leaf_count(data_size, chunk_size).saturating_mul(HASH_SIZE))
+}
+
+/// Space accounting and the expiration index, behind one lock that is never
+/// held across I/O.
+#[derive(Default)]
+struct Space {
+    /// Bytes of committed piece files.
+    used: u64,
+    /// Bytes promised to uploads in progress.
+    reserved: u64,
+    /// (expiration, satellite, piece) of pieces that expire. An entry may be
+    /// stale (piece deleted or replaced); the sweep checks the file itself.
+    expirations: BTreeSet<(i64, NodeId, PieceId)>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    temp_dir: PathBuf,
+    allocated: u64,
+    chunk_size: u32,
+    space: Mutex<Space>,
+    /// Serializes renames and removals of piece files, so that the size read
+    /// before one is the size it changes.
+    namespace: Mutex<()>,
+}
+
+/// The pieces on this node's disk. Cheap to clone: clones share one store.
+#[derive(Clone)]
+pub struct PieceStore {
+    inner: Arc<Inner>,
+}
+
+/// Counts of what [`PieceStore::sweep_expired`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub removed: usize,
+    pub freed_bytes: u64,
+}
+
+impl PieceStore {
+    /// Opens (creating if needed) the store in `dir`: removes the leftovers of
+    /// interrupted uploads and counts the space used by the pieces present.
+    pub async fn open(dir: PathBuf, allocated: u64) -> Result<Self> {
+        let store = PieceStore {
+            inner: Arc::new(Inner {
+                temp_dir: dir.join("temp"),
+                dir,
+                allocated,
+                chunk_size: hashtree::DEFAULT_CHUNK_SIZE,
+                space: Mutex::new(Space::default()),
+                namespace: Mutex::new(()),
+            }),
+        };
+        let scanner = store.clone();
+        spawn_blocking(move || scanner.open_blocking()).await?;
+        Ok(store)
+    }
+
+    fn open_blocking(&self) -> Result<()> {
+        let pieces_dir = self.inner.dir.join("pieces");
+        for dir in [&pieces_dir, &self.inner.temp_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+        }
+        let mut removed = 0;
+        let entries = std::fs::read_dir(&self.inner.temp_dir).map_err(Error::io(format!(
+            "cannot list {}",
+            self.inner.temp_dir.display()
+        )))?;
+        for entry in entries.flatten() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), "cannot remove an unfinished upload: {e}")
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed unfinished uploads left by an earlier run");
+        }
+
+        let mut files = Vec::new();
+        collect_files(&pieces_dir, &mut files)?;
+        let mut space = Space::default();
+        for path in files {
+            let Some((satellite, piece_id)) = parse_piece_path(&path) else {
+                continue;
+            };
+            let size = match std::fs::metadata(&path) {
+                Ok(meta) => meta.len(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot read a piece file's size: {e}");
+                    continue;
+                }
+            };
+            space.used += size;
+            match read_header_blocking(&path) {
+                Ok(header) => {
+                    let expiration = header.order_limit.map_or(0, |l| l.piece_expiration);
+                    if expiration != 0 {
+                        space.expirations.insert((expiration, satellite, piece_id));
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        tracing::info!(
+            used_bytes = space.used,
+            allocated_bytes = self.inner.allocated,
+            "piece store opened"
+        );
+        *self.space() = space;
+        Ok(())
+    }
+
+    fn space(&self) -> MutexGuard<'_, Space> {
+        // The lock only guards counters; a panic elsewhere cannot leave them
+        // half updated, so a poisoned lock is still usable.
+        self.inner.space.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn allocated_bytes(&self) -> u64 {
+        self.inner.allocated
+    }
+
+    /// Bytes of committed piece files.
+    pub fn used_bytes(&self) -> u64 {
+        self.space().used
+    }
+
+    /// Bytes reserved by uploads in progress.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.space().reserved
+    }
+
+    /// Bytes a new upload may still use: what is left of the allocation,
+    /// capped by the disk's free space (less what running uploads may write).
+    pub fn available_bytes(&self) -> Result<u64> {
+        let disk_free = self.disk_free()?;
+        Ok(self.available_within(&self.space(), disk_free))
+    }
+
+    fn disk_free(&self) -> Result<u64> {
+        let stat = rustix::fs::statvfs(&self.inner.dir).map_err(|e| Error::Io {
+            context: format!("cannot read the free space of {}", self.inner.dir.display()),
+            source: e.into(),
+        })?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    fn available_within(&self, space: &Space, disk_free: u64) -> u64 {
+        let left = self
+            .inner
+            .allocated
+            .saturating_sub(space.used.saturating_add(space.reserved));
+        left.min(disk_free.saturating_sub(space.reserved))
+    }
+
+    /// Starts writing the piece `limit` authorizes, of at most `max_size` data
+    /// bytes. Nothing is visible under the piece's name until
+    /// [`PieceWriter::commit`]; dropping the writer discards the upload.
+    pub async fn create(&self, limit: OrderLimit, max_size: u64) -> Result<PieceWriter> {
+        let satellite = NodeId::from_bytes(&limit.satellite_id)?;
+        let piece_id = orders::piece_id_from_bytes(&limit.piece_id)?;
+        let chunk_size = self.inner.chunk_size;
+        let requested = piece_file_size(max_size, chunk_size);
+        let disk_free = self.disk_free()?;
+        {
+            // Checked and reserved under one lock, so two uploads cannot both
+            // take the last free bytes.
+            let mut space = self.space();
+            let available = self.available_within(&space, disk_free);
+            if requested > available {
+                return Err(Error::NotEnoughSpace {
+                    requested,
+                    available,
+                });
+            }
+            space.reserved += requested;
+        }
+        let mut writer = PieceWriter {
+            store: self.clone(),
+            file: None,
+            temp_path: self.inner.temp_dir.join(format!(
+                "{}.{TEMP_EXTENSION}",
+                hex::encode(rand::random::<[u8; 16]>())
+            )),
+            limit,
+            satellite,
+            piece_id,
+            max_size,
+            tree: TreeBuilder::new(chunk_size),
+            chunk_size,
+            reservation: requested,
+            committed: false,
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&writer.temp_path)
+            .await
+            .map_err(Error::io(format!(
+                "cannot create {}",
+                writer.temp_path.display()
+            )))?;
+        file.seek(SeekFrom::Start(PIECE_HEADER_SIZE))
+            .await
+            .map_err(Error::io("cannot seek in a new piece file"))?;
+        writer.file = Some(file);
+        Ok(writer)
+    }
+
+    /// Opens a stored piece for reading. Expired pieces count as absent.
+    pub async fn open_piece(&self, satellite: NodeId, piece_id: PieceId) -> Result<StoredPiece> {
+        let path = piece_path(&self.inner.dir, &satellite, &piece_id);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::PieceNotFound(hex::encode(piece_id)));
+            }
+            Err(e) => return Err(Error::io(format!("cannot open {}", path.display()))(e)),
+        };
+        let damaged = |reason: String| Error::DamagedPiece {
+            path: path.clone(),
+            reason,
+        };
+        let mut region = vec![0u8; PIECE_HEADER_SIZE as usize];
+        file.read_exact(&mut region)
+            .await
+            .map_err(|e| damaged(format!("cannot read its header: {e}")))?;
+        let header = decode_header(&region).map_err(damaged)?;
+        let (order_limit, hash) = match (header.order_limit, header.hash) {
+            (Some(limit), Some(hash)) => (limit, hash),
+            _ => {
+                return Err(damaged(
+                    "its header lacks the order limit or the hash".into(),
+                ))
+            }
+        };
+        let piece_size = u64::try_from(hash.piece_size).map_err(|_| {
+            damaged(format!(
+                "its header has a negative size {}",
+                hash.piece_size
+            ))
+        })?;
+        if header.chunk_size == 0 {
+            return Err(damaged("its header has a zero hash chunk size".into()));
+        }
+        let expected = piece_file_size(piece_size, header.chunk_size);
+        let actual = file
+            .metadata()
+            .await
+            .map_err(Error::io(format!(
+                "cannot read the size of {}",
+                path.display()
+            )))?
+            .len();
+        if actual != expected {
+            return Err(damaged(format!(
+                "it has {actual} bytes where its header implies {expected}"
+            )));
+        }
+        let expiration = order_limit.piece_expiration;
+        if expiration != 0 && expiration <= orders::unix_now() {
+            return Err(Error::PieceExpired(hex::encode(piece_id)));
+        }
+        Ok(StoredPiece {
+            path,
+            file,
+            order_limit,
+            hash,
+            chunk_size: header.chunk_size,
+            piece_size,
+        })
+    }
+
+    /// Removes a piece.
+    pub async fn delete(&self, satellite: NodeId, piece_id: PieceId) -> Result<()> {
+        let store = self.clone();
+        spawn_blocking(move || {
+            let path = piece_path(&store.inner.dir, &satellite, &piece_id);
+            match store.remove_blocking(&path)? {
+                Some(_) => Ok(()),
+                None => Err(Error::PieceNotFound(hex::encode(piece_id))),
+            }
+        })
+        .await
+    }
+
+    /// Removes the file at `path` and takes its size off the used space;
+    /// `None` if there was no such file.
+    fn remove_blocking(&self, path: &Path) -> Result<Option<u64>> {
+        let _namespace = self.namespace();
+        let size = match std::fs::metadata(path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()))(e)),
+        };
+        std::fs::remove_file(path)
+            .map_err(Error::io(format!("cannot remove {}", path.display())))?;
+        let mut space = self.space();
+        space.used = space.used.saturating_sub(size);
+        Ok(Some(size))
+    }
+
+    fn namespace(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .namespace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes the pieces whose expiration is at or before `now`.
+    pub async fn sweep_expired(&self, now: i64) -> Result<SweepReport> {
+        let due: Vec<(i64, NodeId, PieceId)> = {
+            let mut space = self.space();
+            let later = space
+                .expirations
+                .split_off(&(now + 1, NodeId::default(), [0; 32]));
+            std::mem::replace(&mut space.expirations, later)
+                .into_iter()
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(SweepReport::default());
+        }
+        let store = self.clone();
+        spawn_blocking(move || {
+            let mut report = SweepReport::default();
+            for (_, satellite, piece_id) in due {
+                let path = piece_path(&store.inner.dir, &satellite, &piece_id);
+                // The entry may be stale: the piece may be gone or replaced by
+                // an upload with a later expiration (which has its own entry).
+                let expiration = match read_header_blocking(&path) {
+                    Ok(header) => header.order_limit.map_or(0, |l| l.piece_expiration),
+                    Err(Error::PieceNotFound(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!("cannot check an expiring piece: {e}");
+                        continue;
+                    }
+                };
+                if expiration == 0 || expiration > now {
+                    continue;
+                }
+                if let Some(size) = store.remove_blocking(&path)? {
+                    report.removed += 1;
+                    report.freed_bytes += size;
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
+}
+
+/// Runs blocking file system work off the async threads.
+async fn spawn_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Io {
+            context: "a file system task failed".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).map_err(Error::io(format!("cannot list {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(Error::io(format!("cannot list {}", dir.display())))?;
+        let path = entry.path();
+        let is_dir = entry
+            .file_type()
+            .map_err(Error::io(format!("cannot stat {}", path.display())))?
+            .is_dir();
+        if is_dir {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn encode_header(header: &PieceHeader) -> Result<Vec<u8>> {
+    let body = header.encode_to_vec();
+    let mut region = Vec::with_capacity(PIECE_HEADER_SIZE as usize);
+    region.extend_from_slice(MAGIC);
+    region.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    region.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    region.extend_from_slice(&body);
+    if region.len() > PIECE_HEADER_SIZE as usize {
+        // Only oversized fields in a signed order limit can get here.
+        return Err(Error::InvalidRequest(format!(
+            "the order limit is too large to store ({} header bytes, at most {PIECE_HEADER_SIZE})",
+            region.len()
+        )));
+    }
+    region.resize(PIECE_HEADER_SIZE as usize, 0);
+    Ok(region)
+}
+
+fn decode_header(region: &[u8]) -> std::result::Result<PieceHeader, String> {
+    if region.len() < PREAMBLE_SIZE || &region[..8] != MAGIC {
+        return Err("it does not start with the piece file magic".into());
+    }
+    let version = u16::from_le_bytes([region[8], region[9]]);
+    if version != FORMAT_VERSION {
+        return Err(format!("it has unknown format version {version}"));
+    }
+    let len = u32::from_le_bytes([region[10], region[11], region[12], region[13]]) as usize;
+    let body = region
+        .get(PREAMBLE_SIZE..PREAMBLE_SIZE + len)
+        .ok_or_else(|| format!("its header length {len} overruns the header region"))?;
+    PieceHeader::decode(body).map_err(|e| format!("its header does not decode: {e}"))
+}
+
+fn read_header_blocking(path: &Path) -> Result<PieceHeader> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::PieceNotFound(path.display().to_string()));
+        }
+        Err(e) => return Err(Error::io(format!("cannot open {}", path.display()))(e)),
+    };
+    let mut region = vec![0u8; PIECE_HEADER_SIZE as usize];
+    let damaged = |reason: String| Error::DamagedPiece {
+        path: path.to_path_buf(),
+        reason,
+    };
+    file.read_exact(&mut region)
+        .map_err(|e| damaged(format!("cannot read its header: {e}")))?;
+    decode_header(&region).map_err(damaged)
+}
+
+/// An upload in progress. Dropping it without [`PieceWriter::commit`] removes
+/// the temporary file and gives back the reserved space.
+pub struct PieceWriter {
+    store: PieceStore,
+    file: Option<tokio::fs::File>,
+    temp_path: PathBuf,
+    limit: OrderLimit,
+    satellite: NodeId,
+    piece_id: PieceId,
+    max_size: u64,
+    tree: TreeBuilder,
+    chunk_size: u32,
+    reservation: u64,
+    committed: bool,
+}
+
+impl PieceWriter {
+    /// Appends piece data.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let requested = self.tree.size() + data.len() as u64;
+        if requested > self.max_size {
+            return Err(archipel_proto::Error::OverLimit {
+                requested: requested as i64,
+                limit: self.max_size as i64,
+            }
+            .into());
+        }
+        let file = self.file_mut()?;
+        file.write_all(data)
+            .await
+            .map_err(Error::io("cannot write piece data"))?;
+        self.tree.update(data);
+        Ok(())
+    }
+
+    fn file_mut(&mut self) -> Result<&mut tokio::fs::File> {
+        self.file.as_mut().ok_or_else(|| Error::Io {
+            context: "the piece file was already closed".into(),
+            source: std::io::Error::other("write after close"),
+        })
+    }
+
+    /// Finishes the piece: writes its leaf hashes and header, makes it durable
+    /// and visible under its name (replacing an older copy), and returns the
+    /// piece hash signed by `node`.
+    pub async fn commit(mut self, node: &Identity) -> Result<PieceHash> {
+        let tree = std::mem::replace(&mut self.tree, TreeBuilder::new(self.chunk_size));
+        let piece_size = tree.size();
+        let (root, leaves) = tree.finish();
+        let hash = orders::sign_piece_hash(
+            node,
+            PieceHash {
+                piece_id: self.piece_id.to_vec(),
+                root: root.to_vec(),
+                piece_size: piece_size as i64,
+                timestamp: orders::unix_now(),
+                node_signature: Vec::new(),
+            },
+        );
+        let header = encode_header(&PieceHeader {
+            order_limit: Some(self.limit.clone()),
+            hash: Some(hash.clone()),
+            chunk_size: self.chunk_size,
+        })?;
+        let leaf_bytes: Vec<u8> = leaves.iter().flatten().copied().collect();
+        let context = format!("cannot finish piece file {}", self.temp_path.display());
+        let mut file = self.file.take().ok_or_else(|| Error::Io {
+            context: context.clone(),
+            source: std::io::Error::other("the file was already closed"),
+        })?;
+        async {
+            file.write_all(&leaf_bytes).await?;
+            file.seek(SeekFrom::Start(0)).await?;
+            file.write_all(&header).await?;
+            file.flush().await?;
+            file.sync_all().await
+        }
+        .await
+        .map_err(Error::io(context))?;
+        drop(file);
+
+        let store = self.store.clone();
+        let temp = self.temp_path.clone();
+        let final_path = piece_path(&store.inner.dir, &self.satellite, &self.piece_id);
+        let size = piece_file_size(piece_size, self.chunk_size);
+        let entry = (self.limit.piece_expiration, self.satellite, self.piece_id);
+        spawn_blocking(move || {
+            let parent = final_path.parent().unwrap_or(&store.inner.dir);
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("cannot create {}", parent.display())))?;
+            let _namespace = store.namespace();
+            let replaced = std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
+            std::fs::rename(&temp, &final_path).map_err(Error::io(format!(
+                "cannot move the finished piece to {}",
+                final_path.display()
+            )))?;
+            // The reservation is given back by Drop, which runs whatever
+            // happens to this future.
+            let mut space = store.space();
+            space.used = space.used.saturating_sub(replaced) + size;
+            if entry.0 != 0 {
+                space.expirations.insert(entry);
+            }
+            drop(space);
+            // Without this the rename itself might not survive a crash.
+            if let Err(e) = std::fs::File::open(parent).and_then(|dir| dir.sync_all()) {
+                tracing::warn!(dir = %parent.display(), "cannot sync a piece directory: {e}");
+            }
+            Ok(())
+        })
+        .await?;
+        self.committed = true;
+        Ok(hash)
+    }
+}
+
+impl Drop for PieceWriter {
+    fn drop(&mut self) {
+        if self.reservation > 0 {
+            let mut space = self.store.space();
+            space.reserved = space.reserved.saturating_sub(self.reservation);
+        }
+        if !self.committed {
+            // The open handle (if any) may still have a write in flight on a
+            // blocking thread; unlinking now is fine on Unix, the data just
+            // goes with the last handle.
+            self.file = None;
+            if let Err(e) = std::fs::remove_file(&self.temp_path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.temp_path.display(), "cannot remove an unfinished upload: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A committed piece opened for reading.
+pub struct StoredPiece {
+    path: PathBuf,
+    file: tokio::fs::File,
+    order_limit: OrderLimit,
+    hash: PieceHash,
+    chunk_size: u32,
+    piece_size: u64,
+}
+
+impl StoredPiece {
+    /// The order limit the piece was uploaded under.
+    pub fn order_limit(&self) -> &OrderLimit {
+        &self.order_limit
+    }
+
+    /// The piece hash the node signed when it stored the piece.
+    pub fn hash(&self) -> &PieceHash {
+        &self.hash
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    pub fn piece_size(&self) -> u64 {
+        self.piece_size
+    }
+
+    /// All leaf hashes of the piece's hash tree, as stored.
+    pub async fn leaves(&mut self) -> Result<Vec<Hash>> {
+        let count = hashtree::leaf_count(self.piece_size, self.chunk_size);
+        let mut bytes = vec![0u8; (count * HASH_SIZE) as usize];
+        let path = &self.path;
+        self.file
+            .seek(SeekFrom::Start(PIECE_HEADER_SIZE + self.piece_size))
+            .await
+            .map_err(Error::io(format!("cannot seek in {}", path.display())))?;
+        self.file
+            .read_exact(&mut bytes)
+            .await
+            .map_err(Error::io(format!(
+                "cannot read the leaf hashes of {}",
+                path.display()
+            )))?;
+        Ok(bytes
+            .chunks_exact(HASH_SIZE as usize)
+            .map(|leaf| {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(leaf);
+                hash
+            })
+            .collect())
+    }
+
+    /// A reader of `length` data bytes from `offset`, streaming from disk.
+    pub async fn into_data_reader(
+        mut self,
+        offset: u64,
+        length: u64,
+    ) -> Result<tokio::io::Take<tokio::fs::File>> {
+        let end = offset.saturating_add(length);
+        if end > self.piece_size {
+            return Err(Error::RangeOutOfBounds {
+                offset,
+                end,
+                piece_size: self.piece_size,
+            });
+        }
+        self.file
+            .seek(SeekFrom::Start(PIECE_HEADER_SIZE + offset))
+            .await
+            .map_err(Error::io(format!("cannot seek in {}", self.path.display())))?;
+        Ok(self.file.take(length))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archipel_proto::pb::PieceAction;
+
+    fn limit(satellite: &Identity, piece: u8, expiration: i64) -> OrderLimit {
+        orders::sign_order_limit(
+            satellite,
+            OrderLimit {
+                serial_number: orders::new_serial(),
+                node_id: vec![9; 32],
+                piece_id: vec![piece; 32],
+                action: PieceAction::Put as i32,
+                limit: 1 << 20,
+                piece_expiration: expiration,
+                order_expiration: orders::unix_now() + 60,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    async fn put(
+        store: &PieceStore,
+        node: &Identity,
+        limit: OrderLimit,
+        bytes: &[u8],
+    ) -> PieceHash {
+        let mut writer = store.create(limit, bytes.len() as u64).await.unwrap();
+        for part in bytes.chunks(10_000) {
+            writer.write(part).await.unwrap();
+        }
+        writer.commit(node).await.unwrap()
+    }
+
+    async fn read_range(
+        store: &PieceStore,
+        sat: NodeId,
+        piece: u8,
+        offset: u64,
+        len: u64,
+    ) -> Vec<u8> {
+        let piece = store.open_piece(sat, [piece; 32]).await.unwrap();
+        let mut reader = piece.into_data_reader(offset, len).await.unwrap();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn written_piece_reads_back_whole_and_in_ranges_with_its_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let bytes = data(100_000);
+        let hash = put(&store, &node, limit(&sat, 1, 0), &bytes).await;
+        let node_key = archipel_proto::PeerKey::from_public_key(&node.public_key()).unwrap();
+        orders::verify_piece_hash(&node_key, &hash).unwrap();
+        assert_eq!(hash.piece_size, 100_000);
+
+        assert_eq!(read_range(&store, sat.id(), 1, 0, 100_000).await, bytes);
+        assert_eq!(
+            read_range(&store, sat.id(), 1, 12_345, 50_000).await,
+            &bytes[12_345..62_345]
+        );
+
+        let mut piece = store.open_piece(sat.id(), [1; 32]).await.unwrap();
+        assert_eq!(piece.hash(), &hash);
+        assert_eq!(piece.order_limit().piece_id, vec![1; 32]);
+        let leaves = piece.leaves().await.unwrap();
+        let root: Hash = hash.root.clone().try_into().unwrap();
+        assert_eq!(hashtree::root_from_leaves(&leaves, 100_000), root);
+        assert!(matches!(
+            piece.into_data_reader(99_000, 2_000).await,
+            Err(Error::RangeOutOfBounds { .. })
+        ));
+
+        let path = piece_path(dir.path(), &sat.id(), &[1; 32]);
+        assert!(is_piece_file(&path));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            piece_file_size(100_000, hashtree::DEFAULT_CHUNK_SIZE)
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_piece_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let hash = put(&store, &node, limit(&sat, 2, 0), &[]).await;
+        assert_eq!(hash.piece_size, 0);
+        let mut piece = store.open_piece(sat.id(), [2; 32]).await.unwrap();
+        assert_eq!(
+            piece.leaves().await.unwrap(),
+            vec![hashtree::leaf_hash(&[])]
+        );
+        assert!(read_range(&store, sat.id(), 2, 0, 0).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropped_upload_leaves_no_piece_and_no_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let sat = Identity::generate();
+        let mut writer = store.create(limit(&sat, 3, 0), 50_000).await.unwrap();
+        writer.write(&data(20_000)).await.unwrap();
+        assert!(store.reserved_bytes() > 0);
+        drop(writer);
+        assert_eq!(store.reserved_bytes(), 0);
+        assert_eq!(store.used_bytes(), 0);
+        assert!(matches!(
+            store.open_piece(sat.id(), [3; 32]).await,
+            Err(Error::PieceNotFound(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("temp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_beyond_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let sat = Identity::generate();
+        assert!(matches!(
+            store.create(limit(&sat, 4, 0), i64::MAX as u64).await,
+            Err(Error::NotEnoughSpace { .. })
+        ));
+        let mut writer = store.create(limit(&sat, 4, 0), 1000).await.unwrap();
+        writer.write(&data(1000)).await.unwrap();
+        assert!(matches!(
+            writer.write(&[1]).await,
+            Err(Error::Order(archipel_proto::Error::OverLimit { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn leftover_temp_files_are_removed_and_space_is_recounted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let expected_used;
+        {
+            let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+                .await
+                .unwrap();
+            put(&store, &node, limit(&sat, 5, 0), &data(30_000)).await;
+            put(&store, &node, limit(&sat, 6, 0), &data(70_000)).await;
+            expected_used = store.used_bytes();
+            assert_eq!(
+                expected_used,
+                piece_file_size(30_000, hashtree::DEFAULT_CHUNK_SIZE)
+                    + piece_file_size(70_000, hashtree::DEFAULT_CHUNK_SIZE)
+            );
+            // An upload interrupted by a crash: its writer never ran Drop.
+            let writer = store.create(limit(&sat, 7, 0), 10).await.unwrap();
+            std::mem::forget(writer);
+        }
+        std::fs::write(dir.path().join("temp").join("x.partial"), b"half").unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("temp")).unwrap().count(),
+            0
+        );
+        assert_eq!(store.used_bytes(), expected_used);
+        assert_eq!(store.reserved_bytes(), 0);
+        assert!(matches!(
+            store.open_piece(sat.id(), [7; 32]).await,
+            Err(Error::PieceNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn allocation_is_enforced_including_reservations() {
+        let dir = tempfile::tempdir().unwrap();
+        let allocated = piece_file_size(100_000, hashtree::DEFAULT_CHUNK_SIZE) + 10;
+        let store = PieceStore::open(dir.path().to_path_buf(), allocated)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let first = store.create(limit(&sat, 8, 0), 100_000).await.unwrap();
+        assert!(matches!(
+            store.create(limit(&sat, 9, 0), 1).await,
+            Err(Error::NotEnoughSpace { .. })
+        ));
+        drop(first);
+        put(&store, &node, limit(&sat, 8, 0), &data(60_000)).await;
+        assert_eq!(
+            store.available_bytes().unwrap(),
+            allocated - store.used_bytes()
+        );
+        assert!(matches!(
+            store.create(limit(&sat, 9, 0), 60_000).await,
+            Err(Error::NotEnoughSpace { .. })
+        ));
+        store.delete(sat.id(), [8; 32]).await.unwrap();
+        assert_eq!(store.used_bytes(), 0);
+        assert!(matches!(
+            store.delete(sat.id(), [8; 32]).await,
+            Err(Error::PieceNotFound(_))
+        ));
+        store.create(limit(&sat, 9, 0), 60_000).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn replacing_a_piece_counts_only_the_new_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        put(&store, &node, limit(&sat, 10, 0), &data(50_000)).await;
+        put(&store, &node, limit(&sat, 10, 0), &data(20_000)).await;
+        assert_eq!(
+            store.used_bytes(),
+            piece_file_size(20_000, hashtree::DEFAULT_CHUNK_SIZE)
+        );
+        assert_eq!(
+            read_range(&store, sat.id(), 10, 0, 20_000).await,
+            data(20_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_pieces_are_hidden_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let now = orders::unix_now();
+        put(&store, &node, limit(&sat, 11, now - 5), &data(10)).await;
+        put(&store, &node, limit(&sat, 12, now + 3600), &data(10)).await;
+        put(&store, &node, limit(&sat, 13, 0), &data(10)).await;
+        assert!(matches!(
+            store.open_piece(sat.id(), [11; 32]).await,
+            Err(Error::PieceExpired(_))
+        ));
+        let report = store.sweep_expired(now).await.unwrap();
+        assert_eq!(report.removed, 1);
+        assert!(!piece_path(dir.path(), &sat.id(), &[11; 32]).exists());
+        assert_eq!(
+            store.used_bytes(),
+            2 * piece_file_size(10, hashtree::DEFAULT_CHUNK_SIZE)
+        );
+
+        // The index is rebuilt at open, so a restart still sweeps the rest later.
+        drop(store);
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let report = store.sweep_expired(now + 3600).await.unwrap();
+        assert_eq!(report.removed, 1);
+        store.open_piece(sat.id(), [13; 32]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn damaged_headers_and_truncated_files_are_reported_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        put(&store, &node, limit(&sat, 14, 0), &data(40_000)).await;
+        put(&store, &node, limit(&sat, 15, 0), &data(40_000)).await;
+
+        let truncated = piece_path(dir.path(), &sat.id(), &[14; 32]);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&truncated)
+            .unwrap();
+        file.set_len(PIECE_HEADER_SIZE + 100).unwrap();
+        assert!(matches!(
+            store.open_piece(sat.id(), [14; 32]).await,
+            Err(Error::DamagedPiece { .. })
+        ));
+
+        let scrambled = piece_path(dir.path(), &sat.id(), &[15; 32]);
+        let mut bytes = std::fs::read(&scrambled).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&scrambled, bytes).unwrap();
+        assert!(matches!(
+            store.open_piece(sat.id(), [15; 32]).await,
+            Err(Error::DamagedPiece { .. })
+        ));
+    }
+
+    #[test]
+    fn only_piece_paths_are_piece_files() {
+        let sat = Identity::generate().id();
+        let dir = Path::new("/srv/node");
+        let path = piece_path(dir, &sat, &[0xab; 32]);
+        assert_eq!(parse_piece_path(&path), Some((sat, [0xab; 32])));
+        assert!(!is_piece_file(&dir.join("temp").join("abc.partial")));
+        assert!(!is_piece_file(&path.with_extension("partial")));
+        assert!(!is_piece_file(
+            &dir.join("satellites").join(format!("{sat}.key"))
+        ));
+    }
+}

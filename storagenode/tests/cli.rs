@@ -1,0 +1,122 @@
+//! The `archipel-node` binary: setup, info, and a run stopped by SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn node() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_archipel-node"))
+}
+
+#[test]
+fn setup_writes_identity_and_config_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = dir.path().join("node");
+    let satellite = archipel_proto::Identity::generate().id();
+    let output = node()
+        .args(["setup", "--dir"])
+        .arg(&node_dir)
+        .args(["--listen", "127.0.0.1:0", "--allocated", "2GB"])
+        .arg("--satellite")
+        .arg(format!("{satellite}@127.0.0.1:7070"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(node_dir.join("identity").exists());
+    assert!(node_dir.join("storage").is_dir());
+
+    let config = archipel_storagenode::Config::load(&node_dir.join("config.toml")).unwrap();
+    assert_eq!(config.allocated_bytes, 2_000_000_000);
+    assert_eq!(config.satellites[0].id, satellite);
+    assert_eq!(config.listen_address, "127.0.0.1:0");
+    let identity = archipel_proto::Identity::load(&config.identity_path).unwrap();
+
+    let output = node()
+        .args(["info", "--config"])
+        .arg(node_dir.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        identity.id().to_string()
+    );
+
+    let again = node()
+        .args(["setup", "--dir"])
+        .arg(&node_dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let message = String::from_utf8_lossy(&again.stderr);
+    assert!(message.contains("already exists"), "{message}");
+    assert_eq!(
+        archipel_proto::Identity::load(&config.identity_path)
+            .unwrap()
+            .id(),
+        identity.id()
+    );
+}
+
+#[test]
+fn bad_input_is_reported_as_a_sentence_with_a_failure_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = node()
+        .args(["info", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("cannot read the configuration file"),
+        "{message}"
+    );
+
+    let output = node()
+        .args(["setup", "--dir"])
+        .arg(dir.path())
+        .args(["--allocated", "lots"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a size"));
+}
+
+#[test]
+fn run_serves_until_sigterm_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = node()
+        .args(["setup", "--dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = node()
+        .args(["run", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The piece store is opened at start; wait for its directories.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.path().join("storage").join("temp").exists() {
+        assert!(Instant::now() < deadline, "the node did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the node exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("storage node stopped"), "{log}");
+}
