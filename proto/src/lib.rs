@@ -13,6 +13,7 @@ pub mod hashtree;
 pub mod identity;
 pub mod orders;
 pub mod redundancy;
+pub mod signals;
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {

@@ -1,1 +1,201 @@
+//! The Archipel satellite: the coordinator that keeps encrypted metadata (the
+//! [`metabase`]), the registry of storage nodes ([`overlay`]), and serves the
+//! `Node` (check-in) and `Metainfo` gRPC services on one listener ([`service`]).
+//! Pieces of removed segments are deleted from their nodes in the background
+//! ([`deletes`]); abandoned uploads are swept by a cleanup worker ([`worker`]).
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use archipel_proto::{Identity, Redundancy};
+use tokio::net::TcpListener;
+
+pub mod cli;
+pub mod deletes;
+mod error;
+pub mod metabase;
+pub mod overlay;
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tokens;
+pub mod worker;
+
+pub use error::{Error, Result};
+pub use metabase::Metabase;
+
+/// The satellite's configuration (the `config.toml` written by `setup`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Metabase location: `sqlite://PATH?mode=rwc` (embedded, the default) or
+    /// `postgres://user@host/db` (production; CockroachDB-compatible SQL).
+    pub database_url: String,
+    /// File holding the satellite's Ed25519 identity (binary only).
+    pub identity_path: PathBuf,
+    /// Address the gRPC server listens on (binary only).
+    pub listen_address: String,
+    /// Erasure coding of new segments: `k/repair/success/total[/share_size]`.
+    #[serde(with = "redundancy_text")]
+    pub redundancy: Redundancy,
+    /// Largest plaintext segment a client may upload, in bytes.
+    pub max_segment_size: u64,
+    /// Encrypted segments up to this many bytes are stored inline in the metabase.
+    pub inline_threshold: u64,
+    /// Put at most one piece of a segment in each /24 (IPv4) or /64 (IPv6) network.
+    pub distinct_subnets: bool,
+    /// A node counts as online if it checked in within this window.
+    #[serde(with = "humantime_serde")]
+    pub node_online_window: Duration,
+    /// How long order limits stay valid after they are issued.
+    #[serde(with = "humantime_serde")]
+    pub order_expiration: Duration,
+    /// Uploads not committed within this are deleted with their pieces.
+    #[serde(with = "humantime_serde")]
+    pub pending_object_expiration: Duration,
+    /// How often the cleanup worker looks for expired uploads.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+    /// The check-in interval the satellite asks nodes to keep.
+    #[serde(with = "humantime_serde")]
+    pub check_in_interval: Duration,
+}
+
+/// The redundancy scheme as `k/repair/success/total/share_size` text in TOML.
+mod redundancy_text {
+    use archipel_proto::Redundancy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &Redundancy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!(
+            "{}/{}/{}/{}/{}",
+            r.required, r.repair, r.success, r.total, r.share_size
+        ))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Redundancy, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Production redundancy: Storj's 29/35/80/110.
+pub fn default_redundancy() -> Redundancy {
+    Redundancy {
+        required: 29,
+        repair: 35,
+        success: 80,
+        total: 110,
+        share_size: archipel_proto::redundancy::DEFAULT_SHARE_SIZE,
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://satellite.db?mode=rwc".into(),
+            identity_path: PathBuf::from("identity"),
+            listen_address: "0.0.0.0:7777".into(),
+            redundancy: default_redundancy(),
+            max_segment_size: 64 << 20,
+            inline_threshold: 4 << 10,
+            distinct_subnets: true,
+            node_online_window: Duration::from_secs(4 * 3600),
+            order_expiration: Duration::from_secs(3600),
+            pending_object_expiration: Duration::from_secs(24 * 3600),
+            cleanup_interval: Duration::from_secs(600),
+            check_in_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults with the given database, for tests.
+    pub fn new(database_url: impl Into<String>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            ..Config::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.redundancy
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        if self.max_segment_size == 0 {
+            return Err(Error::Config("max_segment_size must be positive".into()));
+        }
+        if self.cleanup_interval.is_zero() || self.check_in_interval.is_zero() {
+            return Err(Error::Config(
+                "cleanup_interval and check_in_interval must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Serves the satellite on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    identity: Identity,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let metabase = Metabase::connect(&config.database_url).await?;
+    let deleter =
+        deletes::PieceDeleter::new(identity.clone(), metabase.clone(), config.order_expiration);
+    let state = Arc::new(service::State::new(
+        config.clone(),
+        identity,
+        metabase.clone(),
+        deleter.clone(),
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cleanup = tokio::spawn(worker::run_worker(
+        "pending object cleanup",
+        config.cleanup_interval,
+        stop_rx,
+        worker::PendingCleanup::new(metabase.clone(), deleter, config.pending_object_expiration),
+    ));
+
+    tracing::info!(
+        "satellite {} serving on {}",
+        state.identity.id(),
+        listener.local_addr()?
+    );
+    let served = tonic::transport::Server::builder()
+        .add_service(archipel_proto::pb::node_server::NodeServer::from_arc(
+            state.clone(),
+        ))
+        .add_service(archipel_proto::pb::metainfo_server::MetainfoServer::from_arc(state))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    let _ = stop_tx.send(true);
+    if let Err(e) = cleanup.await {
+        tracing::warn!("the cleanup worker ended abnormally: {e}");
+    }
+    metabase.close().await;
+    Ok(served?)
+}
+
+/// Creates a project in the database at `database_url` (migrating it first if
+/// needed) and returns the project's API key.
+pub async fn create_project(database_url: &str, name: &str) -> Result<String> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidArgument("a project needs a name".into()));
+    }
+    let metabase = Metabase::connect(database_url).await?;
+    let key = metabase
+        .create_project(name, archipel_proto::orders::unix_now())
+        .await;
+    metabase.close().await;
+    key
+}

@@ -190,36 +190,14 @@ fn run(config_path: &Path, listen: Option<String>, advertise: Option<String>) ->
                     source,
                 )
             })?;
-        crate::run(config, identity, listener, shutdown_signal()).await
+        crate::run(
+            config,
+            identity,
+            listener,
+            archipel_proto::signals::shutdown_signal(),
+        )
+        .await
     })
-}
-
-/// Completes at Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
 }
 
 fn info(config_path: &Path) -> Result<(), Error> {

@@ -1,0 +1,125 @@
+//! Best-effort deletion of the pieces of removed segments: for every piece, a
+//! DELETE order limit sent to its node in the background. Failures are only
+//! logged; pieces left behind are garbage that retain filters collect later.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use archipel_proto::orders::{derive_piece_id, new_serial, sign_order_limit, unix_now};
+use archipel_proto::pb::piecestore_client::PiecestoreClient;
+use archipel_proto::pb::{OrderLimit, PieceAction, PieceDeleteRequest};
+use archipel_proto::{Identity, NodeId};
+
+use crate::metabase::RemovedSegment;
+use crate::Metabase;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct PieceDeleter {
+    identity: Identity,
+    metabase: Metabase,
+    order_expiration: Duration,
+}
+
+impl PieceDeleter {
+    pub fn new(identity: Identity, metabase: Metabase, order_expiration: Duration) -> Self {
+        PieceDeleter {
+            identity,
+            metabase,
+            order_expiration,
+        }
+    }
+
+    /// Starts deleting the pieces of `segments`; returns at once.
+    pub fn delete(&self, segments: Vec<RemovedSegment>) {
+        if segments.iter().all(|s| s.pieces.is_empty()) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.delete_now(segments).await });
+    }
+
+    /// Deletes the pieces of `segments`, one task per node; returns how many
+    /// pieces the nodes confirmed deleting.
+    pub async fn delete_now(&self, segments: Vec<RemovedSegment>) -> usize {
+        let mut by_node: HashMap<NodeId, Vec<[u8; 32]>> = HashMap::new();
+        for segment in &segments {
+            for piece in &segment.pieces {
+                by_node.entry(piece.node).or_default().push(derive_piece_id(
+                    &segment.root_piece_id,
+                    &piece.node,
+                    piece.num.into(),
+                ));
+            }
+        }
+        let tasks: Vec<_> = by_node
+            .into_iter()
+            .map(|(node, pieces)| {
+                let this = self.clone();
+                tokio::spawn(async move { this.delete_on_node(node, pieces).await })
+            })
+            .collect();
+        let mut deleted = 0;
+        for task in tasks {
+            deleted += task.await.unwrap_or(0);
+        }
+        deleted
+    }
+
+    async fn delete_on_node(&self, node: NodeId, pieces: Vec<[u8; 32]>) -> usize {
+        let address = match self.metabase.node(&node).await {
+            Ok(Some(row)) => row.address,
+            Ok(None) => {
+                tracing::debug!("cannot delete pieces on unknown node {node}");
+                return 0;
+            }
+            Err(e) => {
+                tracing::warn!("cannot look up node {node} to delete pieces: {e}");
+                return 0;
+            }
+        };
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT),
+            Err(e) => {
+                tracing::warn!("node {node} has an unusable address {address:?}: {e}");
+                return 0;
+            }
+        };
+        let mut client = match endpoint.connect().await {
+            Ok(channel) => PiecestoreClient::new(channel),
+            Err(e) => {
+                tracing::info!("cannot reach node {node} at {address} to delete pieces: {e}");
+                return 0;
+            }
+        };
+        let now = unix_now();
+        let expiration = now + i64::try_from(self.order_expiration.as_secs()).unwrap_or(3600);
+        let mut deleted = 0;
+        for piece_id in pieces {
+            let limit = sign_order_limit(
+                &self.identity,
+                OrderLimit {
+                    serial_number: new_serial(),
+                    node_id: node.to_vec(),
+                    piece_id: piece_id.to_vec(),
+                    action: PieceAction::Delete as i32,
+                    limit: 0,
+                    piece_expiration: 0,
+                    order_expiration: expiration,
+                    order_creation: now,
+                    ..Default::default()
+                },
+            );
+            match client
+                .delete(PieceDeleteRequest { limit: Some(limit) })
+                .await
+            {
+                Ok(_) => deleted += 1,
+                Err(e) => tracing::info!("node {node} did not delete a piece: {e}"),
+            }
+        }
+        deleted
+    }
+}

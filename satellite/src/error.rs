@@ -1,0 +1,60 @@
+//! The satellite's error type and its mapping to gRPC status codes.
+
+/// Everything the satellite can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the database failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database URL {0:?} is not supported: use sqlite://... or postgres://...")]
+    UnsupportedDatabase(String),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("an I/O operation failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a protocol check failed: {0}")]
+    Proto(#[from] archipel_proto::Error),
+    #[error("the configuration is invalid: {0}")]
+    Config(String),
+    #[error("the API key is not valid")]
+    Unauthenticated,
+    #[error("the request is invalid: {0}")]
+    InvalidArgument(String),
+    #[error("{0} was not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("the request cannot be done now: {0}")]
+    FailedPrecondition(String),
+    #[error("the service is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored metadata is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        let message = error.to_string();
+        match error {
+            Error::Unauthenticated => tonic::Status::unauthenticated(message),
+            Error::InvalidArgument(_) | Error::Proto(_) => tonic::Status::invalid_argument(message),
+            Error::NotFound(_) => tonic::Status::not_found(message),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(message),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::UnsupportedDatabase(_)
+            | Error::Transport(_)
+            | Error::Io(_)
+            | Error::Config(_)
+            | Error::Corrupt(_) => {
+                tracing::error!("internal error: {message}");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

@@ -1,0 +1,1124 @@
+//! The metabase: projects, API keys, buckets, objects, segments and the node
+//! registry, in SQLite (embedded default) or PostgreSQL (production).
+//!
+//! Both backends run the same SQL text: `$N` placeholders (which SQLite also
+//! understands), BIGINT numbers, byte-string keys compared as bytes, and nothing
+//! CockroachDB would refuse. [`on_pool!`] expands each query once per backend.
+//! Writes that read before they write run in `BEGIN IMMEDIATE` on SQLite, so two
+//! writers queue on the busy timeout instead of failing on a lock upgrade.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use archipel_proto::{NodeId, Redundancy};
+use base64::Engine;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::{Error, Result};
+
+/// An open metabase; cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Metabase {
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever backend is open.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Starts a transaction meant to write.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Db>>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
+}
+
+/// Serializes migrations started in this process: SQLite has no migration lock,
+/// and a satellite and `create_project` often open the same new file at once.
+static MIGRATION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A project as an API key resolves it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Project {
+    pub id: Vec<u8>,
+    pub name: String,
+    pub salt: Vec<u8>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Bucket {
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// An object, pending (being uploaded) or committed.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Object {
+    pub stream_id: Vec<u8>,
+    pub project_id: Vec<u8>,
+    pub bucket: String,
+    pub object_key: Vec<u8>,
+    pub committed: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub cipher: i64,
+    pub block_size: i64,
+    pub encrypted_metadata: Vec<u8>,
+    pub encrypted_metadata_key: Vec<u8>,
+    pub encrypted_metadata_nonce: Vec<u8>,
+    pub plain_size: i64,
+    pub segment_count: i64,
+}
+
+impl Object {
+    /// A new pending object with no segments and no metadata yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pending(
+        stream_id: Vec<u8>,
+        project_id: Vec<u8>,
+        bucket: String,
+        object_key: Vec<u8>,
+        created_at: i64,
+        expires_at: i64,
+        cipher: u32,
+        block_size: u32,
+    ) -> Object {
+        Object {
+            stream_id,
+            project_id,
+            bucket,
+            object_key,
+            committed: 0,
+            created_at,
+            expires_at,
+            cipher: cipher.into(),
+            block_size: block_size.into(),
+            encrypted_metadata: Vec::new(),
+            encrypted_metadata_key: Vec::new(),
+            encrypted_metadata_nonce: Vec::new(),
+            plain_size: 0,
+            segment_count: 0,
+        }
+    }
+}
+
+/// One stored piece of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub num: u16,
+    pub node: NodeId,
+    /// The piece's hash tree root as the node signed it.
+    pub root: [u8; 32],
+}
+
+const PIECE_RECORD: usize = 2 + 32 + 32;
+
+/// The piece list as one blob: per piece, its number (big-endian u16), node id and root.
+pub fn encode_pieces(pieces: &[Piece]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.len() * PIECE_RECORD);
+    for piece in pieces {
+        out.extend_from_slice(&piece.num.to_be_bytes());
+        out.extend_from_slice(piece.node.as_bytes());
+        out.extend_from_slice(&piece.root);
+    }
+    out
+}
+
+pub fn decode_pieces(blob: &[u8]) -> Result<Vec<Piece>> {
+    if !blob.len().is_multiple_of(PIECE_RECORD) {
+        return Err(Error::Corrupt(format!(
+            "a piece list of {} bytes is not a whole number of records",
+            blob.len()
+        )));
+    }
+    Ok(blob
+        .chunks_exact(PIECE_RECORD)
+        .map(|record| {
+            let mut node = [0u8; 32];
+            node.copy_from_slice(&record[2..34]);
+            let mut root = [0u8; 32];
+            root.copy_from_slice(&record[34..66]);
+            Piece {
+                num: u16::from_be_bytes([record[0], record[1]]),
+                node: NodeId(node),
+                root,
+            }
+        })
+        .collect())
+}
+
+/// A segment of an object: inline (data kept here) or remote (pieces on nodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub stream_id: Vec<u8>,
+    pub position: u32,
+    pub root_piece_id: [u8; 32],
+    pub encrypted_key: Vec<u8>,
+    pub encrypted_key_nonce: Vec<u8>,
+    pub plain_offset: i64,
+    pub plain_size: i64,
+    pub encrypted_size: i64,
+    /// `None` for inline segments.
+    pub redundancy: Option<Redundancy>,
+    pub inline_data: Option<Vec<u8>>,
+    pub pieces: Vec<Piece>,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SegmentRecord {
+    stream_id: Vec<u8>,
+    position: i64,
+    root_piece_id: Vec<u8>,
+    encrypted_key: Vec<u8>,
+    encrypted_key_nonce: Vec<u8>,
+    plain_offset: i64,
+    plain_size: i64,
+    encrypted_size: i64,
+    redundancy: Option<String>,
+    inline_data: Option<Vec<u8>>,
+    pieces: Vec<u8>,
+    created_at: i64,
+}
+
+impl TryFrom<SegmentRecord> for Segment {
+    type Error = Error;
+    fn try_from(r: SegmentRecord) -> Result<Segment> {
+        let position = u32::try_from(r.position)
+            .map_err(|_| Error::Corrupt(format!("segment position {}", r.position)))?;
+        let root_piece_id: [u8; 32] = if r.root_piece_id.is_empty() {
+            [0; 32]
+        } else {
+            r.root_piece_id
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("root piece id is not 32 bytes".into()))?
+        };
+        let redundancy = match r.redundancy {
+            Some(text) => Some(
+                Redundancy::from_str(&text)
+                    .map_err(|e| Error::Corrupt(format!("redundancy {text:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Segment {
+            stream_id: r.stream_id,
+            position,
+            root_piece_id,
+            encrypted_key: r.encrypted_key,
+            encrypted_key_nonce: r.encrypted_key_nonce,
+            plain_offset: r.plain_offset,
+            plain_size: r.plain_size,
+            encrypted_size: r.encrypted_size,
+            redundancy,
+            inline_data: r.inline_data,
+            pieces: decode_pieces(&r.pieces)?,
+            created_at: r.created_at,
+        })
+    }
+}
+
+fn redundancy_text(r: &Redundancy) -> String {
+    format!(
+        "{}/{}/{}/{}/{}",
+        r.required, r.repair, r.success, r.total, r.share_size
+    )
+}
+
+/// The pieces of a removed segment, for best-effort deletion from their nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedSegment {
+    pub root_piece_id: [u8; 32],
+    pub pieces: Vec<Piece>,
+}
+
+impl From<Segment> for RemovedSegment {
+    fn from(s: Segment) -> Self {
+        RemovedSegment {
+            root_piece_id: s.root_piece_id,
+            pieces: s.pieces,
+        }
+    }
+}
+
+/// A storage node as it last checked in.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Node {
+    pub id: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub address: String,
+    /// The /24 (IPv4) or /64 (IPv6) network of its address.
+    pub last_net: String,
+    pub capacity_bytes: i64,
+    pub free_bytes: i64,
+    pub version: String,
+    pub last_contact: i64,
+    pub created_at: i64,
+}
+
+/// What a listing returns, relative to the listed prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListEntry {
+    /// Everything below `key` (which ends with '/'), collapsed.
+    Prefix(Vec<u8>),
+    Object(Vec<u8>, Box<Object>),
+}
+
+impl ListEntry {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ListEntry::Prefix(k) | ListEntry::Object(k, _) => k,
+        }
+    }
+}
+
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// How often a commit that lost a race is tried again.
+const COMMIT_ATTEMPTS: u64 = 50;
+
+/// The smallest byte string greater than every string starting with `prefix`,
+/// or `None` when no such string exists (empty or all-0xFF prefix).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+const OBJECT_COLUMNS: &str = "stream_id, project_id, bucket, object_key, committed, created_at, \
+     expires_at, cipher, block_size, encrypted_metadata, encrypted_metadata_key, \
+     encrypted_metadata_nonce, plain_size, segment_count";
+
+const SEGMENT_COLUMNS: &str = "stream_id, position, root_piece_id, encrypted_key, \
+     encrypted_key_nonce, plain_offset, plain_size, encrypted_size, redundancy, inline_data, \
+     pieces, created_at";
+
+const NODE_COLUMNS: &str = "id, public_key, address, last_net, capacity_bytes, free_bytes, \
+     version, last_contact, created_at";
+
+/// Generates a new API key: "ak_" and 32 random bytes in unpadded base64url.
+fn new_api_key() -> String {
+    let secret: [u8; 32] = rand::random();
+    format!(
+        "ak_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    )
+}
+
+/// Keys are stored only as this hash.
+fn api_key_hash(key: &str) -> Vec<u8> {
+    blake3::hash(key.as_bytes()).as_bytes().to_vec()
+}
+
+/// Whether a transaction that failed this way may succeed when run again:
+/// a uniqueness race or a serialization failure (SQLSTATE 40001).
+fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            e.is_unique_violation() || e.code().is_some_and(|code| code == "40001")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a database error is a uniqueness violation.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+impl Metabase {
+    /// Opens the database at `url` and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Metabase> {
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options)
+                    .await?,
+            )
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await?,
+            )
+        } else {
+            return Err(Error::UnsupportedDatabase(url.to_string()));
+        };
+        let metabase = Metabase { pool };
+        metabase.migrate().await?;
+        Ok(metabase)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let _guard = MIGRATION_LOCK.lock().await;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                // Another process may be migrating the same file; its work shows
+                // up as "already applied" on the next attempt.
+                let mut attempt = 0;
+                loop {
+                    match sqlx::migrate!("migrations/sqlite").run(pool).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if attempt < 3 => {
+                            tracing::debug!("retrying migration after: {e}");
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Pool::Postgres(pool) => Ok(sqlx::migrate!("migrations/postgres").run(pool).await?),
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    // ------------------------------------------------------------ projects
+
+    /// Creates a project with a fresh salt and returns its first API key.
+    pub async fn create_project(&self, name: &str, now: i64) -> Result<String> {
+        let id: [u8; 16] = rand::random();
+        let salt: [u8; 32] = rand::random();
+        let key = new_api_key();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("INSERT INTO projects (id, name, salt, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(id.to_vec())
+                .bind(name)
+                .bind(salt.to_vec())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO api_keys (key_hash, project_id, created_at) VALUES ($1, $2, $3)")
+                .bind(api_key_hash(&key))
+                .bind(id.to_vec())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(key)
+    }
+
+    /// The project an API key belongs to, or `Unauthenticated`.
+    pub async fn project_by_api_key(&self, key: &str) -> Result<Project> {
+        let hash = api_key_hash(key);
+        let project: Option<Project> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT p.id, p.name, p.salt, p.created_at FROM projects p \
+                 JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?
+        });
+        project.ok_or(Error::Unauthenticated)
+    }
+
+    // ------------------------------------------------------------ buckets
+
+    pub async fn create_bucket(&self, project: &[u8], name: &str, now: i64) -> Result<Bucket> {
+        let result = on_pool!(self, pool => {
+            sqlx::query("INSERT INTO buckets (project_id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(project)
+                .bind(name)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        });
+        match result {
+            Ok(()) => Ok(Bucket {
+                name: name.to_string(),
+                created_at: now,
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::AlreadyExists(format!("bucket {name:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_bucket(&self, project: &[u8], name: &str) -> Result<Bucket> {
+        let bucket: Option<Bucket> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT name, created_at FROM buckets WHERE project_id = $1 AND name = $2")
+                .bind(project)
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        bucket.ok_or_else(|| Error::NotFound(format!("bucket {name:?}")))
+    }
+
+    /// Deletes a bucket that holds no objects, committed or pending.
+    pub async fn delete_bucket(&self, project: &[u8], name: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM buckets WHERE project_id = $1 AND name = $2")
+                .bind(project)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(Error::NotFound(format!("bucket {name:?}")));
+            }
+            let object: Option<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 LIMIT 1",
+            )
+            .bind(project)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if object.is_some() {
+                tx.rollback().await?;
+                return Err(Error::FailedPrecondition(format!("bucket {name:?} is not empty")));
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Buckets in name order, strictly after `cursor`; the flag says whether more follow.
+    pub async fn list_buckets(
+        &self,
+        project: &[u8],
+        cursor: &str,
+        limit: usize,
+    ) -> Result<(Vec<Bucket>, bool)> {
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let mut buckets: Vec<Bucket> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT name, created_at FROM buckets WHERE project_id = $1 AND name > $2 \
+                 ORDER BY name LIMIT $3",
+            )
+            .bind(project)
+            .bind(cursor)
+            .bind(limit as i64 + 1)
+            .fetch_all(pool)
+            .await?
+        });
+        let more = buckets.len() > limit;
+        buckets.truncate(limit);
+        Ok((buckets, more))
+    }
+
+    // ------------------------------------------------------------ objects
+
+    /// Records a pending object; its segments are attached to `stream_id`.
+    pub async fn begin_object(&self, object: &Object) -> Result<()> {
+        self.get_bucket(&object.project_id, &object.bucket).await?;
+        let sql = format!(
+            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(&object.stream_id)
+                .bind(&object.project_id)
+                .bind(&object.bucket)
+                .bind(&object.object_key)
+                .bind(object.committed)
+                .bind(object.created_at)
+                .bind(object.expires_at)
+                .bind(object.cipher)
+                .bind(object.block_size)
+                .bind(&object.encrypted_metadata)
+                .bind(&object.encrypted_metadata_key)
+                .bind(&object.encrypted_metadata_nonce)
+                .bind(object.plain_size)
+                .bind(object.segment_count)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The object (pending or committed) of a stream, within a project.
+    pub async fn object_by_stream(&self, project: &[u8], stream_id: &[u8]) -> Result<Object> {
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
+        );
+        let object: Option<Object> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(stream_id).bind(project).fetch_optional(pool).await?
+        });
+        object.ok_or_else(|| Error::NotFound("the object of this stream".into()))
+    }
+
+    /// Adds a segment to a pending object.
+    pub async fn put_segment(&self, project: &[u8], segment: &Segment) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        let root = if segment.inline_data.is_some() {
+            Vec::new()
+        } else {
+            segment.root_piece_id.to_vec()
+        };
+        let result: Result<()> = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            // Touch the object first so the write lock is taken before the read.
+            let pending = sqlx::query(
+                "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
+                 AND project_id = $2 AND committed = 0",
+            )
+            .bind(&segment.stream_id)
+            .bind(project)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if pending == 0 {
+                return Err(Error::NotFound("a pending object for this stream".into()));
+            }
+            let inserted = sqlx::query(&sql)
+                .bind(&segment.stream_id)
+                .bind(i64::from(segment.position))
+                .bind(root)
+                .bind(&segment.encrypted_key)
+                .bind(&segment.encrypted_key_nonce)
+                .bind(segment.plain_offset)
+                .bind(segment.plain_size)
+                .bind(segment.encrypted_size)
+                .bind(segment.redundancy.as_ref().map(redundancy_text))
+                .bind(&segment.inline_data)
+                .bind(encode_pieces(&segment.pieces))
+                .bind(segment.created_at)
+                .execute(&mut *tx)
+                .await;
+            match inserted {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(())
+                }
+                Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
+                    "segment {} of this object",
+                    segment.position
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        });
+        result
+    }
+
+    /// The segments of a stream in position order.
+    pub async fn segments(&self, stream_id: &[u8]) -> Result<Vec<Segment>> {
+        let sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
+        );
+        let records: Vec<SegmentRecord> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(stream_id).fetch_all(pool).await?
+        });
+        records.into_iter().map(Segment::try_from).collect()
+    }
+
+    pub async fn segment(&self, stream_id: &[u8], position: u32) -> Result<Segment> {
+        let sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 AND position = $2"
+        );
+        let record: Option<SegmentRecord> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(stream_id)
+                .bind(i64::from(position))
+                .fetch_optional(pool)
+                .await?
+        });
+        record
+            .ok_or_else(|| Error::NotFound(format!("segment {position}")))?
+            .try_into()
+    }
+
+    /// Commits a pending object: its segments must be positions 0..n. Replaces a
+    /// committed object of the same key; returns the committed object and the
+    /// segments of the replaced one, whose pieces are now garbage.
+    pub async fn commit_object(
+        &self,
+        project: &[u8],
+        stream_id: &[u8],
+        encrypted_metadata: &[u8],
+        encrypted_metadata_key: &[u8],
+        encrypted_metadata_nonce: &[u8],
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .commit_object_once(
+                    project,
+                    stream_id,
+                    encrypted_metadata,
+                    encrypted_metadata_key,
+                    encrypted_metadata_nonce,
+                )
+                .await;
+            match result {
+                // Two commits of one key raced (PostgreSQL) or the transaction
+                // must be retried (CockroachDB): the next attempt sees the winner.
+                // Every round has a winner, so racers get through one by one;
+                // a random pause keeps them from meeting again in lockstep.
+                Err(Error::Database(e)) if attempt < COMMIT_ATTEMPTS && is_retryable(&e) => {
+                    attempt += 1;
+                    tracing::debug!("retrying an object commit after: {e}");
+                    let pause = rand::random::<u64>() % (5 * attempt);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn commit_object_once(
+        &self,
+        project: &[u8],
+        stream_id: &[u8],
+        encrypted_metadata: &[u8],
+        encrypted_metadata_key: &[u8],
+        encrypted_metadata_nonce: &[u8],
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let object_sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
+        );
+        let old_sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1"
+        );
+        let segments_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let touched = sqlx::query(
+                "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
+                 AND project_id = $2 AND committed = 0",
+            )
+            .bind(stream_id)
+            .bind(project)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if touched == 0 {
+                return Err(Error::NotFound("a pending object for this stream".into()));
+            }
+            let mut object: Object = sqlx::query_as(&object_sql)
+                .bind(stream_id)
+                .bind(project)
+                .fetch_one(&mut *tx)
+                .await?;
+            let records: Vec<SegmentRecord> =
+                sqlx::query_as(&segments_sql).bind(stream_id).fetch_all(&mut *tx).await?;
+            let segments = records
+                .into_iter()
+                .map(Segment::try_from)
+                .collect::<Result<Vec<_>>>()?;
+            let mut offset = 0i64;
+            for (index, segment) in segments.iter().enumerate() {
+                if segment.position as usize != index {
+                    return Err(Error::FailedPrecondition(format!(
+                        "segment {index} is missing; segments must be contiguous from 0"
+                    )));
+                }
+                if segment.plain_offset != offset {
+                    sqlx::query("UPDATE segments SET plain_offset = $1 WHERE stream_id = $2 AND position = $3")
+                        .bind(offset)
+                        .bind(stream_id)
+                        .bind(i64::from(segment.position))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                offset += segment.plain_size;
+            }
+
+            let old: Option<Object> = sqlx::query_as(&old_sql)
+                .bind(project)
+                .bind(&object.bucket)
+                .bind(&object.object_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut removed = Vec::new();
+            if let Some(old) = old {
+                let records: Vec<SegmentRecord> = sqlx::query_as(&segments_sql)
+                    .bind(&old.stream_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for record in records {
+                    let segment = Segment::try_from(record)?;
+                    if !segment.pieces.is_empty() {
+                        removed.push(RemovedSegment::from(segment));
+                    }
+                }
+                sqlx::query("DELETE FROM segments WHERE stream_id = $1")
+                    .bind(&old.stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM objects WHERE stream_id = $1")
+                    .bind(&old.stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            object.committed = 1;
+            object.plain_size = offset;
+            object.segment_count = segments.len() as i64;
+            object.encrypted_metadata = encrypted_metadata.to_vec();
+            object.encrypted_metadata_key = encrypted_metadata_key.to_vec();
+            object.encrypted_metadata_nonce = encrypted_metadata_nonce.to_vec();
+            sqlx::query(
+                "UPDATE objects SET committed = 1, plain_size = $1, segment_count = $2, \
+                 encrypted_metadata = $3, encrypted_metadata_key = $4, \
+                 encrypted_metadata_nonce = $5 WHERE stream_id = $6",
+            )
+            .bind(object.plain_size)
+            .bind(object.segment_count)
+            .bind(&object.encrypted_metadata)
+            .bind(&object.encrypted_metadata_key)
+            .bind(&object.encrypted_metadata_nonce)
+            .bind(stream_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((object, removed))
+        })
+    }
+
+    /// The committed object under a key.
+    pub async fn get_object(&self, project: &[u8], bucket: &str, key: &[u8]) -> Result<Object> {
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1"
+        );
+        let object: Option<Object> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).fetch_optional(pool).await?
+        });
+        object.ok_or_else(|| Error::NotFound("the object".into()))
+    }
+
+    /// Deletes the committed object under a key with its segments.
+    pub async fn delete_object(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1"
+        );
+        let object: Object = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).fetch_optional(pool).await?
+        })
+        .ok_or_else(|| Error::NotFound("the object".into()))?;
+        // Replaced or deleted since it was read: then there is nothing to delete.
+        let removed = self
+            .delete_stream(&object.stream_id, 1)
+            .await?
+            .ok_or_else(|| Error::NotFound("the object".into()))?;
+        Ok((object, removed))
+    }
+
+    /// Removes an object row with its segments if its `committed` flag still
+    /// has the given value: a pending upload may commit, or a committed object
+    /// be replaced, in the meantime. Returns the remote segments removed, or
+    /// `None` if the row was no longer there in that state.
+    async fn delete_stream(
+        &self,
+        stream_id: &[u8],
+        committed: i64,
+    ) -> Result<Option<Vec<RemovedSegment>>> {
+        let segments_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM objects WHERE stream_id = $1 AND committed = $2")
+                .bind(stream_id)
+                .bind(committed)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                // Someone else changed or deleted it first and owns its pieces.
+                return Ok(None);
+            }
+            let records: Vec<SegmentRecord> =
+                sqlx::query_as(&segments_sql).bind(stream_id).fetch_all(&mut *tx).await?;
+            sqlx::query("DELETE FROM segments WHERE stream_id = $1")
+                .bind(stream_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let mut removed = Vec::new();
+            for record in records {
+                let segment = Segment::try_from(record)?;
+                if !segment.pieces.is_empty() {
+                    removed.push(RemovedSegment::from(segment));
+                }
+            }
+            Ok(Some(removed))
+        })
+    }
+
+    /// Deletes up to `batch` pending objects created before `cutoff`; returns how
+    /// many went and the remote segments they had.
+    pub async fn delete_pending_before(
+        &self,
+        cutoff: i64,
+        batch: usize,
+    ) -> Result<(usize, Vec<RemovedSegment>)> {
+        let streams: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE committed = 0 AND created_at < $1 \
+                 ORDER BY created_at LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(batch as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut removed = Vec::new();
+        for (stream_id,) in &streams {
+            removed.extend(self.delete_stream(stream_id, 0).await?.unwrap_or_default());
+        }
+        Ok((streams.len(), removed))
+    }
+
+    /// Lists committed objects of a bucket under `prefix`, strictly after
+    /// `cursor` (relative to the prefix), in key byte order. Unless `recursive`,
+    /// keys with a further '/' collapse into one prefix entry per component.
+    /// Returns at most `limit` entries (capped at [`MAX_LIST_LIMIT`]) and whether more follow.
+    pub async fn list_objects(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        prefix: &[u8],
+        cursor: &[u8],
+        recursive: bool,
+        limit: usize,
+    ) -> Result<(Vec<ListEntry>, bool)> {
+        let limit = if limit == 0 {
+            MAX_LIST_LIMIT
+        } else {
+            limit.min(MAX_LIST_LIMIT)
+        };
+        let upper = prefix_end(prefix);
+        // The listing resumes at `lower`, inclusive or not.
+        let (mut lower, mut inclusive) = if cursor.is_empty() {
+            (prefix.to_vec(), true)
+        } else {
+            let full = [prefix, cursor].concat();
+            match cursor.iter().position(|&b| b == b'/') {
+                // A cursor inside (or naming) a collapsed prefix skips all of it.
+                Some(i) if !recursive => match prefix_end(&full[..prefix.len() + i + 1]) {
+                    Some(end) => (end, true),
+                    None => return Ok((Vec::new(), false)),
+                },
+                _ => (full, false),
+            }
+        };
+        let sql_lower = |inclusive: bool| {
+            let op = if inclusive { ">=" } else { ">" };
+            let upper_clause = if upper.is_some() {
+                " AND object_key < $5"
+            } else {
+                ""
+            };
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+                 AND committed = 1 AND object_key {op} $3{upper_clause} \
+                 ORDER BY object_key LIMIT $4"
+            )
+        };
+        let mut entries = Vec::new();
+        'scan: while entries.len() <= limit {
+            let want = (limit + 1 - entries.len()) as i64;
+            let sql = sql_lower(inclusive);
+            let rows: Vec<Object> = on_pool!(self, pool => {
+                let mut query = sqlx::query_as(&sql)
+                    .bind(project)
+                    .bind(bucket)
+                    .bind(&lower)
+                    .bind(want);
+                if let Some(upper) = &upper {
+                    query = query.bind(upper);
+                }
+                query.fetch_all(pool).await?
+            });
+            if rows.is_empty() {
+                break;
+            }
+            let exhausted = (rows.len() as i64) < want;
+            for object in rows {
+                let relative = object.object_key[prefix.len()..].to_vec();
+                if !recursive {
+                    if let Some(i) = relative.iter().position(|&b| b == b'/') {
+                        let component = relative[..=i].to_vec();
+                        match prefix_end(&object.object_key[..prefix.len() + i + 1]) {
+                            Some(end) => {
+                                lower = end;
+                                inclusive = true;
+                            }
+                            None => {
+                                entries.push(ListEntry::Prefix(component));
+                                break 'scan;
+                            }
+                        }
+                        entries.push(ListEntry::Prefix(component));
+                        // Re-query past everything below this component.
+                        continue 'scan;
+                    }
+                }
+                lower = object.object_key.clone();
+                inclusive = false;
+                entries.push(ListEntry::Object(relative, Box::new(object)));
+                if entries.len() > limit {
+                    break 'scan;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok((entries, more))
+    }
+
+    // ------------------------------------------------------------ nodes
+
+    /// Records a node's check-in, creating it on first contact.
+    pub async fn upsert_node(&self, node: &Node) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO nodes (id, public_key, address, last_net, capacity_bytes, free_bytes, \
+                 version, last_contact, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, \
+                 address = excluded.address, last_net = excluded.last_net, \
+                 capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes, \
+                 version = excluded.version, last_contact = excluded.last_contact",
+            )
+            .bind(&node.id)
+            .bind(&node.public_key)
+            .bind(&node.address)
+            .bind(&node.last_net)
+            .bind(node.capacity_bytes)
+            .bind(node.free_bytes)
+            .bind(&node.version)
+            .bind(node.last_contact)
+            .bind(node.created_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Nodes that checked in at or after `online_since` with at least `min_free` bytes free.
+    pub async fn eligible_nodes(&self, online_since: i64, min_free: i64) -> Result<Vec<Node>> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE last_contact >= $1 AND free_bytes >= $2"
+        );
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(online_since).bind(min_free).fetch_all(pool).await?
+        }))
+    }
+
+    pub async fn node(&self, id: &NodeId) -> Result<Option<Node>> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_vec()).fetch_optional(pool).await?
+        }))
+    }
+
+    /// The known nodes among `ids`.
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Node>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_pool!(self, pool => {
+            let mut builder = sqlx::QueryBuilder::new(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id IN ("));
+            let mut separated = builder.separated(", ");
+            for id in ids {
+                separated.push_bind(id.to_vec());
+            }
+            builder.push(")");
+            builder.build_query_as().fetch_all(pool).await?
+        }))
+    }
+
+    pub async fn node_count(&self) -> Result<usize> {
+        let (count,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT COUNT(*) FROM nodes").fetch_one(pool).await?
+        });
+        Ok(count.max(0) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_least_upper_bound() {
+        assert_eq!(prefix_end(b"a/"), Some(b"a0".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn piece_lists_round_trip() {
+        let pieces = vec![
+            Piece {
+                num: 3,
+                node: NodeId([7; 32]),
+                root: [9; 32],
+            },
+            Piece {
+                num: 300,
+                node: NodeId([1; 32]),
+                root: [2; 32],
+            },
+        ];
+        assert_eq!(decode_pieces(&encode_pieces(&pieces)).unwrap(), pieces);
+        assert!(decode_pieces(&[0; 65]).is_err());
+    }
+}

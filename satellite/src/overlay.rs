@@ -1,0 +1,107 @@
+//! The node registry's rules: the network a node's address belongs to, and the
+//! choice of nodes for a new segment's pieces.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use rand::seq::SliceRandom;
+
+use crate::metabase::Node;
+
+/// The /24 (IPv4) or /64 (IPv6) network of an IP, as text.
+pub fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network_of(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// The network of a node: from the IP of the address it announced, or, when
+/// that is a host name or an unspecified address, from where it connected from.
+pub fn node_network(announced: &str, remote: Option<SocketAddr>) -> String {
+    match announced.parse::<SocketAddr>() {
+        Ok(addr) if !addr.ip().is_unspecified() => network_of(addr.ip()),
+        _ => match remote {
+            Some(remote) => network_of(remote.ip()),
+            // Without an IP, the host name stands for the network.
+            None => announced
+                .rsplit_once(':')
+                .map_or(announced, |(host, _)| host)
+                .to_string(),
+        },
+    }
+}
+
+/// Picks up to `count` nodes at random from `eligible`, at most one per network
+/// when `distinct_subnets`.
+pub fn select(mut eligible: Vec<Node>, count: usize, distinct_subnets: bool) -> Vec<Node> {
+    eligible.shuffle(&mut rand::thread_rng());
+    let mut networks = HashSet::new();
+    let mut chosen = Vec::with_capacity(count);
+    for node in eligible {
+        if chosen.len() == count {
+            break;
+        }
+        if distinct_subnets && !networks.insert(node.last_net.clone()) {
+            continue;
+        }
+        chosen.push(node);
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u8, net: &str) -> Node {
+        Node {
+            id: vec![id; 32],
+            public_key: vec![id; 32],
+            address: format!("{net}:1"),
+            last_net: net.into(),
+            capacity_bytes: 1,
+            free_bytes: 1,
+            version: String::new(),
+            last_contact: 0,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn networks() {
+        assert_eq!(network_of("10.1.2.3".parse().unwrap()), "10.1.2.0/24");
+        assert_eq!(
+            network_of("2001:db8:1:2:3::4".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(node_network("127.0.5.9:80", None), "127.0.5.0/24");
+        assert_eq!(
+            node_network("0.0.0.0:80", Some("192.0.2.7:5".parse().unwrap())),
+            "192.0.2.0/24"
+        );
+        assert_eq!(node_network("node.example:80", None), "node.example");
+    }
+
+    #[test]
+    fn selection_takes_one_node_per_network_when_asked() {
+        let nodes = vec![node(1, "a"), node(2, "a"), node(3, "b"), node(4, "c")];
+        for _ in 0..20 {
+            let chosen = select(nodes.clone(), 4, true);
+            assert_eq!(chosen.len(), 3);
+            let nets: HashSet<_> = chosen.iter().map(|n| n.last_net.clone()).collect();
+            assert_eq!(nets.len(), 3);
+        }
+        assert_eq!(select(nodes.clone(), 4, false).len(), 4);
+        assert_eq!(select(nodes, 2, false).len(), 2);
+    }
+}

@@ -1,0 +1,805 @@
+//! The gRPC services: `Node` (storage node check-ins) and `Metainfo` (buckets,
+//! objects, segments and the order limits that authorize piece transfers).
+//! Every metainfo call is authenticated by its API key and scoped to the key's
+//! project; stream and segment ids are signed tokens (see [`crate::tokens`]).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use archipel_proto::orders::{
+    derive_piece_id, new_root_piece_id, new_serial, sign_order_limit, unix_now, verify_check_in,
+    verify_piece_hash,
+};
+use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, PieceAction};
+use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
+use tonic::{Request, Response, Status};
+
+use crate::deletes::PieceDeleter;
+use crate::metabase::{self, ListEntry, Piece, Project, Segment};
+use crate::tokens::{self, SegmentToken, StreamToken};
+use crate::{overlay, Config, Error, Metabase, Result};
+
+/// Check-ins whose clock is further off than this are refused (replay guard).
+const CHECK_IN_CLOCK_SKEW: i64 = 600;
+/// Encrypted inline data may exceed the threshold by this much (AEAD tag and nonce).
+const INLINE_OVERHEAD: u64 = 64;
+
+/// What the services share.
+pub struct State {
+    pub config: Config,
+    pub identity: Identity,
+    key: PeerKey,
+    pub metabase: Metabase,
+    deleter: PieceDeleter,
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn size_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Checks a bucket name against the S3 rules.
+pub fn validate_bucket_name(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "bucket name {name:?} {why}"
+        )))
+    };
+    if !(3..=63).contains(&name.len()) {
+        return bad("must be 3 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return bad("may only hold lowercase letters, digits, '.' and '-'");
+    }
+    let edge = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !edge(name.as_bytes()[0]) || !edge(name.as_bytes()[name.len() - 1]) {
+        return bad("must begin and end with a letter or digit");
+    }
+    if name.contains("..") || name.contains(".-") || name.contains("-.") {
+        return bad("must not have adjacent dots or a dot next to a dash");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("must not look like an IP address");
+    }
+    Ok(())
+}
+
+fn redundancy_text(r: &Redundancy) -> String {
+    format!(
+        "{}/{}/{}/{}/{}",
+        r.required, r.repair, r.success, r.total, r.share_size
+    )
+}
+
+impl State {
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        metabase: Metabase,
+        deleter: PieceDeleter,
+    ) -> Self {
+        // The identity's own public key always derives its id.
+        let key = PeerKey::for_id(identity.id(), &identity.public_key())
+            .unwrap_or_else(|_| unreachable!("an identity's key matches its id"));
+        State {
+            config,
+            identity,
+            key,
+            metabase,
+            deleter,
+        }
+    }
+
+    async fn authenticate(&self, header: Option<&pb::RequestHeader>) -> Result<Project> {
+        let key = header.map(|h| h.api_key.as_str()).unwrap_or_default();
+        if key.is_empty() {
+            return Err(Error::Unauthenticated);
+        }
+        self.metabase.project_by_api_key(key).await
+    }
+
+    fn open_stream(&self, project: &Project, stream_id: &[u8]) -> Result<StreamToken> {
+        let token = tokens::open_stream(&self.key, stream_id)?;
+        if token.project_id != project.id {
+            return Err(Error::InvalidArgument(
+                "the stream id belongs to another project".into(),
+            ));
+        }
+        Ok(token)
+    }
+
+    fn stream_id_of(&self, object: &metabase::Object) -> Vec<u8> {
+        tokens::seal_stream(
+            &self.identity,
+            &StreamToken {
+                project_id: object.project_id.clone(),
+                bucket: object.bucket.clone(),
+                object_key: object.object_key.clone(),
+                stream: object.stream_id.clone(),
+                created_at: object.created_at,
+                expires_at: object.expires_at,
+                cipher: u32::try_from(object.cipher).unwrap_or_default(),
+                block_size: u32::try_from(object.block_size).unwrap_or_default(),
+            },
+        )
+    }
+
+    fn object_pb(&self, object: &metabase::Object) -> pb::Object {
+        pb::Object {
+            bucket: object.bucket.clone(),
+            encrypted_object_key: object.object_key.clone(),
+            created_at: object.created_at,
+            expires_at: object.expires_at,
+            plain_size: object.plain_size,
+            segment_count: u32::try_from(object.segment_count).unwrap_or_default(),
+            encryption: Some(pb::EncryptionParameters {
+                cipher: u32::try_from(object.cipher).unwrap_or_default(),
+                block_size: u32::try_from(object.block_size).unwrap_or_default(),
+            }),
+            encrypted_metadata: object.encrypted_metadata.clone(),
+            encrypted_metadata_key: object.encrypted_metadata_key.clone(),
+            encrypted_metadata_nonce: object.encrypted_metadata_nonce.clone(),
+            stream_id: self.stream_id_of(object),
+        }
+    }
+
+    fn order_expiration(&self, now: i64) -> i64 {
+        now.saturating_add(secs(self.config.order_expiration))
+    }
+
+    fn order_limit(
+        &self,
+        node: NodeId,
+        piece_id: [u8; 32],
+        action: PieceAction,
+        limit: i64,
+        piece_expiration: i64,
+        now: i64,
+    ) -> pb::OrderLimit {
+        sign_order_limit(
+            &self.identity,
+            pb::OrderLimit {
+                serial_number: new_serial(),
+                node_id: node.to_vec(),
+                piece_id: piece_id.to_vec(),
+                action: action as i32,
+                limit,
+                piece_expiration,
+                order_expiration: self.order_expiration(now),
+                order_creation: now,
+                ..Default::default()
+            },
+        )
+    }
+
+    async fn begin_segment(&self, r: pb::BeginSegmentRequest) -> Result<pb::BeginSegmentResponse> {
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        let max_size = u64::try_from(r.max_encrypted_size).unwrap_or(0);
+        let bound = self.config.max_segment_size.saturating_mul(2) + (1 << 20);
+        if max_size == 0 || max_size > bound {
+            return Err(Error::InvalidArgument(format!(
+                "max_encrypted_size must be between 1 and {bound} bytes"
+            )));
+        }
+        let object = self
+            .metabase
+            .object_by_stream(&project.id, &stream.stream)
+            .await?;
+        if object.committed != 0 {
+            return Err(Error::FailedPrecondition(
+                "the object is already committed".into(),
+            ));
+        }
+        let redundancy = self.config.redundancy;
+        let piece_size = redundancy.piece_size(max_size);
+        let now = unix_now();
+        let online_since = now.saturating_sub(secs(self.config.node_online_window));
+        let eligible = self
+            .metabase
+            .eligible_nodes(online_since, size_i64(piece_size))
+            .await?;
+        let chosen = overlay::select(
+            eligible,
+            redundancy.total.into(),
+            self.config.distinct_subnets,
+        );
+        if chosen.len() < usize::from(redundancy.success) {
+            return Err(Error::Unavailable(format!(
+                "not enough storage nodes: need {}, have {}",
+                redundancy.success,
+                chosen.len()
+            )));
+        }
+        let root = new_root_piece_id();
+        let mut limits = Vec::with_capacity(chosen.len());
+        let mut token = SegmentToken {
+            project_id: project.id.clone(),
+            stream: stream.stream.clone(),
+            position: r.position,
+            root_piece_id: root.to_vec(),
+            redundancy: redundancy_text(&redundancy),
+            max_piece_size: size_i64(piece_size),
+            created_at: now,
+            ..Default::default()
+        };
+        for (num, node) in chosen.into_iter().enumerate() {
+            let num = u32::try_from(num).unwrap_or(u32::MAX);
+            let id = NodeId::from_bytes(&node.id)
+                .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))?;
+            let limit = self.order_limit(
+                id,
+                derive_piece_id(&root, &id, num),
+                PieceAction::Put,
+                size_i64(piece_size),
+                stream.expires_at,
+                now,
+            );
+            limits.push(pb::AddressedOrderLimit {
+                limit: Some(limit),
+                node_address: node.address,
+                node_public_key: node.public_key,
+                piece_num: num,
+            });
+            token.piece_nums.push(num);
+            token.node_ids.push(id.to_vec());
+        }
+        Ok(pb::BeginSegmentResponse {
+            segment_id: tokens::seal_segment(&self.identity, &token),
+            limits,
+            redundancy: Some(redundancy.to_pb()),
+        })
+    }
+
+    async fn commit_segment(&self, r: pb::CommitSegmentRequest) -> Result<()> {
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let token = tokens::open_segment(&self.key, &r.segment_id)?;
+        if token.project_id != project.id {
+            return Err(Error::InvalidArgument(
+                "the segment id belongs to another project".into(),
+            ));
+        }
+        let redundancy: Redundancy = token
+            .redundancy
+            .parse()
+            .map_err(|e| Error::Corrupt(format!("segment id redundancy: {e}")))?;
+        let encrypted_size = u64::try_from(r.encrypted_size).unwrap_or(0);
+        if encrypted_size == 0 || r.plain_size < 0 {
+            return Err(Error::InvalidArgument(
+                "a segment needs a positive encrypted size and a non-negative plain size".into(),
+            ));
+        }
+        let piece_size = size_i64(redundancy.piece_size(encrypted_size));
+        if piece_size > token.max_piece_size {
+            return Err(Error::InvalidArgument(format!(
+                "pieces of {piece_size} bytes exceed the {} bytes the order limits allow",
+                token.max_piece_size
+            )));
+        }
+        let root: [u8; 32] = token
+            .root_piece_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Corrupt("segment id root piece id".into()))?;
+        let assigned: HashMap<u32, &[u8]> = token
+            .piece_nums
+            .iter()
+            .copied()
+            .zip(token.node_ids.iter().map(Vec::as_slice))
+            .collect();
+
+        let node_ids: Vec<NodeId> = r
+            .pieces
+            .iter()
+            .filter_map(|p| NodeId::from_bytes(&p.node_id).ok())
+            .collect();
+        let keys: HashMap<Vec<u8>, Vec<u8>> = self
+            .metabase
+            .nodes(&node_ids)
+            .await?
+            .into_iter()
+            .map(|n| (n.id, n.public_key))
+            .collect();
+
+        let mut seen = HashSet::new();
+        let mut pieces = Vec::with_capacity(r.pieces.len());
+        for upload in &r.pieces {
+            let num = upload.piece_num;
+            let bad = |why: String| Err(Error::InvalidArgument(format!("piece {num}: {why}")));
+            if !seen.insert(num) {
+                return bad("committed twice".into());
+            }
+            match assigned.get(&num) {
+                Some(node) if *node == upload.node_id.as_slice() => {}
+                Some(_) => return bad("its order limit was for another node".into()),
+                None => return bad("no order limit was issued for it".into()),
+            }
+            let node = NodeId::from_bytes(&upload.node_id)?;
+            let Some(public_key) = keys.get(&upload.node_id) else {
+                return bad(format!("node {node} is not known"));
+            };
+            let key = PeerKey::for_id(node, public_key)?;
+            let Some(hash) = &upload.hash else {
+                return bad("its piece hash is missing".into());
+            };
+            if verify_piece_hash(&key, hash).is_err() {
+                return bad(format!("the piece hash is not signed by node {node}"));
+            }
+            if hash.piece_id != derive_piece_id(&root, &node, num) {
+                return bad("the piece hash is for another piece".into());
+            }
+            if hash.piece_size != piece_size {
+                return bad(format!(
+                    "the node stored {} bytes, the segment needs {piece_size}",
+                    hash.piece_size
+                ));
+            }
+            let Ok(piece_root) = <[u8; 32]>::try_from(hash.root.as_slice()) else {
+                return bad("the piece hash root is not 32 bytes".into());
+            };
+            pieces.push(Piece {
+                num: u16::try_from(num)
+                    .map_err(|_| Error::InvalidArgument(format!("piece {num}")))?,
+                node,
+                root: piece_root,
+            });
+        }
+        if pieces.len() < usize::from(redundancy.success) {
+            return Err(Error::InvalidArgument(format!(
+                "a segment needs at least {} pieces, got {}",
+                redundancy.success,
+                pieces.len()
+            )));
+        }
+        pieces.sort_by_key(|p| p.num);
+        self.metabase
+            .put_segment(
+                &project.id,
+                &Segment {
+                    stream_id: token.stream,
+                    position: token.position,
+                    root_piece_id: root,
+                    encrypted_key: r.encrypted_key,
+                    encrypted_key_nonce: r.encrypted_key_nonce,
+                    plain_offset: 0,
+                    plain_size: r.plain_size,
+                    encrypted_size: r.encrypted_size,
+                    redundancy: Some(redundancy),
+                    inline_data: None,
+                    pieces,
+                    created_at: unix_now(),
+                },
+            )
+            .await
+    }
+
+    async fn make_inline_segment(&self, r: pb::MakeInlineSegmentRequest) -> Result<()> {
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        let limit = self.config.inline_threshold + INLINE_OVERHEAD;
+        if r.encrypted_inline_data.len() as u64 > limit {
+            return Err(Error::InvalidArgument(format!(
+                "inline data of {} bytes exceeds the {} byte inline threshold",
+                r.encrypted_inline_data.len(),
+                self.config.inline_threshold
+            )));
+        }
+        if r.plain_size < 0 || r.plain_size > size_i64(self.config.max_segment_size) {
+            return Err(Error::InvalidArgument(
+                "the plain size is out of range".into(),
+            ));
+        }
+        self.metabase
+            .put_segment(
+                &project.id,
+                &Segment {
+                    stream_id: stream.stream,
+                    position: r.position,
+                    root_piece_id: [0; 32],
+                    encrypted_key: r.encrypted_key,
+                    encrypted_key_nonce: r.encrypted_key_nonce,
+                    plain_offset: 0,
+                    plain_size: r.plain_size,
+                    encrypted_size: size_i64(r.encrypted_inline_data.len() as u64),
+                    redundancy: None,
+                    inline_data: Some(r.encrypted_inline_data),
+                    pieces: Vec::new(),
+                    created_at: unix_now(),
+                },
+            )
+            .await
+    }
+
+    fn segment_info(segment: &Segment) -> pb::SegmentInfo {
+        pb::SegmentInfo {
+            position: segment.position,
+            plain_offset: segment.plain_offset,
+            plain_size: segment.plain_size,
+            encrypted_size: segment.encrypted_size,
+            inline: segment.inline_data.is_some(),
+            redundancy: segment.redundancy.map(Redundancy::to_pb),
+            piece_count: u32::try_from(segment.pieces.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    async fn download_segment(
+        &self,
+        r: pb::DownloadSegmentRequest,
+    ) -> Result<pb::DownloadSegmentResponse> {
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        let object = self
+            .metabase
+            .object_by_stream(&project.id, &stream.stream)
+            .await?;
+        if object.committed == 0 {
+            return Err(Error::NotFound("a committed object for this stream".into()));
+        }
+        let segment = self.metabase.segment(&stream.stream, r.position).await?;
+        let mut response = pb::DownloadSegmentResponse {
+            segment: Some(Self::segment_info(&segment)),
+            encrypted_key: segment.encrypted_key.clone(),
+            encrypted_key_nonce: segment.encrypted_key_nonce.clone(),
+            ..Default::default()
+        };
+        if let Some(data) = segment.inline_data {
+            response.encrypted_inline_data = data;
+            return Ok(response);
+        }
+        let Some(redundancy) = segment.redundancy else {
+            return Err(Error::Corrupt("a remote segment without redundancy".into()));
+        };
+        let piece_size =
+            size_i64(redundancy.piece_size(u64::try_from(segment.encrypted_size).unwrap_or(0)));
+        let ids: Vec<NodeId> = segment.pieces.iter().map(|p| p.node).collect();
+        let nodes: HashMap<Vec<u8>, metabase::Node> = self
+            .metabase
+            .nodes(&ids)
+            .await?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let now = unix_now();
+        for piece in &segment.pieces {
+            let Some(node) = nodes.get(piece.node.as_bytes().as_slice()) else {
+                continue;
+            };
+            let limit = self.order_limit(
+                piece.node,
+                derive_piece_id(&segment.root_piece_id, &piece.node, piece.num.into()),
+                PieceAction::Get,
+                piece_size,
+                object.expires_at,
+                now,
+            );
+            response.limits.push(pb::AddressedOrderLimit {
+                limit: Some(limit),
+                node_address: node.address.clone(),
+                node_public_key: node.public_key.clone(),
+                piece_num: piece.num.into(),
+            });
+            response.piece_roots.push(piece.root.to_vec());
+        }
+        response.piece_size = piece_size;
+        Ok(response)
+    }
+}
+
+#[tonic::async_trait]
+impl Node for State {
+    async fn check_in(
+        &self,
+        request: Request<pb::CheckInRequest>,
+    ) -> Result<Response<pb::CheckInResponse>, Status> {
+        let remote = request.remote_addr();
+        let r = request.into_inner();
+        let key = verify_check_in(&r)
+            .map_err(|e| Status::unauthenticated(format!("the check-in is not signed: {e}")))?;
+        let now = unix_now();
+        if (r.timestamp - now).abs() > CHECK_IN_CLOCK_SKEW {
+            return Err(Status::invalid_argument(format!(
+                "the check-in timestamp is {} seconds off the satellite's clock",
+                r.timestamp - now
+            )));
+        }
+        if r.address.is_empty() || r.capacity_bytes < 0 || r.free_bytes < 0 {
+            return Err(Status::invalid_argument(
+                "a check-in needs an address and non-negative space figures",
+            ));
+        }
+        self.metabase
+            .upsert_node(&metabase::Node {
+                id: key.id().to_vec(),
+                public_key: key.public_key().to_vec(),
+                last_net: overlay::node_network(&r.address, remote),
+                address: r.address,
+                capacity_bytes: r.capacity_bytes,
+                free_bytes: r.free_bytes,
+                version: r.version,
+                last_contact: now,
+                created_at: now,
+            })
+            .await?;
+        Ok(Response::new(pb::CheckInResponse {
+            satellite_public_key: self.identity.public_key().to_vec(),
+            next_check_in_seconds: secs(self.config.check_in_interval),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Metainfo for State {
+    async fn get_project_info(
+        &self,
+        request: Request<pb::ProjectInfoRequest>,
+    ) -> Result<Response<pb::ProjectInfoResponse>, Status> {
+        let project = self.authenticate(request.get_ref().header.as_ref()).await?;
+        Ok(Response::new(pb::ProjectInfoResponse {
+            project_salt: project.salt,
+            satellite_id: self.identity.id().to_vec(),
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        request: Request<pb::CreateBucketRequest>,
+    ) -> Result<Response<pb::BucketResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        validate_bucket_name(&r.name)?;
+        let bucket = self
+            .metabase
+            .create_bucket(&project.id, &r.name, unix_now())
+            .await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(pb::Bucket {
+                name: bucket.name,
+                created_at: bucket.created_at,
+            }),
+        }))
+    }
+
+    async fn get_bucket(
+        &self,
+        request: Request<pb::GetBucketRequest>,
+    ) -> Result<Response<pb::BucketResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let bucket = self.metabase.get_bucket(&project.id, &r.name).await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(pb::Bucket {
+                name: bucket.name,
+                created_at: bucket.created_at,
+            }),
+        }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        request: Request<pb::DeleteBucketRequest>,
+    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        self.metabase.delete_bucket(&project.id, &r.name).await?;
+        Ok(Response::new(pb::DeleteBucketResponse {}))
+    }
+
+    async fn list_buckets(
+        &self,
+        request: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let limit = if r.limit == 0 {
+            metabase::MAX_LIST_LIMIT
+        } else {
+            r.limit as usize
+        };
+        let (buckets, more) = self
+            .metabase
+            .list_buckets(&project.id, &r.cursor, limit)
+            .await?;
+        Ok(Response::new(pb::ListBucketsResponse {
+            buckets: buckets
+                .into_iter()
+                .map(|b| pb::Bucket {
+                    name: b.name,
+                    created_at: b.created_at,
+                })
+                .collect(),
+            more,
+        }))
+    }
+
+    async fn begin_object(
+        &self,
+        request: Request<pb::BeginObjectRequest>,
+    ) -> Result<Response<pb::BeginObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        if r.encrypted_object_key.is_empty() {
+            return Err(Error::InvalidArgument("an object needs a key".into()).into());
+        }
+        let now = unix_now();
+        if r.expires_at != 0 && r.expires_at <= now {
+            return Err(Error::InvalidArgument("the expiration is in the past".into()).into());
+        }
+        let encryption = r.encryption.unwrap_or_default();
+        let stream: [u8; 16] = rand::random();
+        let object = metabase::Object::pending(
+            stream.to_vec(),
+            project.id.clone(),
+            r.bucket,
+            r.encrypted_object_key,
+            now,
+            r.expires_at,
+            encryption.cipher,
+            encryption.block_size,
+        );
+        self.metabase.begin_object(&object).await?;
+        Ok(Response::new(pb::BeginObjectResponse {
+            stream_id: self.stream_id_of(&object),
+            redundancy: Some(self.config.redundancy.to_pb()),
+            max_segment_size: size_i64(self.config.max_segment_size),
+            inline_threshold: size_i64(self.config.inline_threshold),
+        }))
+    }
+
+    async fn begin_segment(
+        &self,
+        request: Request<pb::BeginSegmentRequest>,
+    ) -> Result<Response<pb::BeginSegmentResponse>, Status> {
+        Ok(Response::new(
+            State::begin_segment(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn commit_segment(
+        &self,
+        request: Request<pb::CommitSegmentRequest>,
+    ) -> Result<Response<pb::CommitSegmentResponse>, Status> {
+        State::commit_segment(self, request.into_inner()).await?;
+        Ok(Response::new(pb::CommitSegmentResponse {}))
+    }
+
+    async fn make_inline_segment(
+        &self,
+        request: Request<pb::MakeInlineSegmentRequest>,
+    ) -> Result<Response<pb::MakeInlineSegmentResponse>, Status> {
+        State::make_inline_segment(self, request.into_inner()).await?;
+        Ok(Response::new(pb::MakeInlineSegmentResponse {}))
+    }
+
+    async fn commit_object(
+        &self,
+        request: Request<pb::CommitObjectRequest>,
+    ) -> Result<Response<pb::CommitObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        let (object, removed) = self
+            .metabase
+            .commit_object(
+                &project.id,
+                &stream.stream,
+                &r.encrypted_metadata,
+                &r.encrypted_metadata_key,
+                &r.encrypted_metadata_nonce,
+            )
+            .await?;
+        self.deleter.delete(removed);
+        Ok(Response::new(pb::CommitObjectResponse {
+            object: Some(self.object_pb(&object)),
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<pb::GetObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let object = self
+            .metabase
+            .get_object(&project.id, &r.bucket, &r.encrypted_object_key)
+            .await?;
+        let segments = self.metabase.segments(&object.stream_id).await?;
+        Ok(Response::new(pb::GetObjectResponse {
+            object: Some(self.object_pb(&object)),
+            segments: segments.iter().map(State::segment_info).collect(),
+        }))
+    }
+
+    async fn download_segment(
+        &self,
+        request: Request<pb::DownloadSegmentRequest>,
+    ) -> Result<Response<pb::DownloadSegmentResponse>, Status> {
+        Ok(Response::new(
+            State::download_segment(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_objects(
+        &self,
+        request: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        self.metabase.get_bucket(&project.id, &r.bucket).await?;
+        let (entries, more) = self
+            .metabase
+            .list_objects(
+                &project.id,
+                &r.bucket,
+                &r.encrypted_prefix,
+                &r.cursor,
+                r.recursive,
+                r.limit as usize,
+            )
+            .await?;
+        let items = entries
+            .into_iter()
+            .map(|entry| match entry {
+                ListEntry::Prefix(key) => pb::ListItem {
+                    encrypted_object_key: key,
+                    is_prefix: true,
+                    object: None,
+                },
+                ListEntry::Object(key, object) => pb::ListItem {
+                    encrypted_object_key: key,
+                    is_prefix: false,
+                    object: Some(self.object_pb(&object)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ListObjectsResponse { items, more }))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<pb::DeleteObjectRequest>,
+    ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let (object, removed) = self
+            .metabase
+            .delete_object(&project.id, &r.bucket, &r.encrypted_object_key)
+            .await?;
+        self.deleter.delete(removed);
+        Ok(Response::new(pb::DeleteObjectResponse {
+            object: Some(self.object_pb(&object)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for good in ["abc", "my-bucket.2", "a1b", &"a".repeat(63)] {
+            assert!(validate_bucket_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ab",
+            &"a".repeat(64),
+            "Abc",
+            "a_b",
+            "-ab",
+            "ab.",
+            "a..b",
+            "a.-b",
+            "192.168.1.1",
+            "a b",
+        ] {
+            assert!(validate_bucket_name(bad).is_err(), "{bad}");
+        }
+    }
+}

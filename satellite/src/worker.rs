@@ -1,0 +1,93 @@
+//! The one shape of background loop: do one unit of work, sleep while idle,
+//! stop when told. And the loop's first user: the sweep of abandoned uploads.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::deletes::PieceDeleter;
+use crate::{Metabase, Result};
+
+/// Whether a unit of work found something to do (then the next runs at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Busy,
+    Idle,
+}
+
+/// One unit of background work.
+pub trait Work: Send + 'static {
+    fn run_once(&mut self) -> impl std::future::Future<Output = Result<Progress>> + Send;
+}
+
+/// Runs `work` until `stop` turns true: again at once while busy, after
+/// `interval` when idle or failed (failures are logged, never fatal).
+pub async fn run_worker(
+    name: &'static str,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut work: impl Work,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let progress = tokio::select! {
+            result = work.run_once() => result,
+            _ = stop.changed() => return,
+        };
+        let pause = match progress {
+            Ok(Progress::Busy) => Duration::ZERO,
+            Ok(Progress::Idle) => interval,
+            Err(e) => {
+                tracing::warn!("{name}: {e}");
+                interval
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+const CLEANUP_BATCH: usize = 100;
+
+/// Deletes pending objects older than the expiration, with their pieces.
+pub struct PendingCleanup {
+    metabase: Metabase,
+    deleter: PieceDeleter,
+    expiration: Duration,
+}
+
+impl PendingCleanup {
+    pub fn new(metabase: Metabase, deleter: PieceDeleter, expiration: Duration) -> Self {
+        PendingCleanup {
+            metabase,
+            deleter,
+            expiration,
+        }
+    }
+}
+
+impl Work for PendingCleanup {
+    async fn run_once(&mut self) -> Result<Progress> {
+        let cutoff = archipel_proto::orders::unix_now()
+            .saturating_sub(i64::try_from(self.expiration.as_secs()).unwrap_or(i64::MAX));
+        let (count, removed) = self
+            .metabase
+            .delete_pending_before(cutoff, CLEANUP_BATCH)
+            .await?;
+        if count > 0 {
+            tracing::info!("deleted {count} abandoned uploads");
+        }
+        self.deleter.delete(removed);
+        Ok(if count == CLEANUP_BATCH {
+            Progress::Busy
+        } else {
+            Progress::Idle
+        })
+    }
+}

@@ -1,0 +1,546 @@
+//! The metabase against both backends: every test runs on a fresh SQLite file
+//! and on a fresh PostgreSQL database.
+
+// Test helpers outside #[test] functions unwrap too: a failure is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use archipel_proto::{NodeId, Redundancy};
+use archipel_satellite::metabase::{ListEntry, Metabase, Node, Object, Piece, Segment};
+use archipel_satellite::testing::{Backend, FreshDatabase};
+use archipel_satellite::Error;
+
+/// Declares `$name` once per backend, each with a fresh database.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let db = super::FreshDatabase::create(super::Backend::Sqlite, dir.path()).await.unwrap();
+                super::$name(db.metabase().await.unwrap()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let db = super::FreshDatabase::create(super::Backend::Postgres, dir.path()).await.unwrap();
+                super::$name(db.metabase().await.unwrap()).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    projects_and_api_keys,
+    buckets,
+    objects_and_segments,
+    commit_replaces_the_committed_object,
+    listing,
+    listing_many_keys,
+    pending_cleanup,
+    nodes,
+    concurrent_commits,
+);
+
+const NOW: i64 = 1_700_000_000;
+
+async fn project(mb: &Metabase) -> Vec<u8> {
+    let key = mb.create_project("p", NOW).await.unwrap();
+    mb.project_by_api_key(&key).await.unwrap().id
+}
+
+fn pending(project: &[u8], bucket: &str, key: &[u8], created_at: i64) -> Object {
+    let stream: [u8; 16] = rand::random();
+    Object::pending(
+        stream.to_vec(),
+        project.to_vec(),
+        bucket.into(),
+        key.to_vec(),
+        created_at,
+        0,
+        1,
+        65536,
+    )
+}
+
+fn remote_segment(stream: &[u8], position: u32, plain_size: i64) -> Segment {
+    Segment {
+        stream_id: stream.to_vec(),
+        position,
+        root_piece_id: rand::random(),
+        encrypted_key: vec![1; 48],
+        encrypted_key_nonce: vec![2; 12],
+        plain_offset: 0,
+        plain_size,
+        encrypted_size: plain_size + 16,
+        redundancy: Some(Redundancy::new(2, 3, 4, 5, 1024).unwrap()),
+        inline_data: None,
+        pieces: (0..4)
+            .map(|num| Piece {
+                num,
+                node: NodeId(rand::random()),
+                root: rand::random(),
+            })
+            .collect(),
+        created_at: NOW,
+    }
+}
+
+fn inline_segment(stream: &[u8], position: u32, data: &[u8]) -> Segment {
+    Segment {
+        stream_id: stream.to_vec(),
+        position,
+        root_piece_id: [0; 32],
+        encrypted_key: vec![3; 48],
+        encrypted_key_nonce: vec![4; 12],
+        plain_offset: 0,
+        plain_size: data.len() as i64 - 16,
+        encrypted_size: data.len() as i64,
+        redundancy: None,
+        inline_data: Some(data.to_vec()),
+        pieces: Vec::new(),
+        created_at: NOW,
+    }
+}
+
+/// Uploads and commits an object of one inline segment.
+async fn put_object(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> Object {
+    let object = pending(project, bucket, key, NOW);
+    mb.begin_object(&object).await.unwrap();
+    mb.put_segment(project, &inline_segment(&object.stream_id, 0, &[9; 20]))
+        .await
+        .unwrap();
+    mb.commit_object(project, &object.stream_id, b"meta", b"mkey", b"nonce")
+        .await
+        .unwrap()
+        .0
+}
+
+async fn projects_and_api_keys(mb: &Metabase) {
+    let key = mb.create_project("first", NOW).await.unwrap();
+    assert!(key.starts_with("ak_") && key.len() == 46, "{key}");
+    let project = mb.project_by_api_key(&key).await.unwrap();
+    assert_eq!(project.name, "first");
+    assert_eq!(project.salt.len(), 32);
+    let other = mb.create_project("second", NOW).await.unwrap();
+    let second = mb.project_by_api_key(&other).await.unwrap();
+    assert_ne!(project.id, second.id);
+    assert_ne!(project.salt, second.salt);
+    assert!(matches!(
+        mb.project_by_api_key("ak_wrong").await,
+        Err(Error::Unauthenticated)
+    ));
+}
+
+async fn buckets(mb: &Metabase) {
+    let p = project(mb).await;
+    let other = project(mb).await;
+    for name in ["bbb", "aaa", "ccc"] {
+        mb.create_bucket(&p, name, NOW).await.unwrap();
+    }
+    assert!(matches!(
+        mb.create_bucket(&p, "aaa", NOW).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    // Names are per project.
+    mb.create_bucket(&other, "aaa", NOW).await.unwrap();
+    assert_eq!(mb.get_bucket(&p, "bbb").await.unwrap().created_at, NOW);
+    assert!(matches!(
+        mb.get_bucket(&other, "bbb").await,
+        Err(Error::NotFound(_))
+    ));
+
+    let (page, more) = mb.list_buckets(&p, "", 2).await.unwrap();
+    let names: Vec<_> = page.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!((names, more), (vec!["aaa", "bbb"], true));
+    let (page, more) = mb.list_buckets(&p, "bbb", 2).await.unwrap();
+    let names: Vec<_> = page.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!((names, more), (vec!["ccc"], false));
+
+    put_object(mb, &p, "bbb", b"k").await;
+    assert!(matches!(
+        mb.delete_bucket(&p, "bbb").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(mb.get_bucket(&p, "bbb").await.is_ok());
+    // A pending upload keeps the bucket too.
+    mb.begin_object(&pending(&p, "ccc", b"k", NOW))
+        .await
+        .unwrap();
+    assert!(matches!(
+        mb.delete_bucket(&p, "ccc").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    mb.delete_bucket(&p, "aaa").await.unwrap();
+    assert!(matches!(
+        mb.delete_bucket(&p, "aaa").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(mb.get_bucket(&other, "aaa").await.is_ok());
+    // Objects need an existing bucket.
+    assert!(matches!(
+        mb.begin_object(&pending(&p, "nope", b"k", NOW)).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn objects_and_segments(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let object = pending(&p, "b", b"enc/key", NOW);
+    mb.begin_object(&object).await.unwrap();
+    assert!(matches!(
+        mb.get_object(&p, "b", b"enc/key").await,
+        Err(Error::NotFound(_))
+    ));
+
+    let first = remote_segment(&object.stream_id, 0, 1000);
+    let third = inline_segment(&object.stream_id, 2, &[5; 40]);
+    mb.put_segment(&p, &first).await.unwrap();
+    mb.put_segment(&p, &third).await.unwrap();
+    assert!(matches!(
+        mb.put_segment(&p, &remote_segment(&object.stream_id, 0, 5))
+            .await,
+        Err(Error::AlreadyExists(_))
+    ));
+    // Another project cannot add segments to this stream.
+    let other = project(mb).await;
+    assert!(matches!(
+        mb.put_segment(&other, &remote_segment(&object.stream_id, 1, 5))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        mb.commit_object(&p, &object.stream_id, b"", b"", b"").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    let second = remote_segment(&object.stream_id, 1, 500);
+    mb.put_segment(&p, &second).await.unwrap();
+
+    let (committed, replaced) = mb
+        .commit_object(&p, &object.stream_id, b"meta", b"mkey", b"nonce")
+        .await
+        .unwrap();
+    assert!(replaced.is_empty());
+    assert_eq!(committed.plain_size, 1000 + 500 + 24);
+    assert_eq!(committed.segment_count, 3);
+    assert_eq!(committed.encrypted_metadata, b"meta");
+    assert_eq!(mb.get_object(&p, "b", b"enc/key").await.unwrap(), committed);
+
+    let segments = mb.segments(&object.stream_id).await.unwrap();
+    let offsets: Vec<_> = segments.iter().map(|s| s.plain_offset).collect();
+    assert_eq!(offsets, vec![0, 1000, 1500]);
+    assert_eq!(segments[0].pieces, first.pieces);
+    assert_eq!(segments[0].root_piece_id, first.root_piece_id);
+    assert_eq!(segments[0].redundancy, first.redundancy);
+    assert_eq!(segments[2].inline_data, third.inline_data);
+    assert_eq!(segments[2].redundancy, None);
+    assert_eq!(
+        mb.segment(&object.stream_id, 1).await.unwrap().pieces,
+        second.pieces
+    );
+
+    // A committed object takes no more segments and cannot be committed again.
+    assert!(matches!(
+        mb.put_segment(&p, &remote_segment(&object.stream_id, 3, 5))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(mb
+        .commit_object(&p, &object.stream_id, b"", b"", b"")
+        .await
+        .is_err());
+
+    let (deleted, removed) = mb.delete_object(&p, "b", b"enc/key").await.unwrap();
+    assert_eq!(deleted.stream_id, object.stream_id);
+    assert_eq!(removed.len(), 2);
+    assert_eq!(removed[0].pieces, first.pieces);
+    assert!(mb.segments(&object.stream_id).await.unwrap().is_empty());
+    assert!(matches!(
+        mb.delete_object(&p, "b", b"enc/key").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn commit_replaces_the_committed_object(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let old = pending(&p, "b", b"key", NOW);
+    mb.begin_object(&old).await.unwrap();
+    let old_segment = remote_segment(&old.stream_id, 0, 100);
+    mb.put_segment(&p, &old_segment).await.unwrap();
+    mb.commit_object(&p, &old.stream_id, b"old", b"", b"")
+        .await
+        .unwrap();
+
+    // A new upload of the same key does not disturb the committed one until it commits.
+    let new = pending(&p, "b", b"key", NOW + 1);
+    mb.begin_object(&new).await.unwrap();
+    mb.put_segment(&p, &remote_segment(&new.stream_id, 0, 7))
+        .await
+        .unwrap();
+    assert_eq!(
+        mb.get_object(&p, "b", b"key").await.unwrap().stream_id,
+        old.stream_id
+    );
+    let (committed, replaced) = mb
+        .commit_object(&p, &new.stream_id, b"new", b"", b"")
+        .await
+        .unwrap();
+    assert_eq!(committed.stream_id, new.stream_id);
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(replaced[0].root_piece_id, old_segment.root_piece_id);
+    assert_eq!(replaced[0].pieces, old_segment.pieces);
+    let current = mb.get_object(&p, "b", b"key").await.unwrap();
+    assert_eq!(current.encrypted_metadata, b"new");
+    assert_eq!(current.plain_size, 7);
+    assert!(mb.segments(&old.stream_id).await.unwrap().is_empty());
+    let (listed, _) = mb.list_objects(&p, "b", b"", b"", true, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+fn keys(entries: &[ListEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            let key = String::from_utf8(e.key().to_vec()).unwrap();
+            match e {
+                ListEntry::Prefix(_) => format!("{key}*"),
+                ListEntry::Object(..) => key,
+            }
+        })
+        .collect()
+}
+
+async fn listing(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    mb.create_bucket(&p, "other", NOW).await.unwrap();
+    for key in ["a/1", "a/2", "a/b/3", "b", "c/x", "c/y/z", "d", "d/e"] {
+        put_object(mb, &p, "b", key.as_bytes()).await;
+    }
+    put_object(mb, &p, "other", b"a/9").await;
+    // Pending objects are not listed.
+    mb.begin_object(&pending(&p, "b", b"a/pending", NOW))
+        .await
+        .unwrap();
+
+    let project_ref = &p;
+    let list = move |prefix: &'static str, cursor: &'static str, recursive: bool, limit: usize| async move {
+        let (entries, more) = mb
+            .list_objects(
+                project_ref,
+                "b",
+                prefix.as_bytes(),
+                cursor.as_bytes(),
+                recursive,
+                limit,
+            )
+            .await
+            .unwrap();
+        (keys(&entries), more)
+    };
+    assert_eq!(
+        list("", "", false, 0).await,
+        (
+            vec![
+                "a/*".into(),
+                "b".into(),
+                "c/*".into(),
+                "d".into(),
+                "d/*".into()
+            ],
+            false
+        )
+    );
+    assert_eq!(
+        list("", "", true, 0).await.0,
+        vec!["a/1", "a/2", "a/b/3", "b", "c/x", "c/y/z", "d", "d/e"]
+    );
+    assert_eq!(
+        list("a/", "", false, 0).await,
+        (vec!["1".into(), "2".into(), "b/*".into()], false)
+    );
+    assert_eq!(list("a/", "", true, 0).await.0, vec!["1", "2", "b/3"]);
+    assert_eq!(list("c/", "x", false, 0).await.0, vec!["y/*"]);
+    assert_eq!(list("zz/", "", false, 0).await, (vec![], false));
+
+    // Pages put together give the whole listing, in both modes.
+    for recursive in [false, true] {
+        let whole = list("", "", recursive, 0).await.0;
+        let mut paged = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (entries, more) = mb
+                .list_objects(&p, "b", b"", cursor.as_bytes(), recursive, 2)
+                .await
+                .unwrap();
+            assert!(entries.len() <= 2);
+            paged.extend(keys(&entries));
+            cursor = String::from_utf8(entries.last().unwrap().key().to_vec()).unwrap();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(paged, whole, "recursive: {recursive}");
+    }
+    // The object returned carries its full key.
+    let (entries, _) = mb
+        .list_objects(&p, "b", b"a/", b"1", false, 1)
+        .await
+        .unwrap();
+    match &entries[0] {
+        ListEntry::Object(key, object) => {
+            assert_eq!(key, b"2");
+            assert_eq!(object.object_key, b"a/2");
+        }
+        other => panic!("expected an object, got {other:?}"),
+    }
+    // Keys are ordered by bytes, including bytes above 0x7F.
+    put_object(mb, &p, "other", &[0xFF, b'/', 1]).await;
+    put_object(mb, &p, "other", &[0x80]).await;
+    let (entries, _) = mb
+        .list_objects(&p, "other", b"", b"", false, 0)
+        .await
+        .unwrap();
+    let got: Vec<&[u8]> = entries.iter().map(|e| e.key()).collect();
+    assert_eq!(got, vec![&b"a/"[..], &[0x80][..], &[0xFF, b'/'][..]]);
+}
+
+async fn listing_many_keys(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    for dir in 0..10 {
+        for file in 0..100 {
+            put_object(mb, &p, "b", format!("d{dir}/f{file:03}").as_bytes()).await;
+        }
+    }
+    let (entries, more) = mb.list_objects(&p, "b", b"", b"", false, 0).await.unwrap();
+    assert_eq!(entries.len(), 10);
+    assert!(!more);
+    let mut all = Vec::new();
+    let mut cursor = Vec::new();
+    loop {
+        let (entries, more) = mb
+            .list_objects(&p, "b", b"", &cursor, true, 300)
+            .await
+            .unwrap();
+        cursor = entries.last().unwrap().key().to_vec();
+        all.extend(entries.into_iter().map(|e| e.key().to_vec()));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(all.len(), 1000);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    let (entries, more) = mb
+        .list_objects(&p, "b", b"d3/", b"", false, 5000)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 100);
+    assert!(!more);
+}
+
+async fn pending_cleanup(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let old = pending(&p, "b", b"old", NOW - 1000);
+    mb.begin_object(&old).await.unwrap();
+    let segment = remote_segment(&old.stream_id, 0, 10);
+    mb.put_segment(&p, &segment).await.unwrap();
+    let fresh = pending(&p, "b", b"fresh", NOW);
+    mb.begin_object(&fresh).await.unwrap();
+    let committed_old = pending(&p, "b", b"kept", NOW - 1000);
+    mb.begin_object(&committed_old).await.unwrap();
+    mb.commit_object(&p, &committed_old.stream_id, b"", b"", b"")
+        .await
+        .unwrap();
+
+    let (count, removed) = mb.delete_pending_before(NOW - 500, 10).await.unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].pieces, segment.pieces);
+    assert!(matches!(
+        mb.object_by_stream(&p, &old.stream_id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(mb.segments(&old.stream_id).await.unwrap().is_empty());
+    assert!(mb.object_by_stream(&p, &fresh.stream_id).await.is_ok());
+    assert!(mb.get_object(&p, "b", b"kept").await.is_ok());
+    assert_eq!(mb.delete_pending_before(NOW - 500, 10).await.unwrap().0, 0);
+}
+
+fn node(id: u8, free: i64, last_contact: i64) -> Node {
+    Node {
+        id: vec![id; 32],
+        public_key: vec![id; 32],
+        address: format!("127.0.0.{id}:7000"),
+        last_net: "127.0.0.0/24".into(),
+        capacity_bytes: 1 << 30,
+        free_bytes: free,
+        version: "0.1.0".into(),
+        last_contact,
+        created_at: last_contact,
+    }
+}
+
+async fn nodes(mb: &Metabase) {
+    mb.upsert_node(&node(1, 1000, NOW)).await.unwrap();
+    mb.upsert_node(&node(2, 10, NOW)).await.unwrap();
+    mb.upsert_node(&node(3, 1000, NOW - 100)).await.unwrap();
+    assert_eq!(mb.node_count().await.unwrap(), 3);
+    let mut eligible: Vec<_> = mb
+        .eligible_nodes(NOW - 50, 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id[0])
+        .collect();
+    eligible.sort();
+    assert_eq!(eligible, vec![1]);
+
+    // A check-in updates everything but the creation time.
+    let mut moved = node(3, 2000, NOW);
+    moved.address = "127.0.9.9:1".into();
+    moved.created_at = NOW + 5;
+    mb.upsert_node(&moved).await.unwrap();
+    assert_eq!(mb.node_count().await.unwrap(), 3);
+    let stored = mb.node(&NodeId([3; 32])).await.unwrap().unwrap();
+    assert_eq!(stored.address, "127.0.9.9:1");
+    assert_eq!(stored.free_bytes, 2000);
+    assert_eq!(stored.created_at, NOW - 100);
+    assert_eq!(mb.eligible_nodes(NOW - 50, 500).await.unwrap().len(), 2);
+
+    let found = mb
+        .nodes(&[NodeId([1; 32]), NodeId([3; 32]), NodeId([7; 32])])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(mb.node(&NodeId([7; 32])).await.unwrap().is_none());
+}
+
+async fn concurrent_commits(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let mb = mb.clone();
+            let p = p.clone();
+            tokio::spawn(async move {
+                // Half the writers race for one key, the others write their own.
+                let key = if i % 2 == 0 {
+                    "same".to_string()
+                } else {
+                    format!("own{i}")
+                };
+                put_object(&mb, &p, "b", key.as_bytes()).await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (entries, _) = mb.list_objects(&p, "b", b"", b"", true, 0).await.unwrap();
+    assert_eq!(entries.len(), 9);
+}
