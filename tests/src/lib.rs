@@ -1,1 +1,336 @@
+//! The in-process test network ("planet"): one satellite and N storage nodes,
+//! the real servers, each on its own 127.0.0.1 port with its own temp dir, all in
+//! the test's process. Every test builds its own planet, so tests run in parallel.
+//!
+//! Fault injection works on the real thing: stop and restart nodes, and corrupt
+//! or delete piece files on their disks.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use archipel_client::{Access, Project};
+use archipel_proto::{Identity, NodeId, Redundancy};
+pub use archipel_satellite::testing::Backend;
+use archipel_satellite::testing::FreshDatabase;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Everything a planet can fail with; tests unwrap it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanetError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("satellite: {0}")]
+    Satellite(#[from] archipel_satellite::Error),
+    #[error("storage node: {0}")]
+    Node(#[from] archipel_storagenode::Error),
+    #[error("client: {0}")]
+    Client(#[from] archipel_client::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, PlanetError>;
+
+#[derive(Clone, Debug)]
+pub struct PlanetConfig {
+    pub nodes: usize,
+    pub backend: Backend,
+    pub redundancy: Redundancy,
+    pub max_segment_size: u64,
+    pub inline_threshold: u64,
+}
+
+impl Default for PlanetConfig {
+    fn default() -> Self {
+        PlanetConfig {
+            nodes: 10,
+            backend: Backend::Sqlite,
+            redundancy: Redundancy::new(4, 6, 8, 10, 1024).expect("a valid scheme"),
+            max_segment_size: 1 << 20,
+            inline_threshold: 4096,
+        }
+    }
+}
+
+impl PlanetConfig {
+    pub fn with_backend(backend: Backend) -> Self {
+        PlanetConfig {
+            backend,
+            ..Default::default()
+        }
+    }
+}
+
+/// A server task started in-process, stopped through its shutdown channel.
+struct RunningServer {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<std::result::Result<(), String>>,
+}
+
+impl RunningServer {
+    async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(());
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PlanetError::Other(e)),
+            Err(e) => Err(PlanetError::Other(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+fn shutdown_pair() -> (
+    oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+pub struct StorageNode {
+    pub identity: Identity,
+    pub config: archipel_storagenode::Config,
+    pub address: SocketAddr,
+    server: Option<RunningServer>,
+}
+
+impl StorageNode {
+    pub fn id(&self) -> NodeId {
+        self.identity.id()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Every piece file this node holds.
+    pub fn piece_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        collect_files(&self.config.storage_dir, &mut files);
+        files.retain(|f| archipel_storagenode::is_piece_file(f));
+        files
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+pub struct Planet {
+    pub satellite_identity: Identity,
+    pub satellite_address: SocketAddr,
+    pub satellite_config: archipel_satellite::Config,
+    pub nodes: Vec<StorageNode>,
+    pub api_key: String,
+    access: Access,
+    satellite: Option<RunningServer>,
+    _database: FreshDatabase,
+    _dir: tempfile::TempDir,
+}
+
+impl Planet {
+    pub async fn start(config: PlanetConfig) -> Result<Planet> {
+        let dir = tempfile::tempdir()?;
+        let database = FreshDatabase::create(config.backend, dir.path()).await?;
+        let satellite_identity = Identity::generate();
+        let mut satellite_config = archipel_satellite::Config::new(database.url());
+        satellite_config.redundancy = config.redundancy;
+        satellite_config.max_segment_size = config.max_segment_size;
+        satellite_config.inline_threshold = config.inline_threshold;
+        satellite_config.distinct_subnets = false;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let satellite_address = listener.local_addr()?;
+        // The project is created first: that also migrates the database, which
+        // the satellite would otherwise try at the same moment.
+        let api_key = archipel_satellite::create_project(database.url(), "test").await?;
+        let satellite = start_satellite(
+            satellite_config.clone(),
+            satellite_identity.clone(),
+            listener,
+        );
+
+        let mut nodes = Vec::with_capacity(config.nodes);
+        for i in 0..config.nodes {
+            let storage_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&storage_dir)?;
+            let mut node_config = archipel_storagenode::Config::new(storage_dir);
+            node_config.satellites = vec![archipel_storagenode::TrustedSatellite {
+                id: satellite_identity.id(),
+                address: satellite_address.to_string(),
+            }];
+            node_config.check_in_interval = Duration::from_secs(1);
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let address = listener.local_addr()?;
+            let identity = Identity::generate();
+            let server = start_node(node_config.clone(), identity.clone(), listener);
+            nodes.push(StorageNode {
+                identity,
+                config: node_config,
+                address,
+                server: Some(server),
+            });
+        }
+        wait_for_check_ins(&database, config.nodes).await?;
+        let access = Access::request(
+            &satellite_address.to_string(),
+            &api_key,
+            "planet passphrase",
+        )
+        .await?;
+        Ok(Planet {
+            satellite_identity,
+            satellite_address,
+            satellite_config,
+            nodes,
+            api_key,
+            access,
+            satellite: Some(satellite),
+            _database: database,
+            _dir: dir,
+        })
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// A client connected with the planet's access grant.
+    pub async fn project(&self) -> Result<Project> {
+        Ok(Project::open(&self.access).await?)
+    }
+
+    pub fn database_url(&self) -> &str {
+        self._database.url()
+    }
+
+    /// Stops node `i` (its data stays on disk).
+    pub async fn stop_node(&mut self, i: usize) -> Result<()> {
+        if let Some(server) = self.nodes[i].server.take() {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped node again on its old address with its old data.
+    pub async fn restart_node(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        if node.server.is_none() {
+            let listener = TcpListener::bind(node.address).await?;
+            node.server = Some(start_node(
+                node.config.clone(),
+                node.identity.clone(),
+                listener,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Index of the node with this id.
+    pub fn node_index(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id() == id)
+    }
+
+    /// Stops every server and waits for them to finish.
+    pub async fn shutdown(mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.stop_node(i).await?;
+        }
+        if let Some(satellite) = self.satellite.take() {
+            satellite.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+fn start_satellite(
+    config: archipel_satellite::Config,
+    identity: Identity,
+    listener: TcpListener,
+) -> RunningServer {
+    let (shutdown, signal) = shutdown_pair();
+    let task = tokio::spawn(async move {
+        archipel_satellite::run(config, identity, listener, signal)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    RunningServer { shutdown, task }
+}
+
+fn start_node(
+    config: archipel_storagenode::Config,
+    identity: Identity,
+    listener: TcpListener,
+) -> RunningServer {
+    let (shutdown, signal) = shutdown_pair();
+    let task = tokio::spawn(async move {
+        archipel_storagenode::run(config, identity, listener, signal)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    RunningServer { shutdown, task }
+}
+
+/// Waits until the satellite's registry holds `count` nodes.
+async fn wait_for_check_ins(database: &FreshDatabase, count: usize) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let known = database.node_count().await?;
+        if known >= count {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(PlanetError::Other(format!(
+                "only {known} of {count} nodes checked in"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pseudo-random bytes for test objects, reproducible from a seed.
+pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// Declares each listed `async fn name(backend: Backend)` as two tests, one per
+/// metabase backend: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,836 @@
+//! The download path: for each segment overlapping the wanted range, fetch the
+//! same byte range of slightly more than `k` pieces in parallel (data pieces
+//! first, so erasure decoding is rarely needed), verify every hash-tree chunk as
+//! it arrives, rebuild the stripes batch by batch, open the AEAD blocks and
+//! write only the wanted bytes. Memory stays at a few batches whatever the
+//! object's size.
+//!
+//! A piece that fails, stalls past [`PIECE_READ_TIMEOUT`] or fails verification
+//! is replaced by another piece opened at the current batch; fewer than `k`
+//! usable pieces is [`Error::NotEnoughPieces`].
+
+use std::time::Duration;
+
+use archipel_proto::erasure::{decode_data_shards, scatter_data_shards};
+use archipel_proto::hashtree::{self, Hash};
+use archipel_proto::orders;
+use archipel_proto::pb::piecestore_client::PiecestoreClient;
+use archipel_proto::pb::{self, AddressedOrderLimit, PieceDownloadRequest, PieceDownloadResponse};
+use archipel_proto::{NodeId, PeerKey, Redundancy};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::crypto::{self, Key, SegmentCipher, CIPHER_AES_256_GCM};
+use crate::metainfo::{connect, Metainfo};
+use crate::ranges::{RangePlan, SegmentLayout};
+use crate::upload::stripes_per_batch;
+use crate::{non_negative, ByteRange, Error, Progress};
+
+/// How long one batch of one piece may take before another piece replaces it.
+const PIECE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a data piece once `k` pieces (some of them parity) are
+/// in, to spare a decode.
+const DATA_PIECE_GRACE: Duration = Duration::from_millis(20);
+/// Largest gRPC message from a node.
+const MAX_NODE_MESSAGE: usize = 16 << 20;
+
+/// Pieces fetched beyond `k`, so that one slow or failing node costs nothing.
+fn extra_pieces(k: usize) -> usize {
+    1 + k / 10
+}
+
+/// Turns the stripes of a range, in order, into the range's plaintext.
+pub(crate) struct SegmentDecryptor {
+    layout: SegmentLayout,
+    plan: RangePlan,
+    cipher: SegmentCipher,
+    skip: u64,
+    next_block: u64,
+    buffer: Vec<u8>,
+}
+
+impl SegmentDecryptor {
+    /// `skip` is how many bytes precede `plan.cipher_start` in what will be pushed.
+    pub(crate) fn new(
+        layout: SegmentLayout,
+        plan: RangePlan,
+        cipher: SegmentCipher,
+        skip: u64,
+    ) -> Self {
+        SegmentDecryptor {
+            layout,
+            plan,
+            cipher,
+            skip,
+            next_block: plan.first_block,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Adds ciphertext; appends the wanted plaintext of every completed block to `out`.
+    pub(crate) fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        let skip = self.skip.min(data.len() as u64);
+        data = &data[skip as usize..];
+        self.skip -= skip;
+        if self.next_block >= self.plan.end_block {
+            return Ok(()); // only stripe padding is left
+        }
+        self.buffer.extend_from_slice(data);
+        let mut used = 0;
+        while self.next_block < self.plan.end_block {
+            let len = self.layout.sealed_block_len(self.next_block) as usize;
+            let Some(block) = self.buffer.get_mut(used..used + len) else {
+                break;
+            };
+            let index = self.next_block;
+            let plain = self
+                .cipher
+                .open_block(index, self.layout.is_last_block(index), block)?;
+            let block_start = index * self.layout.block_size;
+            let from = self.plan.start.saturating_sub(block_start) as usize;
+            let to = (self.plan.end - block_start).min(plain.len() as u64) as usize;
+            let wanted = plain
+                .get(from..to)
+                .ok_or_else(|| Error::Corrupt("a block is shorter than its segment says".into()))?;
+            out.extend_from_slice(wanted);
+            used += len;
+            self.next_block += 1;
+        }
+        self.buffer.drain(..used);
+        Ok(())
+    }
+
+    /// Checks that every wanted block arrived.
+    pub(crate) fn finish(&self) -> Result<(), Error> {
+        if self.next_block < self.plan.end_block {
+            return Err(Error::Corrupt(format!(
+                "segment data ended after block {} of {}",
+                self.next_block, self.plan.end_block
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A verified byte range of one piece, read as it streams from its node.
+struct PieceReader {
+    stream: tonic::Streaming<PieceDownloadResponse>,
+    address: String,
+    piece_size: u64,
+    chunk_size: u64,
+    first_leaf: u64,
+    leaves: Vec<Hash>,
+    /// Piece offset where `chunk` starts.
+    chunk_start: u64,
+    chunk: Vec<u8>,
+    /// Next piece offset to hand out, and the end of the range.
+    next: u64,
+    end: u64,
+    verified: Vec<u8>,
+}
+
+fn to_hash(bytes: &[u8]) -> Option<Hash> {
+    bytes.try_into().ok()
+}
+
+impl PieceReader {
+    async fn open(
+        limit: &AddressedOrderLimit,
+        root: &[u8],
+        piece_size: u64,
+        offset: u64,
+        end: u64,
+    ) -> Result<PieceReader, String> {
+        let address = limit.node_address.clone();
+        let order = limit.limit.as_ref().ok_or("the order limit is missing")?;
+        let node = NodeId::from_bytes(&order.node_id).map_err(|e| e.to_string())?;
+        let key = PeerKey::for_id(node, &limit.node_public_key)
+            .map_err(|e| format!("node {node}: {e}"))?;
+        let root = to_hash(root).ok_or("the satellite's piece root is malformed")?;
+
+        let channel = connect(&address)
+            .await
+            .map_err(|e| format!("cannot reach the node at {address}: {e}"))?;
+        let mut client = PiecestoreClient::new(channel)
+            .max_decoding_message_size(MAX_NODE_MESSAGE)
+            .max_encoding_message_size(MAX_NODE_MESSAGE);
+        let mut stream = client
+            .download(PieceDownloadRequest {
+                limit: Some(order.clone()),
+                offset: offset as i64,
+                length: (end - offset) as i64,
+            })
+            .await
+            .map_err(|s| {
+                format!(
+                    "the node at {address} refused the download: {}",
+                    s.message()
+                )
+            })?
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .map_err(|s| format!("the node at {address} failed: {}", s.message()))?
+            .ok_or_else(|| format!("the node at {address} sent nothing"))?;
+
+        let bad = |what: &str| format!("the node at {address} {what}");
+        let hash = first
+            .hash
+            .as_ref()
+            .ok_or_else(|| bad("sent no piece hash"))?;
+        orders::verify_piece_hash(&key, hash).map_err(|_| bad("signed its piece hash badly"))?;
+        if hash.piece_id != order.piece_id {
+            return Err(bad("sent the hash of another piece"));
+        }
+        if hash.root != root || hash.piece_size != piece_size as i64 {
+            return Err(bad("holds a piece other than the one committed"));
+        }
+        let chunk_size = first.chunk_size as u64;
+        let aligned = u64::try_from(first.aligned_offset).map_err(|_| bad("sent a bad offset"))?;
+        if chunk_size == 0 || !aligned.is_multiple_of(chunk_size) || aligned > offset {
+            return Err(bad("sent a bad chunk layout"));
+        }
+        let leaves: Vec<Hash> = first
+            .leaf_hashes
+            .iter()
+            .map(|h| to_hash(h))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("sent a malformed leaf hash"))?;
+        let proof: Vec<Hash> = first
+            .proof
+            .iter()
+            .map(|h| to_hash(h))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("sent a malformed proof"))?;
+        let first_leaf = aligned / chunk_size;
+        let needed = end.div_ceil(chunk_size) - first_leaf;
+        if (leaves.len() as u64) < needed {
+            return Err(bad("sent too few leaf hashes"));
+        }
+        hashtree::verify_range(
+            &root,
+            piece_size,
+            first.chunk_size,
+            first_leaf,
+            &leaves,
+            &proof,
+        )
+        .map_err(|e| bad(&format!("sent hashes that do not verify: {e}")))?;
+
+        let mut reader = PieceReader {
+            stream,
+            address,
+            piece_size,
+            chunk_size,
+            first_leaf,
+            leaves,
+            chunk_start: aligned,
+            chunk: Vec::new(),
+            next: offset,
+            end,
+            verified: Vec::new(),
+        };
+        reader.absorb(&first.data)?;
+        Ok(reader)
+    }
+
+    /// Takes in streamed bytes; only chunks that match their leaf hash get through.
+    fn absorb(&mut self, mut data: &[u8]) -> Result<(), String> {
+        while !data.is_empty() {
+            if self.chunk_start >= self.piece_size {
+                return Err(format!(
+                    "the node at {} sent bytes past the piece's end",
+                    self.address
+                ));
+            }
+            let chunk_len = self.chunk_size.min(self.piece_size - self.chunk_start) as usize;
+            let take = (chunk_len - self.chunk.len()).min(data.len());
+            self.chunk.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.chunk.len() < chunk_len {
+                break;
+            }
+            let leaf = (self.chunk_start / self.chunk_size)
+                .checked_sub(self.first_leaf)
+                .and_then(|i| self.leaves.get(i as usize))
+                .ok_or_else(|| format!("the node at {} sent unproven bytes", self.address))?;
+            if hashtree::leaf_hash(&self.chunk) != *leaf {
+                return Err(format!(
+                    "the node at {} sent data that does not match the piece's hash",
+                    self.address
+                ));
+            }
+            let chunk_end = self.chunk_start + chunk_len as u64;
+            let lo = self.next.max(self.chunk_start);
+            let hi = self.end.min(chunk_end);
+            if lo < hi {
+                self.verified.extend_from_slice(
+                    &self.chunk[(lo - self.chunk_start) as usize..(hi - self.chunk_start) as usize],
+                );
+                self.next = hi;
+            }
+            self.chunk_start = chunk_end;
+            self.chunk.clear();
+        }
+        Ok(())
+    }
+
+    /// The next `n` verified bytes of the range.
+    async fn read(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        while self.verified.len() < n {
+            let message = self
+                .stream
+                .message()
+                .await
+                .map_err(|s| format!("the node at {} failed: {}", self.address, s.message()))?
+                .ok_or_else(|| format!("the node at {} ended the piece early", self.address))?;
+            self.absorb(&message.data)?;
+        }
+        let rest = self.verified.split_off(n);
+        Ok(std::mem::replace(&mut self.verified, rest))
+    }
+}
+
+/// One piece of a segment, with its reader once opened.
+struct PieceSlot {
+    piece_num: usize,
+    limit: AddressedOrderLimit,
+    root: Vec<u8>,
+    reader: Option<PieceReader>,
+}
+
+/// Where the batches of a range lie in every piece.
+#[derive(Clone, Copy)]
+struct BatchLayout {
+    piece_start: u64,
+    piece_end: u64,
+    piece_size: u64,
+    batch_bytes: u64,
+}
+
+impl BatchLayout {
+    fn count(&self) -> u64 {
+        (self.piece_end - self.piece_start).div_ceil(self.batch_bytes)
+    }
+
+    fn range(&self, batch: u64) -> (u64, u64) {
+        let start = self.piece_start + batch * self.batch_bytes;
+        (start, (start + self.batch_bytes).min(self.piece_end))
+    }
+}
+
+/// Reads batch `batch` of a piece, opening the piece at that batch if needed.
+async fn read_batch(
+    mut slot: PieceSlot,
+    batches: BatchLayout,
+    batch: u64,
+) -> (PieceSlot, u64, Result<Vec<u8>, String>) {
+    let (start, end) = batches.range(batch);
+    let work = async {
+        if slot.reader.is_none() {
+            let reader = PieceReader::open(
+                &slot.limit,
+                &slot.root,
+                batches.piece_size,
+                start,
+                batches.piece_end,
+            )
+            .await?;
+            slot.reader = Some(reader);
+        }
+        match slot.reader.as_mut() {
+            Some(reader) => reader.read((end - start) as usize).await,
+            None => Err("the piece reader vanished".to_string()),
+        }
+    };
+    let result = match tokio::time::timeout(PIECE_READ_TIMEOUT, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("the node at {} stalled", slot.limit.node_address)),
+    };
+    (slot, batch, result)
+}
+
+/// Downloads `plan` of a remote segment and writes its plaintext.
+async fn download_remote(
+    segment: pb::DownloadSegmentResponse,
+    scheme: Redundancy,
+    layout: SegmentLayout,
+    plan: RangePlan,
+    cipher: SegmentCipher,
+    sink: &mut Sink<'_, impl AsyncWrite + Unpin>,
+) -> Result<(), Error> {
+    let k = scheme.required as usize;
+    let n = scheme.total as usize;
+    let piece_size = non_negative(segment.piece_size, "piece size")?;
+    if piece_size != layout.piece_size(&scheme) {
+        return Err(Error::Corrupt(format!(
+            "pieces are said to hold {piece_size} bytes, the segment needs {}",
+            layout.piece_size(&scheme)
+        )));
+    }
+    if segment.limits.len() != segment.piece_roots.len() {
+        return Err(Error::Protocol(
+            "piece roots and order limits differ in number".into(),
+        ));
+    }
+    let mut candidates: Vec<PieceSlot> = segment
+        .limits
+        .into_iter()
+        .zip(segment.piece_roots)
+        .filter(|(limit, _)| (limit.piece_num as usize) < n)
+        .map(|(limit, root)| PieceSlot {
+            piece_num: limit.piece_num as usize,
+            limit,
+            root,
+            reader: None,
+        })
+        .collect();
+    // Lowest piece numbers first: data pieces spare a decode.
+    candidates.sort_by_key(|slot| std::cmp::Reverse(slot.piece_num));
+    candidates.dedup_by_key(|slot| slot.piece_num);
+
+    let (piece_start, piece_end) = plan.piece_range(&scheme);
+    let (first_stripe, _) = plan.stripes(&scheme);
+    let batches = BatchLayout {
+        piece_start,
+        piece_end,
+        piece_size,
+        batch_bytes: stripes_per_batch(&scheme) * scheme.share_size as u64,
+    };
+    let skip = plan.cipher_start - first_stripe * scheme.stripe_size();
+    let mut decryptor = SegmentDecryptor::new(layout, plan, cipher, skip);
+
+    let mut in_flight = FuturesUnordered::new();
+    // Which batch each piece is reading, if any.
+    let mut running: Vec<Option<u64>> = vec![None; n];
+    for _ in 0..(k + extra_pieces(k)) {
+        let Some(slot) = candidates.pop() else { break };
+        running[slot.piece_num] = Some(0);
+        in_flight.push(read_batch(slot, batches, 0));
+    }
+    let mut idle: Vec<PieceSlot> = Vec::new();
+    let mut stripes = Vec::new();
+    let mut plain = Vec::new();
+    for batch in 0..batches.count() {
+        for slot in idle.drain(..) {
+            running[slot.piece_num] = Some(batch);
+            in_flight.push(read_batch(slot, batches, batch));
+        }
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut have = 0;
+        let mut grace = None;
+        loop {
+            if have >= k {
+                let all_data = shards[..k].iter().all(Option::is_some);
+                let data_coming = running[..k].iter().any(Option::is_some);
+                if all_data || !data_coming {
+                    break;
+                }
+                grace.get_or_insert_with(|| tokio::time::Instant::now() + DATA_PIECE_GRACE);
+            }
+            let next = match grace {
+                Some(deadline) => match tokio::time::timeout_at(deadline, in_flight.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => in_flight.next().await,
+            };
+            match next {
+                None => {
+                    if have >= k {
+                        break;
+                    }
+                    for _ in have..k {
+                        let Some(slot) = candidates.pop() else { break };
+                        running[slot.piece_num] = Some(batch);
+                        in_flight.push(read_batch(slot, batches, batch));
+                    }
+                    if in_flight.is_empty() {
+                        return Err(Error::NotEnoughPieces {
+                            got: have,
+                            needed: k,
+                        });
+                    }
+                }
+                Some((slot, read, Ok(data))) => {
+                    running[slot.piece_num] = None;
+                    if read == batch {
+                        shards[slot.piece_num] = Some(data);
+                        have += 1;
+                        idle.push(slot);
+                    } else {
+                        // Behind the others: catch up.
+                        running[slot.piece_num] = Some(read + 1);
+                        in_flight.push(read_batch(slot, batches, read + 1));
+                    }
+                }
+                Some((slot, _, Err(_))) => {
+                    running[slot.piece_num] = None;
+                    if let Some(next) = candidates.pop() {
+                        running[next.piece_num] = Some(batch);
+                        in_flight.push(read_batch(next, batches, batch));
+                    }
+                }
+            }
+        }
+
+        let present: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
+        let data = decode_data_shards(&scheme, &present)
+            .map_err(|e| Error::Corrupt(format!("erasure decoding failed: {e}")))?;
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        stripes.clear();
+        scatter_data_shards(&scheme, &refs, &mut stripes);
+        plain.clear();
+        decryptor.push(&stripes, &mut plain)?;
+        sink.write(&plain).await?;
+    }
+    decryptor.finish()
+}
+
+/// The caller's writer, counting bytes and reporting progress.
+struct Sink<'a, W> {
+    writer: W,
+    written: u64,
+    progress: Option<&'a Progress>,
+}
+
+impl<W: AsyncWrite + Unpin> Sink<'_, W> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.writer.write_all(data).await.map_err(Error::Write)?;
+        self.written += data.len() as u64;
+        if let Some(progress) = self.progress {
+            progress(self.written);
+        }
+        Ok(())
+    }
+}
+
+/// The plaintext byte range `start..end` a request asks of an object of `size` bytes.
+pub(crate) fn resolve_range(range: Option<ByteRange>, size: u64) -> Result<(u64, u64), Error> {
+    let Some(range) = range else {
+        return Ok((0, size));
+    };
+    if range.offset > size {
+        return Err(Error::InvalidRange {
+            offset: range.offset,
+            size,
+        });
+    }
+    let end = match range.length {
+        Some(length) => range.offset.saturating_add(length).min(size),
+        None => size,
+    };
+    Ok((range.offset, end))
+}
+
+pub(crate) async fn download_object(
+    metainfo: &Metainfo,
+    root_key: &Key,
+    bucket: &str,
+    key: &str,
+    range: Option<ByteRange>,
+    writer: impl AsyncWrite + Unpin + Send,
+    progress: Option<Progress>,
+) -> Result<u64, Error> {
+    let (encrypted_key, path_key) = crypto::encrypt_path(root_key, bucket, key.split('/'));
+    let object_key = crypto::object_key(&path_key);
+    let response = metainfo.get_object(bucket, key, &encrypted_key).await?;
+    let object = response
+        .object
+        .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
+    let info = crate::object_info(key, &object, &object_key, Vec::new())?;
+    let encryption = object.encryption.unwrap_or_default();
+    if encryption.cipher != CIPHER_AES_256_GCM || encryption.block_size == 0 {
+        return Err(Error::Corrupt(format!(
+            "unknown encryption (cipher {}, block size {})",
+            encryption.cipher, encryption.block_size
+        )));
+    }
+    let block_size = encryption.block_size as u64;
+
+    let mut segments = response.segments;
+    segments.sort_by_key(|s| s.position);
+    let mut total = 0u64;
+    for (expected, segment) in segments.iter().enumerate() {
+        if segment.position as usize != expected {
+            return Err(Error::Corrupt(format!("segment {expected} is missing")));
+        }
+        total += non_negative(segment.plain_size, "segment size")?;
+    }
+    if total != info.size {
+        return Err(Error::Corrupt(format!(
+            "the segments hold {total} bytes, the object {}",
+            info.size
+        )));
+    }
+    let (start, end) = resolve_range(range, info.size)?;
+
+    let mut sink = Sink {
+        writer,
+        written: 0,
+        progress: progress.as_ref(),
+    };
+    let mut segment_start = 0u64;
+    for segment in &segments {
+        let plain_size = segment.plain_size as u64;
+        let segment_end = segment_start + plain_size;
+        let (lo, hi) = (start.max(segment_start), end.min(segment_end));
+        if lo < hi {
+            download_segment(
+                metainfo,
+                &object,
+                &object_key,
+                segment.position,
+                SegmentLayout {
+                    plain_size,
+                    block_size,
+                },
+                (lo - segment_start, hi - segment_start),
+                &mut sink,
+                (bucket, key),
+            )
+            .await?;
+        }
+        segment_start = segment_end;
+    }
+    sink.writer.flush().await.map_err(Error::Write)?;
+    Ok(sink.written)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn download_segment(
+    metainfo: &Metainfo,
+    object: &pb::Object,
+    object_key: &Key,
+    position: u32,
+    layout: SegmentLayout,
+    (start, end): (u64, u64),
+    sink: &mut Sink<'_, impl AsyncWrite + Unpin>,
+    (bucket, key): (&str, &str),
+) -> Result<(), Error> {
+    let response = metainfo
+        .download_segment(&object.stream_id, position, bucket, key)
+        .await?;
+    let info = response
+        .segment
+        .ok_or_else(|| Error::Protocol(format!("segment {position} is missing")))?;
+    if info.plain_size as u64 != layout.plain_size
+        || info.encrypted_size as u64 != layout.encrypted_size()
+    {
+        return Err(Error::Corrupt(format!(
+            "segment {position} is said to hold {} bytes ({} encrypted), expected {} ({})",
+            info.plain_size,
+            info.encrypted_size,
+            layout.plain_size,
+            layout.encrypted_size()
+        )));
+    }
+    let segment_key = crypto::unwrap_key(
+        object_key,
+        &response.encrypted_key,
+        &response.encrypted_key_nonce,
+        &crypto::segment_key_purpose(position),
+    )?;
+    let cipher = SegmentCipher::new(&segment_key, position);
+    let plan = layout.plan(start, end);
+    if info.inline {
+        let data = &response.encrypted_inline_data;
+        if data.len() as u64 != layout.encrypted_size() {
+            return Err(Error::Corrupt(format!(
+                "inline segment {position} holds {} bytes, expected {}",
+                data.len(),
+                layout.encrypted_size()
+            )));
+        }
+        let mut decryptor = SegmentDecryptor::new(layout, plan, cipher, 0);
+        let mut plain = Vec::new();
+        decryptor.push(
+            &data[plan.cipher_start as usize..plan.cipher_end as usize],
+            &mut plain,
+        )?;
+        decryptor.finish()?;
+        return sink.write(&plain).await;
+    }
+    let scheme = Redundancy::from_pb(
+        info.redundancy
+            .as_ref()
+            .ok_or_else(|| Error::Protocol(format!("segment {position} has no redundancy")))?,
+    )
+    .map_err(|e| Error::Protocol(format!("segment {position}: {e}")))?;
+    download_remote(response, scheme, layout, plan, cipher, sink).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upload::{SegmentSealer, Source, StripeEncoder};
+    use proptest::prelude::*;
+
+    /// Seals and encodes `plain` as one segment with the real upload pipeline.
+    async fn encode(key: &Key, plain: &[u8], block: u32, scheme: Redundancy) -> Vec<Vec<u8>> {
+        let mut source = Source::new(plain);
+        let mut sealer = SegmentSealer::new(key, 2, block, plain.len().max(1) as u64);
+        let mut encoder = StripeEncoder::new(scheme);
+        let mut pieces = vec![Vec::new(); scheme.total as usize];
+        let mut add = |shards: Vec<Vec<u8>>| {
+            for (piece, shard) in pieces.iter_mut().zip(shards) {
+                piece.extend_from_slice(&shard);
+            }
+        };
+        while let Some(sealed) = sealer.next(&mut source).await.unwrap() {
+            for shards in encoder.push(&sealed).unwrap() {
+                add(shards);
+            }
+        }
+        if let Some(shards) = encoder.finish().unwrap() {
+            add(shards);
+        }
+        assert_eq!(
+            encoder.encrypted_size(),
+            crate::ranges::encrypted_size(plain.len() as u64, block as u64)
+        );
+        pieces
+    }
+
+    /// Reads `start..end` back from the pieces, batch by batch, with `lost` pieces missing.
+    fn decode(
+        key: &Key,
+        pieces: &[Vec<u8>],
+        lost: &[usize],
+        layout: SegmentLayout,
+        scheme: Redundancy,
+        (start, end): (u64, u64),
+    ) -> Result<Vec<u8>, Error> {
+        let plan = layout.plan(start, end);
+        let (piece_start, piece_end) = plan.piece_range(&scheme);
+        let (first_stripe, _) = plan.stripes(&scheme);
+        let skip = plan.cipher_start - first_stripe * scheme.stripe_size();
+        let mut decryptor = SegmentDecryptor::new(layout, plan, SegmentCipher::new(key, 2), skip);
+        let batch = stripes_per_batch(&scheme) * scheme.share_size as u64;
+        let mut out = Vec::new();
+        let mut offset = piece_start;
+        while offset < piece_end {
+            let upto = (offset + batch).min(piece_end);
+            let slots: Vec<Option<&[u8]>> = pieces
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (!lost.contains(&i)).then(|| &p[offset as usize..upto as usize]))
+                .collect();
+            let data = decode_data_shards(&scheme, &slots).unwrap();
+            let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+            let mut stripes = Vec::new();
+            scatter_data_shards(&scheme, &refs, &mut stripes);
+            decryptor.push(&stripes, &mut out)?;
+            offset = upto;
+        }
+        decryptor.finish()?;
+        Ok(out)
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn segment_round_trips_at_boundaries() {
+        let scheme = Redundancy::new(3, 4, 5, 6, 64).unwrap();
+        let block = 100u32;
+        let stripe = scheme.stripe_size() as usize;
+        let key = Key::random();
+        for len in [
+            1,
+            99,
+            100,
+            101,
+            199,
+            200,
+            201,
+            stripe - 1,
+            stripe,
+            stripe + 1,
+            5000,
+        ] {
+            let plain = data(len);
+            let pieces = encode(&key, &plain, block, scheme).await;
+            let layout = SegmentLayout {
+                plain_size: len as u64,
+                block_size: block as u64,
+            };
+            assert_eq!(pieces[0].len() as u64, layout.piece_size(&scheme));
+            let back = decode(&key, &pieces, &[0, 4, 5], layout, scheme, (0, len as u64)).unwrap();
+            assert_eq!(back, plain, "length {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tampered_or_misplaced_pieces_fail_authentication() {
+        let scheme = Redundancy::new(2, 2, 3, 4, 64).unwrap();
+        let key = Key::random();
+        let plain = data(1000);
+        let layout = SegmentLayout {
+            plain_size: 1000,
+            block_size: 128,
+        };
+        let mut pieces = encode(&key, &plain, 128, scheme).await;
+        pieces[1][10] ^= 1;
+        assert!(matches!(
+            decode(&key, &pieces, &[2, 3], layout, scheme, (0, 1000)),
+            Err(Error::Decryption(_))
+        ));
+        // The same pieces decode fine once the bad one is left out.
+        assert_eq!(
+            decode(&key, &pieces, &[1, 3], layout, scheme, (0, 1000)).unwrap(),
+            plain
+        );
+        // A segment that claims to be shorter ends at a block not marked last.
+        let short = SegmentLayout {
+            plain_size: 500,
+            block_size: 128,
+        };
+        assert!(decode(&key, &pieces, &[1, 3], short, scheme, (0, 500)).is_err());
+        // Another key (another segment's) does not open it.
+        assert!(decode(&Key::random(), &pieces, &[1, 3], layout, scheme, (0, 1000)).is_err());
+    }
+
+    #[test]
+    fn ranges_resolve_against_the_size() {
+        let r = |offset, length| Some(ByteRange { offset, length });
+        assert_eq!(resolve_range(None, 10).unwrap(), (0, 10));
+        assert_eq!(resolve_range(r(3, Some(4)), 10).unwrap(), (3, 7));
+        assert_eq!(resolve_range(r(3, Some(100)), 10).unwrap(), (3, 10));
+        assert_eq!(resolve_range(r(3, None), 10).unwrap(), (3, 10));
+        assert_eq!(resolve_range(r(10, None), 10).unwrap(), (10, 10));
+        assert_eq!(resolve_range(r(5, Some(u64::MAX)), 10).unwrap(), (5, 10));
+        assert!(matches!(
+            resolve_range(r(11, None), 10),
+            Err(Error::InvalidRange {
+                offset: 11,
+                size: 10
+            })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn random_ranges_read_back_from_any_k_pieces(
+            len in 1usize..6000, block in 1u32..400, shares in 1u32..4,
+            a in any::<u64>(), b in any::<u64>(), lost in proptest::collection::vec(0usize..6, 0..3)
+        ) {
+            let scheme = Redundancy::new(3, 4, 5, 6, shares * 64).unwrap();
+            let key = Key::random();
+            let plain = data(len);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let pieces = runtime.block_on(encode(&key, &plain, block, scheme));
+            let layout = SegmentLayout { plain_size: len as u64, block_size: block as u64 };
+            let start = a % len as u64;
+            let end = start + 1 + b % (len as u64 - start);
+            let back = decode(&key, &pieces, &lost, layout, scheme, (start, end)).unwrap();
+            prop_assert_eq!(&back[..], &plain[start as usize..end as usize]);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! A thin wrapper over the satellite's Metainfo gRPC client: one connection,
+//! the API key put into every request, and statuses turned into [`Error`]s that
+//! name the bucket or object concerned.
+
+use std::time::Duration;
+
+use archipel_proto::pb::metainfo_client::MetainfoClient;
+use archipel_proto::pb::*;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Subject};
+
+/// How long to wait for a TCP connection to a satellite or a node.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest satellite answer accepted (long listings).
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// `host:port` → `http://host:port`; a full URI is kept as it is.
+pub(crate) fn endpoint_uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// An error with its chain of causes, since transport errors alone say little.
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Opens a channel to `address` (host:port or URI), failing fast if nobody answers.
+pub(crate) async fn connect(address: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(endpoint_uri(address))
+        .map_err(|e| format!("invalid address: {}", describe(&e)))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| describe(&e))
+}
+
+#[derive(Clone)]
+pub(crate) struct Metainfo {
+    client: MetainfoClient<Channel>,
+    api_key: String,
+    address: String,
+}
+
+macro_rules! call {
+    ($self:ident, $method:ident, $request:expr, $subject:expr) => {{
+        let mut client = $self.client.clone();
+        client
+            .$method($request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| Error::from_status(status, &$self.address, $subject))
+    }};
+}
+
+impl Metainfo {
+    pub(crate) async fn connect(address: &str, api_key: &str) -> Result<Metainfo, Error> {
+        let channel = connect(address)
+            .await
+            .map_err(|reason| Error::SatelliteUnreachable {
+                address: address.to_string(),
+                reason,
+            })?;
+        Ok(Metainfo {
+            client: MetainfoClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            api_key: api_key.to_string(),
+            address: address.to_string(),
+        })
+    }
+
+    pub(crate) fn header(&self) -> Option<RequestHeader> {
+        Some(RequestHeader {
+            api_key: self.api_key.clone(),
+        })
+    }
+
+    pub(crate) async fn project_info(&self) -> Result<ProjectInfoResponse, Error> {
+        let request = ProjectInfoRequest {
+            header: self.header(),
+        };
+        call!(self, get_project_info, request, Subject::Project)
+    }
+
+    pub(crate) async fn create_bucket(&self, name: &str) -> Result<BucketResponse, Error> {
+        let request = CreateBucketRequest {
+            header: self.header(),
+            name: name.to_string(),
+        };
+        call!(self, create_bucket, request, Subject::Bucket(name))
+    }
+
+    pub(crate) async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
+        let request = DeleteBucketRequest {
+            header: self.header(),
+            name: name.to_string(),
+        };
+        call!(self, delete_bucket, request, Subject::Bucket(name)).map(|_| ())
+    }
+
+    /// Every bucket of the project, following the satellite's pages.
+    pub(crate) async fn list_buckets(&self) -> Result<Vec<Bucket>, Error> {
+        let mut buckets: Vec<Bucket> = Vec::new();
+        loop {
+            let request = ListBucketsRequest {
+                header: self.header(),
+                cursor: buckets.last().map(|b| b.name.clone()).unwrap_or_default(),
+                limit: 0,
+            };
+            let page = call!(self, list_buckets, request, Subject::Project)?;
+            let progressed = !page.buckets.is_empty();
+            buckets.extend(page.buckets);
+            if !page.more {
+                return Ok(buckets);
+            }
+            if !progressed {
+                return Err(Error::Protocol(
+                    "a bucket listing page was empty but claimed more".into(),
+                ));
+            }
+        }
+    }
+
+    pub(crate) async fn begin_object(
+        &self,
+        request: BeginObjectRequest,
+        key: &str,
+    ) -> Result<BeginObjectResponse, Error> {
+        let bucket = request.bucket.clone();
+        call!(
+            self,
+            begin_object,
+            request,
+            Subject::Object {
+                bucket: &bucket,
+                key
+            }
+        )
+    }
+
+    pub(crate) async fn begin_segment(
+        &self,
+        request: BeginSegmentRequest,
+    ) -> Result<BeginSegmentResponse, Error> {
+        call!(self, begin_segment, request, Subject::Project)
+    }
+
+    pub(crate) async fn commit_segment(&self, request: CommitSegmentRequest) -> Result<(), Error> {
+        call!(self, commit_segment, request, Subject::Project).map(|_| ())
+    }
+
+    pub(crate) async fn make_inline_segment(
+        &self,
+        request: MakeInlineSegmentRequest,
+    ) -> Result<(), Error> {
+        call!(self, make_inline_segment, request, Subject::Project).map(|_| ())
+    }
+
+    pub(crate) async fn commit_object(
+        &self,
+        request: CommitObjectRequest,
+    ) -> Result<CommitObjectResponse, Error> {
+        call!(self, commit_object, request, Subject::Project)
+    }
+
+    pub(crate) async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        encrypted_key: &str,
+    ) -> Result<GetObjectResponse, Error> {
+        let request = GetObjectRequest {
+            header: self.header(),
+            bucket: bucket.to_string(),
+            encrypted_object_key: encrypted_key.as_bytes().to_vec(),
+        };
+        call!(self, get_object, request, Subject::Object { bucket, key })
+    }
+
+    pub(crate) async fn download_segment(
+        &self,
+        stream_id: &[u8],
+        position: u32,
+        bucket: &str,
+        key: &str,
+    ) -> Result<DownloadSegmentResponse, Error> {
+        let request = DownloadSegmentRequest {
+            header: self.header(),
+            stream_id: stream_id.to_vec(),
+            position,
+        };
+        call!(
+            self,
+            download_segment,
+            request,
+            Subject::Object { bucket, key }
+        )
+    }
+
+    pub(crate) async fn list_objects(
+        &self,
+        request: ListObjectsRequest,
+    ) -> Result<ListObjectsResponse, Error> {
+        let bucket = request.bucket.clone();
+        call!(self, list_objects, request, Subject::Bucket(&bucket))
+    }
+
+    pub(crate) async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        encrypted_key: &str,
+    ) -> Result<DeleteObjectResponse, Error> {
+        let request = DeleteObjectRequest {
+            header: self.header(),
+            bucket: bucket.to_string(),
+            encrypted_object_key: encrypted_key.as_bytes().to_vec(),
+        };
+        call!(
+            self,
+            delete_object,
+            request,
+            Subject::Object { bucket, key }
+        )
+    }
+}

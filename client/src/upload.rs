@@ -1,0 +1,759 @@
+//! The upload path: read the stream segment by segment, seal it block by block,
+//! cut the ciphertext into stripes, erasure-code batches of stripes and stream
+//! share `i` of every batch to node `i` — with bounded memory, whatever the
+//! object's size.
+//!
+//! Long tail: all `total` piece uploads start together, each fed through its own
+//! bounded channel ([`NODE_QUEUE_DEPTH`] batches deep). A node that fails is
+//! dropped; a node whose queue stays full for [`SLOW_NODE_GRACE`] after
+//! `success` others took the batch is dropped as well, so one slow node never
+//! stalls an upload. Once the data is sent, the segment commits with the valid
+//! signed piece hashes that arrive until `success` are in plus
+//! [`LONG_TAIL_GRACE`]; the remaining uploads are cancelled.
+//!
+//! A segment whose ciphertext fits the satellite's inline threshold goes inline
+//! (to decide, up to threshold + 1 bytes are buffered). Every other segment
+//! reserves the size of a full segment with the satellite (a short last segment
+//! uses less).
+
+use std::time::{Duration, Instant};
+
+use archipel_proto::erasure::BatchEncoder;
+use archipel_proto::orders;
+use archipel_proto::pb::piecestore_client::PiecestoreClient;
+use archipel_proto::pb::{self, AddressedOrderLimit, PieceHash, PieceUploadRequest};
+use archipel_proto::{NodeId, PeerKey, Redundancy};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE};
+use crate::metainfo::{connect, Metainfo};
+use crate::ranges::{encrypted_size, max_plain_within};
+use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentStat, UploadOptions};
+
+/// Data bytes (before erasure coding) gathered into one batch of stripes.
+pub(crate) const BATCH_TARGET: u64 = 1 << 20;
+/// Messages each node's queue holds before the node counts as behind.
+const NODE_QUEUE_DEPTH: usize = 4;
+/// How long a node may stay behind once `success` others have taken a batch.
+const SLOW_NODE_GRACE: Duration = Duration::from_secs(2);
+/// How long the last nodes get to confirm once `success` have: enough to keep
+/// the pieces that finish together with the others, too little to let a slow
+/// node hold the upload up.
+const LONG_TAIL_GRACE: Duration = Duration::from_millis(100);
+/// How long to wait for signed piece hashes once all data is sent.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest gRPC message to a node.
+const MAX_NODE_MESSAGE: usize = 16 << 20;
+
+/// Stripes per batch: about [`BATCH_TARGET`] bytes, at least one stripe.
+pub(crate) fn stripes_per_batch(scheme: &Redundancy) -> u64 {
+    (BATCH_TARGET / scheme.stripe_size()).max(1)
+}
+
+/// The upload stream with one-byte lookahead, so that a block knows whether it
+/// is the last one.
+pub(crate) struct Source<R> {
+    reader: R,
+    buffer: Vec<u8>,
+    eof: bool,
+    consumed: u64,
+}
+
+impl<R: AsyncRead + Unpin> Source<R> {
+    pub(crate) fn new(reader: R) -> Self {
+        Source {
+            reader,
+            buffer: Vec::new(),
+            eof: false,
+            consumed: 0,
+        }
+    }
+
+    /// Buffers at least `want` bytes unless the stream ends first.
+    async fn fill(&mut self, want: usize) -> Result<(), Error> {
+        while self.buffer.len() < want && !self.eof {
+            let old = self.buffer.len();
+            self.buffer.resize(want, 0);
+            let read = self.reader.read(&mut self.buffer[old..]).await;
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buffer.truncate(old);
+                    return Err(Error::Read(e));
+                }
+            };
+            self.buffer.truncate(old + n);
+            self.eof = n == 0;
+        }
+        Ok(())
+    }
+
+    fn exhausted(&self) -> bool {
+        self.eof && self.buffer.is_empty()
+    }
+
+    /// The next block of at most `max` bytes and whether it ends the segment
+    /// (`room` is what the segment can still take).
+    async fn next_block(&mut self, max: u64, room: u64) -> Result<(Vec<u8>, bool), Error> {
+        let want = max.min(room) as usize;
+        self.fill(want + 1).await?;
+        let take = want.min(self.buffer.len());
+        let block: Vec<u8> = self.buffer.drain(..take).collect();
+        self.consumed += take as u64;
+        let last = take as u64 == room || self.exhausted();
+        Ok((block, last))
+    }
+}
+
+/// Seals one segment's plaintext block by block as it is read.
+pub(crate) struct SegmentSealer {
+    cipher: SegmentCipher,
+    block_size: u64,
+    room: u64,
+    next_index: u64,
+    done: bool,
+    plain_size: u64,
+}
+
+impl SegmentSealer {
+    pub(crate) fn new(key: &Key, position: u32, block_size: u32, max_segment_size: u64) -> Self {
+        SegmentSealer {
+            cipher: SegmentCipher::new(key, position),
+            block_size: block_size as u64,
+            room: max_segment_size,
+            next_index: 0,
+            done: false,
+            plain_size: 0,
+        }
+    }
+
+    /// The next sealed block, or `None` once the segment is complete.
+    pub(crate) async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        source: &mut Source<R>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let (mut block, last) = source.next_block(self.block_size, self.room).await?;
+        self.room -= block.len() as u64;
+        self.plain_size += block.len() as u64;
+        self.cipher.seal_block(self.next_index, last, &mut block);
+        self.next_index += 1;
+        self.done = last;
+        Ok(Some(block))
+    }
+}
+
+/// Cuts ciphertext into stripes and erasure-codes them a batch at a time.
+pub(crate) struct StripeEncoder {
+    encoder: BatchEncoder,
+    batch_bytes: usize,
+    stripe_bytes: usize,
+    pending: Vec<u8>,
+    encrypted_size: u64,
+}
+
+impl StripeEncoder {
+    pub(crate) fn new(scheme: Redundancy) -> Self {
+        let stripe_bytes = scheme.stripe_size() as usize;
+        let batch_bytes = stripes_per_batch(&scheme) as usize * stripe_bytes;
+        StripeEncoder {
+            encoder: BatchEncoder::new(scheme),
+            batch_bytes,
+            stripe_bytes,
+            pending: Vec::with_capacity(batch_bytes),
+            encrypted_size: 0,
+        }
+    }
+
+    /// Adds ciphertext; returns the `n` shards of each batch it completed.
+    pub(crate) fn push(&mut self, mut data: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, Error> {
+        self.encrypted_size += data.len() as u64;
+        let mut batches = Vec::new();
+        while !data.is_empty() {
+            let take = (self.batch_bytes - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == self.batch_bytes {
+                batches.push(self.encode_pending()?);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Zero-pads and encodes what is left; `None` if nothing is.
+    pub(crate) fn finish(&mut self) -> Result<Option<Vec<Vec<u8>>>, Error> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let padded = self.pending.len().div_ceil(self.stripe_bytes) * self.stripe_bytes;
+        self.pending.resize(padded, 0);
+        self.encode_pending().map(Some)
+    }
+
+    fn encode_pending(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let shards = self
+            .encoder
+            .encode(&self.pending)
+            .map_err(|e| Error::Corrupt(format!("erasure coding failed: {e}")))?;
+        self.pending.clear();
+        Ok(shards)
+    }
+
+    pub(crate) fn encrypted_size(&self) -> u64 {
+        self.encrypted_size
+    }
+}
+
+/// One piece upload in progress.
+struct NodeUpload {
+    limit: AddressedOrderLimit,
+    queue: Option<mpsc::Sender<PieceUploadRequest>>,
+    task: AbortHandle,
+}
+
+impl NodeUpload {
+    fn drop_node(&mut self) {
+        self.queue = None;
+        self.task.abort();
+    }
+}
+
+type PieceResult = (usize, Result<PieceHash, String>);
+
+/// Streams one piece to one node; returns the node's signed hash.
+async fn upload_piece(
+    address: String,
+    requests: mpsc::Receiver<PieceUploadRequest>,
+) -> Result<PieceHash, String> {
+    let channel = connect(&address)
+        .await
+        .map_err(|e| format!("cannot reach the node at {address}: {e}"))?;
+    let mut client = PiecestoreClient::new(channel)
+        .max_encoding_message_size(MAX_NODE_MESSAGE)
+        .max_decoding_message_size(MAX_NODE_MESSAGE);
+    let response = client
+        .upload(ReceiverStream::new(requests))
+        .await
+        .map_err(|s| format!("the node at {address} refused the piece: {}", s.message()))?;
+    response
+        .into_inner()
+        .hash
+        .ok_or_else(|| format!("the node at {address} sent no piece hash"))
+}
+
+/// Checks a node's signed statement of what it stored.
+fn check_piece_hash(
+    limit: &AddressedOrderLimit,
+    hash: &PieceHash,
+    piece_size: u64,
+) -> Result<(), String> {
+    let order = limit.limit.as_ref().ok_or("the order limit is missing")?;
+    let node = NodeId::from_bytes(&order.node_id).map_err(|e| e.to_string())?;
+    let key = PeerKey::for_id(node, &limit.node_public_key).map_err(|e| e.to_string())?;
+    orders::verify_piece_hash(&key, hash)
+        .map_err(|e| format!("node {node} signed its piece hash badly: {e}"))?;
+    if hash.piece_id != order.piece_id {
+        return Err(format!("node {node} hashed another piece"));
+    }
+    if hash.piece_size != piece_size as i64 {
+        return Err(format!(
+            "node {node} stored {} bytes instead of {piece_size}",
+            hash.piece_size
+        ));
+    }
+    if hash.root.len() != 32 {
+        return Err(format!("node {node} sent a malformed piece hash"));
+    }
+    Ok(())
+}
+
+/// The `total` piece uploads of one segment.
+struct PieceUploads {
+    nodes: Vec<NodeUpload>,
+    tasks: JoinSet<PieceResult>,
+    success: usize,
+    last_error: Option<String>,
+}
+
+impl PieceUploads {
+    /// Starts one upload per order limit; limits for piece numbers outside
+    /// `0..total`, or repeating one, are ignored.
+    fn start(limits: Vec<AddressedOrderLimit>, scheme: &Redundancy) -> Self {
+        let mut tasks = JoinSet::new();
+        let mut nodes = Vec::with_capacity(limits.len());
+        let mut seen = vec![false; scheme.total as usize];
+        for limit in limits {
+            match seen.get_mut(limit.piece_num as usize) {
+                Some(seen) if !*seen => *seen = true,
+                _ => continue,
+            }
+            let index = nodes.len();
+            let (queue, requests) = mpsc::channel(NODE_QUEUE_DEPTH);
+            let first = PieceUploadRequest {
+                limit: limit.limit.clone(),
+                ..Default::default()
+            };
+            // The queue is empty, so the order limit always fits.
+            let queue = queue.try_send(first).is_ok().then_some(queue);
+            let address = limit.node_address.clone();
+            let task = tasks.spawn(async move { (index, upload_piece(address, requests).await) });
+            nodes.push(NodeUpload { limit, queue, task });
+        }
+        PieceUploads {
+            nodes,
+            tasks,
+            success: scheme.success as usize,
+            last_error: None,
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.nodes.iter().filter(|n| n.queue.is_some()).count()
+    }
+
+    /// Collects the reasons of uploads that already ended, for the error message.
+    fn note_finished_failures(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next() {
+            if let Ok((_, Err(e))) = joined {
+                self.last_error = Some(e);
+            }
+        }
+    }
+
+    fn not_enough(&mut self, stored: usize) -> Error {
+        self.note_finished_failures();
+        Error::UploadFailed {
+            stored,
+            needed: self.success,
+            last_error: self.last_error.take(),
+        }
+    }
+
+    /// Gives every active node its message; drops nodes that fail or lag.
+    async fn send(
+        &mut self,
+        mut message: impl FnMut(usize) -> PieceUploadRequest,
+    ) -> Result<(), Error> {
+        let mut accepted = 0;
+        let mut waiting = FuturesUnordered::new();
+        let mut behind = Vec::new();
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let Some(queue) = &node.queue else { continue };
+            let piece_num = node.limit.piece_num as usize;
+            match queue.try_send(message(piece_num)) {
+                Ok(()) => accepted += 1,
+                Err(mpsc::error::TrySendError::Full(request)) => {
+                    let queue = queue.clone();
+                    behind.push(index);
+                    waiting.push(async move { (index, queue.send(request).await.is_ok()) });
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => node.drop_node(),
+            }
+        }
+        let mut deadline = (accepted >= self.success).then(|| Instant::now() + SLOW_NODE_GRACE);
+        loop {
+            let next = match deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline.into(), waiting.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                }
+                None => waiting.next().await,
+            };
+            let Some((index, sent)) = next else { break };
+            behind.retain(|&i| i != index);
+            if sent {
+                accepted += 1;
+                if accepted >= self.success && deadline.is_none() {
+                    deadline = Some(Instant::now() + SLOW_NODE_GRACE);
+                }
+            } else {
+                self.nodes[index].drop_node();
+            }
+        }
+        // Whoever is still waiting is too slow: the upload goes on without it.
+        drop(waiting);
+        for index in behind {
+            self.nodes[index].drop_node();
+        }
+        if self.active() < self.success {
+            let active = self.active();
+            return Err(self.not_enough(active));
+        }
+        Ok(())
+    }
+
+    /// Ends the streams and gathers at least `success` valid piece hashes.
+    async fn finish(mut self, piece_size: u64) -> Result<Vec<pb::SegmentPieceUpload>, Error> {
+        self.send(|_| PieceUploadRequest {
+            done: true,
+            ..Default::default()
+        })
+        .await?;
+        for node in &mut self.nodes {
+            node.queue = None;
+        }
+        let mut pieces = Vec::new();
+        let deadline = tokio::time::Instant::now() + RESULT_TIMEOUT;
+        let mut tail_deadline = None;
+        loop {
+            let joined = if pieces.len() < self.success {
+                match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                    Ok(Some(joined)) => joined,
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.last_error = Some("storage nodes did not confirm in time".into());
+                        break;
+                    }
+                }
+            } else {
+                // Enough pieces: keep those confirmed within a moment, cancel the rest.
+                let tail = *tail_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + LONG_TAIL_GRACE);
+                match tokio::time::timeout_at(tail, self.tasks.join_next()).await {
+                    Ok(Some(joined)) => joined,
+                    Ok(None) | Err(_) => break,
+                }
+            };
+            let Ok((index, result)) = joined else {
+                continue; // cancelled as too slow
+            };
+            let limit = &self.nodes[index].limit;
+            let checked = result.and_then(|hash| {
+                check_piece_hash(limit, &hash, piece_size)?;
+                Ok(hash)
+            });
+            match checked {
+                Ok(hash) => pieces.push(pb::SegmentPieceUpload {
+                    piece_num: limit.piece_num,
+                    node_id: limit
+                        .limit
+                        .as_ref()
+                        .map(|l| l.node_id.clone())
+                        .unwrap_or_default(),
+                    hash: Some(hash),
+                }),
+                Err(e) => self.last_error = Some(e),
+            }
+        }
+        if pieces.len() < self.success {
+            return Err(Error::UploadFailed {
+                stored: pieces.len(),
+                needed: self.success,
+                last_error: self.last_error,
+            });
+        }
+        // Dropping the join set cancels the long tail.
+        Ok(pieces)
+    }
+}
+
+/// One batch's share of data for one node.
+fn data_message(shard: &[u8]) -> PieceUploadRequest {
+    PieceUploadRequest {
+        data: shard.to_vec(),
+        ..Default::default()
+    }
+}
+
+struct ObjectUpload<'a> {
+    metainfo: &'a Metainfo,
+    object_key: Key,
+    stream_id: Vec<u8>,
+    scheme: Redundancy,
+    max_segment_size: u64,
+    inline_plain: Option<u64>,
+    progress: Option<crate::Progress>,
+}
+
+impl ObjectUpload<'_> {
+    async fn segment<R: AsyncRead + Unpin>(
+        &self,
+        source: &mut Source<R>,
+        position: u32,
+    ) -> Result<SegmentStat, Error> {
+        let segment_key = Key::random();
+        let wrapped = crypto::wrap_key(
+            &self.object_key,
+            &segment_key,
+            &crypto::segment_key_purpose(position),
+        );
+        let mut sealer = SegmentSealer::new(
+            &segment_key,
+            position,
+            DEFAULT_BLOCK_SIZE,
+            self.max_segment_size,
+        );
+        if let Some(inline_plain) = self.inline_plain {
+            source.fill(inline_plain as usize + 1).await?;
+            let fits = self.max_segment_size <= inline_plain
+                || (source.eof && source.buffer.len() as u64 <= inline_plain);
+            if fits {
+                let mut data = Vec::new();
+                while let Some(block) = sealer.next(source).await? {
+                    data.extend_from_slice(&block);
+                }
+                self.metainfo
+                    .make_inline_segment(pb::MakeInlineSegmentRequest {
+                        header: self.metainfo.header(),
+                        stream_id: self.stream_id.clone(),
+                        position,
+                        encrypted_key: wrapped.encrypted,
+                        encrypted_key_nonce: wrapped.nonce,
+                        plain_size: sealer.plain_size as i64,
+                        encrypted_inline_data: data.clone(),
+                    })
+                    .await?;
+                self.report(source);
+                return Ok(SegmentStat {
+                    position,
+                    plain_size: sealer.plain_size,
+                    encrypted_size: data.len() as u64,
+                    inline: true,
+                    redundancy: None,
+                    piece_count: 0,
+                });
+            }
+        }
+
+        let begin = self
+            .metainfo
+            .begin_segment(pb::BeginSegmentRequest {
+                header: self.metainfo.header(),
+                stream_id: self.stream_id.clone(),
+                position,
+                max_encrypted_size: encrypted_size(self.max_segment_size, DEFAULT_BLOCK_SIZE as u64)
+                    as i64,
+            })
+            .await?;
+        let scheme = match &begin.redundancy {
+            Some(scheme) => Redundancy::from_pb(scheme)
+                .map_err(|e| Error::Protocol(format!("segment redundancy: {e}")))?,
+            None => self.scheme,
+        };
+        let mut uploads = PieceUploads::start(begin.limits, &scheme);
+        if uploads.nodes.len() < uploads.success {
+            return Err(Error::UploadFailed {
+                stored: 0,
+                needed: uploads.success,
+                last_error: Some(format!(
+                    "the satellite offered only {} storage nodes",
+                    uploads.nodes.len()
+                )),
+            });
+        }
+        let mut encoder = StripeEncoder::new(scheme);
+        while let Some(block) = sealer.next(source).await? {
+            for shards in encoder.push(&block)? {
+                uploads.send(|piece| data_message(&shards[piece])).await?;
+                self.report(source);
+            }
+        }
+        if let Some(shards) = encoder.finish()? {
+            uploads.send(|piece| data_message(&shards[piece])).await?;
+        }
+        let encrypted = encoder.encrypted_size();
+        let pieces = uploads.finish(scheme.piece_size(encrypted)).await?;
+        let stored = pieces.len() as u32;
+        self.metainfo
+            .commit_segment(pb::CommitSegmentRequest {
+                header: self.metainfo.header(),
+                segment_id: begin.segment_id,
+                encrypted_key: wrapped.encrypted,
+                encrypted_key_nonce: wrapped.nonce,
+                plain_size: sealer.plain_size as i64,
+                encrypted_size: encrypted as i64,
+                pieces,
+            })
+            .await?;
+        self.report(source);
+        Ok(SegmentStat {
+            position,
+            plain_size: sealer.plain_size,
+            encrypted_size: encrypted,
+            inline: false,
+            redundancy: Some(scheme),
+            piece_count: stored,
+        })
+    }
+
+    fn report<R>(&self, source: &Source<R>) {
+        if let Some(progress) = &self.progress {
+            progress(source.consumed);
+        }
+    }
+}
+
+pub(crate) async fn upload_object(
+    metainfo: &Metainfo,
+    root_key: &Key,
+    bucket: &str,
+    key: &str,
+    reader: impl AsyncRead + Unpin + Send,
+    options: UploadOptions,
+) -> Result<ObjectInfo, Error> {
+    let (encrypted_key, path_key) = crypto::encrypt_path(root_key, bucket, key.split('/'));
+    let object_key = crypto::object_key(&path_key);
+    let begin = metainfo
+        .begin_object(
+            pb::BeginObjectRequest {
+                header: metainfo.header(),
+                bucket: bucket.to_string(),
+                encrypted_object_key: encrypted_key.into_bytes(),
+                encryption: Some(pb::EncryptionParameters {
+                    cipher: crypto::CIPHER_AES_256_GCM,
+                    block_size: DEFAULT_BLOCK_SIZE,
+                }),
+                expires_at: options.expires.map_or(0, to_unix),
+            },
+            key,
+        )
+        .await?;
+    let scheme = Redundancy::from_pb(
+        begin
+            .redundancy
+            .as_ref()
+            .ok_or_else(|| Error::Protocol("no redundancy scheme for the object".into()))?,
+    )
+    .map_err(|e| Error::Protocol(format!("object redundancy: {e}")))?;
+    let max_segment_size = non_negative(begin.max_segment_size, "maximum segment size")?;
+    if max_segment_size == 0 {
+        return Err(Error::Protocol("the maximum segment size is zero".into()));
+    }
+    let upload = ObjectUpload {
+        metainfo,
+        object_key,
+        stream_id: begin.stream_id,
+        scheme,
+        max_segment_size,
+        inline_plain: max_plain_within(
+            non_negative(begin.inline_threshold, "inline threshold")?,
+            DEFAULT_BLOCK_SIZE as u64,
+        ),
+        progress: options.progress.clone(),
+    };
+
+    let mut source = Source::new(reader);
+    let mut segments = Vec::new();
+    loop {
+        let position = u32::try_from(segments.len())
+            .map_err(|_| Error::Interrupted("the object has too many segments".into()))?;
+        segments.push(upload.segment(&mut source, position).await?);
+        source.fill(1).await?;
+        if source.exhausted() {
+            break;
+        }
+    }
+
+    let metadata = crypto::ObjectMetadata {
+        size: source.consumed,
+        created: std::time::SystemTime::now(),
+        content_type: options.content_type,
+        metadata: options.metadata,
+    };
+    let (sealed, metadata_key) = crypto::seal_metadata(&metadata);
+    let wrapped = crypto::wrap_key(
+        &upload.object_key,
+        &metadata_key,
+        crypto::METADATA_KEY_PURPOSE,
+    );
+    let committed = metainfo
+        .commit_object(pb::CommitObjectRequest {
+            header: metainfo.header(),
+            stream_id: upload.stream_id.clone(),
+            encrypted_metadata: sealed,
+            encrypted_metadata_key: wrapped.encrypted,
+            encrypted_metadata_nonce: wrapped.nonce,
+        })
+        .await?;
+    let expires = committed
+        .object
+        .as_ref()
+        .filter(|o| o.expires_at > 0)
+        .map(|o| crate::from_unix(o.expires_at))
+        .or(options.expires);
+    Ok(ObjectInfo {
+        key: key.to_string(),
+        size: metadata.size,
+        created: metadata.created,
+        expires,
+        content_type: metadata.content_type,
+        metadata: metadata.metadata,
+        segments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cuts `len` bytes into segments the way [`upload_object`] does.
+    async fn segment_sizes(len: usize, max_segment: u64, block: u32) -> Vec<u64> {
+        let data = vec![7u8; len];
+        let mut source = Source::new(&data[..]);
+        let mut sizes = Vec::new();
+        loop {
+            let key = Key::random();
+            let mut sealer = SegmentSealer::new(&key, sizes.len() as u32, block, max_segment);
+            let mut sealed = 0;
+            while let Some(block) = sealer.next(&mut source).await.unwrap() {
+                sealed += block.len() as u64;
+            }
+            assert_eq!(
+                sealed,
+                encrypted_size(sealer.plain_size, block as u64),
+                "segment {} of a {len}-byte stream",
+                sizes.len()
+            );
+            sizes.push(sealer.plain_size);
+            source.fill(1).await.unwrap();
+            if source.exhausted() {
+                break;
+            }
+        }
+        assert_eq!(source.consumed, len as u64);
+        sizes
+    }
+
+    #[tokio::test]
+    async fn streams_are_cut_into_full_segments_and_a_rest() {
+        assert_eq!(segment_sizes(0, 100, 30).await, [0]);
+        assert_eq!(segment_sizes(1, 100, 30).await, [1]);
+        assert_eq!(segment_sizes(99, 100, 30).await, [99]);
+        assert_eq!(segment_sizes(100, 100, 30).await, [100]);
+        assert_eq!(segment_sizes(101, 100, 30).await, [100, 1]);
+        assert_eq!(segment_sizes(250, 100, 30).await, [100, 100, 50]);
+        assert_eq!(segment_sizes(300, 100, 100).await, [100, 100, 100]);
+    }
+
+    #[test]
+    fn batches_are_whole_stripes_of_about_a_mebibyte() {
+        let scheme = Redundancy::new(4, 6, 8, 10, 1024).unwrap();
+        assert_eq!(
+            stripes_per_batch(&scheme) * scheme.stripe_size(),
+            BATCH_TARGET
+        );
+        let huge = Redundancy::new(29, 35, 80, 110, 64 * 1024).unwrap();
+        assert_eq!(stripes_per_batch(&huge), 1);
+
+        let mut encoder = StripeEncoder::new(scheme);
+        let batch = (stripes_per_batch(&scheme) * scheme.stripe_size()) as usize;
+        assert!(encoder.push(&vec![1; batch - 1]).unwrap().is_empty());
+        let full = encoder.push(&[1, 2, 3]).unwrap();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].len(), 10);
+        assert_eq!(full[0][0].len(), batch / 4);
+        // The two bytes left become one zero-padded stripe.
+        let rest = encoder.finish().unwrap().unwrap();
+        assert_eq!(rest[0].len(), 1024);
+        assert_eq!(encoder.encrypted_size(), batch as u64 + 2);
+        assert!(encoder.finish().unwrap().is_none());
+    }
+}

@@ -1,0 +1,405 @@
+//! `archipel-devnet`: a whole Archipel network on one machine for trying it out.
+//!
+//! Starts a satellite (SQLite) and N storage nodes, each as its own OS process
+//! (this binary re-executed with `satellite …` or `node …`, which run exactly
+//! the code of `archipel-satellite` and `archipel-node`), on distinct loopback
+//! addresses — node `i` on 127.0.`i+1`.1, so every node sits in its own /24 and
+//! the satellite's one-piece-per-subnet rule stays on. Writes the access grant
+//! to `DIR/access` and the layout to `DIR/devnet.json`; started again on the
+//! same DIR it resumes with the same identities, ports and data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use archipel_client::Access;
+use archipel_proto::{Identity, NodeId, Redundancy};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+#[command(
+    name = "archipel-devnet",
+    version,
+    about = "Run a whole Archipel network on this machine"
+)]
+struct Cli {
+    /// Where the network keeps its state; reused when started again.
+    #[arg(long, default_value = "devnet")]
+    dir: PathBuf,
+    /// Number of storage nodes (at least the scheme's total).
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// Redundancy scheme k/repair/success/total for new segments.
+    #[arg(long, default_value = "4/6/8/10")]
+    redundancy: Redundancy,
+    #[command(subcommand)]
+    role: Option<Role>,
+}
+
+/// The processes the devnet starts run these (hidden) subcommands.
+#[derive(Subcommand)]
+enum Role {
+    /// Run `archipel-satellite` with the given arguments.
+    #[command(hide = true)]
+    Satellite {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run `archipel-node` with the given arguments.
+    #[command(hide = true)]
+    Node {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DevnetError {
+    #[error("{0}")]
+    Message(String),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] archipel_client::Error),
+    #[error(transparent)]
+    Satellite(#[from] archipel_satellite::Error),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevnetError {
+    let path = path.display().to_string();
+    move |source| DevnetError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `DIR/devnet.json`: what a person or a script needs to use the network.
+#[derive(Serialize, Deserialize)]
+struct Layout {
+    satellite: SatelliteEntry,
+    nodes: Vec<NodeEntry>,
+    access_file: PathBuf,
+    redundancy: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SatelliteEntry {
+    id: NodeId,
+    address: String,
+    pid: Option<u32>,
+    dir: PathBuf,
+    database_url: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeEntry {
+    id: NodeId,
+    address: String,
+    pid: Option<u32>,
+    storage_dir: PathBuf,
+}
+
+/// A free port on `ip`, found by binding port 0.
+fn free_port(ip: &str) -> Result<SocketAddr, DevnetError> {
+    let listener = std::net::TcpListener::bind((ip, 0))
+        .map_err(|e| DevnetError::Message(format!("cannot bind a port on {ip}: {e}")))?;
+    listener
+        .local_addr()
+        .map_err(io_err("read the address of", Path::new(ip)))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), DevnetError> {
+    std::fs::write(path, text).map_err(io_err("write", path))
+}
+
+fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DevnetError> {
+    let text = toml::to_string(value)
+        .map_err(|e| DevnetError::Message(format!("cannot encode {}: {e}", path.display())))?;
+    write_file(path, &text)
+}
+
+fn identity_at(path: &Path) -> Result<Identity, DevnetError> {
+    if path.exists() {
+        return Identity::load(path).map_err(|e| DevnetError::Message(e.to_string()));
+    }
+    let identity = Identity::generate();
+    identity.save(path).map_err(io_err("write", path))?;
+    Ok(identity)
+}
+
+/// Creates (or reuses) the satellite's directory, identity and config.
+fn prepare_satellite(dir: &Path, redundancy: Redundancy) -> Result<SatelliteEntry, DevnetError> {
+    let sat_dir = dir.join("satellite");
+    std::fs::create_dir_all(&sat_dir).map_err(io_err("create", &sat_dir))?;
+    let identity = identity_at(&sat_dir.join("identity"))?;
+    let config_path = sat_dir.join("config.toml");
+    let config: archipel_satellite::Config = if config_path.exists() {
+        let text = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
+        toml::from_str(&text)
+            .map_err(|e| DevnetError::Message(format!("{}: {e}", config_path.display())))?
+    } else {
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            sat_dir.join("satellite.db").display()
+        );
+        let mut config = archipel_satellite::Config::new(&url);
+        config.identity_path = sat_dir.join("identity");
+        config.listen_address = free_port("127.0.0.1")?.to_string();
+        config.redundancy = redundancy;
+        config.distinct_subnets = true;
+        write_toml(&config_path, &config)?;
+        config
+    };
+    Ok(SatelliteEntry {
+        id: identity.id(),
+        address: config.listen_address.clone(),
+        pid: None,
+        dir: sat_dir,
+        database_url: config.database_url,
+    })
+}
+
+/// Creates (or reuses) node `i`'s directory, identity and config.
+fn prepare_node(
+    dir: &Path,
+    i: usize,
+    satellite: &SatelliteEntry,
+) -> Result<NodeEntry, DevnetError> {
+    let node_dir = dir.join(format!("node{i}"));
+    std::fs::create_dir_all(&node_dir).map_err(io_err("create", &node_dir))?;
+    let identity = identity_at(&node_dir.join("identity"))?;
+    let config_path = node_dir.join("config.toml");
+    let config: archipel_storagenode::Config = if config_path.exists() {
+        let text = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
+        toml::from_str(&text)
+            .map_err(|e| DevnetError::Message(format!("{}: {e}", config_path.display())))?
+    } else {
+        let ip = format!("127.0.{}.1", (i + 1) % 256);
+        let mut config = archipel_storagenode::Config::new(node_dir.join("storage"));
+        config.identity_path = node_dir.join("identity");
+        config.listen_address = free_port(&ip)?.to_string();
+        config.satellites = vec![archipel_storagenode::TrustedSatellite {
+            id: satellite.id,
+            address: satellite.address.clone(),
+        }];
+        config.check_in_interval = Duration::from_secs(5);
+        write_toml(&config_path, &config)?;
+        config
+    };
+    Ok(NodeEntry {
+        id: identity.id(),
+        address: config.listen_address.clone(),
+        pid: None,
+        storage_dir: config.storage_dir,
+    })
+}
+
+/// Starts this binary again in a role, logging to `log`.
+fn spawn(role: &str, args: &[&str], log: &Path) -> Result<Child, DevnetError> {
+    let exe = std::env::current_exe().map_err(io_err("find", Path::new("this program")))?;
+    let out = std::fs::File::create(log).map_err(io_err("create", log))?;
+    let err = out.try_clone().map_err(io_err("open", log))?;
+    Command::new(exe)
+        .arg(role)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io_err("start a process for", Path::new(role)))
+}
+
+async fn wait_until_listening(address: &str, what: &str, log: &Path) -> Result<(), DevnetError> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(DevnetError::Message(format!(
+        "{what} did not start listening on {address}; see {}",
+        log.display()
+    )))
+}
+
+async fn ensure_access(dir: &Path, satellite: &SatelliteEntry) -> Result<PathBuf, DevnetError> {
+    let access_file = dir.join("access");
+    if access_file.exists() {
+        return Ok(access_file);
+    }
+    let api_key = archipel_satellite::create_project(&satellite.database_url, "devnet").await?;
+    let passphrase = format!("devnet-{}", hex::encode(rand::random::<[u8; 8]>()));
+    write_file(&dir.join("passphrase"), &format!("{passphrase}\n"))?;
+    write_file(&dir.join("api-key"), &format!("{api_key}\n"))?;
+    let access = Access::request(&satellite.address, &api_key, &passphrase).await?;
+    write_file(&access_file, &format!("{}\n", access.serialize()))?;
+    Ok(access_file)
+}
+
+async fn wait_for_nodes(database_url: &str, count: usize) -> Result<(), DevnetError> {
+    for _ in 0..300 {
+        if archipel_satellite::testing::node_count(database_url).await? >= count {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(DevnetError::Message(format!(
+        "not all {count} storage nodes checked in within 30 s; see the node logs"
+    )))
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+async fn devnet(cli: Cli) -> Result<(), DevnetError> {
+    if cli.nodes < cli.redundancy.total as usize {
+        return Err(DevnetError::Message(format!(
+            "{} nodes cannot hold the {} pieces of the {} scheme; pass --nodes {} or more",
+            cli.nodes, cli.redundancy.total, cli.redundancy, cli.redundancy.total
+        )));
+    }
+    let dir = &cli.dir;
+    std::fs::create_dir_all(dir.join("logs")).map_err(io_err("create", dir))?;
+    let dir = &std::fs::canonicalize(dir).map_err(io_err("find", dir))?;
+    let mut satellite = prepare_satellite(dir, cli.redundancy)?;
+    let mut nodes = (0..cli.nodes)
+        .map(|i| prepare_node(dir, i, &satellite))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut children = Vec::new();
+    let sat_log = dir.join("logs/satellite.log");
+    let sat_config = satellite.dir.join("config.toml");
+    let child = spawn(
+        "satellite",
+        &["run", "--config", &sat_config.to_string_lossy()],
+        &sat_log,
+    )?;
+    satellite.pid = child.id();
+    children.push(("satellite".to_string(), child));
+    wait_until_listening(&satellite.address, "the satellite", &sat_log).await?;
+
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let log = dir.join(format!("logs/node{i}.log"));
+        let config = dir.join(format!("node{i}/config.toml"));
+        let child = spawn(
+            "node",
+            &["run", "--config", &config.to_string_lossy()],
+            &log,
+        )?;
+        node.pid = child.id();
+        children.push((format!("node{i}"), child));
+    }
+    wait_for_nodes(&satellite.database_url, nodes.len()).await?;
+    let access_file = ensure_access(dir, &satellite).await?;
+
+    let layout = Layout {
+        satellite,
+        nodes,
+        access_file: access_file.clone(),
+        redundancy: cli.redundancy.to_string(),
+    };
+    let json =
+        serde_json::to_string_pretty(&layout).map_err(|e| DevnetError::Message(e.to_string()))?;
+    write_file(&dir.join("devnet.json"), &json)?;
+
+    println!(
+        "Archipel devnet is running: a satellite at {} and {} storage nodes.",
+        layout.satellite.address,
+        layout.nodes.len()
+    );
+    println!("State, logs and devnet.json are in {}.\n", dir.display());
+    println!("Try, in another terminal:");
+    println!("  export ARCHIPEL_ACCESS={}", access_file.display());
+    println!("  cargo run --release --bin archipel -- mb ap://demo");
+    println!("  cargo run --release --bin archipel -- cp ./some-file ap://demo/");
+    println!("  cargo run --release --bin archipel -- ls ap://demo");
+    println!("  cargo run --release --bin archipel -- stat ap://demo/some-file");
+    println!("  cargo run --release --bin archipel -- cp ap://demo/some-file ./copy");
+    println!("Kill a few node processes (pids in devnet.json) and download again.");
+    println!("Press Ctrl-C to stop the network.");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io_err("listen for", Path::new("SIGTERM")))?;
+    let mut running: Vec<(String, Child)> = children;
+    loop {
+        let exited = async {
+            loop {
+                for (i, (_, child)) in running.iter_mut().enumerate() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return (i, status);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            (i, status) = exited => {
+                let (name, _) = running.remove(i);
+                println!("{name} exited ({status}); the rest of the network keeps running.");
+                if running.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    println!("\nStopping the network…");
+    for (_, child) in &running {
+        terminate(child);
+    }
+    for (name, mut child) in running {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{name} did not stop within 10 s; killing it");
+            let _ = child.kill().await;
+        }
+    }
+    println!("Stopped. Start again with the same --dir to resume.");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.role {
+        Some(Role::Satellite { args }) => {
+            archipel_satellite::cli::main_with_args("archipel-satellite", args)
+        }
+        Some(Role::Node { args }) => archipel_storagenode::cli::main_with_args(
+            std::iter::once("archipel-node".to_string()).chain(args),
+        ),
+        None => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("archipel-devnet: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(devnet(cli)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("archipel-devnet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

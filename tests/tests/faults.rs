@@ -1,0 +1,264 @@
+//! Fault tests on the real servers: stopped nodes, corrupted pieces, forged,
+//! expired and misdirected order limits, wrong API keys.
+
+#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use archipel_client::{Access, Project, UploadOptions};
+use archipel_proto::orders::{new_serial, sign_order_limit, unix_now};
+use archipel_proto::pb::piecestore_client::PiecestoreClient;
+use archipel_proto::pb::{OrderLimit, PieceAction, PieceDownloadRequest, PieceUploadRequest};
+use archipel_proto::Identity;
+use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+
+/// Uploads one single-segment object and returns its bytes and the indexes of
+/// the nodes that hold its pieces.
+async fn upload_one_segment(planet: &Planet, key: &str) -> (Vec<u8>, Vec<usize>) {
+    let project = planet.project().await.unwrap();
+    let _ = project.create_bucket("faults").await;
+    let data = test_data(300_000, key.len() as u64);
+    project
+        .upload("faults", key, &data[..], UploadOptions::default())
+        .await
+        .unwrap();
+    let holders = (0..planet.nodes.len())
+        .filter(|&i| !planet.nodes[i].piece_files().is_empty())
+        .collect();
+    (data, holders)
+}
+
+async fn download(planet: &Planet, key: &str) -> Result<Vec<u8>, archipel_client::Error> {
+    let project = planet.project().await.unwrap();
+    let mut out = Vec::new();
+    project
+        .download("faults", key, None, &mut out, None)
+        .await?;
+    Ok(out)
+}
+
+async fn download_survives_stopped_holders(backend: Backend) {
+    let mut planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let k = planet.satellite_config.redundancy.required as usize;
+    let (data, holders) = upload_one_segment(&planet, "survivor").await;
+    assert!(holders.len() >= planet.satellite_config.redundancy.success as usize);
+    for &i in &holders[..holders.len() - k] {
+        planet.stop_node(i).await.unwrap();
+    }
+    assert!(download(&planet, "survivor").await.unwrap() == data);
+
+    // One more holder gone: fewer than k pieces, a clear error rather than wrong bytes.
+    planet.stop_node(holders[holders.len() - k]).await.unwrap();
+    let error = download(&planet, "survivor").await.unwrap_err();
+    assert!(
+        error.to_string().contains("piece"),
+        "unexpected error: {error}"
+    );
+    planet.shutdown().await.unwrap();
+}
+
+async fn upload_survives_down_nodes(backend: Backend) {
+    let mut planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let r = planet.satellite_config.redundancy;
+    for i in 0..(r.total - r.success) as usize {
+        planet.stop_node(i).await.unwrap();
+    }
+    let project = planet.project().await.unwrap();
+    project.create_bucket("faults").await.unwrap();
+    let data = test_data(3 << 20, 5);
+    project
+        .upload("faults", "partial", &data[..], UploadOptions::default())
+        .await
+        .unwrap();
+    assert!(download(&planet, "partial").await.unwrap() == data);
+    planet.shutdown().await.unwrap();
+}
+
+/// Flips bytes in the middle of every piece file of `node`.
+fn corrupt_pieces(planet: &Planet, node: usize) {
+    for path in planet.nodes[node].piece_files() {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut byte = [0u8; 1];
+        file.seek(SeekFrom::Start(len / 2)).unwrap();
+        file.read_exact(&mut byte).unwrap();
+        file.seek(SeekFrom::Start(len / 2)).unwrap();
+        file.write_all(&[byte[0] ^ 0xff]).unwrap();
+    }
+}
+
+async fn corrupted_pieces_are_routed_around(backend: Backend) {
+    let planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let k = planet.satellite_config.redundancy.required as usize;
+    let (data, holders) = upload_one_segment(&planet, "corrupt").await;
+    for &i in &holders[..holders.len() - k] {
+        corrupt_pieces(&planet, i);
+    }
+    assert!(download(&planet, "corrupt").await.unwrap() == data);
+    planet.shutdown().await.unwrap();
+}
+
+async fn wrong_api_key_is_rejected(backend: Backend) {
+    let planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let address = planet.satellite_address.to_string();
+    let error = Access::request(&address, "ak_not-a-real-key", "pass")
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("API key"),
+        "unexpected error: {error}"
+    );
+
+    // A grant whose key was valid elsewhere fails on every call, not only at creation.
+    let serialized = planet.access().serialize();
+    let mut forged = Access::parse(&serialized).unwrap();
+    forged.api_key = "ak_forged".into();
+    let project = Project::open(&forged).await.unwrap();
+    assert!(project.list_buckets().await.is_err());
+    assert!(project.create_bucket("nope").await.is_err());
+    planet.shutdown().await.unwrap();
+}
+
+fn limit(planet: &Planet, node: usize, action: PieceAction, expires: i64) -> OrderLimit {
+    OrderLimit {
+        serial_number: new_serial(),
+        node_id: planet.nodes[node].id().to_vec(),
+        piece_id: rand::random::<[u8; 32]>().to_vec(),
+        action: action as i32,
+        limit: 1 << 20,
+        order_expiration: expires,
+        order_creation: unix_now(),
+        ..Default::default()
+    }
+}
+
+async fn upload_piece(
+    planet: &Planet,
+    node: usize,
+    limit: OrderLimit,
+) -> Result<(), tonic::Status> {
+    let mut client = PiecestoreClient::connect(format!("http://{}", planet.nodes[node].address))
+        .await
+        .unwrap();
+    let messages = vec![
+        PieceUploadRequest {
+            limit: Some(limit),
+            data: vec![1; 1000],
+            done: false,
+        },
+        PieceUploadRequest {
+            limit: None,
+            data: Vec::new(),
+            done: true,
+        },
+    ];
+    client
+        .upload(futures::stream::iter(messages))
+        .await
+        .map(|_| ())
+}
+
+async fn bad_order_limits_are_refused(backend: Backend) {
+    let planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let satellite = &planet.satellite_identity;
+    let later = unix_now() + 600;
+
+    let good = sign_order_limit(satellite, limit(&planet, 0, PieceAction::Put, later));
+    upload_piece(&planet, 0, good.clone())
+        .await
+        .expect("a valid order limit is honoured");
+
+    let replayed = upload_piece(&planet, 0, good.clone()).await.unwrap_err();
+    assert_eq!(
+        replayed.code(),
+        tonic::Code::PermissionDenied,
+        "{replayed:?}"
+    );
+
+    let to_other_node = upload_piece(&planet, 1, good).await.unwrap_err();
+    assert_eq!(
+        to_other_node.code(),
+        tonic::Code::PermissionDenied,
+        "{to_other_node:?}"
+    );
+
+    let forged = sign_order_limit(
+        &Identity::generate(),
+        limit(&planet, 0, PieceAction::Put, later),
+    );
+    let error = upload_piece(&planet, 0, forged).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
+
+    let mut tampered = sign_order_limit(satellite, limit(&planet, 0, PieceAction::Put, later));
+    tampered.limit *= 1000;
+    let error = upload_piece(&planet, 0, tampered).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
+
+    let expired = sign_order_limit(
+        satellite,
+        limit(&planet, 0, PieceAction::Put, unix_now() - 1),
+    );
+    let error = upload_piece(&planet, 0, expired).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
+
+    let get_for_put = sign_order_limit(satellite, limit(&planet, 0, PieceAction::Get, later));
+    let error = upload_piece(&planet, 0, get_for_put).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
+
+    let mut small = limit(&planet, 0, PieceAction::Put, later);
+    small.limit = 10;
+    let error = upload_piece(&planet, 0, sign_order_limit(satellite, small))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.code(),
+            tonic::Code::PermissionDenied
+                | tonic::Code::InvalidArgument
+                | tonic::Code::ResourceExhausted
+        ),
+        "{error:?}"
+    );
+
+    // Downloads are checked the same way.
+    let mut client = PiecestoreClient::connect(format!("http://{}", planet.nodes[0].address))
+        .await
+        .unwrap();
+    let forged_get = sign_order_limit(
+        &Identity::generate(),
+        limit(&planet, 0, PieceAction::Get, later),
+    );
+    let request = PieceDownloadRequest {
+        limit: Some(forged_get),
+        offset: 0,
+        length: 10,
+    };
+    let error = match client.download(request).await {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
+    planet.shutdown().await.unwrap();
+}
+
+on_both_backends!(
+    download_survives_stopped_holders,
+    upload_survives_down_nodes,
+    corrupted_pieces_are_routed_around,
+    wrong_api_key_is_rejected,
+    bad_order_limits_are_refused,
+);
