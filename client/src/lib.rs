@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use access::Access;
 pub use error::Error;
+pub use upload::encode_segment;
 
 use crate::crypto::Key;
 use crate::metainfo::Metainfo;
@@ -36,6 +37,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BucketInfo {
     pub name: String,
+    #[serde(serialize_with = "rfc3339::required")]
     pub created: SystemTime,
 }
 
@@ -62,7 +64,9 @@ pub struct ByteRange {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    #[serde(serialize_with = "rfc3339::required")]
     pub created: SystemTime,
+    #[serde(serialize_with = "rfc3339::optional")]
     pub expires: Option<SystemTime>,
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
@@ -91,6 +95,7 @@ pub struct ListEntry {
     pub is_prefix: bool,
     pub size: u64,
     /// Absent for prefixes.
+    #[serde(serialize_with = "rfc3339::optional")]
     pub created: Option<SystemTime>,
 }
 
@@ -99,6 +104,25 @@ pub struct ListEntry {
 pub struct Project {
     metainfo: Metainfo,
     root_key: Key,
+}
+
+/// Times in JSON output as RFC 3339 text, which people and scripts can read.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    pub fn required<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*time))
+    }
+
+    pub fn optional<S: serde::Serializer>(
+        time: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => required(time, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 pub(crate) fn from_unix(seconds: i64) -> SystemTime {
