@@ -211,11 +211,10 @@ impl State {
             self.config.distinct_subnets,
         );
         if chosen.len() < usize::from(redundancy.success) {
-            return Err(Error::Unavailable(format!(
-                "not enough storage nodes: need {}, have {}",
-                redundancy.success,
-                chosen.len()
-            )));
+            return Err(Error::NotEnoughNodes {
+                need: usize::from(redundancy.success),
+                have: chosen.len(),
+            });
         }
         let root = new_root_piece_id();
         let mut limits = Vec::with_capacity(chosen.len());

@@ -692,7 +692,7 @@ async fn selection_respects_subnets(backend: Backend) {
         .begin_segment(&object.stream_id, 0, 4096)
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(
         status.message().contains("need 8, have 4"),
         "{}",
@@ -799,7 +799,7 @@ async fn requests_are_validated(backend: Backend) {
             .await
             .unwrap_err()
             .code(),
-        Code::Unavailable
+        Code::ResourceExhausted
     );
     let status = client
         .get_object(pb::GetObjectRequest {
@@ -831,7 +831,7 @@ async fn abandoned_uploads_are_cleaned_up(backend: Backend) {
             break;
         }
         // Until it is swept, the upload exists and only lacks nodes.
-        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(
             tokio::time::Instant::now() < deadline,
             "the upload was never swept"
