@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE};
+use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE, TAG_SIZE};
 use crate::metainfo::{connect, Metainfo};
 use crate::ranges::{encrypted_size, max_plain_within};
 use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentStat, UploadOptions};
@@ -76,17 +76,16 @@ impl<R: AsyncRead + Unpin> Source<R> {
     /// Buffers at least `want` bytes unless the stream ends first.
     async fn fill(&mut self, want: usize) -> Result<(), Error> {
         while self.buffer.len() < want && !self.eof {
-            let old = self.buffer.len();
-            self.buffer.resize(want, 0);
-            let read = self.reader.read(&mut self.buffer[old..]).await;
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buffer.truncate(old);
-                    return Err(Error::Read(e));
-                }
-            };
-            self.buffer.truncate(old + n);
+            // Reads go into spare capacity (nothing to zero first), and the
+            // room for an AEAD tag lets a block taken from the front be sealed
+            // without moving it.
+            self.buffer
+                .reserve(want + TAG_SIZE as usize - self.buffer.len());
+            let n = self
+                .reader
+                .read_buf(&mut self.buffer)
+                .await
+                .map_err(Error::Read)?;
             self.eof = n == 0;
         }
         Ok(())
@@ -102,7 +101,9 @@ impl<R: AsyncRead + Unpin> Source<R> {
         let want = max.min(room) as usize;
         self.fill(want + 1).await?;
         let take = want.min(self.buffer.len());
-        let block: Vec<u8> = self.buffer.drain(..take).collect();
+        // The block keeps the buffer's allocation; only the lookahead moves.
+        let rest = self.buffer.split_off(take);
+        let block = std::mem::replace(&mut self.buffer, rest);
         self.consumed += take as u64;
         let last = take as u64 == room || self.exhausted();
         Ok((block, last))
@@ -150,25 +151,54 @@ impl SegmentSealer {
 }
 
 /// Cuts ciphertext into stripes and erasure-codes them a batch at a time.
+///
+/// Ciphertext goes straight into the `k` data shards of the batch (share `i`
+/// of every stripe belongs to shard `i`), so each byte is copied once before
+/// the erasure coder sees it, and the shards are handed on, not copied again.
 pub(crate) struct StripeEncoder {
     encoder: BatchEncoder,
-    batch_bytes: usize,
-    stripe_bytes: usize,
-    pending: Vec<u8>,
+    share_bytes: usize,
+    shard_bytes: usize,
+    /// The data shards of the batch being filled.
+    data: Vec<Vec<u8>>,
+    /// Ciphertext bytes in `data`.
+    filled: usize,
     encrypted_size: u64,
 }
 
 impl StripeEncoder {
     pub(crate) fn new(scheme: Redundancy) -> Self {
-        let stripe_bytes = scheme.stripe_size() as usize;
-        let batch_bytes = stripes_per_batch(&scheme) as usize * stripe_bytes;
+        let share_bytes = scheme.share_size as usize;
+        let shard_bytes = stripes_per_batch(&scheme) as usize * share_bytes;
         StripeEncoder {
             encoder: BatchEncoder::new(scheme),
-            batch_bytes,
-            stripe_bytes,
-            pending: Vec::with_capacity(batch_bytes),
+            share_bytes,
+            shard_bytes,
+            data: Self::empty_shards(scheme.required as usize, shard_bytes),
+            filled: 0,
             encrypted_size: 0,
         }
+    }
+
+    fn empty_shards(k: usize, shard_bytes: usize) -> Vec<Vec<u8>> {
+        (0..k).map(|_| Vec::with_capacity(shard_bytes)).collect()
+    }
+
+    /// Appends ciphertext to the data shards, share by share; stops at the end
+    /// of the batch and returns how much of `data` it took.
+    fn scatter(&mut self, mut data: &[u8]) -> usize {
+        let k = self.data.len();
+        let batch_bytes = self.shard_bytes * k;
+        let start = data.len();
+        while !data.is_empty() && self.filled < batch_bytes {
+            let in_stripe = self.filled % (self.share_bytes * k);
+            let shard = in_stripe / self.share_bytes;
+            let take = (self.share_bytes - in_stripe % self.share_bytes).min(data.len());
+            self.data[shard].extend_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+        }
+        start - data.len()
     }
 
     /// Adds ciphertext; returns the `n` shards of each batch it completed.
@@ -176,10 +206,9 @@ impl StripeEncoder {
         self.encrypted_size += data.len() as u64;
         let mut batches = Vec::new();
         while !data.is_empty() {
-            let take = (self.batch_bytes - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() == self.batch_bytes {
+            let took = self.scatter(data);
+            data = &data[took..];
+            if self.filled == self.shard_bytes * self.data.len() {
                 batches.push(self.encode_pending()?);
             }
         }
@@ -188,26 +217,107 @@ impl StripeEncoder {
 
     /// Zero-pads and encodes what is left; `None` if nothing is.
     pub(crate) fn finish(&mut self) -> Result<Option<Vec<Vec<u8>>>, Error> {
-        if self.pending.is_empty() {
+        if self.filled == 0 {
             return Ok(None);
         }
-        let padded = self.pending.len().div_ceil(self.stripe_bytes) * self.stripe_bytes;
-        self.pending.resize(padded, 0);
+        let stripe_bytes = self.share_bytes * self.data.len();
+        let padded = self.filled.div_ceil(stripe_bytes) * stripe_bytes;
+        self.scatter(&vec![0; padded - self.filled]);
         self.encode_pending().map(Some)
     }
 
     fn encode_pending(&mut self) -> Result<Vec<Vec<u8>>, Error> {
-        let shards = self
+        let recovery = self
             .encoder
-            .encode(&self.pending)
+            .encode_recovery(&self.data)
             .map_err(|e| Error::Corrupt(format!("erasure coding failed: {e}")))?;
-        self.pending.clear();
+        let fresh = Self::empty_shards(self.data.len(), self.shard_bytes);
+        let mut shards = std::mem::replace(&mut self.data, fresh);
+        shards.extend(recovery);
+        self.filled = 0;
         Ok(shards)
     }
 
     pub(crate) fn encrypted_size(&self) -> u64 {
         self.encrypted_size
     }
+}
+
+/// One segment's batches of shards, made as its plaintext is read: the upload's
+/// data path (seal blocks, cut stripes, erasure-code batches) without the network.
+pub(crate) struct SegmentBatches<'s, R> {
+    source: &'s mut Source<R>,
+    sealer: SegmentSealer,
+    encoder: StripeEncoder,
+    ready: std::collections::VecDeque<Vec<Vec<u8>>>,
+    sealed_all: bool,
+}
+
+impl<'s, R: AsyncRead + Unpin> SegmentBatches<'s, R> {
+    pub(crate) fn new(
+        source: &'s mut Source<R>,
+        sealer: SegmentSealer,
+        scheme: Redundancy,
+    ) -> Self {
+        SegmentBatches {
+            source,
+            sealer,
+            encoder: StripeEncoder::new(scheme),
+            ready: Default::default(),
+            sealed_all: false,
+        }
+    }
+
+    /// The `n` shards of the next batch, or `None` once the segment is done.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Vec<u8>>>, Error> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Ok(Some(batch));
+            }
+            if self.sealed_all {
+                return Ok(None);
+            }
+            match self.sealer.next(self.source).await? {
+                Some(block) => self.ready.extend(self.encoder.push(&block)?),
+                None => {
+                    self.sealed_all = true;
+                    self.ready.extend(self.encoder.finish()?);
+                }
+            }
+        }
+    }
+
+    fn consumed(&self) -> u64 {
+        self.source.consumed
+    }
+
+    fn plain_size(&self) -> u64 {
+        self.sealer.plain_size
+    }
+
+    fn encrypted_size(&self) -> u64 {
+        self.encoder.encrypted_size()
+    }
+}
+
+/// Encrypts and erasure-codes the first segment (at most `max_segment_size`
+/// bytes) of `reader` exactly as an upload does — fresh random key, AES-256-GCM
+/// blocks, batches of stripes — and hands each batch's `n` shards, data shards
+/// first, to `batch`. Returns the encrypted size. Nothing is sent anywhere: this
+/// exists so that benchmarks measure the client's real upload pipeline.
+pub async fn encode_segment(
+    reader: impl AsyncRead + Unpin,
+    scheme: Redundancy,
+    max_segment_size: u64,
+    mut batch: impl FnMut(Vec<Vec<u8>>),
+) -> Result<u64, Error> {
+    let mut source = Source::new(reader);
+    let sealer = SegmentSealer::new(&Key::random(), 0, DEFAULT_BLOCK_SIZE, max_segment_size);
+    let mut batches = SegmentBatches::new(&mut source, sealer, scheme);
+    while let Some(shards) = batches.next().await? {
+        batch(shards);
+    }
+    Ok(batches.encrypted_size())
 }
 
 /// One piece upload in progress.
@@ -456,9 +566,9 @@ impl PieceUploads {
 }
 
 /// One batch's share of data for one node.
-fn data_message(shard: &[u8]) -> PieceUploadRequest {
+fn data_message(shard: Vec<u8>) -> PieceUploadRequest {
     PieceUploadRequest {
-        data: shard.to_vec(),
+        data: shard,
         ..Default::default()
     }
 }
@@ -511,7 +621,7 @@ impl ObjectUpload<'_> {
                         encrypted_inline_data: data.clone(),
                     })
                     .await?;
-                self.report(source);
+                self.report(source.consumed);
                 return Ok(SegmentStat {
                     position,
                     plain_size: sealer.plain_size,
@@ -549,17 +659,16 @@ impl ObjectUpload<'_> {
                 )),
             });
         }
-        let mut encoder = StripeEncoder::new(scheme);
-        while let Some(block) = sealer.next(source).await? {
-            for shards in encoder.push(&block)? {
-                uploads.send(|piece| data_message(&shards[piece])).await?;
-                self.report(source);
-            }
+        let mut batches = SegmentBatches::new(source, sealer, scheme);
+        while let Some(mut shards) = batches.next().await? {
+            // Each piece number goes to one node, so its shard moves there.
+            uploads
+                .send(|piece| data_message(std::mem::take(&mut shards[piece])))
+                .await?;
+            self.report(batches.consumed());
         }
-        if let Some(shards) = encoder.finish()? {
-            uploads.send(|piece| data_message(&shards[piece])).await?;
-        }
-        let encrypted = encoder.encrypted_size();
+        let encrypted = batches.encrypted_size();
+        let plain_size = batches.plain_size();
         let pieces = uploads.finish(scheme.piece_size(encrypted)).await?;
         let stored = pieces.len() as u32;
         self.metainfo
@@ -568,15 +677,15 @@ impl ObjectUpload<'_> {
                 segment_id: begin.segment_id,
                 encrypted_key: wrapped.encrypted,
                 encrypted_key_nonce: wrapped.nonce,
-                plain_size: sealer.plain_size as i64,
+                plain_size: plain_size as i64,
                 encrypted_size: encrypted as i64,
                 pieces,
             })
             .await?;
-        self.report(source);
+        self.report(source.consumed);
         Ok(SegmentStat {
             position,
-            plain_size: sealer.plain_size,
+            plain_size,
             encrypted_size: encrypted,
             inline: false,
             redundancy: Some(scheme),
@@ -584,9 +693,9 @@ impl ObjectUpload<'_> {
         })
     }
 
-    fn report<R>(&self, source: &Source<R>) {
+    fn report(&self, consumed: u64) {
         if let Some(progress) = &self.progress {
-            progress(source.consumed);
+            progress(consumed);
         }
     }
 }
@@ -755,5 +864,26 @@ mod tests {
         assert_eq!(rest[0].len(), 1024);
         assert_eq!(encoder.encrypted_size(), batch as u64 + 2);
         assert!(encoder.finish().unwrap().is_none());
+    }
+
+    #[test]
+    fn stripes_encode_like_the_batch_encoder_whatever_the_pieces_pushed() {
+        let scheme = Redundancy::new(3, 4, 5, 6, 64).unwrap();
+        let batch = (stripes_per_batch(&scheme) * scheme.stripe_size()) as usize;
+        let data: Vec<u8> = (0..batch * 2 + 500).map(|i| (i * 7 % 251) as u8).collect();
+        let mut encoder = StripeEncoder::new(scheme);
+        let mut batches = Vec::new();
+        for piece in data.chunks(1000) {
+            batches.extend(encoder.push(piece).unwrap());
+        }
+        batches.extend(encoder.finish().unwrap());
+        assert_eq!(batches.len(), 3);
+        let mut padded = data.clone();
+        let stripe = scheme.stripe_size() as usize;
+        padded.resize(batch * 2 + 500usize.div_ceil(stripe) * stripe, 0);
+        let mut reference = BatchEncoder::new(scheme);
+        for (shards, chunk) in batches.iter().zip(padded.chunks(batch)) {
+            assert_eq!(shards, &reference.encode(chunk).unwrap());
+        }
     }
 }
