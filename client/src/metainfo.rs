@@ -45,6 +45,10 @@ pub(crate) async fn connect(address: &str) -> Result<Channel, String> {
         .map_err(|e| format!("invalid address: {}", describe(&e)))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
+        // HTTP/2's default 64 KiB windows stall piece streams on every round
+        // trip; a few MiB keep a piece transfer flowing.
+        .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
+        .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW)
         .connect()
         .await
         .map_err(|e| describe(&e))

@@ -21,5 +21,11 @@ pub mod pb {
 }
 
 pub use error::{Error, Result};
+
+/// HTTP/2 flow-control window of one piece stream, for both ends of a piece
+/// transfer: the 64 KiB default makes a sender wait a round trip every 64 KiB.
+pub const PIECE_STREAM_WINDOW: u32 = 4 << 20;
+/// HTTP/2 flow-control window of a whole connection carrying piece streams.
+pub const PIECE_CONNECTION_WINDOW: u32 = 8 << 20;
 pub use identity::{Identity, NodeId, PeerKey};
 pub use redundancy::Redundancy;

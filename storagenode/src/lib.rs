@@ -98,6 +98,8 @@ pub async fn run(
         .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);
     let stop = cancel.clone();
     let served = tonic::transport::Server::builder()
+        .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
+        .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
