@@ -1,1 +1,56 @@
+//! The Archipel S3 gateway: an S3-compatible HTTP server that runs next to the
+//! user, holds their access grants and encrypts everything itself through
+//! `archipel_client`, so the network only ever sees ciphertext.
+//!
+//! - [`config`]: the TOML configuration and `setup` (credential generation);
+//! - `auth`: SigV4 (header and presigned) credentials for s3s;
+//! - `service`: the s3s `S3` implementation, split by area into `buckets`,
+//!   `objects`, `copy` and `listing`, with `metadata` (S3 headers ↔ sealed object
+//!   metadata) and `errors` (client errors → S3 error codes);
+//! - [`run`]: the HTTP server with graceful shutdown.
 
+mod auth;
+mod buckets;
+pub mod config;
+mod copy;
+mod errors;
+mod listing;
+mod metadata;
+mod objects;
+mod server;
+mod service;
+
+pub use config::{Config, Credential};
+pub use server::run;
+
+/// Everything the gateway can fail with outside of single S3 requests.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the configuration file {path}: {source}")]
+    ReadConfig {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is invalid: {reason}")]
+    InvalidConfig {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteConfig {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration has no credentials; run `archipel-gateway setup` first")]
+    NoCredentials,
+    #[error("access key id {0:?} appears more than once in the configuration")]
+    DuplicateAccessKey(String),
+    #[error("the access grant for access key id {key_id:?} is unusable: {source}")]
+    Access {
+        key_id: String,
+        source: archipel_client::Error,
+    },
+    /// The client library's message already says the grant is invalid.
+    #[error("{0}")]
+    InvalidAccess(archipel_client::Error),
+}

@@ -1,0 +1,214 @@
+//! The gateway's configuration file (TOML) and `setup`, which creates one with
+//! fresh S3 credentials for an access grant.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use archipel_client::Access;
+use rand::distributions::{Alphanumeric, Distribution, Uniform};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Where the gateway listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+/// The region S3 clients sign for and `GetBucketLocation` reports.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The whole configuration file.
+///
+/// TLS is not supported yet: serve behind a TLS-terminating proxy, or on
+/// localhost only (the default), where the user's own machine is the boundary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address the S3 endpoint listens on (`host:port`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The region clients sign their requests for.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The S3 key pairs the gateway accepts, each bound to one access grant.
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+}
+
+/// One S3 key pair and the Archipel access grant it acts with.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// The S3 access key id clients send (20 uppercase letters and digits).
+    pub access_key_id: String,
+    /// The S3 secret access key clients sign with (40 characters).
+    pub secret_access_key: String,
+    /// The serialized Archipel access grant requests with this key act as.
+    pub access: String,
+}
+
+impl std::fmt::Debug for Credential {
+    // The secret and the grant (which holds the encryption root key) stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7480))
+}
+
+fn default_region() -> String {
+    DEFAULT_REGION.to_string()
+}
+
+impl Config {
+    /// A configuration with the defaults and the given credentials.
+    pub fn new(credentials: Vec<Credential>) -> Config {
+        Config {
+            listen: default_listen(),
+            region: default_region(),
+            credentials,
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| Error::InvalidConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(config)
+    }
+
+    /// Writes the file readable by its owner only: it holds secrets.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        use std::io::Write;
+        let write_error = |source| Error::WriteConfig {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = toml::to_string_pretty(self).map_err(|e| Error::InvalidConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(write_error)?;
+        #[cfg(unix)]
+        {
+            // `mode` only applies to new files; an existing one is tightened too.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(write_error)?;
+        }
+        file.write_all(text.as_bytes()).map_err(write_error)
+    }
+}
+
+impl Credential {
+    /// Fresh random S3 keys for `access`, in the shape AWS uses.
+    pub fn generate(access: &Access) -> Credential {
+        let mut rng = rand::thread_rng();
+        const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let pick = Uniform::from(0..UPPER_ALNUM.len());
+        let access_key_id = (0..20)
+            .map(|_| UPPER_ALNUM[pick.sample(&mut rng)] as char)
+            .collect();
+        let secret_access_key = (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
+        Credential {
+            access_key_id,
+            secret_access_key,
+            access: access.serialize(),
+        }
+    }
+}
+
+/// `archipel-gateway setup`: reads the grant (given inline or as a file that
+/// holds it), generates S3 keys and writes `dir/config.toml`. Returns the
+/// written configuration and its path.
+pub fn setup(dir: &Path, grant_or_file: &str) -> Result<(Config, PathBuf), Error> {
+    let candidate = Path::new(grant_or_file);
+    let grant = if candidate.is_file() {
+        std::fs::read_to_string(candidate)
+            .map_err(|source| Error::ReadConfig {
+                path: candidate.to_path_buf(),
+                source,
+            })?
+            .trim()
+            .to_string()
+    } else {
+        grant_or_file.trim().to_string()
+    };
+    let access = Access::parse(&grant).map_err(Error::InvalidAccess)?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::WriteConfig {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let config = Config::new(vec![Credential::generate(&access)]);
+    let path = dir.join("config.toml");
+    config.save(&path)?;
+    Ok((config, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_in_missing_fields() {
+        let config: Config = toml::from_str(
+            "[[credentials]]\naccess_key_id = \"A\"\nsecret_access_key = \"S\"\naccess = \"G\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.region, DEFAULT_REGION);
+        assert_eq!(config.credentials.len(), 1);
+        assert!(toml::from_str::<Config>("unknown = 1").is_err());
+    }
+
+    #[test]
+    fn saved_files_are_private_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let mut config = Config::new(vec![Credential {
+            access_key_id: "AKID".into(),
+            secret_access_key: "secret".into(),
+            access: "grant".into(),
+        }]);
+        config.region = "eu-west-3".into();
+        config.save(&path).unwrap();
+        let loaded = Config::load(&path).unwrap();
+        assert_eq!(loaded.region, "eu-west-3");
+        assert_eq!(loaded.credentials[0].secret_access_key, "secret");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn setup_rejects_an_invalid_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            setup(dir.path(), "not a grant"),
+            Err(Error::InvalidAccess(_))
+        ));
+        assert!(!dir.path().join("config.toml").exists());
+    }
+}

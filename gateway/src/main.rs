@@ -1,0 +1,78 @@
+//! `archipel-gateway`: `setup` writes a configuration with fresh S3 keys for
+//! an access grant; `run` serves S3 until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "archipel-gateway",
+    about = "An S3-compatible gateway to Archipel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generates S3 credentials for an access grant and writes DIR/config.toml.
+    Setup {
+        /// The directory to write config.toml into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The access grant, or a file that holds it.
+        #[arg(long)]
+        access: String,
+    },
+    /// Serves S3 on the configured address.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match execute(Cli::parse().command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("archipel-gateway: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> Result<(), String> {
+    match command {
+        Command::Setup { dir, access } => {
+            let (config, path) =
+                archipel_gateway::config::setup(&dir, &access).map_err(|e| e.to_string())?;
+            println!("wrote {}", path.display());
+            for credential in &config.credentials {
+                println!("access key id:     {}", credential.access_key_id);
+                println!("secret access key: {}", credential.secret_access_key);
+            }
+            println!("endpoint:          http://{}", config.listen);
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = archipel_gateway::Config::load(&config).map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            tracing::info!("serving S3 on http://{}", config.listen);
+            archipel_gateway::run(config, listener, archipel_proto::signals::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}

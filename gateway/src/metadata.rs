@@ -1,0 +1,130 @@
+//! S3 object headers ↔ the object's sealed metadata. Content-Type has its own
+//! field in the client library; the other standard headers and the ETag live
+//! under reserved `s3:` keys, and `x-amz-meta-*` entries under their own
+//! names (HTTP header names cannot contain `:`, so they never collide).
+
+use std::collections::BTreeMap;
+
+use archipel_client::{ObjectInfo, UploadOptions};
+use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
+
+const ETAG: &str = "s3:etag";
+const CONTENT_ENCODING: &str = "s3:content-encoding";
+const CONTENT_DISPOSITION: &str = "s3:content-disposition";
+const CACHE_CONTROL: &str = "s3:cache-control";
+const EXPIRES: &str = "s3:expires";
+const RESERVED_PREFIX: &str = "s3:";
+
+/// The S3-visible description of an object, as PUT stores it and GET/HEAD
+/// return it.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<Timestamp>,
+    pub user: Option<Metadata>,
+}
+
+impl ObjectHeaders {
+    /// The upload options that store these headers plus the content's ETag.
+    pub(crate) fn into_upload_options(self, etag: &str) -> UploadOptions {
+        let mut metadata = BTreeMap::new();
+        for (name, value) in self.user.into_iter().flatten() {
+            metadata.insert(name.to_ascii_lowercase(), value);
+        }
+        metadata.insert(ETAG.to_string(), etag.to_string());
+        let text_fields = [
+            (CONTENT_ENCODING, self.content_encoding),
+            (CONTENT_DISPOSITION, self.content_disposition),
+            (CACHE_CONTROL, self.cache_control),
+            (EXPIRES, self.expires.as_ref().and_then(http_date)),
+        ];
+        for (key, value) in text_fields {
+            if let Some(value) = value {
+                metadata.insert(key.to_string(), value);
+            }
+        }
+        UploadOptions {
+            content_type: self.content_type,
+            metadata,
+            ..UploadOptions::default()
+        }
+    }
+
+    /// What was stored for `info`; objects stored by other tools simply
+    /// have fewer headers.
+    pub(crate) fn from_object(info: &ObjectInfo) -> ObjectHeaders {
+        let text = |key: &str| info.metadata.get(key).cloned();
+        let user: Metadata = info
+            .metadata
+            .iter()
+            .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        ObjectHeaders {
+            content_type: info.content_type.clone(),
+            content_encoding: text(CONTENT_ENCODING),
+            content_disposition: text(CONTENT_DISPOSITION),
+            cache_control: text(CACHE_CONTROL),
+            expires: info
+                .metadata
+                .get(EXPIRES)
+                .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok()),
+            user: (!user.is_empty()).then_some(user),
+        }
+    }
+}
+
+/// The stored ETag (hex MD5 of the content), if the object has one.
+pub(crate) fn etag(info: &ObjectInfo) -> Option<ETag> {
+    info.metadata.get(ETAG).map(|hex| ETag::Strong(hex.clone()))
+}
+
+fn http_date(time: &Timestamp) -> Option<String> {
+    let mut out = Vec::new();
+    time.format(TimestampFormat::HttpDate, &mut out).ok()?;
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_survive_the_round_trip_through_metadata() {
+        let expires =
+            Timestamp::parse(TimestampFormat::HttpDate, "Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let headers = ObjectHeaders {
+            content_type: Some("text/plain".into()),
+            content_encoding: Some("gzip".into()),
+            content_disposition: Some("attachment".into()),
+            cache_control: Some("no-cache".into()),
+            expires: Some(expires.clone()),
+            user: Some([("Colour".to_string(), "blue".to_string())].into()),
+        };
+        let options = headers.into_upload_options("abc123");
+        assert_eq!(options.metadata.get("colour").unwrap(), "blue");
+        let info = ObjectInfo {
+            key: "k".into(),
+            size: 0,
+            created: std::time::SystemTime::now(),
+            expires: None,
+            content_type: options.content_type.clone(),
+            metadata: options.metadata.clone(),
+            segments: Vec::new(),
+        };
+        let back = ObjectHeaders::from_object(&info);
+        assert_eq!(back.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(back.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(back.content_disposition.as_deref(), Some("attachment"));
+        assert_eq!(back.cache_control.as_deref(), Some("no-cache"));
+        assert_eq!(back.expires, Some(expires));
+        assert_eq!(
+            back.user.unwrap(),
+            Metadata::from([("colour".to_string(), "blue".to_string())])
+        );
+        assert_eq!(etag(&info), Some(ETag::Strong("abc123".into())));
+    }
+}

@@ -1,0 +1,590 @@
+//! Object operations: PUT (streamed, with the MD5 ETag), GET and HEAD (ranges
+//! and conditional headers), DELETE and multi-object DELETE. Bodies stream in
+//! both directions through bounded buffers, never whole objects in memory
+//! (a PUT without Content-MD5 is spooled to a temporary file, see `store`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use archipel_client::{ByteRange, Error, ObjectInfo, Project};
+use base64::Engine;
+use bytes::Bytes;
+use futures::{ready, TryStreamExt};
+use md5::{Digest, Md5};
+use s3s::dto::{
+    DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject,
+    ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
+    PutObjectInput, PutObjectOutput, Range, StreamingBlob, Timestamp,
+};
+use s3s::{s3_error, S3Result};
+use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::task::JoinHandle;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use crate::buckets;
+use crate::errors::{s3_error, DigestMismatch};
+use crate::metadata::{self, ObjectHeaders};
+
+/// How many downloaded bytes may wait for a slow HTTP client.
+const PIPE_CAPACITY: usize = 256 * 1024;
+
+pub(crate) async fn put(project: &Project, input: PutObjectInput) -> S3Result<PutObjectOutput> {
+    let expected_md5 = match &input.content_md5 {
+        Some(text) => Some(decode_md5(text)?),
+        None => None,
+    };
+    let headers = ObjectHeaders {
+        content_type: input.content_type,
+        content_encoding: input.content_encoding,
+        content_disposition: input.content_disposition,
+        cache_control: input.cache_control,
+        expires: input.expires,
+        user: input.metadata,
+    };
+    let body = StreamReader::new(
+        input
+            .body
+            .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<io::Result<Bytes>>()))
+            .map_err(io::Error::other),
+    );
+    let etag = store(
+        project,
+        &input.bucket,
+        &input.key,
+        body,
+        headers,
+        expected_md5,
+    )
+    .await
+    .map_err(s3_error)?;
+    Ok(PutObjectOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        ..Default::default()
+    })
+}
+
+/// Uploads everything `body` yields with `headers`; returns the ETag (hex
+/// MD5 of the content).
+pub(crate) async fn store(
+    project: &Project,
+    bucket: &str,
+    key: &str,
+    body: impl AsyncRead + Unpin + Send,
+    headers: ObjectHeaders,
+    expected_md5: Option<[u8; 16]>,
+) -> Result<String, Error> {
+    match expected_md5 {
+        // The digest is known up front: it becomes the ETag, and the body is
+        // checked against it before the upload commits.
+        Some(md5) => {
+            let etag = hex::encode(md5);
+            let reader = Md5Reader::new(body, Some(md5));
+            project
+                .upload(bucket, key, reader, headers.into_upload_options(&etag))
+                .await?;
+            Ok(etag)
+        }
+        // The client library seals the metadata before it reads the data, so
+        // the digest must be known first: the body is spooled to a temporary
+        // file (bounded memory) while it is hashed, then uploaded from there.
+        // This goes once the client can take metadata at commit time.
+        None => {
+            let spool = tempfile::tempfile().map_err(Error::Read)?;
+            let mut spool = tokio::fs::File::from_std(spool);
+            let mut hashing = Md5Reader::new(body, None);
+            tokio::io::copy(&mut hashing, &mut spool)
+                .await
+                .map_err(Error::Read)?;
+            spool.rewind().await.map_err(Error::Read)?;
+            let etag = hex::encode(hashing.digest());
+            project
+                .upload(bucket, key, spool, headers.into_upload_options(&etag))
+                .await?;
+            Ok(etag)
+        }
+    }
+}
+
+fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5 digest"))
+}
+
+/// Hashes what passes through; with an expected digest, fails the read at the
+/// end of the data if it differs, so the upload aborts instead of committing.
+struct Md5Reader<R> {
+    inner: R,
+    hasher: Md5,
+    expected: Option<[u8; 16]>,
+}
+
+impl<R> Md5Reader<R> {
+    fn new(inner: R, expected: Option<[u8; 16]>) -> Self {
+        Md5Reader {
+            inner,
+            hasher: Md5::new(),
+            expected,
+        }
+    }
+
+    fn digest(&self) -> [u8; 16] {
+        self.hasher.clone().finalize().into()
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Md5Reader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    this.hasher.update(new);
+                } else if buf.remaining() > 0
+                    && this.expected.is_some_and(|md5| md5 != this.digest())
+                {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        DigestMismatch,
+                    )));
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The conditional request headers of GET and HEAD.
+pub(crate) struct Conditions<'a> {
+    pub if_match: Option<&'a ETagCondition>,
+    pub if_none_match: Option<&'a ETagCondition>,
+    pub if_modified_since: Option<&'a Timestamp>,
+    pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+impl Conditions<'_> {
+    /// Evaluates them in RFC 9110 order: If-Match, else If-Unmodified-Since;
+    /// then If-None-Match, else If-Modified-Since. HTTP dates have whole
+    /// seconds, so times compare in seconds.
+    pub(crate) fn check(&self, etag: Option<&ETag>, modified: SystemTime) -> S3Result<()> {
+        let modified = unix_seconds(modified);
+        if let Some(condition) = self.if_match {
+            if !matches(condition, etag) {
+                return Err(s3_error!(PreconditionFailed, "If-Match does not match"));
+            }
+        } else if let Some(since) = self.if_unmodified_since {
+            if modified > timestamp_seconds(since) {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "the object was modified after If-Unmodified-Since"
+                ));
+            }
+        }
+        if let Some(condition) = self.if_none_match {
+            if matches(condition, etag) {
+                return Err(s3_error!(NotModified));
+            }
+        } else if let Some(since) = self.if_modified_since {
+            if modified <= timestamp_seconds(since) {
+                return Err(s3_error!(NotModified));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn matches(condition: &ETagCondition, etag: Option<&ETag>) -> bool {
+    match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(wanted) => etag.is_some_and(|etag| etag.value() == wanted.value()),
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn timestamp_seconds(time: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(time.clone()).unix_timestamp()
+}
+
+/// The part of an object a request reads, and its Content-Range.
+struct Selection {
+    offset: u64,
+    length: u64,
+    content_range: Option<String>,
+}
+
+fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
+    let Some(range) = range else {
+        return Ok(Selection {
+            offset: 0,
+            length: size,
+            content_range: None,
+        });
+    };
+    let bytes = range.check(size).map_err(|_| {
+        s3_error!(
+            InvalidRange,
+            "the range {} is not satisfiable for a {size}-byte object",
+            range.to_header_string()
+        )
+    })?;
+    Ok(Selection {
+        offset: bytes.start,
+        length: bytes.end - bytes.start,
+        content_range: Some(format!("bytes {}-{}/{size}", bytes.start, bytes.end - 1)),
+    })
+}
+
+fn content_length(length: u64) -> S3Result<i64> {
+    i64::try_from(length).map_err(|_| s3_error!(InternalError, "the object is too large"))
+}
+
+pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<GetObjectOutput> {
+    let info = stat(project, &input.bucket, &input.key).await?;
+    let etag = metadata::etag(&info);
+    Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        if_modified_since: input.if_modified_since.as_ref(),
+        if_unmodified_since: input.if_unmodified_since.as_ref(),
+    }
+    .check(etag.as_ref(), info.created)?;
+    let selection = select(input.range.as_ref(), info.size)?;
+    let headers = ObjectHeaders::from_object(&info);
+    let body = (selection.length > 0).then(|| {
+        download_body(
+            project.clone(),
+            input.bucket,
+            input.key,
+            ByteRange {
+                offset: selection.offset,
+                length: Some(selection.length),
+            },
+        )
+    });
+    Ok(GetObjectOutput {
+        body,
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(content_length(selection.length)?),
+        content_range: selection.content_range,
+        e_tag: etag,
+        last_modified: Some(info.created.into()),
+        content_type: input.response_content_type.or(headers.content_type),
+        content_encoding: input.response_content_encoding.or(headers.content_encoding),
+        content_disposition: input
+            .response_content_disposition
+            .or(headers.content_disposition),
+        cache_control: input.response_cache_control.or(headers.cache_control),
+        expires: input.response_expires.or(headers.expires),
+        metadata: headers.user,
+        ..Default::default()
+    })
+}
+
+pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<HeadObjectOutput> {
+    let info = stat(project, &input.bucket, &input.key).await?;
+    let etag = metadata::etag(&info);
+    Conditions {
+        if_match: input.if_match.as_ref(),
+        if_none_match: input.if_none_match.as_ref(),
+        if_modified_since: input.if_modified_since.as_ref(),
+        if_unmodified_since: input.if_unmodified_since.as_ref(),
+    }
+    .check(etag.as_ref(), info.created)?;
+    let selection = select(input.range.as_ref(), info.size)?;
+    let headers = ObjectHeaders::from_object(&info);
+    Ok(HeadObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(content_length(selection.length)?),
+        content_range: selection.content_range,
+        e_tag: etag,
+        last_modified: Some(info.created.into()),
+        content_type: headers.content_type,
+        content_encoding: headers.content_encoding,
+        content_disposition: headers.content_disposition,
+        cache_control: headers.cache_control,
+        expires: headers.expires,
+        metadata: headers.user,
+        ..Default::default()
+    })
+}
+
+/// Streams `range` of the object as a response body.
+fn download_body(project: Project, bucket: String, key: String, range: ByteRange) -> StreamingBlob {
+    StreamingBlob::wrap(ReaderStream::new(DownloadReader::start(
+        project,
+        bucket,
+        key,
+        Some(range),
+    )))
+}
+
+/// Reads an object: a task downloads into a bounded pipe, and the reader
+/// yields the pipe's bytes. At the end of the pipe it waits for the task, so
+/// a failed download is a read error, never a silently short object.
+pub(crate) struct DownloadReader {
+    pipe: tokio::io::DuplexStream,
+    task: JoinHandle<Result<u64, Error>>,
+    finished: bool,
+}
+
+impl DownloadReader {
+    pub(crate) fn start(
+        project: Project,
+        bucket: String,
+        key: String,
+        range: Option<ByteRange>,
+    ) -> DownloadReader {
+        let (pipe, writer) = tokio::io::duplex(PIPE_CAPACITY);
+        let task =
+            tokio::spawn(async move { project.download(&bucket, &key, range, writer, None).await });
+        DownloadReader {
+            pipe,
+            task,
+            finished: false,
+        }
+    }
+}
+
+impl AsyncRead for DownloadReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.pipe).poll_read(cx, buf))?;
+        if buf.filled().len() > before || buf.remaining() == 0 || this.finished {
+            return Poll::Ready(Ok(()));
+        }
+        // The pipe ended: the download is over, one way or the other.
+        let outcome = ready!(Pin::new(&mut this.task).poll(cx));
+        this.finished = true;
+        match outcome {
+            Ok(Ok(_)) => Poll::Ready(Ok(())),
+            Ok(Err(e)) => Poll::Ready(Err(io::Error::other(e.to_string()))),
+            Err(e) => Poll::Ready(Err(io::Error::other(format!(
+                "the download task failed: {e}"
+            )))),
+        }
+    }
+}
+
+impl Drop for DownloadReader {
+    // A reader given up early (the HTTP client went away) stops its download.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The object's description; a missing object in a missing bucket is
+/// `NoSuchBucket`, which the satellite's answer alone does not tell apart.
+pub(crate) async fn stat(project: &Project, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
+    match project.stat(bucket, key).await {
+        Ok(info) => Ok(info),
+        Err(e @ Error::ObjectNotFound { .. }) => {
+            buckets::ensure_exists(project, bucket).await?;
+            Err(s3_error(e))
+        }
+        Err(e) => Err(s3_error(e)),
+    }
+}
+
+/// S3 answers 204 for a key that is already gone; only a missing bucket is
+/// an error.
+pub(crate) async fn delete(
+    project: &Project,
+    input: DeleteObjectInput,
+) -> S3Result<DeleteObjectOutput> {
+    delete_one(project, &input.bucket, &input.key).await?;
+    Ok(DeleteObjectOutput::default())
+}
+
+async fn delete_one(project: &Project, bucket: &str, key: &str) -> S3Result<Option<ObjectInfo>> {
+    match project.delete_object(bucket, key).await {
+        Ok(info) => Ok(Some(info)),
+        Err(Error::ObjectNotFound { .. }) => {
+            buckets::ensure_exists(project, bucket).await?;
+            Ok(None)
+        }
+        Err(e) => Err(s3_error(e)),
+    }
+}
+
+pub(crate) async fn delete_many(
+    project: &Project,
+    input: DeleteObjectsInput,
+) -> S3Result<DeleteObjectsOutput> {
+    let quiet = input.delete.quiet.unwrap_or(false);
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for object in input.delete.objects {
+        match delete_one(project, &input.bucket, &object.key).await {
+            Ok(_) if quiet => {}
+            Ok(_) => deleted.push(DeletedObject {
+                key: Some(object.key),
+                ..Default::default()
+            }),
+            Err(e) => errors.push(s3s::dto::Error {
+                code: Some(e.code().as_str().to_string()),
+                message: e.message().map(str::to_string),
+                key: Some(object.key),
+                ..Default::default()
+            }),
+        }
+    }
+    Ok(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn md5_reader_hashes_and_checks() {
+        let data = b"hello world";
+        let md5: [u8; 16] = Md5::digest(data).into();
+        assert_eq!(hex::encode(md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
+
+        let mut reader = Md5Reader::new(&data[..], None);
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.unwrap();
+        assert_eq!(reader.digest(), md5);
+
+        let mut good = Md5Reader::new(&data[..], Some(md5));
+        good.read_to_end(&mut Vec::new()).await.unwrap();
+
+        let mut bad = Md5Reader::new(&data[..], Some([0; 16]));
+        let error = bad.read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(error.get_ref().unwrap().is::<DigestMismatch>());
+    }
+
+    #[test]
+    fn conditions_follow_rfc_order() {
+        let etag = ETag::Strong("abc".into());
+        let modified = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let at = |s: i64| Timestamp::from(time::OffsetDateTime::from_unix_timestamp(s).unwrap());
+        let same = ETagCondition::ETag(etag.clone());
+        let other = ETagCondition::ETag(ETag::Strong("xyz".into()));
+        let (before, after) = (at(999), at(1000));
+        let code = |c: Conditions<'_>| {
+            c.check(Some(&etag), modified)
+                .err()
+                .map(|e| e.code().as_str().to_string())
+        };
+        let none = || Conditions {
+            if_match: None,
+            if_none_match: None,
+            if_modified_since: None,
+            if_unmodified_since: None,
+        };
+        assert_eq!(code(none()), None);
+        assert_eq!(
+            code(Conditions {
+                if_match: Some(&other),
+                ..none()
+            })
+            .as_deref(),
+            Some("PreconditionFailed")
+        );
+        // A matching If-Match overrides a failing If-Unmodified-Since.
+        assert_eq!(
+            code(Conditions {
+                if_match: Some(&same),
+                if_unmodified_since: Some(&before),
+                ..none()
+            }),
+            None
+        );
+        assert_eq!(
+            code(Conditions {
+                if_unmodified_since: Some(&before),
+                ..none()
+            })
+            .as_deref(),
+            Some("PreconditionFailed")
+        );
+        assert_eq!(
+            code(Conditions {
+                if_none_match: Some(&same),
+                ..none()
+            })
+            .as_deref(),
+            Some("NotModified")
+        );
+        assert_eq!(
+            code(Conditions {
+                if_none_match: Some(&ETagCondition::Any),
+                ..none()
+            })
+            .as_deref(),
+            Some("NotModified")
+        );
+        // A differing If-None-Match overrides If-Modified-Since.
+        assert_eq!(
+            code(Conditions {
+                if_none_match: Some(&other),
+                if_modified_since: Some(&after),
+                ..none()
+            }),
+            None
+        );
+        assert_eq!(
+            code(Conditions {
+                if_modified_since: Some(&after),
+                ..none()
+            })
+            .as_deref(),
+            Some("NotModified")
+        );
+        assert_eq!(
+            code(Conditions {
+                if_modified_since: Some(&before),
+                ..none()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn ranges_select_bytes_and_reject_unsatisfiable_ones() {
+        let range = |s: &str| Range::parse(s).unwrap();
+        let s = select(Some(&range("bytes=2-5")), 10).unwrap();
+        assert_eq!((s.offset, s.length), (2, 4));
+        assert_eq!(s.content_range.as_deref(), Some("bytes 2-5/10"));
+        let s = select(Some(&range("bytes=7-")), 10).unwrap();
+        assert_eq!((s.offset, s.length), (7, 3));
+        let s = select(Some(&range("bytes=-4")), 10).unwrap();
+        assert_eq!((s.offset, s.length), (6, 4));
+        let s = select(Some(&range("bytes=-40")), 10).unwrap();
+        assert_eq!((s.offset, s.length), (0, 10));
+        let s = select(Some(&range("bytes=8-100")), 10).unwrap();
+        assert_eq!(s.content_range.as_deref(), Some("bytes 8-9/10"));
+        let e = select(Some(&range("bytes=10-")), 10).err().unwrap();
+        assert_eq!(e.code().as_str(), "InvalidRange");
+        assert!(select(Some(&range("bytes=0-")), 0).is_err());
+        let s = select(None, 10).unwrap();
+        assert_eq!((s.offset, s.length, s.content_range), (0, 10, None));
+    }
+}

@@ -1,0 +1,147 @@
+//! The s3s `S3` implementation: picks the project of the access key that
+//! signed the request and hands the operation to its area's module.
+//! Operations not listed here answer `NotImplemented` (the s3s default).
+
+use std::collections::HashMap;
+
+use archipel_client::Project;
+use s3s::auth::Credentials;
+use s3s::dto::*;
+use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
+
+use crate::{buckets, copy, listing, objects};
+
+pub(crate) struct Gateway {
+    /// One connected project per configured access key id.
+    pub(crate) projects: HashMap<String, Project>,
+    pub(crate) region: String,
+}
+
+impl Gateway {
+    /// The project of the access key that signed the request (s3s has
+    /// already checked the signature; unsigned requests never get here).
+    fn project(&self, credentials: &Option<Credentials>) -> S3Result<&Project> {
+        let key_id = credentials
+            .as_ref()
+            .map(|c| c.access_key.as_str())
+            .ok_or_else(|| s3_error!(AccessDenied, "the request is not signed"))?;
+        self.projects
+            .get(key_id)
+            .ok_or_else(|| s3_error!(InvalidAccessKeyId))
+    }
+}
+
+fn ok<T>(output: T) -> S3Result<S3Response<T>> {
+    Ok(S3Response::new(output))
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(buckets::create(project, req.input).await?)
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(buckets::delete(project, req.input).await?)
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(buckets::head(project, &self.region, req.input).await?)
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let project = self.project(&req.credentials)?;
+        let key_id = req
+            .credentials
+            .as_ref()
+            .map_or("", |c| c.access_key.as_str());
+        ok(buckets::list(project, key_id).await?)
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(buckets::location(project, &self.region, req.input).await?)
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(objects::put(project, req.input).await?)
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(objects::get(project, req.input).await?)
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(objects::head(project, req.input).await?)
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(objects::delete(project, req.input).await?)
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(objects::delete_many(project, req.input).await?)
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let project = self.project(&req.credentials)?;
+        ok(listing::list_v2(project, req.input).await?)
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(listing::list_v1(project, req.input).await?)
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(copy::copy(project, req.input).await?)
+    }
+}

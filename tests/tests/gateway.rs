@@ -1,0 +1,1131 @@
+//! The S3 gateway end to end: a planet, the gateway in-process on
+//! 127.0.0.1:0 configured by `setup`, and the real `aws-sdk-s3` client (plus a
+//! raw HTTP request for presigned URLs).
+
+#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
+
+use std::time::{Duration, SystemTime};
+
+use archipel_client::UploadOptions;
+use archipel_gateway::Config;
+use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A planet with a gateway in front of it.
+struct Fixture {
+    planet: Planet,
+    config: Config,
+    endpoint: String,
+    client: Client,
+    stop: oneshot::Sender<()>,
+    gateway: JoinHandle<Result<(), archipel_gateway::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start(backend: Backend) -> Fixture {
+        let planet = Planet::start(PlanetConfig::with_backend(backend))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The grant goes through a file, as `setup --access FILE` reads it.
+        let grant_file = dir.path().join("grant");
+        std::fs::write(&grant_file, planet.access().serialize()).unwrap();
+        let (config, path) =
+            archipel_gateway::config::setup(dir.path(), grant_file.to_str().unwrap()).unwrap();
+        let config_loaded = Config::load(&path).unwrap();
+        let credential = &config_loaded.credentials[0];
+        assert_eq!(
+            credential.access_key_id,
+            config.credentials[0].access_key_id
+        );
+        assert_eq!(credential.access_key_id.len(), 20);
+        assert!(credential
+            .access_key_id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert_eq!(credential.secret_access_key.len(), 40);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let gateway = tokio::spawn(archipel_gateway::run(
+            config_loaded.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let client = s3_client(
+            &endpoint,
+            &credential.access_key_id,
+            &credential.secret_access_key,
+        );
+        Fixture {
+            planet,
+            config: config_loaded,
+            endpoint,
+            client,
+            stop,
+            gateway,
+            _dir: dir,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.stop.send(()).unwrap();
+        self.gateway.await.unwrap().unwrap();
+        self.planet.shutdown().await.unwrap();
+    }
+}
+
+fn s3_client(endpoint: &str, key_id: &str, secret: &str) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key_id, secret, None, None, "test"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// The S3 error code of a failed call.
+fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> String {
+    error.code().unwrap_or("<none>").to_string()
+}
+
+/// The HTTP status of a failed call.
+fn status<E>(error: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
+    error.raw_response().unwrap().status().as_u16()
+}
+
+fn quoted_md5_of_hello_world() -> &'static str {
+    "\"5eb63bbbe01eeed093cb22bb8f5acdc3\""
+}
+
+async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let output = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    output.body.collect().await.unwrap().to_vec()
+}
+
+async fn bucket_and_object_crud(backend: Backend) {
+    let fx = Fixture::start(backend).await;
+    let s3 = &fx.client;
+
+    s3.create_bucket().bucket("photos").send().await.unwrap();
+    let again = s3
+        .create_bucket()
+        .bucket("photos")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&again), "BucketAlreadyOwnedByYou");
+    let buckets = s3.list_buckets().send().await.unwrap();
+    let names: Vec<_> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
+    assert_eq!(names, ["photos"]);
+    s3.head_bucket().bucket("photos").send().await.unwrap();
+    let missing = s3.head_bucket().bucket("nope").send().await.unwrap_err();
+    assert_eq!(status(&missing), 404);
+    let location = s3
+        .get_bucket_location()
+        .bucket("photos")
+        .send()
+        .await
+        .unwrap();
+    // The default region is an empty location constraint, as on S3.
+    assert_eq!(
+        location.location_constraint().map_or("", |c| c.as_str()),
+        ""
+    );
+
+    // Put with headers and user metadata; the ETag is the content's MD5.
+    let put = s3
+        .put_object()
+        .bucket("photos")
+        .key("notes/hello.txt")
+        .body(ByteStream::from_static(b"hello world"))
+        .content_type("text/plain; charset=utf-8")
+        .content_encoding("identity")
+        .content_disposition("attachment; filename=\"hello.txt\"")
+        .cache_control("max-age=60")
+        .metadata("colour", "blue")
+        .metadata("Owner-Name", "Ada")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.e_tag(), Some(quoted_md5_of_hello_world()));
+
+    let got = s3
+        .get_object()
+        .bucket("photos")
+        .key("notes/hello.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.e_tag(), Some(quoted_md5_of_hello_world()));
+    assert_eq!(got.content_type(), Some("text/plain; charset=utf-8"));
+    assert_eq!(got.content_encoding(), Some("identity"));
+    assert_eq!(
+        got.content_disposition(),
+        Some("attachment; filename=\"hello.txt\"")
+    );
+    assert_eq!(got.cache_control(), Some("max-age=60"));
+    assert_eq!(got.content_length(), Some(11));
+    let metadata = got.metadata().unwrap();
+    assert_eq!(metadata.get("colour").map(String::as_str), Some("blue"));
+    assert_eq!(metadata.get("owner-name").map(String::as_str), Some("Ada"));
+    assert!(got.last_modified().is_some());
+    assert_eq!(got.body.collect().await.unwrap().to_vec(), b"hello world");
+
+    let head = s3
+        .head_object()
+        .bucket("photos")
+        .key("notes/hello.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(11));
+    assert_eq!(head.e_tag(), Some(quoted_md5_of_hello_world()));
+    assert_eq!(head.content_type(), Some("text/plain; charset=utf-8"));
+
+    // A multi-segment object, streamed without and with Content-MD5.
+    let large = test_data(3 * (1 << 20) + 17, 7);
+    let large_md5 = format!("{:x}", md5_of(&large));
+    let put = s3
+        .put_object()
+        .bucket("photos")
+        .key("large.bin")
+        .body(ByteStream::from(large.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.e_tag(), Some(format!("\"{large_md5}\"").as_str()));
+    assert!(get_bytes(s3, "photos", "large.bin").await == large);
+    let put = s3
+        .put_object()
+        .bucket("photos")
+        .key("large-md5.bin")
+        .content_md5(base64_md5(&large))
+        .body(ByteStream::from(large.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.e_tag(), Some(format!("\"{large_md5}\"").as_str()));
+    assert!(get_bytes(s3, "photos", "large-md5.bin").await == large);
+
+    // A body that does not match its Content-MD5 is refused and not stored.
+    // It has its own bucket: the aborted upload stays a pending object on the
+    // satellite, which keeps the bucket from being deleted until the pending
+    // cleanup (see the gateway report).
+    s3.create_bucket().bucket("digests").send().await.unwrap();
+    let bad = s3
+        .put_object()
+        .bucket("digests")
+        .key("bad.bin")
+        .content_md5(base64_md5(b"something else"))
+        .body(ByteStream::from_static(b"hello world"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&bad), "BadDigest");
+    let gone = s3
+        .get_object()
+        .bucket("digests")
+        .key("bad.bin")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&gone), "NoSuchKey");
+
+    // An empty object.
+    s3.put_object()
+        .bucket("photos")
+        .key("empty")
+        .body(ByteStream::from_static(b""))
+        .send()
+        .await
+        .unwrap();
+    assert!(get_bytes(s3, "photos", "empty").await.is_empty());
+
+    // Objects stored with the client library directly show through too.
+    let project = fx.planet.project().await.unwrap();
+    let mut options = UploadOptions::default();
+    options.metadata.insert("origin".into(), "cli".into());
+    project
+        .upload("photos", "from-cli", &b"native"[..], options)
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket("photos")
+        .key("from-cli")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.e_tag(), None);
+    assert_eq!(
+        got.metadata().unwrap().get("origin").map(String::as_str),
+        Some("cli")
+    );
+
+    let not_empty = s3
+        .delete_bucket()
+        .bucket("photos")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&not_empty), "BucketNotEmpty");
+
+    for key in [
+        "notes/hello.txt",
+        "large.bin",
+        "large-md5.bin",
+        "empty",
+        "from-cli",
+    ] {
+        s3.delete_object()
+            .bucket("photos")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let deleted = s3
+        .get_object()
+        .bucket("photos")
+        .key("notes/hello.txt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&deleted), "NoSuchKey");
+    // Deleting what is already gone succeeds, as on S3.
+    s3.delete_object()
+        .bucket("photos")
+        .key("notes/hello.txt")
+        .send()
+        .await
+        .unwrap();
+    let no_bucket = s3
+        .get_object()
+        .bucket("nope")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&no_bucket), "NoSuchBucket");
+    let no_bucket = s3
+        .put_object()
+        .bucket("nope")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&no_bucket), "NoSuchBucket");
+
+    s3.delete_bucket().bucket("photos").send().await.unwrap();
+    let buckets = s3.list_buckets().send().await.unwrap();
+    let names: Vec<_> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
+    assert_eq!(names, ["digests"]);
+    let no_bucket = s3
+        .delete_bucket()
+        .bucket("photos")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&no_bucket), "NoSuchBucket");
+    fx.shutdown().await;
+}
+
+on_both_backends!(bucket_and_object_crud);
+
+fn md5_of(data: &[u8]) -> u128 {
+    // The gateway's ETag must be the standard MD5; md-5 is the gateway's own
+    // dependency, so the test checks against an independent implementation.
+    u128::from_be_bytes(md5_reference::digest(data))
+}
+
+fn base64_md5(data: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let digest = md5_reference::digest(data);
+    let mut out = String::new();
+    for chunk in digest.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// RFC 1321 MD5, small and slow, for checking ETags.
+mod md5_reference {
+    const S: [u32; 64] = [
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
+        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
+        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    ];
+
+    pub fn digest(data: &[u8]) -> [u8; 16] {
+        let k: Vec<u32> = (0..64)
+            .map(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32)
+            .collect();
+        let mut message = data.to_vec();
+        message.push(0x80);
+        while message.len() % 64 != 56 {
+            message.push(0);
+        }
+        message.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
+        let mut h: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+        for block in message.chunks(64) {
+            let m: Vec<u32> = block
+                .chunks(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect();
+            let [mut a, mut b, mut c, mut d] = h;
+            for i in 0..64 {
+                let (f, g) = match i / 16 {
+                    0 => ((b & c) | (!b & d), i),
+                    1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                    2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                    _ => (c ^ (b | !d), (7 * i) % 16),
+                };
+                let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
+                a = d;
+                d = c;
+                c = b;
+                b = b.wrapping_add(f.rotate_left(S[i]));
+            }
+            for (x, y) in h.iter_mut().zip([a, b, c, d]) {
+                *x = x.wrapping_add(y);
+            }
+        }
+        let mut out = [0u8; 16];
+        for (i, word) in h.iter().enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn known_digests() {
+        assert_eq!(
+            format!("{:032x}", u128::from_be_bytes(digest(b""))),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert_eq!(
+            format!("{:032x}", u128::from_be_bytes(digest(b"hello world"))),
+            "5eb63bbbe01eeed093cb22bb8f5acdc3"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_conditional_requests() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("ranges").send().await.unwrap();
+    let data = test_data(100_000, 3);
+    let put = s3
+        .put_object()
+        .bucket("ranges")
+        .key("obj")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let etag = put.e_tag().unwrap().to_string();
+
+    for (range, start, end) in [
+        ("bytes=0-9", 0, 10),
+        ("bytes=99990-", 99_990, 100_000),
+        ("bytes=-5", 99_995, 100_000),
+        ("bytes=50-200000", 50, 100_000),
+        ("bytes=65530-65545", 65_530, 65_546),
+    ] {
+        let got = s3
+            .get_object()
+            .bucket("ranges")
+            .key("obj")
+            .range(range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.content_range(),
+            Some(format!("bytes {start}-{}/100000", end - 1).as_str()),
+            "{range}"
+        );
+        assert_eq!(got.content_length(), Some((end - start) as i64));
+        let body = got.body.collect().await.unwrap().to_vec();
+        assert!(body == data[start..end], "{range}");
+    }
+    let invalid = s3
+        .get_object()
+        .bucket("ranges")
+        .key("obj")
+        .range("bytes=100000-")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&invalid), "InvalidRange");
+    assert_eq!(status(&invalid), 416);
+
+    // Conditional GETs.
+    let past = DateTime::from(SystemTime::now() - Duration::from_secs(3600));
+    let future = DateTime::from(SystemTime::now() + Duration::from_secs(3600));
+    let get = || s3.get_object().bucket("ranges").key("obj");
+    get().if_match(&etag).send().await.unwrap();
+    get().if_none_match("\"other\"").send().await.unwrap();
+    get().if_modified_since(past).send().await.unwrap();
+    get().if_unmodified_since(future).send().await.unwrap();
+    let e = get().if_match("\"other\"").send().await.unwrap_err();
+    assert_eq!((code(&e).as_str(), status(&e)), ("PreconditionFailed", 412));
+    let e = get().if_unmodified_since(past).send().await.unwrap_err();
+    assert_eq!(status(&e), 412);
+    let e = get().if_none_match(&etag).send().await.unwrap_err();
+    assert_eq!(status(&e), 304);
+    let e = get().if_none_match("*").send().await.unwrap_err();
+    assert_eq!(status(&e), 304);
+    let e = get().if_modified_since(future).send().await.unwrap_err();
+    assert_eq!(status(&e), 304);
+    let head = s3
+        .head_object()
+        .bucket("ranges")
+        .key("obj")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&head), 304);
+    let head = s3
+        .head_object()
+        .bucket("ranges")
+        .key("obj")
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(100_000));
+    fx.shutdown().await;
+}
+
+/// Every key of a V2 listing, page by page with `max_keys` and continuation.
+async fn list_all_v2(s3: &Client, bucket: &str, max_keys: i32) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .max_keys(max_keys)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.contents().len() <= max_keys as usize);
+        keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
+        if page.is_truncated() == Some(true) {
+            token = page.next_continuation_token().map(str::to_string);
+            assert!(token.is_some());
+        } else {
+            return keys;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_and_multi_delete() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("list").send().await.unwrap();
+    let keys = [
+        "a/b/c.txt",
+        "a/b/d.txt",
+        "a/e.txt",
+        "dir-1-x",
+        "dir-2-y",
+        "f.txt",
+        "x y/z&=+?.txt",
+        "ü/ñ key.txt",
+        "日本/語",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        s3.put_object()
+            .bucket("list")
+            .key(*key)
+            .body(ByteStream::from(test_data(i, i as u64)))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Keys with spaces and non-ASCII characters round-trip.
+    assert_eq!(get_bytes(s3, "list", "ü/ñ key.txt").await, test_data(7, 7));
+    assert_eq!(
+        get_bytes(s3, "list", "x y/z&=+?.txt").await,
+        test_data(6, 6)
+    );
+
+    let mut sorted: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    sorted.sort();
+    assert_eq!(list_all_v2(s3, "list", 1000).await, sorted);
+    assert_eq!(list_all_v2(s3, "list", 2).await, sorted);
+
+    let all = s3.list_objects_v2().bucket("list").send().await.unwrap();
+    assert_eq!(all.key_count(), Some(keys.len() as i32));
+    let sizes: Vec<i64> = all.contents().iter().map(|o| o.size().unwrap()).collect();
+    let expected: Vec<i64> = sorted
+        .iter()
+        .map(|k| keys.iter().position(|x| x == k).unwrap() as i64)
+        .collect();
+    assert_eq!(sizes, expected);
+
+    let level = |prefix: &'static str, delimiter: &'static str| {
+        s3.list_objects_v2()
+            .bucket("list")
+            .prefix(prefix)
+            .delimiter(delimiter)
+            .send()
+    };
+    let names = |out: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output| {
+        (
+            out.contents()
+                .iter()
+                .map(|o| o.key().unwrap().to_string())
+                .collect::<Vec<_>>(),
+            out.common_prefixes()
+                .iter()
+                .map(|p| p.prefix().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let root = level("", "/").await.unwrap();
+    assert_eq!(
+        names(&root),
+        (
+            vec!["dir-1-x".into(), "dir-2-y".into(), "f.txt".into()],
+            vec!["a/".into(), "x y/".into(), "ü/".into(), "日本/".into()]
+        )
+    );
+    let a = level("a/", "/").await.unwrap();
+    assert_eq!(names(&a), (vec!["a/e.txt".into()], vec!["a/b/".into()]));
+    let partial = level("a/b", "/").await.unwrap();
+    assert_eq!(names(&partial), (vec![], vec!["a/b/".into()]));
+    let deep = level("a/b/", "/").await.unwrap();
+    assert_eq!(
+        names(&deep),
+        (vec!["a/b/c.txt".into(), "a/b/d.txt".into()], vec![])
+    );
+    let dashes = level("dir", "-").await.unwrap();
+    assert_eq!(names(&dashes), (vec![], vec!["dir-".into()]));
+    let prefixed = s3
+        .list_objects_v2()
+        .bucket("list")
+        .prefix("a/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(names(&prefixed).0, ["a/b/c.txt", "a/b/d.txt", "a/e.txt"]);
+
+    // Paging through a delimited level: prefixes count towards max-keys.
+    let first = s3
+        .list_objects_v2()
+        .bucket("list")
+        .delimiter("/")
+        .max_keys(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(names(&first), (vec!["dir-1-x".into()], vec!["a/".into()]));
+    assert_eq!(first.is_truncated(), Some(true));
+    let second = s3
+        .list_objects_v2()
+        .bucket("list")
+        .delimiter("/")
+        .max_keys(2)
+        .continuation_token(first.next_continuation_token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&second),
+        (vec!["dir-2-y".into(), "f.txt".into()], vec![])
+    );
+    let after = s3
+        .list_objects_v2()
+        .bucket("list")
+        .start_after("f.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(names(&after).0, ["x y/z&=+?.txt", "ü/ñ key.txt", "日本/語"]);
+
+    // ListObjects (v1) with markers.
+    let mut v1_keys = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects()
+            .bucket("list")
+            .max_keys(4)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        v1_keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        marker = Some(page.next_marker().unwrap().to_string());
+    }
+    assert_eq!(v1_keys, sorted);
+    let v1_root = s3
+        .list_objects()
+        .bucket("list")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let prefixes: Vec<_> = v1_root
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["a/", "x y/", "ü/", "日本/"]);
+
+    let missing = s3
+        .list_objects_v2()
+        .bucket("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&missing), "NoSuchBucket");
+
+    // Multi-object delete: missing keys count as deleted, as on S3.
+    let ids = ["a/e.txt", "f.txt", "never-there"]
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(*k).build().unwrap())
+        .collect::<Vec<_>>();
+    let deleted = s3
+        .delete_objects()
+        .bucket("list")
+        .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut gone: Vec<_> = deleted.deleted().iter().filter_map(|d| d.key()).collect();
+    gone.sort();
+    assert_eq!(gone, ["a/e.txt", "f.txt", "never-there"]);
+    assert!(deleted.errors().is_empty());
+    let rest: Vec<_> = sorted
+        .iter()
+        .filter(|k| *k != "a/e.txt" && *k != "f.txt")
+        .cloned()
+        .collect();
+    assert_eq!(list_all_v2(s3, "list", 1000).await, rest);
+    let quiet_ids = rest
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(k).build().unwrap())
+        .collect::<Vec<_>>();
+    let quiet = s3
+        .delete_objects()
+        .bucket("list")
+        .delete(
+            Delete::builder()
+                .set_objects(Some(quiet_ids))
+                .quiet(true)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(quiet.deleted().is_empty());
+    assert!(list_all_v2(s3, "list", 1000).await.is_empty());
+    s3.delete_bucket().bucket("list").send().await.unwrap();
+    fx.shutdown().await;
+}
+
+/// Sends one raw HTTP/1.1 request to the gateway; returns status and body.
+async fn raw_get(endpoint: &str, path_and_query: &str) -> (u16, Vec<u8>) {
+    let host = endpoint.strip_prefix("http://").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request =
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("private").send().await.unwrap();
+    s3.put_object()
+        .bucket("private")
+        .key("dir/secret file.txt")
+        .body(ByteStream::from_static(b"hello world"))
+        .send()
+        .await
+        .unwrap();
+
+    let key_id = &fx.config.credentials[0].access_key_id;
+    let wrong = s3_client(&fx.endpoint, key_id, &"x".repeat(40));
+    let e = wrong.list_buckets().send().await.unwrap_err();
+    assert_eq!(code(&e), "SignatureDoesNotMatch");
+    let e = wrong
+        .get_object()
+        .bucket("private")
+        .key("dir/secret file.txt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "SignatureDoesNotMatch");
+    let unknown = s3_client(&fx.endpoint, "AKIAUNKNOWNUNKNOWN00", &"x".repeat(40));
+    let e = unknown.list_buckets().send().await.unwrap_err();
+    assert_eq!(status(&e), 403);
+
+    // Unsigned requests are refused.
+    let (status_code, _) = raw_get(&fx.endpoint, "/private/dir/secret%20file.txt").await;
+    assert_eq!(status_code, 403);
+
+    // A presigned GET works from a plain HTTP client, and only unmodified.
+    let presigned = s3
+        .get_object()
+        .bucket("private")
+        .key("dir/secret file.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let path = presigned
+        .uri()
+        .strip_prefix(&fx.endpoint)
+        .unwrap()
+        .to_string();
+    let (status_code, body) = raw_get(&fx.endpoint, &path).await;
+    assert_eq!(status_code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"hello world");
+    let tampered = path.replace("secret%20file", "secret%20filf");
+    let (status_code, body) = raw_get(&fx.endpoint, &tampered).await;
+    assert_eq!(status_code, 403);
+    assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
+    fx.shutdown().await;
+}
+
+/// Each configured key pair acts with its own grant: two grants with
+/// different passphrases share the project's buckets but cannot read each
+/// other's objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_bound_to_their_grants() {
+    let planet = Planet::start(PlanetConfig::default()).await.unwrap();
+    let other_access = archipel_client::Access::request(
+        &planet.satellite_address.to_string(),
+        &planet.api_key,
+        "another passphrase",
+    )
+    .await
+    .unwrap();
+    let credential = |id: &str, access: &archipel_client::Access| archipel_gateway::Credential {
+        access_key_id: id.to_string(),
+        secret_access_key: format!("{id}-secret-key-of-forty-characters-xxxx"),
+        access: access.serialize(),
+    };
+    let config = Config::new(vec![
+        credential("FIRSTKEYFIRSTKEY0001", planet.access()),
+        credential("SECONDKEYSECONDKEY02", &other_access),
+    ]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let gateway = tokio::spawn(archipel_gateway::run(
+        config.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let first = s3_client(
+        &endpoint,
+        "FIRSTKEYFIRSTKEY0001",
+        &config.credentials[0].secret_access_key,
+    );
+    let second = s3_client(
+        &endpoint,
+        "SECONDKEYSECONDKEY02",
+        &config.credentials[1].secret_access_key,
+    );
+    first.create_bucket().bucket("shared").send().await.unwrap();
+    first
+        .put_object()
+        .bucket("shared")
+        .key("mine")
+        .body(ByteStream::from_static(b"first"))
+        .send()
+        .await
+        .unwrap();
+    second
+        .put_object()
+        .bucket("shared")
+        .key("theirs")
+        .body(ByteStream::from_static(b"second"))
+        .send()
+        .await
+        .unwrap();
+    let listed = |client: Client| async move {
+        client
+            .list_objects_v2()
+            .bucket("shared")
+            .send()
+            .await
+            .unwrap()
+            .contents()
+            .iter()
+            .map(|o| o.key().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(first.clone()).await, ["mine"]);
+    assert_eq!(listed(second.clone()).await, ["theirs"]);
+    assert_eq!(get_bytes(&second, "shared", "theirs").await, b"second");
+    let e = second
+        .get_object()
+        .bucket("shared")
+        .key("mine")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchKey");
+    // A secret only signs for its own key id.
+    let crossed = s3_client(
+        &endpoint,
+        "FIRSTKEYFIRSTKEY0001",
+        &config.credentials[1].secret_access_key,
+    );
+    let e = crossed.list_buckets().send().await.unwrap_err();
+    assert_eq!(code(&e), "SignatureDoesNotMatch");
+    stop.send(()).unwrap();
+    gateway.await.unwrap().unwrap();
+    planet.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_object() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("src").send().await.unwrap();
+    s3.create_bucket().bucket("dst").send().await.unwrap();
+    let data = test_data(2 * (1 << 20) + 5, 11);
+    let put = s3
+        .put_object()
+        .bucket("src")
+        .key("a b/ü.bin")
+        .content_type("application/x-test")
+        .metadata("colour", "red")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let etag = put.e_tag().unwrap().to_string();
+
+    // COPY keeps content, headers and the ETag.
+    let copied = s3
+        .copy_object()
+        .copy_source("src/a%20b/%C3%BC.bin")
+        .bucket("dst")
+        .key("copy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        copied.copy_object_result().unwrap().e_tag(),
+        Some(etag.as_str())
+    );
+    let got = s3
+        .get_object()
+        .bucket("dst")
+        .key("copy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_type(), Some("application/x-test"));
+    assert_eq!(got.e_tag(), Some(etag.as_str()));
+    assert_eq!(
+        got.metadata().unwrap().get("colour").map(String::as_str),
+        Some("red")
+    );
+    assert!(got.body.collect().await.unwrap().to_vec() == data);
+
+    // REPLACE takes the request's headers, also onto the object itself.
+    s3.copy_object()
+        .copy_source("src/a%20b/%C3%BC.bin")
+        .bucket("src")
+        .key("a b/ü.bin")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("text/plain")
+        .metadata("colour", "green")
+        .send()
+        .await
+        .unwrap();
+    let head = s3
+        .head_object()
+        .bucket("src")
+        .key("a b/ü.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("text/plain"));
+    assert_eq!(head.e_tag(), Some(etag.as_str()));
+    assert_eq!(
+        head.metadata().unwrap().get("colour").map(String::as_str),
+        Some("green")
+    );
+    assert!(get_bytes(s3, "src", "a b/ü.bin").await == data);
+
+    // Onto itself without REPLACE is refused, as on S3.
+    let e = s3
+        .copy_object()
+        .copy_source("src/a%20b/%C3%BC.bin")
+        .bucket("src")
+        .key("a b/ü.bin")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidRequest");
+    // Copy-source conditions.
+    let e = s3
+        .copy_object()
+        .copy_source("src/a%20b/%C3%BC.bin")
+        .copy_source_if_match("\"other\"")
+        .bucket("dst")
+        .key("never")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "PreconditionFailed");
+    let e = s3
+        .copy_object()
+        .copy_source("src/missing")
+        .bucket("dst")
+        .key("never")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchKey");
+
+    // An object without an ETag (stored by the client library) gets one.
+    let project = fx.planet.project().await.unwrap();
+    project
+        .upload(
+            "src",
+            "native",
+            &b"hello world"[..],
+            UploadOptions::default(),
+        )
+        .await
+        .unwrap();
+    let copied = s3
+        .copy_object()
+        .copy_source("src/native")
+        .bucket("dst")
+        .key("native-copy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        copied.copy_object_result().unwrap().e_tag(),
+        Some(quoted_md5_of_hello_world())
+    );
+    assert_eq!(get_bytes(s3, "dst", "native-copy").await, b"hello world");
+    fx.shutdown().await;
+}
+
+/// A download that fails after the headers went out breaks the body instead
+/// of ending it short, and a copy whose source cannot be read stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_downloads_are_never_short_successes() {
+    let mut fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = fx.client.clone();
+    s3.create_bucket().bucket("fragile").send().await.unwrap();
+    s3.put_object()
+        .bucket("fragile")
+        .key("obj")
+        .body(ByteStream::from(test_data(300_000, 5)))
+        .send()
+        .await
+        .unwrap();
+    // Fewer nodes than the 4 pieces a segment needs stay up.
+    for i in 0..7 {
+        fx.planet.stop_node(i).await.unwrap();
+    }
+    match s3.get_object().bucket("fragile").key("obj").send().await {
+        Ok(output) => assert!(output.body.collect().await.is_err()),
+        Err(e) => assert!(status(&e) >= 500),
+    }
+    let e = s3
+        .copy_object()
+        .copy_source("fragile/obj")
+        .bucket("fragile")
+        .key("copy")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InternalError");
+    let listed = s3.list_objects_v2().bucket("fragile").send().await.unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["obj"]);
+    for i in 0..7 {
+        fx.planet.restart_node(i).await.unwrap();
+    }
+    fx.shutdown().await;
+}
