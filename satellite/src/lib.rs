@@ -3,6 +3,8 @@
 //! `Node` (check-in) and `Metainfo` gRPC services on one listener ([`service`]).
 //! Pieces of removed segments are deleted from their nodes in the background
 //! ([`deletes`]); abandoned uploads are swept by a cleanup worker ([`worker`]).
+//! Audit workers check that nodes keep their pieces ([`audit`]) and move their
+//! reputation ([`reputation`]), which node selection heeds.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -12,11 +14,13 @@ use std::time::Duration;
 use archipel_proto::{Identity, Redundancy};
 use tokio::net::TcpListener;
 
+pub mod audit;
 pub mod cli;
 pub mod deletes;
 mod error;
 pub mod metabase;
 pub mod overlay;
+pub mod reputation;
 pub mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -61,6 +65,10 @@ pub struct Config {
     /// The check-in interval the satellite asks nodes to keep.
     #[serde(with = "humantime_serde")]
     pub check_in_interval: Duration,
+    /// Audits: whether, how often, how patiently (the `[audit]` section).
+    pub audit: audit::AuditConfig,
+    /// Reputation, disqualification, suspension and vetting (the `[reputation]` section).
+    pub reputation: reputation::ReputationConfig,
 }
 
 /// The redundancy scheme as `k/repair/success/total/share_size` text in TOML.
@@ -108,6 +116,8 @@ impl Default for Config {
             pending_object_expiration: Duration::from_secs(24 * 3600),
             cleanup_interval: Duration::from_secs(600),
             check_in_interval: Duration::from_secs(3600),
+            audit: audit::AuditConfig::default(),
+            reputation: reputation::ReputationConfig::default(),
         }
     }
 }
@@ -133,7 +143,8 @@ impl Config {
                 "cleanup_interval and check_in_interval must be positive".into(),
             ));
         }
-        Ok(())
+        self.audit.validate()?;
+        self.reputation.validate()
     }
 }
 
@@ -148,14 +159,28 @@ pub async fn run(
     let metabase = Metabase::connect(&config.database_url).await?;
     let deleter =
         deletes::PieceDeleter::new(identity.clone(), metabase.clone(), config.order_expiration);
-    let state = Arc::new(service::State::new(
+    let mut state = service::State::new(
         config.clone(),
-        identity,
+        identity.clone(),
         metabase.clone(),
         deleter.clone(),
-    ));
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut audits = Vec::new();
+    if config.audit.enabled {
+        let auditor = audit::Auditor::new(
+            identity,
+            metabase.clone(),
+            config.audit.clone(),
+            config.reputation.clone(),
+            config.order_expiration,
+        );
+        let (requests, workers) = audit::spawn_workers(auditor, stop_rx.clone());
+        state.audit_requests = Some(requests);
+        audits = workers;
+    }
+    let state = Arc::new(state);
     let cleanup = tokio::spawn(worker::run_worker(
         "pending object cleanup",
         config.cleanup_interval,
@@ -181,6 +206,11 @@ pub async fn run(
     let _ = stop_tx.send(true);
     if let Err(e) = cleanup.await {
         tracing::warn!("the cleanup worker ended abnormally: {e}");
+    }
+    for worker in audits {
+        if let Err(e) = worker.await {
+            tracing::warn!("an audit worker ended abnormally: {e}");
+        }
     }
     metabase.close().await;
     Ok(served?)

@@ -15,6 +15,7 @@ use base64::Engine;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+use crate::reputation::{self, AuditOutcome, Beta, NodeHealth, ReputationConfig};
 use crate::{Error, Result};
 
 /// An open metabase; cheap to clone (a pool handle).
@@ -281,6 +282,98 @@ pub struct Node {
     pub version: String,
     pub last_contact: i64,
     pub created_at: i64,
+}
+
+const HEALTH_COLUMNS: &str = "audit_alpha, audit_beta, unknown_alpha, unknown_beta, \
+     audit_total, audit_success, vetted_at, disqualified_at, suspended_at, \
+     last_contact_success, last_contact_failure";
+
+/// The health columns of a node; NULL reputations mean "never audited".
+#[derive(sqlx::FromRow)]
+struct HealthRow {
+    audit_alpha: Option<f64>,
+    audit_beta: Option<f64>,
+    unknown_alpha: Option<f64>,
+    unknown_beta: Option<f64>,
+    audit_total: i64,
+    audit_success: i64,
+    vetted_at: Option<i64>,
+    disqualified_at: Option<i64>,
+    suspended_at: Option<i64>,
+    last_contact_success: i64,
+    last_contact_failure: i64,
+}
+
+impl HealthRow {
+    fn into_health(self, config: &ReputationConfig) -> NodeHealth {
+        let initial = config.initial();
+        NodeHealth {
+            audit: Beta {
+                alpha: self.audit_alpha.unwrap_or(initial.alpha),
+                beta: self.audit_beta.unwrap_or(initial.beta),
+            },
+            unknown: Beta {
+                alpha: self.unknown_alpha.unwrap_or(initial.alpha),
+                beta: self.unknown_beta.unwrap_or(initial.beta),
+            },
+            audit_total: self.audit_total,
+            audit_success: self.audit_success,
+            vetted_at: self.vetted_at,
+            disqualified_at: self.disqualified_at,
+            suspended_at: self.suspended_at,
+            last_contact_success: self.last_contact_success,
+            last_contact_failure: self.last_contact_failure,
+        }
+    }
+}
+
+/// A challenge a node left unanswered: it must answer exactly this one next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingAudit {
+    pub node: NodeId,
+    pub stream_id: Vec<u8>,
+    pub position: u32,
+    pub piece_num: u16,
+    /// The root the piece was committed with when challenged.
+    pub piece_root: [u8; 32],
+    /// The hash chunk asked for (in units of the default chunk size).
+    pub chunk_index: u64,
+    /// Retries that went unanswered so far.
+    pub reverify_count: u32,
+    pub created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingAuditRow {
+    node_id: Vec<u8>,
+    stream_id: Vec<u8>,
+    position: i64,
+    piece_num: i64,
+    piece_root: Vec<u8>,
+    chunk_index: i64,
+    reverify_count: i64,
+    created_at: i64,
+}
+
+impl TryFrom<PendingAuditRow> for PendingAudit {
+    type Error = Error;
+    fn try_from(r: PendingAuditRow) -> Result<PendingAudit> {
+        let corrupt = |what: &str| Error::Corrupt(format!("a pending audit's {what}"));
+        Ok(PendingAudit {
+            node: NodeId::from_bytes(&r.node_id).map_err(|_| corrupt("node id"))?,
+            stream_id: r.stream_id,
+            position: u32::try_from(r.position).map_err(|_| corrupt("position"))?,
+            piece_num: u16::try_from(r.piece_num).map_err(|_| corrupt("piece number"))?,
+            piece_root: r
+                .piece_root
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("piece root"))?,
+            chunk_index: u64::try_from(r.chunk_index).map_err(|_| corrupt("chunk index"))?,
+            reverify_count: u32::try_from(r.reverify_count).map_err(|_| corrupt("retry count"))?,
+            created_at: r.created_at,
+        })
+    }
 }
 
 /// What a listing returns, relative to the listed prefix.
@@ -1030,11 +1123,13 @@ impl Metabase {
         on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO nodes (id, public_key, address, last_net, capacity_bytes, free_bytes, \
-                 version, last_contact, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 version, last_contact, created_at, last_contact_success) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8) \
                  ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, \
                  address = excluded.address, last_net = excluded.last_net, \
                  capacity_bytes = excluded.capacity_bytes, free_bytes = excluded.free_bytes, \
-                 version = excluded.version, last_contact = excluded.last_contact",
+                 version = excluded.version, last_contact = excluded.last_contact, \
+                 last_contact_success = excluded.last_contact",
             )
             .bind(&node.id)
             .bind(&node.public_key)
@@ -1051,14 +1146,44 @@ impl Metabase {
         Ok(())
     }
 
-    /// Nodes that checked in at or after `online_since` with at least `min_free` bytes free.
+    /// Nodes that checked in at or after `online_since` with at least `min_free`
+    /// bytes free, and are neither disqualified nor suspended.
     pub async fn eligible_nodes(&self, online_since: i64, min_free: i64) -> Result<Vec<Node>> {
+        let (mut vetted, unvetted) = self
+            .eligible_nodes_by_vetting(online_since, min_free, 0)
+            .await?;
+        vetted.extend(unvetted);
+        Ok(vetted)
+    }
+
+    /// The [eligible nodes](Self::eligible_nodes), split into the vetted (at
+    /// least `vetting_audits` successful audits) and the others.
+    pub async fn eligible_nodes_by_vetting(
+        &self,
+        online_since: i64,
+        min_free: i64,
+        vetting_audits: u64,
+    ) -> Result<(Vec<Node>, Vec<Node>)> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            node: Node,
+            audit_success: i64,
+        }
         let sql = format!(
-            "SELECT {NODE_COLUMNS} FROM nodes WHERE last_contact >= $1 AND free_bytes >= $2"
+            "SELECT {NODE_COLUMNS}, audit_success FROM nodes WHERE last_contact >= $1 \
+             AND free_bytes >= $2 AND disqualified_at IS NULL AND suspended_at IS NULL"
         );
-        Ok(on_pool!(self, pool => {
+        let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(online_since).bind(min_free).fetch_all(pool).await?
-        }))
+        });
+        let needed = i64::try_from(vetting_audits).unwrap_or(i64::MAX);
+        let (vetted, unvetted): (Vec<Row>, Vec<Row>) =
+            rows.into_iter().partition(|r| r.audit_success >= needed);
+        Ok((
+            vetted.into_iter().map(|r| r.node).collect(),
+            unvetted.into_iter().map(|r| r.node).collect(),
+        ))
     }
 
     pub async fn node(&self, id: &NodeId) -> Result<Option<Node>> {
@@ -1089,6 +1214,239 @@ impl Metabase {
             sqlx::query_as("SELECT COUNT(*) FROM nodes").fetch_one(pool).await?
         });
         Ok(count.max(0) as usize)
+    }
+
+    // ------------------------------------------------------------ node health
+
+    /// A node's reputation, audit counts and standing; `None` for an unknown node.
+    pub async fn node_health(
+        &self,
+        id: &NodeId,
+        config: &ReputationConfig,
+    ) -> Result<Option<NodeHealth>> {
+        let sql = format!("SELECT {HEALTH_COLUMNS} FROM nodes WHERE id = $1");
+        let row: Option<HealthRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_vec()).fetch_optional(pool).await?
+        });
+        Ok(row.map(|r| r.into_health(config)))
+    }
+
+    /// Applies one audit outcome to a node's reputation, counts and contact
+    /// times, then disqualifies, suspends or unsuspends it as the new numbers
+    /// call for. Returns the node's health afterwards (`None`: unknown node).
+    pub async fn record_audit(
+        &self,
+        id: &NodeId,
+        outcome: AuditOutcome,
+        config: &ReputationConfig,
+        now: i64,
+    ) -> Result<Option<NodeHealth>> {
+        // The reputation moves in one UPDATE so that concurrent outcomes add up.
+        let (audit, unknown, counted, succeeded) = match outcome {
+            AuditOutcome::Success => (Some(true), Some(true), 1i64, 1i64),
+            AuditOutcome::Failure => (Some(false), None, 1, 0),
+            AuditOutcome::Unknown => (None, Some(false), 1, 0),
+            AuditOutcome::Offline => (None, None, 0, 0),
+        };
+        let contact = if outcome == AuditOutcome::Offline {
+            "last_contact_failure"
+        } else {
+            "last_contact_success"
+        };
+        // NULL reputations start from the configured initial values ($2, $3).
+        let mut sets = vec![
+            format!("{contact} = $4"),
+            "audit_total = audit_total + $5".to_string(),
+            "audit_success = audit_success + $6".to_string(),
+            "vetted_at = CASE WHEN vetted_at IS NULL AND audit_success + $6 >= $7 \
+             THEN $4 ELSE vetted_at END"
+                .to_string(),
+        ];
+        let mut increments = Vec::new();
+        for (prefix, good) in [("audit", audit), ("unknown", unknown)] {
+            if let Some(good) = good {
+                let (alpha, beta) = reputation::increments(good, config);
+                // Increments bind from $8 on, two per reputation.
+                let a = 8 + increments.len();
+                let b = a + 1;
+                sets.push(format!(
+                    "{prefix}_alpha = $1 * COALESCE({prefix}_alpha, $2) + ${a}"
+                ));
+                sets.push(format!(
+                    "{prefix}_beta = $1 * COALESCE({prefix}_beta, $3) + ${b}"
+                ));
+                increments.push(alpha);
+                increments.push(beta);
+            }
+        }
+        let sql = format!(
+            "UPDATE nodes SET {} WHERE id = ${} RETURNING {HEALTH_COLUMNS}",
+            sets.join(", "),
+            8 + increments.len()
+        );
+        let vetting = i64::try_from(config.vetting_audits).unwrap_or(i64::MAX);
+        let row: Option<HealthRow> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(&sql)
+                .bind(config.lambda)
+                .bind(config.initial_alpha)
+                .bind(config.initial_beta)
+                .bind(now)
+                .bind(counted)
+                .bind(succeeded)
+                .bind(vetting);
+            for increment in &increments {
+                query = query.bind(*increment);
+            }
+            query.bind(id.to_vec()).fetch_optional(pool).await?
+        });
+        let Some(mut health) = row.map(|r| r.into_health(config)) else {
+            return Ok(None);
+        };
+        let verdict = health.verdict(config);
+        on_pool!(self, pool => {
+            if verdict.disqualify {
+                sqlx::query(
+                    "UPDATE nodes SET disqualified_at = $1 WHERE id = $2 AND disqualified_at IS NULL",
+                )
+                .bind(now)
+                .bind(id.to_vec())
+                .execute(pool)
+                .await?;
+                health.disqualified_at.get_or_insert(now);
+            }
+            if verdict.suspend {
+                sqlx::query(
+                    "UPDATE nodes SET suspended_at = $1 WHERE id = $2 AND suspended_at IS NULL",
+                )
+                .bind(now)
+                .bind(id.to_vec())
+                .execute(pool)
+                .await?;
+                health.suspended_at.get_or_insert(now);
+            }
+            if verdict.unsuspend {
+                sqlx::query("UPDATE nodes SET suspended_at = NULL WHERE id = $1")
+                    .bind(id.to_vec())
+                    .execute(pool)
+                    .await?;
+                health.suspended_at = None;
+            }
+        });
+        Ok(Some(health))
+    }
+
+    /// The disqualified nodes: never selected again, their pieces count as lost.
+    pub async fn disqualified_nodes(&self) -> Result<Vec<NodeId>> {
+        let rows: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id FROM nodes WHERE disqualified_at IS NOT NULL")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.iter()
+            .map(|(id,)| {
+                NodeId::from_bytes(id)
+                    .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))
+            })
+            .collect()
+    }
+
+    /// The nodes that may be audited: every node not disqualified.
+    pub async fn auditable_nodes(&self) -> Result<Vec<Node>> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE disqualified_at IS NULL");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+    }
+
+    /// Up to `limit` remote segments of committed objects, in (stream id,
+    /// position) order from the first whose stream id is at least `from`.
+    pub async fn committed_remote_segments_from(
+        &self,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Segment>> {
+        let columns = SEGMENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM segments s JOIN objects o ON o.stream_id = s.stream_id \
+             WHERE o.committed = 1 AND s.redundancy IS NOT NULL AND s.stream_id >= $1 \
+             ORDER BY s.stream_id, s.position LIMIT $2"
+        );
+        let records: Vec<SegmentRecord> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(from)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await?
+        });
+        records.into_iter().map(Segment::try_from).collect()
+    }
+
+    // ------------------------------------------------------------ containment
+
+    /// Puts a node in containment with the challenge it left unanswered; a node
+    /// already contained keeps its first challenge. Returns whether it was added.
+    pub async fn contain(&self, pending: &PendingAudit) -> Result<bool> {
+        let added = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO pending_audits (node_id, stream_id, position, piece_num, piece_root, \
+                 chunk_index, reverify_count, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (node_id) DO NOTHING",
+            )
+            .bind(pending.node.to_vec())
+            .bind(&pending.stream_id)
+            .bind(i64::from(pending.position))
+            .bind(i64::from(pending.piece_num))
+            .bind(pending.piece_root.to_vec())
+            .bind(i64::try_from(pending.chunk_index).unwrap_or(i64::MAX))
+            .bind(i64::from(pending.reverify_count))
+            .bind(pending.created_at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(added > 0)
+    }
+
+    /// The challenge a contained node still owes, if any.
+    pub async fn pending_audit(&self, node: &NodeId) -> Result<Option<PendingAudit>> {
+        let row: Option<PendingAuditRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT node_id, stream_id, position, piece_num, piece_root, chunk_index, \
+                 reverify_count, created_at FROM pending_audits WHERE node_id = $1",
+            )
+            .bind(node.to_vec())
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(PendingAudit::try_from).transpose()
+    }
+
+    /// Counts one more unanswered retry of a node's pending audit; returns the
+    /// new count (`None` if the node is no longer contained).
+    pub async fn count_reverification(&self, node: &NodeId) -> Result<Option<u32>> {
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "UPDATE pending_audits SET reverify_count = reverify_count + 1 \
+                 WHERE node_id = $1 RETURNING reverify_count",
+            )
+            .bind(node.to_vec())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(n,)| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    /// Releases a node from containment.
+    pub async fn release(&self, node: &NodeId) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM pending_audits WHERE node_id = $1")
+                .bind(node.to_vec())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 }
 

@@ -43,12 +43,58 @@ pub fn node_network(announced: &str, remote: Option<SocketAddr>) -> String {
 
 /// Picks up to `count` nodes at random from `eligible`, at most one per network
 /// when `distinct_subnets`.
-pub fn select(mut eligible: Vec<Node>, count: usize, distinct_subnets: bool) -> Vec<Node> {
-    eligible.shuffle(&mut rand::thread_rng());
-    let mut networks = HashSet::new();
+pub fn select(eligible: Vec<Node>, count: usize, distinct_subnets: bool) -> Vec<Node> {
     let mut chosen = Vec::with_capacity(count);
-    for node in eligible {
-        if chosen.len() == count {
+    pick_into(
+        &mut chosen,
+        &mut HashSet::new(),
+        eligible,
+        count,
+        distinct_subnets,
+    );
+    chosen
+}
+
+/// Picks up to `count` nodes for a new segment: unvetted nodes get at most
+/// `unvetted_share` of them (rounded down), vetted nodes the rest. Only when the
+/// vetted nodes are too few do unvetted ones fill the gap: a young network has
+/// no vetted node at all, and could otherwise store nothing and vet nobody.
+pub fn select_vetted(
+    vetted: Vec<Node>,
+    mut unvetted: Vec<Node>,
+    count: usize,
+    unvetted_share: f64,
+    distinct_subnets: bool,
+) -> Vec<Node> {
+    let share = (count as f64 * unvetted_share).floor() as usize;
+    let mut chosen = Vec::with_capacity(count);
+    let mut networks = HashSet::new();
+    unvetted.shuffle(&mut rand::thread_rng());
+    let spare = unvetted.split_off(unvetted.len().min(share));
+    pick_into(
+        &mut chosen,
+        &mut networks,
+        unvetted,
+        share,
+        distinct_subnets,
+    );
+    pick_into(&mut chosen, &mut networks, vetted, count, distinct_subnets);
+    pick_into(&mut chosen, &mut networks, spare, count, distinct_subnets);
+    chosen
+}
+
+/// Adds nodes of `candidates` in random order to `chosen` until it holds
+/// `count`, skipping networks already used when `distinct_subnets`.
+fn pick_into(
+    chosen: &mut Vec<Node>,
+    networks: &mut HashSet<String>,
+    mut candidates: Vec<Node>,
+    count: usize,
+    distinct_subnets: bool,
+) {
+    candidates.shuffle(&mut rand::thread_rng());
+    for node in candidates {
+        if chosen.len() >= count {
             break;
         }
         if distinct_subnets && !networks.insert(node.last_net.clone()) {
@@ -56,7 +102,6 @@ pub fn select(mut eligible: Vec<Node>, count: usize, distinct_subnets: bool) -> 
         }
         chosen.push(node);
     }
-    chosen
 }
 
 #[cfg(test)]
@@ -103,5 +148,28 @@ mod tests {
         }
         assert_eq!(select(nodes.clone(), 4, false).len(), 4);
         assert_eq!(select(nodes, 2, false).len(), 2);
+    }
+
+    #[test]
+    fn unvetted_nodes_get_their_share_and_fill_gaps() {
+        let vetted: Vec<Node> = (0..20).map(|i| node(i, &format!("v{i}"))).collect();
+        let unvetted: Vec<Node> = (100..120).map(|i| node(i, &format!("u{i}"))).collect();
+        let is_unvetted = |n: &Node| n.id[0] >= 100;
+        for _ in 0..20 {
+            let chosen = select_vetted(vetted.clone(), unvetted.clone(), 10, 0.2, true);
+            assert_eq!(chosen.len(), 10);
+            assert_eq!(chosen.iter().filter(|n| is_unvetted(n)).count(), 2);
+            // 5 % of 10 rounds down to none.
+            let chosen = select_vetted(vetted.clone(), unvetted.clone(), 10, 0.05, true);
+            assert!(!chosen.iter().any(is_unvetted));
+        }
+        // Too few vetted nodes: unvetted ones make up the difference.
+        let chosen = select_vetted(vetted[..3].to_vec(), unvetted.clone(), 10, 0.05, true);
+        assert_eq!(chosen.len(), 10);
+        assert_eq!(chosen.iter().filter(|n| is_unvetted(n)).count(), 7);
+        // Networks stay distinct across both kinds.
+        let shared = vec![node(200, "v0")];
+        let chosen = select_vetted(vetted[..1].to_vec(), shared, 2, 1.0, true);
+        assert_eq!(chosen.len(), 1);
     }
 }

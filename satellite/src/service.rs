@@ -14,6 +14,7 @@ use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, Pie
 use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditRequests;
 use crate::deletes::PieceDeleter;
 use crate::metabase::{self, ListEntry, Piece, Project, Segment};
 use crate::tokens::{self, SegmentToken, StreamToken};
@@ -31,6 +32,8 @@ pub struct State {
     key: PeerKey,
     pub metabase: Metabase,
     deleter: PieceDeleter,
+    /// Where prompt audits are requested (`None` when audits are disabled).
+    pub audit_requests: Option<AuditRequests>,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -93,6 +96,7 @@ impl State {
             key,
             metabase,
             deleter,
+            audit_requests: None,
         }
     }
 
@@ -201,13 +205,20 @@ impl State {
         let piece_size = redundancy.piece_size(max_size);
         let now = unix_now();
         let online_since = now.saturating_sub(secs(self.config.node_online_window));
-        let eligible = self
+        let reputation = &self.config.reputation;
+        let (vetted, unvetted) = self
             .metabase
-            .eligible_nodes(online_since, size_i64(piece_size))
+            .eligible_nodes_by_vetting(
+                online_since,
+                size_i64(piece_size),
+                reputation.vetting_audits,
+            )
             .await?;
-        let chosen = overlay::select(
-            eligible,
+        let chosen = overlay::select_vetted(
+            vetted,
+            unvetted,
             redundancy.total.into(),
+            reputation.unvetted_share,
             self.config.distinct_subnets,
         );
         if chosen.len() < usize::from(redundancy.success) {

@@ -2,8 +2,9 @@
 //! the real servers, each on its own 127.0.0.1 port with its own temp dir, all in
 //! the test's process. Every test builds its own planet, so tests run in parallel.
 //!
-//! Fault injection works on the real thing: stop and restart nodes, and corrupt
-//! or delete piece files on their disks.
+//! Fault injection works on the real thing: stop and restart nodes, silence them
+//! (a listener that accepts and never answers), and corrupt or delete piece
+//! files on their disks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -143,7 +144,18 @@ pub struct Planet {
 }
 
 impl Planet {
+    /// Starts a planet whose satellite does not audit (so that tests injecting
+    /// faults see only their own effects); see [`Planet::start_with`].
     pub async fn start(config: PlanetConfig) -> Result<Planet> {
+        Planet::start_with(config, |_| {}).await
+    }
+
+    /// Starts a planet after `configure` has adjusted the satellite's config
+    /// (audits are off unless it turns them on).
+    pub async fn start_with(
+        config: PlanetConfig,
+        configure: impl FnOnce(&mut archipel_satellite::Config),
+    ) -> Result<Planet> {
         let dir = tempfile::tempdir()?;
         let database = FreshDatabase::create(config.backend, dir.path()).await?;
         let satellite_identity = Identity::generate();
@@ -152,6 +164,8 @@ impl Planet {
         satellite_config.max_segment_size = config.max_segment_size;
         satellite_config.inline_threshold = config.inline_threshold;
         satellite_config.distinct_subnets = false;
+        satellite_config.audit.enabled = false;
+        configure(&mut satellite_config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let satellite_address = listener.local_addr()?;
         // The project is created first: that also migrates the database, which
@@ -217,6 +231,17 @@ impl Planet {
         self._database.url()
     }
 
+    /// The satellite's metabase, opened once, for inspection.
+    pub async fn metabase(&self) -> Result<&archipel_satellite::Metabase> {
+        Ok(self._database.metabase().await?)
+    }
+
+    /// Stops node `i` and puts a [`SilentListener`] on its address instead.
+    pub async fn silence_node(&mut self, i: usize) -> Result<SilentListener> {
+        self.stop_node(i).await?;
+        SilentListener::bind(self.nodes[i].address).await
+    }
+
     /// Stops node `i` (its data stays on disk).
     pub async fn stop_node(&mut self, i: usize) -> Result<()> {
         if let Some(server) = self.nodes[i].server.take() {
@@ -253,6 +278,37 @@ impl Planet {
             satellite.stop().await?;
         }
         Ok(())
+    }
+}
+
+/// A TCP listener that accepts connections and holds them without ever
+/// speaking: a node that is there but does not answer.
+pub struct SilentListener {
+    task: JoinHandle<()>,
+}
+
+impl SilentListener {
+    pub async fn bind(address: SocketAddr) -> Result<SilentListener> {
+        let listener = TcpListener::bind(address).await?;
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Ok(SilentListener { task })
+    }
+
+    /// Closes the listener and every connection it holds, and waits until they are.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
