@@ -1,5 +1,6 @@
-//! `archipel-gateway`: `setup` writes a configuration with fresh S3 keys for
-//! an access grant; `run` serves S3 until Ctrl-C or SIGTERM.
+//! The `archipel-gateway` command line: `setup` writes a configuration with
+//! fresh S3 keys for an access grant; `run` serves S3 until Ctrl-C or SIGTERM.
+//! The binary and the devnet both run it through [`main_with_args`].
 
 use std::path::PathBuf;
 
@@ -34,15 +35,26 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// Runs `archipel-gateway` with `args` (the first being the program name).
+pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match execute(Cli::parse().command).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("archipel-gateway: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("archipel-gateway: {e}");
@@ -54,8 +66,7 @@ async fn main() -> std::process::ExitCode {
 async fn execute(command: Command) -> Result<(), String> {
     match command {
         Command::Setup { dir, access } => {
-            let (config, path) =
-                archipel_gateway::config::setup(&dir, &access).map_err(|e| e.to_string())?;
+            let (config, path) = crate::config::setup(&dir, &access).map_err(|e| e.to_string())?;
             println!("wrote {}", path.display());
             for credential in &config.credentials {
                 println!("access key id:     {}", credential.access_key_id);
@@ -65,12 +76,12 @@ async fn execute(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Run { config } => {
-            let config = archipel_gateway::Config::load(&config).map_err(|e| e.to_string())?;
+            let config = crate::Config::load(&config).map_err(|e| e.to_string())?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
             tracing::info!("serving S3 on http://{}", config.listen);
-            archipel_gateway::run(config, listener, archipel_proto::signals::shutdown_signal())
+            crate::run(config, listener, archipel_proto::signals::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
         }

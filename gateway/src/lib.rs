@@ -11,6 +11,7 @@
 
 mod auth;
 mod buckets;
+pub mod cli;
 pub mod config;
 mod copy;
 mod errors;

@@ -54,6 +54,12 @@ enum Role {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run `archipel-gateway` with the given arguments.
+    #[command(hide = true)]
+    Gateway {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,8 @@ enum DevnetError {
     Client(#[from] archipel_client::Error),
     #[error(transparent)]
     Satellite(#[from] archipel_satellite::Error),
+    #[error(transparent)]
+    Gateway(#[from] archipel_gateway::Error),
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevnetError {
@@ -87,7 +95,18 @@ struct Layout {
     satellite: SatelliteEntry,
     nodes: Vec<NodeEntry>,
     access_file: PathBuf,
+    gateway: GatewayEntry,
     redundancy: String,
+}
+
+/// The S3 gateway, with the key pair it accepts (also in `DIR/s3.env`).
+#[derive(Serialize, Deserialize)]
+struct GatewayEntry {
+    endpoint: String,
+    access_key_id: String,
+    secret_access_key: String,
+    region: String,
+    pid: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -202,6 +221,34 @@ fn prepare_node(
     })
 }
 
+/// Creates (or reuses) the gateway's config: S3 keys for the devnet's access grant.
+fn prepare_gateway(
+    dir: &Path,
+    access_file: &Path,
+) -> Result<archipel_gateway::Config, DevnetError> {
+    let gateway_dir = dir.join("gateway");
+    let config_path = gateway_dir.join("config.toml");
+    if config_path.exists() {
+        return Ok(archipel_gateway::Config::load(&config_path)?);
+    }
+    let (mut config, _) =
+        archipel_gateway::config::setup(&gateway_dir, &access_file.to_string_lossy())?;
+    config.listen = free_port("127.0.0.1")?;
+    config.save(&config_path)?;
+    Ok(config)
+}
+
+/// `DIR/s3.env`: the gateway's endpoint and keys for `source`.
+fn write_s3_env(dir: &Path, gateway: &GatewayEntry) -> Result<PathBuf, DevnetError> {
+    let path = dir.join("s3.env");
+    let text = format!(
+        "export AWS_ENDPOINT_URL={}\nexport AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\nexport AWS_REGION={}\n",
+        gateway.endpoint, gateway.access_key_id, gateway.secret_access_key, gateway.region
+    );
+    write_file(&path, &text)?;
+    Ok(path)
+}
+
 /// Starts this binary again in a role, logging to `log`.
 fn spawn(role: &str, args: &[&str], log: &Path) -> Result<Child, DevnetError> {
     let exe = std::env::current_exe().map_err(io_err("find", Path::new("this program")))?;
@@ -307,10 +354,41 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     wait_for_nodes(&satellite.database_url, nodes.len()).await?;
     let access_file = ensure_access(dir, &satellite).await?;
 
+    let gateway_config = prepare_gateway(dir, &access_file)?;
+    let gateway_log = dir.join("logs/gateway.log");
+    let gateway_config_path = dir.join("gateway/config.toml");
+    let child = spawn(
+        "gateway",
+        &["run", "--config", &gateway_config_path.to_string_lossy()],
+        &gateway_log,
+    )?;
+    let credential = gateway_config.credentials.first().ok_or_else(|| {
+        DevnetError::Message(format!(
+            "{} holds no S3 key pair",
+            gateway_config_path.display()
+        ))
+    })?;
+    let gateway = GatewayEntry {
+        endpoint: format!("http://{}", gateway_config.listen),
+        access_key_id: credential.access_key_id.clone(),
+        secret_access_key: credential.secret_access_key.clone(),
+        region: gateway_config.region.clone(),
+        pid: child.id(),
+    };
+    children.push(("gateway".to_string(), child));
+    wait_until_listening(
+        &gateway_config.listen.to_string(),
+        "the S3 gateway",
+        &gateway_log,
+    )
+    .await?;
+    let s3_env = write_s3_env(dir, &gateway)?;
+
     let layout = Layout {
         satellite,
         nodes,
         access_file: access_file.clone(),
+        gateway,
         redundancy: cli.redundancy.to_string(),
     };
     let json =
@@ -331,6 +409,14 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     println!("  cargo run --release --bin archipel -- stat ap://demo/some-file");
     println!("  cargo run --release --bin archipel -- cp ap://demo/some-file ./copy");
     println!("Kill a few node processes (pids in devnet.json) and download again.");
+    println!(
+        "\nThe S3 gateway is at {}; for the aws CLI:",
+        layout.gateway.endpoint
+    );
+    println!("  source {}", s3_env.display());
+    println!(
+        "  aws s3 mb s3://photos && aws s3 cp ./some-file s3://photos/ && aws s3 ls s3://photos"
+    );
     println!("Press Ctrl-C to stop the network.");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -382,6 +468,9 @@ fn main() -> ExitCode {
         Some(Role::Satellite { args }) => {
             archipel_satellite::cli::main_with_args("archipel-satellite", args)
         }
+        Some(Role::Gateway { args }) => archipel_gateway::cli::main_with_args(
+            std::iter::once("archipel-gateway".to_string()).chain(args),
+        ),
         Some(Role::Node { args }) => archipel_storagenode::cli::main_with_args(
             std::iter::once("archipel-node".to_string()).chain(args),
         ),
