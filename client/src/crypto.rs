@@ -42,6 +42,10 @@ pub(crate) const TAG_SIZE: u64 = 16;
 pub(crate) const DEFAULT_BLOCK_SIZE: u32 = 64 * 1024;
 /// `EncryptionParameters.cipher` value for AES-256-GCM.
 pub(crate) const CIPHER_AES_256_GCM: u32 = 1;
+/// Smallest AEAD block size a stored object may declare.
+pub(crate) const MIN_BLOCK_SIZE: u32 = 1024;
+/// Largest AEAD block size a stored object may declare: bounds a block buffer.
+pub(crate) const MAX_BLOCK_SIZE: u32 = 1 << 20;
 
 /// Argon2id memory cost in KiB (64 MiB).
 const ARGON2_MEMORY_KIB: u32 = 64 * 1024;

@@ -20,7 +20,7 @@ use archipel_proto::{NodeId, PeerKey, Redundancy};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::crypto::{self, Key, SegmentCipher, CIPHER_AES_256_GCM};
+use crate::crypto::{self, Key, SegmentCipher, CIPHER_AES_256_GCM, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use crate::metainfo::{connect, Metainfo};
 use crate::ranges::{RangePlan, SegmentLayout};
 use crate::upload::stripes_per_batch;
@@ -544,7 +544,9 @@ pub(crate) async fn download_object(
         .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
     let info = crate::object_info(key, &object, &object_key, Vec::new())?;
     let encryption = object.encryption.unwrap_or_default();
-    if encryption.cipher != CIPHER_AES_256_GCM || encryption.block_size == 0 {
+    if encryption.cipher != CIPHER_AES_256_GCM
+        || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&encryption.block_size)
+    {
         return Err(Error::Corrupt(format!(
             "unknown encryption (cipher {}, block size {})",
             encryption.cipher, encryption.block_size
@@ -559,7 +561,9 @@ pub(crate) async fn download_object(
         if segment.position as usize != expected {
             return Err(Error::Corrupt(format!("segment {expected} is missing")));
         }
-        total += non_negative(segment.plain_size, "segment size")?;
+        total = total
+            .checked_add(non_negative(segment.plain_size, "segment size")?)
+            .ok_or_else(|| Error::Corrupt("the segments' sizes overflow".into()))?;
     }
     if total != info.size {
         return Err(Error::Corrupt(format!(

@@ -34,6 +34,11 @@ use crate::metainfo::{connect, Metainfo};
 use crate::ranges::{encrypted_size, max_plain_within};
 use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentStat, UploadOptions};
 
+/// Largest segment a satellite may ask for: bounds what a segment upload holds.
+const MAX_SEGMENT_SIZE: u64 = 4 << 30;
+/// Largest inline threshold a satellite may set: the client buffers that much.
+const MAX_INLINE_THRESHOLD: u64 = 1 << 20;
+
 /// Data bytes (before erasure coding) gathered into one batch of stripes.
 pub(crate) const BATCH_TARGET: u64 = 1 << 20;
 /// Messages each node's queue holds before the node counts as behind.
@@ -733,8 +738,16 @@ pub(crate) async fn upload_object(
     )
     .map_err(|e| Error::Protocol(format!("object redundancy: {e}")))?;
     let max_segment_size = non_negative(begin.max_segment_size, "maximum segment size")?;
-    if max_segment_size == 0 {
-        return Err(Error::Protocol("the maximum segment size is zero".into()));
+    if max_segment_size == 0 || max_segment_size > MAX_SEGMENT_SIZE {
+        return Err(Error::Protocol(format!(
+            "the maximum segment size of {max_segment_size} bytes is not between 1 and {MAX_SEGMENT_SIZE}"
+        )));
+    }
+    let inline_threshold = non_negative(begin.inline_threshold, "inline threshold")?;
+    if inline_threshold > MAX_INLINE_THRESHOLD {
+        return Err(Error::Protocol(format!(
+            "the inline threshold of {inline_threshold} bytes exceeds {MAX_INLINE_THRESHOLD}"
+        )));
     }
     let upload = ObjectUpload {
         metainfo,
@@ -742,10 +755,7 @@ pub(crate) async fn upload_object(
         stream_id: begin.stream_id,
         scheme,
         max_segment_size,
-        inline_plain: max_plain_within(
-            non_negative(begin.inline_threshold, "inline threshold")?,
-            DEFAULT_BLOCK_SIZE as u64,
-        ),
+        inline_plain: max_plain_within(inline_threshold, DEFAULT_BLOCK_SIZE as u64),
         progress: options.progress.clone(),
     };
 

@@ -4,7 +4,7 @@ use archipel_client::Project;
 use s3s::dto::{
     Bucket, BucketLocationConstraint, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
     DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, HeadBucketInput,
-    HeadBucketOutput, ListBucketsOutput, Owner, Timestamp,
+    HeadBucketOutput, ListBucketsOutput, Owner,
 };
 use s3s::{s3_error, S3Result};
 
@@ -65,7 +65,7 @@ pub(crate) async fn list(project: &Project, access_key_id: &str) -> S3Result<Lis
                 .into_iter()
                 .map(|b| Bucket {
                     name: Some(b.name),
-                    creation_date: Some(Timestamp::from(b.created)),
+                    creation_date: crate::metadata::timestamp(b.created),
                     ..Default::default()
                 })
                 .collect(),

@@ -12,7 +12,7 @@ use archipel_client::{ListEntry, Project};
 use base64::Engine;
 use s3s::dto::{
     CommonPrefix, EncodingType, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
-    ListObjectsV2Output, Object, ObjectStorageClass, Timestamp,
+    ListObjectsV2Output, Object, ObjectStorageClass,
 };
 use s3s::{s3_error, S3Result};
 
@@ -200,7 +200,7 @@ fn objects(entries: &[ListEntry], encode: &Encoder) -> Vec<Object> {
         .map(|entry| Object {
             key: Some(encode.text(&entry.key)),
             size: Some(i64::try_from(entry.size).unwrap_or(i64::MAX)),
-            last_modified: entry.created.map(Timestamp::from),
+            last_modified: entry.created.and_then(crate::metadata::timestamp),
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,
             )),

@@ -82,6 +82,16 @@ pub(crate) fn etag(info: &ObjectInfo) -> Option<ETag> {
     info.metadata.get(ETAG).map(|hex| ETag::Strong(hex.clone()))
 }
 
+/// An S3 timestamp for `time`, or `None` when it lies outside what HTTP dates
+/// can express (a converting `From` would panic on such a time, and stored
+/// times come from other writers).
+pub(crate) fn timestamp(time: std::time::SystemTime) -> Option<Timestamp> {
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let at = time::OffsetDateTime::UNIX_EPOCH
+        .checked_add(time::Duration::try_from(since_epoch).ok()?)?;
+    (at.year() <= 9999).then(|| Timestamp::from(at))
+}
+
 fn http_date(time: &Timestamp) -> Option<String> {
     let mut out = Vec::new();
     time.format(TimestampFormat::HttpDate, &mut out).ok()?;

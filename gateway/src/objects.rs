@@ -236,13 +236,19 @@ fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
             content_range: None,
         });
     };
-    let bytes = range.check(size).map_err(|_| {
-        s3_error!(
-            InvalidRange,
-            "the range {} is not satisfiable for a {size}-byte object",
-            range.to_header_string()
-        )
-    })?;
+    // s3s answers a suffix range on an empty object with an empty range
+    // instead of an error; S3 answers InvalidRange.
+    let bytes = range
+        .check(size)
+        .ok()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidRange,
+                "the range {} is not satisfiable for a {size}-byte object",
+                range.to_header_string()
+            )
+        })?;
     Ok(Selection {
         offset: bytes.start,
         length: bytes.end - bytes.start,
@@ -283,7 +289,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         content_length: Some(content_length(selection.length)?),
         content_range: selection.content_range,
         e_tag: etag,
-        last_modified: Some(info.created.into()),
+        last_modified: crate::metadata::timestamp(info.created),
         content_type: input.response_content_type.or(headers.content_type),
         content_encoding: input.response_content_encoding.or(headers.content_encoding),
         content_disposition: input
@@ -313,7 +319,7 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         content_length: Some(content_length(selection.length)?),
         content_range: selection.content_range,
         e_tag: etag,
-        last_modified: Some(info.created.into()),
+        last_modified: crate::metadata::timestamp(info.created),
         content_type: headers.content_type,
         content_encoding: headers.content_encoding,
         content_disposition: headers.content_disposition,
@@ -584,6 +590,10 @@ mod tests {
         let e = select(Some(&range("bytes=10-")), 10).err().unwrap();
         assert_eq!(e.code().as_str(), "InvalidRange");
         assert!(select(Some(&range("bytes=0-")), 0).is_err());
+        assert!(
+            select(Some(&range("bytes=-5")), 0).is_err(),
+            "a suffix range of an empty object"
+        );
         let s = select(None, 10).unwrap();
         assert_eq!((s.offset, s.length, s.content_range), (0, 10, None));
     }

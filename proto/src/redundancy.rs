@@ -55,6 +55,9 @@ impl Redundancy {
         if self.share_size == 0 || !self.share_size.is_multiple_of(64) {
             return bad("share size must be a positive multiple of 64");
         }
+        if self.share_size > MAX_SHARE_SIZE {
+            return bad("share size must be at most 1 MiB");
+        }
         Ok(())
     }
 
@@ -140,6 +143,9 @@ impl std::str::FromStr for Redundancy {
 /// Default share size: large enough that erasure coding runs at full speed,
 /// small enough that a range read fetches little more than it needs.
 pub const DEFAULT_SHARE_SIZE: u32 = 4096;
+
+/// Largest share size: bounds the buffers a batch of stripes needs.
+pub const MAX_SHARE_SIZE: u32 = 1 << 20;
 
 #[cfg(test)]
 mod tests {

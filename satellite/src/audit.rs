@@ -38,6 +38,9 @@ use crate::reputation::{AuditOutcome, ReputationConfig};
 use crate::worker::{Progress, Work};
 use crate::{Error, Metabase, Result};
 
+/// Largest hash chunk a node may claim: bounds what an audit buffers.
+const MAX_HASH_CHUNK_SIZE: u32 = 1 << 20;
+
 /// Segments read per query while looking for a piece of the audited node.
 pub const SCAN_BATCH: usize = 500;
 /// Queries per search before the node is skipped for this round.
@@ -539,6 +542,9 @@ async fn download_and_verify(
         Err(status) => return judge_status(&status),
     };
     let chunk_size = u64::from(header.chunk_size);
+    if chunk_size > u64::from(MAX_HASH_CHUNK_SIZE) {
+        return Finding::Failed(format!("the node claims {chunk_size}-byte hash chunks"));
+    }
     let mut data = header.data.clone();
     // A node may widen the range to its chunks, but not send more than that.
     let most = expected.length + 2 * chunk_size;

@@ -859,7 +859,9 @@ impl Metabase {
                         .execute(&mut *tx)
                         .await?;
                 }
-                offset += segment.plain_size;
+                offset = offset.checked_add(segment.plain_size).ok_or_else(|| {
+                    Error::InvalidArgument("the object's segments are too large in total".into())
+                })?;
             }
 
             let old: Option<Object> = sqlx::query_as(&old_sql)

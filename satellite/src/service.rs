@@ -285,6 +285,13 @@ impl State {
                 "a segment needs a positive encrypted size and a non-negative plain size".into(),
             ));
         }
+        if r.plain_size > size_i64(self.config.max_segment_size) || r.plain_size > r.encrypted_size
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a segment's plain size ({}) must not exceed the maximum segment size ({}) or its encrypted size ({})",
+                r.plain_size, self.config.max_segment_size, r.encrypted_size
+            )));
+        }
         let piece_size = size_i64(redundancy.piece_size(encrypted_size));
         if piece_size > token.max_piece_size {
             return Err(Error::InvalidArgument(format!(
@@ -512,10 +519,10 @@ impl Node for State {
         let key = verify_check_in(&r)
             .map_err(|e| Status::unauthenticated(format!("the check-in is not signed: {e}")))?;
         let now = unix_now();
-        if (r.timestamp - now).abs() > CHECK_IN_CLOCK_SKEW {
+        if r.timestamp.abs_diff(now) > CHECK_IN_CLOCK_SKEW.unsigned_abs() {
             return Err(Status::invalid_argument(format!(
                 "the check-in timestamp is {} seconds off the satellite's clock",
-                r.timestamp - now
+                r.timestamp.saturating_sub(now)
             )));
         }
         if r.address.is_empty() || r.capacity_bytes < 0 || r.free_bytes < 0 {
@@ -641,6 +648,13 @@ impl Metainfo for State {
             return Err(Error::InvalidArgument("the expiration is in the past".into()).into());
         }
         let encryption = r.encryption.unwrap_or_default();
+        if encryption.cipher != 1 || !(1024..=1 << 20).contains(&encryption.block_size) {
+            return Err(Error::InvalidArgument(format!(
+                "unsupported encryption: cipher {} with {}-byte blocks (AES-256-GCM = 1, blocks of 1 KiB to 1 MiB)",
+                encryption.cipher, encryption.block_size
+            ))
+            .into());
+        }
         let stream: [u8; 16] = rand::random();
         let object = metabase::Object::pending(
             stream.to_vec(),

@@ -361,6 +361,16 @@ async fn check_in_updates_the_node_registry(backend: Backend) {
     );
     let status = sat.node.clone().check_in(stale).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    let far_past = sign_check_in(
+        &node,
+        pb::CheckInRequest {
+            address: "127.0.0.1:1".into(),
+            timestamp: i64::MIN,
+            ..Default::default()
+        },
+    );
+    let status = sat.node.clone().check_in(far_past).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
 
     let mut tampered = sign_check_in(
         &Identity::generate(),
@@ -566,6 +576,24 @@ async fn invalid_commits_are_refused(backend: Backend) {
         )
         .await,
     );
+
+    // A plain size beyond the segment's encrypted size would corrupt offsets.
+    let status = sat
+        .metainfo
+        .clone()
+        .commit_segment(pb::CommitSegmentRequest {
+            header: sat.header(),
+            segment_id: segment.segment_id.clone(),
+            encrypted_key: vec![1; 48],
+            encrypted_key_nonce: vec![2; 12],
+            plain_size: i64::MAX,
+            encrypted_size: 4096,
+            pieces: uploads(&nodes, &segment, piece_size, 8),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("plain size"), "{status:?}");
 
     let mut wrong_signer = uploads(&nodes, &segment, piece_size, 8);
     wrong_signer[3] = piece_upload(
@@ -773,6 +801,23 @@ async fn requests_are_validated(backend: Backend) {
             .code(),
         Code::NotFound
     );
+    for (cipher, block_size) in [(2, 65536), (1, 0), (1, 1), (1, 1 << 30)] {
+        let status = client
+            .begin_object(pb::BeginObjectRequest {
+                header: sat.header(),
+                bucket: "bucket".into(),
+                encrypted_object_key: b"key".to_vec(),
+                encryption: Some(pb::EncryptionParameters { cipher, block_size }),
+                expires_at: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{cipher} {block_size}"
+        );
+    }
     let object = sat.begin_object("bucket", b"key").await.unwrap();
     let status = client
         .make_inline_segment(pb::MakeInlineSegmentRequest {
