@@ -25,15 +25,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use archipel_proto::hashtree::{self, Hash, DEFAULT_CHUNK_SIZE};
-use archipel_proto::orders::{derive_piece_id, new_serial, sign_order_limit, unix_now};
+use archipel_proto::orders::{derive_piece_id, unix_now};
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
-use archipel_proto::pb::{OrderLimit, PieceAction, PieceDownloadRequest};
-use archipel_proto::{Identity, NodeId, PeerKey};
+use archipel_proto::pb::{PieceAction, PieceDownloadRequest};
+use archipel_proto::{NodeId, PeerKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::metabase::{Node, PendingAudit, Piece, Segment};
+use crate::orders::OrderSigner;
 use crate::reputation::{AuditOutcome, ReputationConfig};
 use crate::worker::{Progress, Work};
 use crate::{Error, Metabase, Result};
@@ -123,11 +124,10 @@ pub enum AuditResult {
 /// Runs audits; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Auditor {
-    identity: Identity,
+    orders: OrderSigner,
     metabase: Metabase,
     config: AuditConfig,
     reputation: ReputationConfig,
-    order_expiration: Duration,
     /// Nodes being audited now: one audit per node at a time, so that two
     /// workers never answer for the same pending challenge.
     in_flight: Arc<Mutex<HashSet<NodeId>>>,
@@ -158,18 +158,16 @@ struct Challenge {
 
 impl Auditor {
     pub fn new(
-        identity: Identity,
+        orders: OrderSigner,
         metabase: Metabase,
         config: AuditConfig,
         reputation: ReputationConfig,
-        order_expiration: Duration,
     ) -> Self {
         Auditor {
-            identity,
+            orders,
             metabase,
             config,
             reputation,
-            order_expiration,
             in_flight: Arc::default(),
         }
     }
@@ -428,21 +426,12 @@ impl Auditor {
         let offset = (c.chunk_index % leaves) * chunk;
         let length = chunk.min(size - offset);
         let piece_id = derive_piece_id(&c.segment.root_piece_id, &node, c.piece.num.into());
-        let now = unix_now();
-        let limit = sign_order_limit(
-            &self.identity,
-            OrderLimit {
-                serial_number: new_serial(),
-                node_id: node.to_vec(),
-                piece_id: piece_id.to_vec(),
-                action: PieceAction::GetAudit as i32,
-                limit: i64::try_from(length).unwrap_or(i64::MAX),
-                piece_expiration: 0,
-                order_expiration: now
-                    + i64::try_from(self.order_expiration.as_secs()).unwrap_or(3600),
-                order_creation: now,
-                ..Default::default()
-            },
+        let limit = self.orders.sign(
+            node,
+            &piece_id,
+            PieceAction::GetAudit,
+            i64::try_from(length).unwrap_or(i64::MAX),
+            0,
         );
         let stream = match tokio::time::timeout(
             self.config.timeout,
@@ -716,6 +705,7 @@ mod tests {
     use super::*;
     use archipel_proto::orders::sign_piece_hash;
     use archipel_proto::pb::{PieceDownloadResponse, PieceHash};
+    use archipel_proto::Identity;
 
     /// A node's piece and the answer it gives for chunk `index`.
     struct Answer {

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use archipel_proto::orders::{derive_piece_id, new_serial, sign_order_limit, unix_now};
+use archipel_proto::orders::derive_piece_id;
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
-use archipel_proto::pb::{OrderLimit, PieceAction, PieceDeleteRequest};
-use archipel_proto::{Identity, NodeId};
+use archipel_proto::pb::{PieceAction, PieceDeleteRequest};
+use archipel_proto::NodeId;
 
 use crate::metabase::RemovedSegment;
+use crate::orders::OrderSigner;
 use crate::Metabase;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,18 +19,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct PieceDeleter {
-    identity: Identity,
+    orders: OrderSigner,
     metabase: Metabase,
-    order_expiration: Duration,
 }
 
 impl PieceDeleter {
-    pub fn new(identity: Identity, metabase: Metabase, order_expiration: Duration) -> Self {
-        PieceDeleter {
-            identity,
-            metabase,
-            order_expiration,
-        }
+    pub fn new(orders: OrderSigner, metabase: Metabase) -> Self {
+        PieceDeleter { orders, metabase }
     }
 
     /// Starts deleting the pieces of `segments`; returns at once.
@@ -94,24 +90,9 @@ impl PieceDeleter {
                 return 0;
             }
         };
-        let now = unix_now();
-        let expiration = now + i64::try_from(self.order_expiration.as_secs()).unwrap_or(3600);
         let mut deleted = 0;
         for piece_id in pieces {
-            let limit = sign_order_limit(
-                &self.identity,
-                OrderLimit {
-                    serial_number: new_serial(),
-                    node_id: node.to_vec(),
-                    piece_id: piece_id.to_vec(),
-                    action: PieceAction::Delete as i32,
-                    limit: 0,
-                    piece_expiration: 0,
-                    order_expiration: expiration,
-                    order_creation: now,
-                    ..Default::default()
-                },
-            );
+            let limit = self.orders.sign(node, &piece_id, PieceAction::Delete, 0, 0);
             match client
                 .delete(PieceDeleteRequest { limit: Some(limit) })
                 .await

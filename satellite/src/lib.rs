@@ -19,6 +19,7 @@ pub mod cli;
 pub mod deletes;
 mod error;
 pub mod metabase;
+pub mod orders;
 pub mod overlay;
 pub mod reputation;
 pub mod service;
@@ -157,8 +158,8 @@ pub async fn run(
 ) -> Result<()> {
     config.validate()?;
     let metabase = Metabase::connect(&config.database_url).await?;
-    let deleter =
-        deletes::PieceDeleter::new(identity.clone(), metabase.clone(), config.order_expiration);
+    let orders = orders::OrderSigner::new(identity.clone(), config.order_expiration);
+    let deleter = deletes::PieceDeleter::new(orders.clone(), metabase.clone());
     let mut state = service::State::new(
         config.clone(),
         identity.clone(),
@@ -170,11 +171,10 @@ pub async fn run(
     let mut audits = Vec::new();
     if config.audit.enabled {
         let auditor = audit::Auditor::new(
-            identity,
+            orders,
             metabase.clone(),
             config.audit.clone(),
             config.reputation.clone(),
-            config.order_expiration,
         );
         let (requests, workers) = audit::spawn_workers(auditor, stop_rx.clone());
         state.audit_requests = Some(requests);

@@ -7,8 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use archipel_proto::orders::{
-    derive_piece_id, new_root_piece_id, new_serial, sign_order_limit, unix_now, verify_check_in,
-    verify_piece_hash,
+    derive_piece_id, new_root_piece_id, unix_now, verify_check_in, verify_piece_hash,
 };
 use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, PieceAction};
 use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
@@ -17,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::AuditRequests;
 use crate::deletes::PieceDeleter;
 use crate::metabase::{self, ListEntry, Piece, Project, Segment};
+use crate::orders::OrderSigner;
 use crate::tokens::{self, SegmentToken, StreamToken};
 use crate::{overlay, Config, Error, Metabase, Result};
 
@@ -32,6 +32,7 @@ pub struct State {
     key: PeerKey,
     pub metabase: Metabase,
     deleter: PieceDeleter,
+    orders: OrderSigner,
     /// Where prompt audits are requested (`None` when audits are disabled).
     pub audit_requests: Option<AuditRequests>,
 }
@@ -91,6 +92,7 @@ impl State {
         let key = PeerKey::for_id(identity.id(), &identity.public_key())
             .unwrap_or_else(|_| unreachable!("an identity's key matches its id"));
         State {
+            orders: OrderSigner::new(identity.clone(), config.order_expiration),
             config,
             identity,
             key,
@@ -151,35 +153,6 @@ impl State {
             encrypted_metadata_nonce: object.encrypted_metadata_nonce.clone(),
             stream_id: self.stream_id_of(object),
         }
-    }
-
-    fn order_expiration(&self, now: i64) -> i64 {
-        now.saturating_add(secs(self.config.order_expiration))
-    }
-
-    fn order_limit(
-        &self,
-        node: NodeId,
-        piece_id: [u8; 32],
-        action: PieceAction,
-        limit: i64,
-        piece_expiration: i64,
-        now: i64,
-    ) -> pb::OrderLimit {
-        sign_order_limit(
-            &self.identity,
-            pb::OrderLimit {
-                serial_number: new_serial(),
-                node_id: node.to_vec(),
-                piece_id: piece_id.to_vec(),
-                action: action as i32,
-                limit,
-                piece_expiration,
-                order_expiration: self.order_expiration(now),
-                order_creation: now,
-                ..Default::default()
-            },
-        )
     }
 
     async fn begin_segment(&self, r: pb::BeginSegmentRequest) -> Result<pb::BeginSegmentResponse> {
@@ -243,13 +216,12 @@ impl State {
             let num = u32::try_from(num).unwrap_or(u32::MAX);
             let id = NodeId::from_bytes(&node.id)
                 .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))?;
-            let limit = self.order_limit(
+            let limit = self.orders.sign(
                 id,
-                derive_piece_id(&root, &id, num),
+                &derive_piece_id(&root, &id, num),
                 PieceAction::Put,
                 size_i64(piece_size),
                 stream.expires_at,
-                now,
             );
             limits.push(pb::AddressedOrderLimit {
                 limit: Some(limit),
@@ -482,18 +454,16 @@ impl State {
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
-        let now = unix_now();
         for piece in &segment.pieces {
             let Some(node) = nodes.get(piece.node.as_bytes().as_slice()) else {
                 continue;
             };
-            let limit = self.order_limit(
+            let limit = self.orders.sign(
                 piece.node,
-                derive_piece_id(&segment.root_piece_id, &piece.node, piece.num.into()),
+                &derive_piece_id(&segment.root_piece_id, &piece.node, piece.num.into()),
                 PieceAction::Get,
                 piece_size,
                 object.expires_at,
-                now,
             );
             response.limits.push(pb::AddressedOrderLimit {
                 limit: Some(limit),
