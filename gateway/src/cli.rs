@@ -41,12 +41,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    archipel_proto::daemon::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -81,7 +76,7 @@ async fn execute(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
             tracing::info!("serving S3 on http://{}", config.listen);
-            crate::run(config, listener, archipel_proto::signals::shutdown_signal())
+            crate::run(config, listener, archipel_proto::daemon::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -5,15 +5,16 @@
 //! - [`orders`]: signed order limits, piece hashes, check-ins; per-node piece ids;
 //! - [`redundancy`]: the redundancy scheme and striping arithmetic;
 //! - [`erasure`]: Reed-Solomon coding of stripe batches;
-//! - [`hashtree`]: piece hash trees with verified range reads.
+//! - [`hashtree`]: piece hash trees with verified range reads;
+//! - [`daemon`]: logging and shutdown shared by the daemons.
 
+pub mod daemon;
 pub mod erasure;
 mod error;
 pub mod hashtree;
 pub mod identity;
 pub mod orders;
 pub mod redundancy;
-pub mod signals;
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {

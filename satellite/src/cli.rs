@@ -133,7 +133,7 @@ async fn run_command(cli: Cli) -> Result<(), Error> {
                 config,
                 identity,
                 listener,
-                archipel_proto::signals::shutdown_signal(),
+                archipel_proto::daemon::shutdown_signal(),
             )
             .await
         }
@@ -162,13 +162,7 @@ pub fn main_with_args(program: &str, args: impl IntoIterator<Item = String>) -> 
         Err(e) => e.exit(),
     };
     // Already set when embedded in a process that logs on its own.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    archipel_proto::daemon::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

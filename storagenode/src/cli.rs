@@ -72,13 +72,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    archipel_proto::daemon::init_logging();
     let result = match cli.command {
         Command::Setup {
             dir,
@@ -194,7 +188,7 @@ fn run(config_path: &Path, listen: Option<String>, advertise: Option<String>) ->
             config,
             identity,
             listener,
-            archipel_proto::signals::shutdown_signal(),
+            archipel_proto::daemon::shutdown_signal(),
         )
         .await
     })
