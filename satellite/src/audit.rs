@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::metabase::{Node, PendingAudit, Piece, Segment};
+use crate::metrics::Metrics;
 use crate::orders::OrderSigner;
 use crate::reputation::{AuditOutcome, ReputationConfig};
 use crate::worker::{Progress, Work};
@@ -128,6 +129,7 @@ pub struct Auditor {
     metabase: Metabase,
     config: AuditConfig,
     reputation: ReputationConfig,
+    metrics: Arc<Metrics>,
     /// Nodes being audited now: one audit per node at a time, so that two
     /// workers never answer for the same pending challenge.
     in_flight: Arc<Mutex<HashSet<NodeId>>>,
@@ -162,12 +164,14 @@ impl Auditor {
         metabase: Metabase,
         config: AuditConfig,
         reputation: ReputationConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Auditor {
             orders,
             metabase,
             config,
             reputation,
+            metrics,
             in_flight: Arc::default(),
         }
     }
@@ -208,6 +212,16 @@ impl Auditor {
     /// random chunk of a random piece it holds. For prompt audits (a client
     /// reporting a bad piece) and for the workers.
     pub async fn audit_node_now(&self, node: NodeId) -> Result<AuditResult> {
+        let result = self.audit_node(node).await?;
+        match result {
+            AuditResult::Audited(outcome) => self.metrics.audited(outcome),
+            AuditResult::Contained { .. } => self.metrics.contained(),
+            AuditResult::Skipped => {}
+        }
+        Ok(result)
+    }
+
+    async fn audit_node(&self, node: NodeId) -> Result<AuditResult> {
         let Some(_claim) = self.claim(node) else {
             return Ok(AuditResult::Skipped);
         };

@@ -4,7 +4,9 @@
 //! Pieces of removed segments are deleted from their nodes in the background
 //! ([`deletes`]); abandoned uploads are swept by a cleanup worker ([`worker`]).
 //! Audit workers check that nodes keep their pieces ([`audit`]) and move their
-//! reputation ([`reputation`]), which node selection heeds.
+//! reputation ([`reputation`]), which node selection heeds. The repair checker
+//! and repairers ([`repair`]) keep every segment above its repair threshold,
+//! judging pieces by [`health`]; workers count what they do in [`metrics`].
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,9 +20,12 @@ pub mod audit;
 pub mod cli;
 pub mod deletes;
 mod error;
+pub mod health;
 pub mod metabase;
+pub mod metrics;
 pub mod orders;
 pub mod overlay;
+pub mod repair;
 pub mod reputation;
 pub mod service;
 #[cfg(feature = "testing")]
@@ -70,6 +75,8 @@ pub struct Config {
     pub audit: audit::AuditConfig,
     /// Reputation, disqualification, suspension and vetting (the `[reputation]` section).
     pub reputation: reputation::ReputationConfig,
+    /// The repair checker and workers (the `[repair]` section).
+    pub repair: repair::RepairConfig,
 }
 
 /// The redundancy scheme as `k/repair/success/total/share_size` text in TOML.
@@ -119,6 +126,7 @@ impl Default for Config {
             check_in_interval: Duration::from_secs(3600),
             audit: audit::AuditConfig::default(),
             reputation: reputation::ReputationConfig::default(),
+            repair: repair::RepairConfig::default(),
         }
     }
 }
@@ -145,6 +153,7 @@ impl Config {
             ));
         }
         self.audit.validate()?;
+        self.repair.validate()?;
         self.reputation.validate()
     }
 }
@@ -160,33 +169,60 @@ pub async fn run(
     let metabase = Metabase::connect(&config.database_url).await?;
     let orders = orders::OrderSigner::new(identity.clone(), config.order_expiration);
     let deleter = deletes::PieceDeleter::new(orders.clone(), metabase.clone());
+    let metrics = Arc::new(metrics::Metrics::default());
     let mut state = service::State::new(
         config.clone(),
         identity.clone(),
         metabase.clone(),
         deleter.clone(),
+        metrics.clone(),
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut audits = Vec::new();
+    let mut workers = Vec::new();
     if config.audit.enabled {
         let auditor = audit::Auditor::new(
-            orders,
+            orders.clone(),
             metabase.clone(),
             config.audit.clone(),
             config.reputation.clone(),
+            metrics.clone(),
         );
-        let (requests, workers) = audit::spawn_workers(auditor, stop_rx.clone());
+        let (requests, audits) = audit::spawn_workers(auditor, stop_rx.clone());
         state.audit_requests = Some(requests);
-        audits = workers;
+        workers.extend(audits);
+    }
+    if config.repair.enabled {
+        workers.push(tokio::spawn(worker::run_worker(
+            "repair checker",
+            config.repair.checker_interval,
+            stop_rx.clone(),
+            repair::checker::Checker::new(config.clone(), metabase.clone(), metrics.clone()),
+        )));
+        let repairer = repair::repairer::Repairer::new(
+            config.clone(),
+            orders,
+            metabase.clone(),
+            deleter.clone(),
+            metrics.clone(),
+            state.audit_requests.clone(),
+        );
+        for _ in 0..config.repair.workers {
+            workers.push(tokio::spawn(worker::run_worker(
+                "repair",
+                config.repair.interval,
+                stop_rx.clone(),
+                repairer.clone(),
+            )));
+        }
     }
     let state = Arc::new(state);
-    let cleanup = tokio::spawn(worker::run_worker(
+    workers.push(tokio::spawn(worker::run_worker(
         "pending object cleanup",
         config.cleanup_interval,
         stop_rx,
         worker::PendingCleanup::new(metabase.clone(), deleter, config.pending_object_expiration),
-    ));
+    )));
 
     tracing::info!(
         "satellite {} serving on {}",
@@ -204,12 +240,9 @@ pub async fn run(
         )
         .await;
     let _ = stop_tx.send(true);
-    if let Err(e) = cleanup.await {
-        tracing::warn!("the cleanup worker ended abnormally: {e}");
-    }
-    for worker in audits {
+    for worker in workers {
         if let Err(e) = worker.await {
-            tracing::warn!("an audit worker ended abnormally: {e}");
+            tracing::warn!("a background worker ended abnormally: {e}");
         }
     }
     metabase.close().await;

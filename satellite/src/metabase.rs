@@ -253,6 +253,119 @@ fn redundancy_text(r: &Redundancy) -> String {
     )
 }
 
+/// A segment's address: its stream and position.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentKey {
+    pub stream_id: Vec<u8>,
+    pub position: u32,
+}
+
+impl Segment {
+    pub fn key(&self) -> SegmentKey {
+        SegmentKey {
+            stream_id: self.stream_id.clone(),
+            position: self.position,
+        }
+    }
+}
+
+/// A node's standing as far as the health of its pieces goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStanding {
+    pub id: NodeId,
+    pub last_net: String,
+    pub last_contact: i64,
+    pub disqualified_at: Option<i64>,
+    pub suspended_at: Option<i64>,
+    pub exiting_at: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct NodeStandingRow {
+    id: Vec<u8>,
+    last_net: String,
+    last_contact: i64,
+    disqualified_at: Option<i64>,
+    suspended_at: Option<i64>,
+    exiting_at: Option<i64>,
+}
+
+impl TryFrom<NodeStandingRow> for NodeStanding {
+    type Error = Error;
+    fn try_from(r: NodeStandingRow) -> Result<NodeStanding> {
+        Ok(NodeStanding {
+            id: NodeId::from_bytes(&r.id)
+                .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))?,
+            last_net: r.last_net,
+            last_contact: r.last_contact,
+            disqualified_at: r.disqualified_at,
+            suspended_at: r.suspended_at,
+            exiting_at: r.exiting_at,
+        })
+    }
+}
+
+/// A segment the checker found at or below its repair threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedSegment {
+    pub key: SegmentKey,
+    pub healthy: u16,
+    pub required: u16,
+}
+
+/// A repair worker's hold on a queued segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairClaim {
+    pub key: SegmentKey,
+    token: [u8; 16],
+    /// Tries so far, this one included.
+    pub attempts: i64,
+}
+
+/// A repair queue entry as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QueueEntry {
+    #[serde(with = "hex::serde")]
+    pub stream_id: Vec<u8>,
+    pub position: u32,
+    pub healthy: i64,
+    /// Healthy pieces beyond `k`; negative: the segment cannot be rebuilt now.
+    pub margin: i64,
+    pub inserted_at: i64,
+    pub updated_at: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct QueueEntryRow {
+    stream_id: Vec<u8>,
+    position: i64,
+    healthy: i64,
+    margin: i64,
+    inserted_at: i64,
+    updated_at: i64,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+impl TryFrom<QueueEntryRow> for QueueEntry {
+    type Error = Error;
+    fn try_from(r: QueueEntryRow) -> Result<QueueEntry> {
+        Ok(QueueEntry {
+            position: u32::try_from(r.position)
+                .map_err(|_| Error::Corrupt(format!("segment position {}", r.position)))?,
+            stream_id: r.stream_id,
+            healthy: r.healthy,
+            margin: r.margin,
+            inserted_at: r.inserted_at,
+            updated_at: r.updated_at,
+            attempts: r.attempts,
+            last_error: r.last_error,
+        })
+    }
+}
+
 /// The pieces of a removed segment, for best-effort deletion from their nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemovedSegment {
@@ -1174,7 +1287,8 @@ impl Metabase {
         }
         let sql = format!(
             "SELECT {NODE_COLUMNS}, audit_success FROM nodes WHERE last_contact >= $1 \
-             AND free_bytes >= $2 AND disqualified_at IS NULL AND suspended_at IS NULL"
+             AND free_bytes >= $2 AND disqualified_at IS NULL AND suspended_at IS NULL \
+             AND exiting_at IS NULL"
         );
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(online_since).bind(min_free).fetch_all(pool).await?
@@ -1449,6 +1563,265 @@ impl Metabase {
                 .await?;
         });
         Ok(())
+    }
+    // ------------------------------------------------------------ repair
+
+    /// What the repair checker needs to know of every node.
+    pub async fn node_standings(&self) -> Result<Vec<NodeStanding>> {
+        let rows: Vec<NodeStandingRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, last_net, last_contact, disqualified_at, suspended_at, exiting_at \
+                 FROM nodes",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(NodeStanding::try_from).collect()
+    }
+
+    /// Every node with its health, for the admin API.
+    pub async fn nodes_with_health(
+        &self,
+        config: &ReputationConfig,
+    ) -> Result<Vec<(Node, NodeHealth, Option<i64>)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            node: Node,
+            #[sqlx(flatten)]
+            health: HealthRow,
+            exiting_at: Option<i64>,
+        }
+        let sql =
+            format!("SELECT {NODE_COLUMNS}, {HEALTH_COLUMNS}, exiting_at FROM nodes ORDER BY id");
+        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.node, r.health.into_health(config), r.exiting_at))
+            .collect())
+    }
+
+    /// Marks a node as exiting: it gets no new pieces and repair moves its
+    /// pieces elsewhere. Returns false for an unknown node.
+    pub async fn set_exiting(&self, id: &NodeId, now: i64) -> Result<bool> {
+        let changed = on_pool!(self, pool => {
+            sqlx::query("UPDATE nodes SET exiting_at = COALESCE(exiting_at, $2) WHERE id = $1")
+                .bind(id.to_vec())
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed > 0)
+    }
+
+    /// Up to `limit` remote segments (of committed and pending objects) after
+    /// `after` in (stream id, position) order: one step of the checker's scan.
+    pub async fn remote_segments_after(
+        &self,
+        after: Option<&SegmentKey>,
+        limit: usize,
+    ) -> Result<Vec<Segment>> {
+        let (stream, position) = match after {
+            Some(key) => (key.stream_id.clone(), i64::from(key.position)),
+            None => (Vec::new(), -1),
+        };
+        let sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE redundancy IS NOT NULL \
+             AND (stream_id > $1 OR (stream_id = $1 AND position > $2)) \
+             ORDER BY stream_id, position LIMIT $3"
+        );
+        let records: Vec<SegmentRecord> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(stream)
+                .bind(position)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await?
+        });
+        records.into_iter().map(Segment::try_from).collect()
+    }
+
+    /// Puts a segment in the repair queue, or updates its health there.
+    pub async fn enqueue_repair(&self, item: &QueuedSegment, now: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO repair_queue (stream_id, position, healthy, margin, inserted_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (stream_id, position) \
+                 DO UPDATE SET healthy = excluded.healthy, margin = excluded.margin, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&item.key.stream_id)
+            .bind(i64::from(item.key.position))
+            .bind(i64::from(item.healthy))
+            .bind(i64::from(item.healthy) - i64::from(item.required))
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Takes a segment out of the repair queue (healthy again, repaired or gone).
+    pub async fn dequeue_repair(&self, key: &SegmentKey) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM repair_queue WHERE stream_id = $1 AND position = $2")
+                .bind(&key.stream_id)
+                .bind(i64::from(key.position))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Drops queue entries the checker did not see in a whole pass that
+    /// started at `pass_start`: their segments are gone.
+    pub async fn prune_repair_queue(&self, pass_start: i64) -> Result<u64> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("DELETE FROM repair_queue WHERE updated_at < $1")
+                .bind(pass_start)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Claims the repairable queued segment most at risk (least margin) that
+    /// nobody holds a live claim on, until `until`. Several workers and
+    /// satellite processes can call this at once: the claim is a conditional
+    /// update, so exactly one of them wins a segment.
+    pub async fn claim_repair(&self, now: i64, until: i64) -> Result<Option<RepairClaim>> {
+        for _ in 0..8 {
+            let candidate: Option<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
+                sqlx::query_as(
+                    "SELECT stream_id, position, attempts FROM repair_queue \
+                     WHERE margin >= 0 AND claimed_until < $1 \
+                     ORDER BY margin, inserted_at LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+            });
+            let Some((stream_id, position, attempts)) = candidate else {
+                return Ok(None);
+            };
+            let token: [u8; 16] = rand::random();
+            let won = on_pool!(self, pool => {
+                sqlx::query(
+                    "UPDATE repair_queue SET claimed_until = $3, claim = $4, \
+                     attempts = attempts + 1 \
+                     WHERE stream_id = $1 AND position = $2 AND claimed_until < $5",
+                )
+                .bind(&stream_id)
+                .bind(position)
+                .bind(until)
+                .bind(token.to_vec())
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            if won == 1 {
+                let position = u32::try_from(position)
+                    .map_err(|_| Error::Corrupt(format!("segment position {position}")))?;
+                return Ok(Some(RepairClaim {
+                    key: SegmentKey {
+                        stream_id,
+                        position,
+                    },
+                    token,
+                    attempts: attempts.saturating_add(1),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Ends a claim: the segment leaves the queue (`retry_at` = None) or stays
+    /// for another try after `retry_at`, with the reason it failed.
+    pub async fn finish_repair(
+        &self,
+        claim: &RepairClaim,
+        retry_at: Option<(i64, &str)>,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            match retry_at {
+                None => sqlx::query(
+                    "DELETE FROM repair_queue WHERE stream_id = $1 AND position = $2 AND claim = $3",
+                )
+                .bind(&claim.key.stream_id)
+                .bind(i64::from(claim.key.position))
+                .bind(claim.token.to_vec())
+                .execute(pool)
+                .await?,
+                Some((at, why)) => sqlx::query(
+                    "UPDATE repair_queue SET claimed_until = $4, last_error = $5, claim = NULL \
+                     WHERE stream_id = $1 AND position = $2 AND claim = $3",
+                )
+                .bind(&claim.key.stream_id)
+                .bind(i64::from(claim.key.position))
+                .bind(claim.token.to_vec())
+                .bind(at)
+                .bind(why)
+                .execute(pool)
+                .await?,
+            };
+        });
+        Ok(())
+    }
+
+    /// Replaces a segment's piece list with `new` only if it still is `old`:
+    /// a segment deleted, overwritten or repaired meanwhile is left alone.
+    /// Returns whether the swap happened.
+    pub async fn swap_pieces(
+        &self,
+        key: &SegmentKey,
+        old: &[Piece],
+        new: &[Piece],
+    ) -> Result<bool> {
+        let swapped = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE segments SET pieces = $3 WHERE stream_id = $1 AND position = $2 \
+                 AND pieces = $4",
+            )
+            .bind(&key.stream_id)
+            .bind(i64::from(key.position))
+            .bind(encode_pieces(new))
+            .bind(encode_pieces(old))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(swapped == 1)
+    }
+
+    /// The queue, most at risk first: at most `limit` entries, and whether
+    /// only lost segments (margin < 0) are wanted.
+    pub async fn repair_queue(&self, limit: usize, lost_only: bool) -> Result<Vec<QueueEntry>> {
+        let sql = format!(
+            "SELECT stream_id, position, healthy, margin, inserted_at, updated_at, attempts, \
+             last_error FROM repair_queue {} ORDER BY margin, inserted_at LIMIT $1",
+            if lost_only { "WHERE margin < 0" } else { "" }
+        );
+        let rows: Vec<QueueEntryRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(QueueEntry::try_from).collect()
+    }
+
+    /// How many segments wait for repair, and how many of them are lost.
+    pub async fn repair_queue_counts(&self) -> Result<(u64, u64)> {
+        let (queued, lost): (i64, Option<i64>) = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*), SUM(CASE WHEN margin < 0 THEN 1 ELSE 0 END) FROM repair_queue",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok((queued.max(0) as u64, lost.unwrap_or(0).max(0) as u64))
     }
 }
 

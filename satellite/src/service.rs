@@ -4,6 +4,7 @@
 //! project; stream and segment ids are signed tokens (see [`crate::tokens`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_proto::orders::{
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::AuditRequests;
 use crate::deletes::PieceDeleter;
 use crate::metabase::{self, ListEntry, Piece, Project, Segment};
+use crate::metrics::Metrics;
 use crate::orders::OrderSigner;
 use crate::tokens::{self, SegmentToken, StreamToken};
 use crate::{overlay, Config, Error, Metabase, Result};
@@ -35,6 +37,7 @@ pub struct State {
     orders: OrderSigner,
     /// Where prompt audits are requested (`None` when audits are disabled).
     pub audit_requests: Option<AuditRequests>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -87,6 +90,7 @@ impl State {
         identity: Identity,
         metabase: Metabase,
         deleter: PieceDeleter,
+        metrics: Arc<Metrics>,
     ) -> Self {
         // The identity's own public key always derives its id.
         let key = PeerKey::for_id(identity.id(), &identity.public_key())
@@ -99,6 +103,7 @@ impl State {
             metabase,
             deleter,
             audit_requests: None,
+            metrics,
         }
     }
 

@@ -1,0 +1,19 @@
+-- Repair: nodes an operator is retiring (their pieces no longer count as healthy)
+-- and the queue of segments at or below their repair threshold, most at risk first
+-- (smallest margin = healthy pieces - k; a negative margin means the segment is lost).
+ALTER TABLE nodes ADD COLUMN exiting_at BIGINT;
+
+CREATE TABLE repair_queue (
+    stream_id BYTEA NOT NULL,
+    position BIGINT NOT NULL,
+    healthy BIGINT NOT NULL,
+    margin BIGINT NOT NULL,
+    inserted_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    claimed_until BIGINT NOT NULL DEFAULT 0,
+    claim BYTEA,
+    PRIMARY KEY (stream_id, position)
+);
+CREATE INDEX repair_queue_risk ON repair_queue (margin, inserted_at);
