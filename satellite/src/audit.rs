@@ -500,13 +500,13 @@ fn next_stream_id(id: &[u8]) -> Vec<u8> {
 }
 
 /// What a correct answer must match.
-struct Expected<'a> {
-    key: &'a PeerKey,
-    piece_id: [u8; 32],
-    root: Hash,
-    size: u64,
-    offset: u64,
-    length: u64,
+pub(crate) struct Expected<'a> {
+    pub key: &'a PeerKey,
+    pub piece_id: [u8; 32],
+    pub root: Hash,
+    pub size: u64,
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// Speaks gRPC over an already connected stream, downloads the challenged
@@ -563,7 +563,7 @@ async fn download_and_verify(
             Err(status) => return judge_status(&status),
         }
     }
-    match verify(expected, &header, &data) {
+    match verify_answer(expected, &header, &data) {
         Ok(()) => Finding::Verified,
         Err(why) => Finding::Failed(why),
     }
@@ -587,7 +587,7 @@ fn judge_status(status: &tonic::Status) -> Finding {
 /// Checks an answer: the signed piece hash is the committed one, every chunk
 /// matches its leaf, the leaves prove to the committed root, and the data
 /// covers the challenged range.
-fn verify(
+pub(crate) fn verify_answer(
     expected: &Expected<'_>,
     header: &archipel_proto::pb::PieceDownloadResponse,
     data: &[u8],
@@ -778,7 +778,7 @@ mod tests {
             offset: index * chunk,
             length: chunk.min(a.size - index * chunk),
         };
-        verify(&expected, &a.header, &a.data)
+        verify_answer(&expected, &a.header, &a.data)
     }
 
     #[test]

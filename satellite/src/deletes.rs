@@ -14,7 +14,6 @@ use crate::metabase::RemovedSegment;
 use crate::orders::OrderSigner;
 use crate::Metabase;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
@@ -76,10 +75,10 @@ impl PieceDeleter {
                 return 0;
             }
         };
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
-            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT),
+        let endpoint = match crate::overlay::piecestore_endpoint(&address) {
+            Ok(e) => e.timeout(REQUEST_TIMEOUT),
             Err(e) => {
-                tracing::warn!("node {node} has an unusable address {address:?}: {e}");
+                tracing::warn!("node {node} is unreachable: {e}");
                 return 0;
             }
         };

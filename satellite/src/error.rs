@@ -31,6 +31,8 @@ pub enum Error {
     NotEnoughNodes { need: usize, have: usize },
     #[error("stored metadata is corrupt: {0}")]
     Corrupt(String),
+    #[error("the repair failed: {0}")]
+    Repair(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,7 +53,8 @@ impl From<Error> for tonic::Status {
             | Error::Transport(_)
             | Error::Io(_)
             | Error::Config(_)
-            | Error::Corrupt(_) => {
+            | Error::Corrupt(_)
+            | Error::Repair(_) => {
                 tracing::error!("internal error: {message}");
                 tonic::Status::internal(message)
             }

@@ -1642,6 +1642,18 @@ impl Metabase {
         records.into_iter().map(Segment::try_from).collect()
     }
 
+    /// When the pieces of a stream's segments expire (0 = never); `None` if
+    /// the stream is gone.
+    pub async fn stream_expiration(&self, stream_id: &[u8]) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT expires_at FROM objects WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(at,)| at))
+    }
+
     /// Puts a segment in the repair queue, or updates its health there.
     pub async fn enqueue_repair(&self, item: &QueuedSegment, now: i64) -> Result<()> {
         on_pool!(self, pool => {
@@ -1686,8 +1698,10 @@ impl Metabase {
         }))
     }
 
-    /// Claims the repairable queued segment most at risk (least margin) that
-    /// nobody holds a live claim on, until `until`. Several workers and
+    /// Claims the queued segment most at risk (least margin) that nobody holds
+    /// a live claim on, until `until`. Lost segments (fewer healthy pieces than
+    /// `k`) are tried too: pieces on suspended, exiting or clumped nodes may
+    /// still make up `k`. Several workers and
     /// satellite processes can call this at once: the claim is a conditional
     /// update, so exactly one of them wins a segment.
     pub async fn claim_repair(&self, now: i64, until: i64) -> Result<Option<RepairClaim>> {
@@ -1695,7 +1709,7 @@ impl Metabase {
             let candidate: Option<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
                 sqlx::query_as(
                     "SELECT stream_id, position, attempts FROM repair_queue \
-                     WHERE margin >= 0 AND claimed_until < $1 \
+                     WHERE claimed_until < $1 \
                      ORDER BY margin, inserted_at LIMIT 1",
                 )
                 .bind(now)

@@ -1,10 +1,14 @@
-//! The node registry's rules: the network a node's address belongs to, and the
-//! choice of nodes for a new segment's pieces.
+//! The node registry's rules: the network a node's address belongs to, the
+//! choice of nodes for a new segment's pieces, and how to reach a node.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
 
 use rand::seq::SliceRandom;
+use rand::Rng;
 
 use crate::metabase::Node;
 
@@ -41,11 +45,31 @@ pub fn node_network(announced: &str, remote: Option<SocketAddr>) -> String {
     }
 }
 
+/// Longest wait for a TCP connection to a node.
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The endpoint of a node's piecestore at `address`, with HTTP/2 windows wide
+/// enough that piece streams do not stall on every round trip.
+pub fn piecestore_endpoint(address: &str) -> crate::Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| crate::Error::InvalidArgument(format!("node address {address:?}: {e}")))?
+        .connect_timeout(NODE_CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
+        .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW))
+}
+
 /// Picks up to `count` nodes at random from `eligible`, at most one per network
 /// when `distinct_subnets`.
-pub fn select(eligible: Vec<Node>, count: usize, distinct_subnets: bool) -> Vec<Node> {
+pub fn select(
+    rng: &mut impl Rng,
+    eligible: Vec<Node>,
+    count: usize,
+    distinct_subnets: bool,
+) -> Vec<Node> {
     let mut chosen = Vec::with_capacity(count);
     pick_into(
+        rng,
         &mut chosen,
         &mut HashSet::new(),
         eligible,
@@ -59,7 +83,9 @@ pub fn select(eligible: Vec<Node>, count: usize, distinct_subnets: bool) -> Vec<
 /// `unvetted_share` of them (rounded down), vetted nodes the rest. Only when the
 /// vetted nodes are too few do unvetted ones fill the gap: a young network has
 /// no vetted node at all, and could otherwise store nothing and vet nobody.
+/// `rng` decides the order (seeded in simulations).
 pub fn select_vetted(
+    rng: &mut impl Rng,
     vetted: Vec<Node>,
     mut unvetted: Vec<Node>,
     count: usize,
@@ -69,30 +95,46 @@ pub fn select_vetted(
     let share = (count as f64 * unvetted_share).floor() as usize;
     let mut chosen = Vec::with_capacity(count);
     let mut networks = HashSet::new();
-    unvetted.shuffle(&mut rand::thread_rng());
+    unvetted.shuffle(rng);
     let spare = unvetted.split_off(unvetted.len().min(share));
     pick_into(
+        rng,
         &mut chosen,
         &mut networks,
         unvetted,
         share,
         distinct_subnets,
     );
-    pick_into(&mut chosen, &mut networks, vetted, count, distinct_subnets);
-    pick_into(&mut chosen, &mut networks, spare, count, distinct_subnets);
+    pick_into(
+        rng,
+        &mut chosen,
+        &mut networks,
+        vetted,
+        count,
+        distinct_subnets,
+    );
+    pick_into(
+        rng,
+        &mut chosen,
+        &mut networks,
+        spare,
+        count,
+        distinct_subnets,
+    );
     chosen
 }
 
 /// Adds nodes of `candidates` in random order to `chosen` until it holds
 /// `count`, skipping networks already used when `distinct_subnets`.
 fn pick_into(
+    rng: &mut impl Rng,
     chosen: &mut Vec<Node>,
     networks: &mut HashSet<String>,
     mut candidates: Vec<Node>,
     count: usize,
     distinct_subnets: bool,
 ) {
-    candidates.shuffle(&mut rand::thread_rng());
+    candidates.shuffle(rng);
     for node in candidates {
         if chosen.len() >= count {
             break;
@@ -139,37 +181,46 @@ mod tests {
 
     #[test]
     fn selection_takes_one_node_per_network_when_asked() {
+        let mut rng = rand::thread_rng();
         let nodes = vec![node(1, "a"), node(2, "a"), node(3, "b"), node(4, "c")];
         for _ in 0..20 {
-            let chosen = select(nodes.clone(), 4, true);
+            let chosen = select(&mut rng, nodes.clone(), 4, true);
             assert_eq!(chosen.len(), 3);
             let nets: HashSet<_> = chosen.iter().map(|n| n.last_net.clone()).collect();
             assert_eq!(nets.len(), 3);
         }
-        assert_eq!(select(nodes.clone(), 4, false).len(), 4);
-        assert_eq!(select(nodes, 2, false).len(), 2);
+        assert_eq!(select(&mut rng, nodes.clone(), 4, false).len(), 4);
+        assert_eq!(select(&mut rng, nodes, 2, false).len(), 2);
     }
 
     #[test]
     fn unvetted_nodes_get_their_share_and_fill_gaps() {
+        let mut rng = rand::thread_rng();
         let vetted: Vec<Node> = (0..20).map(|i| node(i, &format!("v{i}"))).collect();
         let unvetted: Vec<Node> = (100..120).map(|i| node(i, &format!("u{i}"))).collect();
         let is_unvetted = |n: &Node| n.id[0] >= 100;
         for _ in 0..20 {
-            let chosen = select_vetted(vetted.clone(), unvetted.clone(), 10, 0.2, true);
+            let chosen = select_vetted(&mut rng, vetted.clone(), unvetted.clone(), 10, 0.2, true);
             assert_eq!(chosen.len(), 10);
             assert_eq!(chosen.iter().filter(|n| is_unvetted(n)).count(), 2);
             // 5 % of 10 rounds down to none.
-            let chosen = select_vetted(vetted.clone(), unvetted.clone(), 10, 0.05, true);
+            let chosen = select_vetted(&mut rng, vetted.clone(), unvetted.clone(), 10, 0.05, true);
             assert!(!chosen.iter().any(is_unvetted));
         }
         // Too few vetted nodes: unvetted ones make up the difference.
-        let chosen = select_vetted(vetted[..3].to_vec(), unvetted.clone(), 10, 0.05, true);
+        let chosen = select_vetted(
+            &mut rng,
+            vetted[..3].to_vec(),
+            unvetted.clone(),
+            10,
+            0.05,
+            true,
+        );
         assert_eq!(chosen.len(), 10);
         assert_eq!(chosen.iter().filter(|n| is_unvetted(n)).count(), 7);
         // Networks stay distinct across both kinds.
         let shared = vec![node(200, "v0")];
-        let chosen = select_vetted(vetted[..1].to_vec(), shared, 2, 1.0, true);
+        let chosen = select_vetted(&mut rng, vetted[..1].to_vec(), shared, 2, 1.0, true);
         assert_eq!(chosen.len(), 1);
     }
 }

@@ -193,6 +193,7 @@ impl State {
             )
             .await?;
         let chosen = overlay::select_vetted(
+            &mut rand::thread_rng(),
             vetted,
             unvetted,
             redundancy.total.into(),

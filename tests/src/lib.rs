@@ -5,6 +5,8 @@
 //! Fault injection works on the real thing: stop and restart nodes, silence them
 //! (a listener that accepts and never answers), and corrupt or delete piece
 //! files on their disks.
+//!
+//! Also here: the seeded churn simulation of the durability loop ([`churn`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ use archipel_satellite::testing::FreshDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub mod churn;
 
 /// Everything a planet can fail with; tests unwrap it.
 #[derive(Debug, thiserror::Error)]
@@ -144,14 +148,14 @@ pub struct Planet {
 }
 
 impl Planet {
-    /// Starts a planet whose satellite does not audit (so that tests injecting
-    /// faults see only their own effects); see [`Planet::start_with`].
+    /// Starts a planet whose satellite neither audits nor repairs (so that tests
+    /// injecting faults see only their own effects); see [`Planet::start_with`].
     pub async fn start(config: PlanetConfig) -> Result<Planet> {
         Planet::start_with(config, |_| {}).await
     }
 
     /// Starts a planet after `configure` has adjusted the satellite's config
-    /// (audits are off unless it turns them on).
+    /// (audits and repair are off unless it turns them on).
     pub async fn start_with(
         config: PlanetConfig,
         configure: impl FnOnce(&mut archipel_satellite::Config),
@@ -165,6 +169,7 @@ impl Planet {
         satellite_config.inline_threshold = config.inline_threshold;
         satellite_config.distinct_subnets = false;
         satellite_config.audit.enabled = false;
+        satellite_config.repair.enabled = false;
         configure(&mut satellite_config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let satellite_address = listener.local_addr()?;

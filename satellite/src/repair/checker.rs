@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use archipel_proto::orders::unix_now;
 
-use crate::health::NetworkView;
+use crate::health::{self, NetworkView};
 use crate::metabase::{QueuedSegment, Segment, SegmentKey};
 use crate::metrics::{CheckerPass, Metrics};
 use crate::worker::{Progress, Work};
@@ -64,18 +64,6 @@ impl Checker {
         }
     }
 
-    /// The registry as it stands now.
-    async fn view(&self, now: i64) -> Result<NetworkView> {
-        let online_since = now.saturating_sub(
-            i64::try_from(self.config.node_online_window.as_secs()).unwrap_or(i64::MAX),
-        );
-        Ok(NetworkView::from_standings(
-            &self.metabase.node_standings().await?,
-            online_since,
-            self.config.distinct_subnets,
-        ))
-    }
-
     /// Judges one segment and records the result in the queue and the pass.
     async fn check(
         &self,
@@ -126,7 +114,7 @@ impl Work for Checker {
             after: None,
             figures: CheckerPass::default(),
         });
-        let view = self.view(now).await?;
+        let view = health::current_view(&self.metabase, &self.config, now).await?;
         let batch = self
             .metabase
             .remote_segments_after(pass.after.as_ref(), self.config.repair.checker_batch)
