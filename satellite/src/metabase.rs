@@ -1418,6 +1418,8 @@ impl Metabase {
         let Some(mut health) = row.map(|r| r.into_health(config)) else {
             return Ok(None);
         };
+        self.count_contact(id, outcome != AuditOutcome::Offline, now)
+            .await?;
         let verdict = health.verdict(config);
         on_pool!(self, pool => {
             if verdict.disqualify {
@@ -1449,6 +1451,56 @@ impl Metabase {
             }
         });
         Ok(Some(health))
+    }
+
+    /// Counts an audit contact in the node's current online window and drops
+    /// windows older than the online score looks back.
+    async fn count_contact(&self, id: &NodeId, reached: bool, now: i64) -> Result<()> {
+        let window = now - now.rem_euclid(reputation::ONLINE_WINDOW_SECS);
+        let oldest = now.saturating_sub(reputation::ONLINE_SCORE_PERIOD_SECS);
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO node_online_windows (node_id, window_start, total, online) \
+                 VALUES ($1, $2, 1, $3) ON CONFLICT (node_id, window_start) DO UPDATE \
+                 SET total = node_online_windows.total + 1, \
+                 online = node_online_windows.online + excluded.online",
+            )
+            .bind(id.to_vec())
+            .bind(window)
+            .bind(i64::from(reached))
+            .execute(pool)
+            .await?;
+            sqlx::query("DELETE FROM node_online_windows WHERE node_id = $1 AND window_start < $2")
+                .bind(id.to_vec())
+                .bind(oldest - reputation::ONLINE_WINDOW_SECS)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Every audited node's online score at `now`: the share of its audit
+    /// contacts in the recent windows that reached it. Nodes never audited
+    /// in that time are missing (their score is 1).
+    pub async fn online_scores(&self, now: i64) -> Result<Vec<(NodeId, f64)>> {
+        let oldest = now.saturating_sub(reputation::ONLINE_SCORE_PERIOD_SECS);
+        let since = oldest - oldest.rem_euclid(reputation::ONLINE_WINDOW_SECS);
+        let rows: Vec<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT node_id, CAST(SUM(total) AS BIGINT), CAST(SUM(online) AS BIGINT) \
+                 FROM node_online_windows WHERE window_start >= $1 GROUP BY node_id",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(id, total, online)| {
+                let id = NodeId::from_bytes(&id)
+                    .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))?;
+                Ok((id, reputation::online_score(total, online)))
+            })
+            .collect()
     }
 
     /// The disqualified nodes: never selected again, their pieces count as lost.

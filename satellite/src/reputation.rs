@@ -173,6 +173,21 @@ pub struct NodeHealth {
     pub last_contact_failure: i64,
 }
 
+/// Length of one online-score window: audit contacts are counted per node
+/// per window.
+pub const ONLINE_WINDOW_SECS: i64 = 12 * 3600;
+/// How far back the online score looks (30 days of windows).
+pub const ONLINE_SCORE_PERIOD_SECS: i64 = 30 * 24 * 3600;
+
+/// The online score of `online` reached contacts out of `total`; 1 without any.
+pub fn online_score(total: i64, online: i64) -> f64 {
+    if total <= 0 {
+        1.0
+    } else {
+        online.clamp(0, total) as f64 / total as f64
+    }
+}
+
 /// What should change in a node's standing after its reputation moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
@@ -204,6 +219,13 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn online_scores_are_shares_of_reached_contacts() {
+        assert_eq!(online_score(0, 0), 1.0);
+        assert_eq!(online_score(4, 3), 0.75);
+        assert_eq!(online_score(4, 9), 1.0);
     }
 
     #[test]

@@ -1,4 +1,4 @@
--- Repair: nodes an operator is retiring (their pieces no longer count as healthy)
+-- Repair and online scores: nodes an operator is retiring (their pieces no longer count as healthy)
 -- and the queue of segments at or below their repair threshold, most at risk first
 -- (smallest margin = healthy pieces - k; a negative margin means the segment is lost).
 ALTER TABLE nodes ADD COLUMN exiting_at BIGINT;
@@ -17,3 +17,13 @@ CREATE TABLE repair_queue (
     PRIMARY KEY (stream_id, position)
 );
 CREATE INDEX repair_queue_risk ON repair_queue (margin, inserted_at);
+
+-- Audit contacts per node per 12-hour window: the online score is the share of
+-- contacts that reached the node over the recent windows.
+CREATE TABLE node_online_windows (
+    node_id BYTEA NOT NULL,
+    window_start BIGINT NOT NULL,
+    total BIGINT NOT NULL,
+    online BIGINT NOT NULL,
+    PRIMARY KEY (node_id, window_start)
+);
