@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::admin::AdminConfig;
 use crate::{Config, Error};
 use archipel_proto::{Identity, Redundancy};
 use clap::{Parser, Subcommand};
@@ -18,13 +19,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an identity and a config.toml in a new satellite directory.
+    /// Create an identity and a config.toml (with a random admin API token)
+    /// in a new satellite directory.
     Setup {
         #[arg(long)]
         dir: PathBuf,
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:7777")]
         listen: String,
+        /// Address of the admin HTTP API and Prometheus metrics.
+        #[arg(long, default_value = "127.0.0.1:7779")]
+        admin_listen: String,
         /// Metabase URL; default: a SQLite file in DIR.
         #[arg(long)]
         database_url: Option<String>,
@@ -78,6 +83,7 @@ fn load_config(path: &Path) -> Result<Config, Error> {
 fn setup(
     dir: &Path,
     listen: String,
+    admin_listen: String,
     database_url: Option<String>,
     redundancy: Option<Redundancy>,
     no_distinct_subnets: bool,
@@ -98,6 +104,10 @@ fn setup(
         }));
     config.identity_path = identity_path.clone();
     config.listen_address = listen;
+    config.admin = AdminConfig {
+        listen_address: admin_listen,
+        token: AdminConfig::random_token(),
+    };
     if let Some(redundancy) = redundancy {
         config.redundancy = redundancy;
     }
@@ -107,7 +117,12 @@ fn setup(
     identity.save(&identity_path)?;
     let text = toml::to_string_pretty(&config)
         .map_err(|e| Error::Config(format!("cannot write the configuration: {e}")))?;
-    std::fs::write(&config_path, text)?;
+    // Owner-only: the file holds the admin API token.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&config_path)?, text.as_bytes())?;
     eprintln!("satellite {} set up in {}", identity.id(), dir.display());
     Ok(())
 }
@@ -117,10 +132,18 @@ async fn run_command(cli: Cli) -> Result<(), Error> {
         Command::Setup {
             dir,
             listen,
+            admin_listen,
             database_url,
             redundancy,
             no_distinct_subnets,
-        } => setup(&dir, listen, database_url, redundancy, no_distinct_subnets),
+        } => setup(
+            &dir,
+            listen,
+            admin_listen,
+            database_url,
+            redundancy,
+            no_distinct_subnets,
+        ),
         Command::Run { config } => {
             let config = load_config(&config)?;
             let identity = Identity::load(&config.identity_path)?;
@@ -129,10 +152,12 @@ async fn run_command(cli: Cli) -> Result<(), Error> {
                 .map_err(|e| {
                     Error::Config(format!("cannot listen on {}: {e}", config.listen_address))
                 })?;
+            let admin = config.admin.bind().await?;
             crate::run(
                 config,
                 identity,
                 listener,
+                admin,
                 archipel_proto::daemon::shutdown_signal(),
             )
             .await

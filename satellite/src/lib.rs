@@ -7,6 +7,7 @@
 //! reputation ([`reputation`]), which node selection heeds. The repair checker
 //! and repairers ([`repair`]) keep every segment above its repair threshold,
 //! judging pieces by [`health`]; workers count what they do in [`metrics`].
+//! Operators watch and steer it through the [`admin`] HTTP API.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use archipel_proto::{Identity, Redundancy};
 use tokio::net::TcpListener;
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod deletes;
@@ -77,6 +79,8 @@ pub struct Config {
     pub reputation: reputation::ReputationConfig,
     /// The repair checker and workers (the `[repair]` section).
     pub repair: repair::RepairConfig,
+    /// The admin HTTP API and Prometheus metrics (the `[admin]` section).
+    pub admin: admin::AdminConfig,
 }
 
 /// The redundancy scheme as `k/repair/success/total/share_size` text in TOML.
@@ -127,6 +131,7 @@ impl Default for Config {
             audit: audit::AuditConfig::default(),
             reputation: reputation::ReputationConfig::default(),
             repair: repair::RepairConfig::default(),
+            admin: admin::AdminConfig::default(),
         }
     }
 }
@@ -158,14 +163,22 @@ impl Config {
     }
 }
 
-/// Serves the satellite on `listener` until `shutdown` completes.
+/// Serves the satellite's gRPC services on `listener`, and the admin API on
+/// `admin` if given (see [`admin::AdminConfig::bind`]), until `shutdown`
+/// completes.
 pub async fn run(
     config: Config,
     identity: Identity,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate()?;
+    if admin.is_some() && !config.admin.enabled() {
+        return Err(Error::Config(
+            "the admin API needs a token in the [admin] section".into(),
+        ));
+    }
     let metabase = Metabase::connect(&config.database_url).await?;
     let orders = orders::OrderSigner::new(identity.clone(), config.order_expiration);
     let deleter = deletes::PieceDeleter::new(orders.clone(), metabase.clone());
@@ -216,6 +229,15 @@ pub async fn run(
             )));
         }
     }
+    let admin = admin.map(|listener| {
+        tokio::spawn(admin::serve(
+            listener,
+            config.clone(),
+            metabase.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let state = Arc::new(state);
     workers.push(tokio::spawn(worker::run_worker(
         "pending object cleanup",
@@ -243,6 +265,13 @@ pub async fn run(
     for worker in workers {
         if let Err(e) = worker.await {
             tracing::warn!("a background worker ended abnormally: {e}");
+        }
+    }
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("the admin API failed: {e}"),
+            Err(e) => tracing::warn!("the admin API ended abnormally: {e}"),
         }
     }
     metabase.close().await;

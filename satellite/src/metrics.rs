@@ -1,12 +1,14 @@
 //! The satellite's counters: audits by outcome, repairs, heal-on-read reports,
 //! and the figures of the repair checker's last complete pass. Workers count
-//! into one shared [`Metrics`]; the admin server renders them (with gauges
-//! read from the metabase) for Prometheus.
+//! into one shared [`Metrics`]; the admin server renders them (with
+//! [`Gauges`] read from the metabase) in the Prometheus text format.
 
 use std::collections::BTreeMap;
+use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::health::NodeStatus;
 use crate::reputation::AuditOutcome;
 
 /// Counters shared by every worker of one satellite process.
@@ -100,5 +102,250 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+}
+
+/// The `Content-Type` of [`Metrics::render_prometheus`]'s text.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Figures read from the metabase when the metrics are scraped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Known nodes by status; statuses missing here count zero.
+    pub nodes: BTreeMap<NodeStatus, u64>,
+    /// Segments in the repair queue, lost ones included.
+    pub repair_queue_length: u64,
+    /// Queued segments with fewer healthy pieces than `k`.
+    pub segments_lost: u64,
+}
+
+/// Every node status with its `status` label, healthiest first.
+const NODE_STATUSES: [(NodeStatus, &str); 5] = [
+    (NodeStatus::Healthy, "healthy"),
+    (NodeStatus::Offline, "offline"),
+    (NodeStatus::Suspended, "suspended"),
+    (NodeStatus::Exiting, "exiting"),
+    (NodeStatus::Disqualified, "disqualified"),
+];
+
+/// Text in the Prometheus exposition format 0.0.4, a metric family at a time.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let _ = write!(self.text, "{{{}}}", labels.join(","));
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A family of one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    /// A histogram with a bucket at 0 and at each value seen.
+    fn histogram(&mut self, name: &str, help: &str, counts: &BTreeMap<u16, u64>) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = counts.get(&0).copied().unwrap_or(0);
+        self.sample(&bucket, &[("le", "0")], cumulative);
+        let mut sum = 0u64;
+        for (&value, &count) in counts {
+            sum = sum.saturating_add(u64::from(value).saturating_mul(count));
+            if value > 0 {
+                cumulative = cumulative.saturating_add(count);
+                self.sample(&bucket, &[("le", &value.to_string())], cumulative);
+            }
+        }
+        self.sample(&bucket, &[("le", "+Inf")], cumulative);
+        self.sample(&format!("{name}_sum"), &[], sum);
+        self.sample(&format!("{name}_count"), &[], cumulative);
+    }
+}
+
+impl Metrics {
+    /// The counters, `gauges` and the last checker pass in the Prometheus
+    /// text format. The checker's figures are left out until a pass has
+    /// finished in this process: absent rather than a misleading zero.
+    pub fn render_prometheus(&self, gauges: &Gauges) -> String {
+        let mut out = Exposition::default();
+        out.family("archipel_nodes", "gauge", "Known storage nodes by status.");
+        for (status, label) in NODE_STATUSES {
+            let count = gauges.nodes.get(&status).copied().unwrap_or(0);
+            out.sample("archipel_nodes", &[("status", label)], count);
+        }
+        out.family(
+            "archipel_audits_total",
+            "counter",
+            "Audits by outcome; contained counts audits that left their node contained.",
+        );
+        for (outcome, count) in self.audits() {
+            out.sample("archipel_audits_total", &[("outcome", outcome)], count);
+        }
+        out.family(
+            "archipel_repairs_total",
+            "counter",
+            "Segment repairs by result; superseded ones were dropped because the segment changed.",
+        );
+        for (result, counter) in [
+            ("succeeded", &self.repairs_succeeded),
+            ("failed", &self.repairs_failed),
+            ("superseded", &self.repairs_superseded),
+        ] {
+            out.sample(
+                "archipel_repairs_total",
+                &[("result", result)],
+                read(counter),
+            );
+        }
+        out.single(
+            "archipel_repaired_pieces_total",
+            "counter",
+            "Pieces stored by repairs.",
+            read(&self.repaired_pieces),
+        );
+        out.single(
+            "archipel_repaired_bytes_total",
+            "counter",
+            "Bytes of pieces stored by repairs.",
+            read(&self.repaired_bytes),
+        );
+        out.single(
+            "archipel_repair_download_bytes_total",
+            "counter",
+            "Bytes downloaded by repairs.",
+            read(&self.repair_download_bytes),
+        );
+        out.single(
+            "archipel_bad_piece_reports_total",
+            "counter",
+            "Bad or missing pieces reported by clients.",
+            read(&self.bad_piece_reports),
+        );
+        out.single(
+            "archipel_repair_queue_length",
+            "gauge",
+            "Segments waiting for repair, lost ones included.",
+            gauges.repair_queue_length,
+        );
+        out.single(
+            "archipel_segments_lost",
+            "gauge",
+            "Queued segments with fewer healthy pieces than needed to rebuild them.",
+            gauges.segments_lost,
+        );
+        if let Some(pass) = self.checker_pass() {
+            out.histogram(
+                "archipel_segment_healthy_pieces",
+                "Segments by healthy pieces in the last complete checker pass.",
+                &pass.healthy_pieces,
+            );
+            out.single(
+                "archipel_checker_last_pass_timestamp_seconds",
+                "gauge",
+                "When the last complete checker pass ended, in Unix seconds.",
+                pass.finished_at,
+            );
+            out.single(
+                "archipel_checker_segments",
+                "gauge",
+                "Remote segments the last complete checker pass looked at.",
+                pass.segments,
+            );
+        }
+        out.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.audited(AuditOutcome::Success);
+        metrics.audited(AuditOutcome::Success);
+        metrics.audited(AuditOutcome::Offline);
+        bump(&metrics.repairs_succeeded);
+        add(&metrics.repaired_bytes, 4096);
+        let gauges = Gauges {
+            nodes: BTreeMap::from([(NodeStatus::Healthy, 12), (NodeStatus::Offline, 2)]),
+            repair_queue_length: 3,
+            segments_lost: 1,
+        };
+        let text = metrics.render_prometheus(&gauges);
+        for line in [
+            "# HELP archipel_nodes Known storage nodes by status.",
+            "# TYPE archipel_nodes gauge",
+            "archipel_nodes{status=\"healthy\"} 12",
+            "archipel_nodes{status=\"offline\"} 2",
+            "archipel_nodes{status=\"disqualified\"} 0",
+            "# TYPE archipel_audits_total counter",
+            "archipel_audits_total{outcome=\"success\"} 2",
+            "archipel_audits_total{outcome=\"offline\"} 1",
+            "archipel_audits_total{outcome=\"contained\"} 0",
+            "archipel_repairs_total{result=\"succeeded\"} 1",
+            "archipel_repairs_total{result=\"superseded\"} 0",
+            "archipel_repaired_bytes_total 4096",
+            "archipel_repair_queue_length 3",
+            "archipel_segments_lost 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(!text.contains("archipel_checker"), "no pass yet:\n{text}");
+
+        metrics.set_checker_pass(CheckerPass {
+            finished_at: 1_700_000_000,
+            segments: 6,
+            healthy_pieces: BTreeMap::from([(3, 1), (8, 2), (10, 3)]),
+            ..CheckerPass::default()
+        });
+        let text = metrics.render_prometheus(&gauges);
+        let histogram: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# HELP archipel_segment_healthy_pieces"))
+            .take(9)
+            .collect();
+        assert_eq!(
+            histogram,
+            [
+                "# HELP archipel_segment_healthy_pieces Segments by healthy pieces in the last complete checker pass.",
+                "# TYPE archipel_segment_healthy_pieces histogram",
+                "archipel_segment_healthy_pieces_bucket{le=\"0\"} 0",
+                "archipel_segment_healthy_pieces_bucket{le=\"3\"} 1",
+                "archipel_segment_healthy_pieces_bucket{le=\"8\"} 3",
+                "archipel_segment_healthy_pieces_bucket{le=\"10\"} 6",
+                "archipel_segment_healthy_pieces_bucket{le=\"+Inf\"} 6",
+                "archipel_segment_healthy_pieces_sum 49",
+                "archipel_segment_healthy_pieces_count 6",
+            ]
+        );
+        assert!(text.contains("\narchipel_checker_last_pass_timestamp_seconds 1700000000\n"));
+        assert!(text.contains("\narchipel_checker_segments 6\n"));
+        // Every sample belongs to a family announced just before.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line:?} outside {family}");
+            }
+        }
     }
 }

@@ -30,12 +30,15 @@ fn stdout(output: &Output) -> String {
 async fn setup_project_info_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let sat_dir = dir.path().join("sat");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin_listen = format!("127.0.0.1:{}", free_port());
     let sat = sat_dir.to_str().unwrap();
     stdout(&satellite(&[
         "setup",
@@ -43,6 +46,8 @@ async fn setup_project_info_and_run() {
         sat,
         "--listen",
         &listen,
+        "--admin-listen",
+        &admin_listen,
         "--redundancy",
         "4/6/8/10",
         "--no-distinct-subnets",
@@ -53,6 +58,17 @@ async fn setup_project_info_and_run() {
     assert_eq!(config.redundancy.total, 10);
     assert!(!config.distinct_subnets);
     assert!(config.database_url.starts_with("sqlite://"));
+    assert_eq!(config.admin.listen_address, admin_listen);
+    assert_eq!(hex::decode(&config.admin.token).unwrap().len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "config.toml holds the admin token");
+    }
     let config = config_path.to_str().unwrap();
 
     let again = satellite(&["setup", "--dir", sat]);
@@ -92,6 +108,7 @@ async fn setup_project_info_and_run() {
         .unwrap()
         .into_inner();
     assert_eq!(hex::encode(info.satellite_id), id.trim());
+    tokio::net::TcpStream::connect(&admin_listen).await.unwrap();
 
     let killed = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])

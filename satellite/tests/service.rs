@@ -74,6 +74,7 @@ impl Satellite {
             config,
             identity.clone(),
             listener,
+            None,
             async move {
                 let _ = stopped.await;
             },

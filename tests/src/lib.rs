@@ -4,7 +4,8 @@
 //!
 //! Fault injection works on the real thing: stop and restart nodes, silence them
 //! (a listener that accepts and never answers), and corrupt or delete piece
-//! files on their disks.
+//! files on their disks. The satellite's admin API always runs, on a port and
+//! with a token of its own.
 //!
 //! Also here: the seeded churn simulation of the durability loop ([`churn`]).
 
@@ -170,6 +171,11 @@ impl Planet {
         satellite_config.distinct_subnets = false;
         satellite_config.audit.enabled = false;
         satellite_config.repair.enabled = false;
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+        satellite_config.admin = archipel_satellite::admin::AdminConfig {
+            listen_address: admin_listener.local_addr()?.to_string(),
+            token: archipel_satellite::admin::AdminConfig::random_token(),
+        };
         configure(&mut satellite_config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let satellite_address = listener.local_addr()?;
@@ -180,6 +186,7 @@ impl Planet {
             satellite_config.clone(),
             satellite_identity.clone(),
             listener,
+            admin_listener,
         );
 
         let mut nodes = Vec::with_capacity(config.nodes);
@@ -230,6 +237,16 @@ impl Planet {
     /// A client connected with the planet's access grant.
     pub async fn project(&self) -> Result<Project> {
         Ok(Project::open(&self.access).await?)
+    }
+
+    /// The satellite's admin API, e.g. `http://127.0.0.1:PORT`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.satellite_config.admin.listen_address)
+    }
+
+    /// The bearer token of the satellite's admin API.
+    pub fn admin_token(&self) -> &str {
+        &self.satellite_config.admin.token
     }
 
     pub fn database_url(&self) -> &str {
@@ -321,10 +338,11 @@ fn start_satellite(
     config: archipel_satellite::Config,
     identity: Identity,
     listener: TcpListener,
+    admin_listener: TcpListener,
 ) -> RunningServer {
     let (shutdown, signal) = shutdown_pair();
     let task = tokio::spawn(async move {
-        archipel_satellite::run(config, identity, listener, signal)
+        archipel_satellite::run(config, identity, listener, Some(admin_listener), signal)
             .await
             .map_err(|e| e.to_string())
     });

@@ -4,9 +4,12 @@
 //! (this binary re-executed with `satellite …` or `node …`, which run exactly
 //! the code of `archipel-satellite` and `archipel-node`), on distinct loopback
 //! addresses — node `i` on 127.0.`i+1`.1, so every node sits in its own /24 and
-//! the satellite's one-piece-per-subnet rule stays on. Writes the access grant
-//! to `DIR/access` and the layout to `DIR/devnet.json`; started again on the
-//! same DIR it resumes with the same identities, ports and data.
+//! the satellite's one-piece-per-subnet rule stays on. Intervals are short
+//! (check-ins every 2 s, offline after 10 s, repair checks every 2 s) so that a
+//! person sees repair happen. Writes the access grant to `DIR/access`, the
+//! admin API's address and token to `DIR/admin.env` and the layout to
+//! `DIR/devnet.json`; started again on the same DIR it resumes with the same
+//! identities, ports and data.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ struct Cli {
     #[arg(long, default_value = "devnet")]
     dir: PathBuf,
     /// Number of storage nodes (at least the scheme's total).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 14)]
     nodes: usize,
     /// Redundancy scheme k/repair/success/total for new segments.
     #[arg(long, default_value = "4/6/8/10")]
@@ -116,6 +119,9 @@ struct SatelliteEntry {
     pid: Option<u32>,
     dir: PathBuf,
     database_url: String,
+    /// The admin HTTP API (and `/metrics`); none if its config has no token.
+    admin_address: Option<String>,
+    admin_token: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -125,6 +131,9 @@ struct NodeEntry {
     pid: Option<u32>,
     storage_dir: PathBuf,
 }
+
+/// How often nodes check in; the satellite counts them offline after 10 s.
+const CHECK_IN_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A free port on `ip`, found by binding port 0.
 fn free_port(ip: &str) -> Result<SocketAddr, DevnetError> {
@@ -174,15 +183,28 @@ fn prepare_satellite(dir: &Path, redundancy: Redundancy) -> Result<SatelliteEntr
         config.listen_address = free_port("127.0.0.1")?.to_string();
         config.redundancy = redundancy;
         config.distinct_subnets = true;
+        config.check_in_interval = CHECK_IN_INTERVAL;
+        config.node_online_window = Duration::from_secs(10);
+        config.audit.interval = Duration::from_secs(5);
+        config.repair.checker_interval = Duration::from_secs(2);
+        config.repair.interval = Duration::from_secs(1);
+        config.repair.retry_after = Duration::from_secs(10);
+        config.admin = archipel_satellite::admin::AdminConfig {
+            listen_address: free_port("127.0.0.1")?.to_string(),
+            token: archipel_satellite::admin::AdminConfig::random_token(),
+        };
         write_toml(&config_path, &config)?;
         config
     };
+    let admin = config.admin.enabled().then_some(config.admin);
     Ok(SatelliteEntry {
         id: identity.id(),
         address: config.listen_address.clone(),
         pid: None,
         dir: sat_dir,
         database_url: config.database_url,
+        admin_address: admin.as_ref().map(|a| a.listen_address.clone()),
+        admin_token: admin.map(|a| a.token),
     })
 }
 
@@ -209,7 +231,7 @@ fn prepare_node(
             id: satellite.id,
             address: satellite.address.clone(),
         }];
-        config.check_in_interval = Duration::from_secs(5);
+        config.check_in_interval = CHECK_IN_INTERVAL;
         write_toml(&config_path, &config)?;
         config
     };
@@ -247,6 +269,19 @@ fn write_s3_env(dir: &Path, gateway: &GatewayEntry) -> Result<PathBuf, DevnetErr
     );
     write_file(&path, &text)?;
     Ok(path)
+}
+
+/// `DIR/admin.env`: the satellite's admin API address and token, if it has one.
+fn write_admin_env(dir: &Path, satellite: &SatelliteEntry) -> Result<Option<PathBuf>, DevnetError> {
+    let (Some(address), Some(token)) = (&satellite.admin_address, &satellite.admin_token) else {
+        return Ok(None);
+    };
+    let path = dir.join("admin.env");
+    let text = format!(
+        "export ARCHIPEL_ADMIN_URL=http://{address}\nexport ARCHIPEL_ADMIN_TOKEN={token}\n"
+    );
+    write_file(&path, &text)?;
+    Ok(Some(path))
 }
 
 /// Starts this binary again in a role, logging to `log`.
@@ -383,6 +418,7 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     )
     .await?;
     let s3_env = write_s3_env(dir, &gateway)?;
+    let admin_env = write_admin_env(dir, &satellite)?;
 
     let layout = Layout {
         satellite,
@@ -409,6 +445,15 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     println!("  cargo run --release --bin archipel -- stat ap://demo/some-file");
     println!("  cargo run --release --bin archipel -- cp ap://demo/some-file ./copy");
     println!("Kill a few node processes (pids in devnet.json) and download again.");
+    match &admin_env {
+        Some(admin_env) => {
+            println!("Within seconds the satellite sees them offline and repairs; watch it with:");
+            println!("  source {}", admin_env.display());
+            println!("  curl -H \"Authorization: Bearer $ARCHIPEL_ADMIN_TOKEN\" $ARCHIPEL_ADMIN_URL/api/nodes");
+            println!("  curl -H \"Authorization: Bearer $ARCHIPEL_ADMIN_TOKEN\" $ARCHIPEL_ADMIN_URL/metrics");
+        }
+        None => println!("The satellite's admin API is off: its config has no [admin] token."),
+    }
     println!(
         "\nThe S3 gateway is at {}; for the aws CLI:",
         layout.gateway.endpoint
