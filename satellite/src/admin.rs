@@ -4,6 +4,7 @@
 //! Prometheus. Every request needs the configured bearer token; the server
 //! listens on loopback unless told otherwise.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::health::NodeStatus;
+use crate::health::{self, NodeStatus};
 use crate::metabase::{Node, NodeStanding, QueueEntry};
 use crate::metrics::{CheckerPass, Gauges, Metrics, PROMETHEUS_CONTENT_TYPE};
 use crate::reputation::{Beta, NodeHealth, ReputationConfig};
@@ -201,7 +202,8 @@ impl IntoResponse for Error {
             | Error::Transport(_)
             | Error::Io(_)
             | Error::Config(_)
-            | Error::Corrupt(_) => {
+            | Error::Corrupt(_)
+            | Error::Repair(_) => {
                 tracing::error!("admin API: internal error: {self}");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -245,6 +247,8 @@ struct NodeView {
     audit: Reputation,
     /// Reputation for answering audits at all (unknown errors).
     unknown: Reputation,
+    /// Share of audit contacts over the last 30 days that reached the node.
+    online_score: f64,
     audit_total: i64,
     audit_success: i64,
     vetted: bool,
@@ -302,19 +306,21 @@ impl Page {
 }
 
 impl Admin {
-    /// The oldest check-in that still counts as online at `now`.
-    fn online_since(&self, now: i64) -> i64 {
-        now.saturating_sub(i64::try_from(self.online_window.as_secs()).unwrap_or(i64::MAX))
-    }
-
     async fn nodes(&self) -> Result<Vec<NodeView>> {
-        let online_since = self.online_since(unix_now());
+        let now = unix_now();
+        let online_since = health::online_since(self.online_window, now);
+        let scores: HashMap<NodeId, f64> = self
+            .metabase
+            .online_scores(now)
+            .await?
+            .into_iter()
+            .collect();
         self.metabase
             .nodes_with_health(&self.reputation)
             .await?
             .into_iter()
             .map(|(node, health, exiting_at)| {
-                self.node_view(node, health, exiting_at, online_since)
+                self.node_view(node, health, exiting_at, online_since, &scores)
             })
             .collect()
     }
@@ -333,6 +339,7 @@ impl Admin {
         health: NodeHealth,
         exiting_at: Option<i64>,
         online_since: i64,
+        online_scores: &HashMap<NodeId, f64>,
     ) -> Result<NodeView> {
         let id = NodeId::from_bytes(&node.id)
             .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))?;
@@ -356,6 +363,8 @@ impl Admin {
             free_bytes: node.free_bytes,
             audit: health.audit.into(),
             unknown: health.unknown.into(),
+            // Nodes without audit contacts lately have missed none.
+            online_score: online_scores.get(&id).copied().unwrap_or(1.0),
             audit_total: health.audit_total,
             audit_success: health.audit_success,
             vetted: health.is_vetted(&self.reputation),
@@ -372,7 +381,7 @@ impl Admin {
     }
 
     async fn gauges(&self) -> Result<Gauges> {
-        let online_since = self.online_since(unix_now());
+        let online_since = health::online_since(self.online_window, unix_now());
         let mut gauges = Gauges::default();
         for standing in self.metabase.node_standings().await? {
             *gauges

@@ -13,6 +13,7 @@
 //! clumped ones still serve reads).
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use archipel_proto::NodeId;
 
@@ -139,14 +140,18 @@ impl NetworkView {
     }
 }
 
+/// The oldest check-in that still counts as online at `now` with an online
+/// window of `window`.
+pub fn online_since(window: Duration, now: i64) -> i64 {
+    now.saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The registry as it stands at `now`, under `config`'s online window and
 /// subnet rule.
 pub async fn current_view(metabase: &Metabase, config: &Config, now: i64) -> Result<NetworkView> {
-    let online_since =
-        now.saturating_sub(i64::try_from(config.node_online_window.as_secs()).unwrap_or(i64::MAX));
     Ok(NetworkView::from_standings(
         &metabase.node_standings().await?,
-        online_since,
+        online_since(config.node_online_window, now),
         config.distinct_subnets,
     ))
 }

@@ -575,5 +575,6 @@ async fn claims_give_each_segment_to_one_worker(backend: Backend) {
         .find(|e| e.stream_id == retry.key.stream_id)
         .unwrap();
     assert_eq!(entry.last_error.as_deref(), Some("no fresh node"));
-    assert_eq!(metabase.repair_queue_counts().await.unwrap(), (39, 4));
+    // The riskiest segments go first: the finished claim was a lost one.
+    assert_eq!(metabase.repair_queue_counts().await.unwrap(), (39, 3));
 }

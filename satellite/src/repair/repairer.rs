@@ -312,9 +312,7 @@ impl Repairer {
         piece_size: u64,
         now: i64,
     ) -> Result<Vec<Node>> {
-        let online_since = now.saturating_sub(
-            i64::try_from(self.config.node_online_window.as_secs()).unwrap_or(i64::MAX),
-        );
+        let online_since = health::online_since(self.config.node_online_window, now);
         let reputation = &self.config.reputation;
         let (vetted, unvetted) = self
             .metabase
