@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use archipel_proto::NodeId;
 
 use crate::metabase::{NodeStanding, Piece};
+use crate::{Config, Metabase, Result};
 
 /// Where a node stands, worst first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -136,6 +137,18 @@ impl NetworkView {
         }
         health
     }
+}
+
+/// The registry as it stands at `now`: nodes that checked in within
+/// `config.node_online_window` count as online, and subnets count when
+/// `config.distinct_subnets` says so.
+pub async fn current_view(metabase: &Metabase, config: &Config, now: i64) -> Result<NetworkView> {
+    let window = i64::try_from(config.node_online_window.as_secs()).unwrap_or(i64::MAX);
+    Ok(NetworkView::from_standings(
+        &metabase.node_standings().await?,
+        now.saturating_sub(window),
+        config.distinct_subnets,
+    ))
 }
 
 #[cfg(test)]
