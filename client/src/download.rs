@@ -8,6 +8,11 @@
 //! A piece that fails, stalls past [`PIECE_READ_TIMEOUT`] or fails verification
 //! is replaced by another piece opened at the current batch; fewer than `k`
 //! usable pieces is [`Error::NotEnoughPieces`].
+//!
+//! Heal on read: pieces that proved bad (failed verification, or the node said
+//! they are missing or damaged) are reported to the satellite once the segment
+//! is done, from a background task, so that it audits them. Unreachable or slow
+//! nodes are not reported: being away is not misbehaviour.
 
 use std::time::Duration;
 
@@ -15,7 +20,10 @@ use archipel_proto::erasure::{decode_data_shards, scatter_data_shards};
 use archipel_proto::hashtree::{self, Hash};
 use archipel_proto::orders;
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
-use archipel_proto::pb::{self, AddressedOrderLimit, PieceDownloadRequest, PieceDownloadResponse};
+use archipel_proto::pb::{
+    self, AddressedOrderLimit, BadPiece, BadPieceReason, PieceDownloadRequest,
+    PieceDownloadResponse,
+};
 use archipel_proto::{NodeId, PeerKey, Redundancy};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -112,6 +120,48 @@ impl SegmentDecryptor {
     }
 }
 
+/// Why a piece could not be read.
+struct PieceFailure {
+    message: String,
+    /// Set when the node showed that it lacks the committed piece.
+    bad: Option<BadPieceReason>,
+}
+
+impl PieceFailure {
+    /// The node sent something that does not verify against the committed piece.
+    fn corrupt(message: String) -> Self {
+        PieceFailure {
+            message,
+            bad: Some(BadPieceReason::Corrupt),
+        }
+    }
+
+    /// An error status during a download: the node saying the piece is
+    /// missing or damaged is worth a report, anything else is not.
+    fn status(status: &tonic::Status, message: String) -> Self {
+        // Statuses the node sent carry no source; transport failures do.
+        let from_node = std::error::Error::source(status).is_none();
+        let bad = match status.code() {
+            tonic::Code::NotFound if from_node => Some(BadPieceReason::Missing),
+            tonic::Code::DataLoss if from_node => Some(BadPieceReason::Corrupt),
+            _ => None,
+        };
+        PieceFailure { message, bad }
+    }
+}
+
+impl From<String> for PieceFailure {
+    fn from(message: String) -> Self {
+        PieceFailure { message, bad: None }
+    }
+}
+
+impl From<&str> for PieceFailure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 /// A verified byte range of one piece, read as it streams from its node.
 struct PieceReader {
     stream: tonic::Streaming<PieceDownloadResponse>,
@@ -140,7 +190,7 @@ impl PieceReader {
         piece_size: u64,
         offset: u64,
         end: u64,
-    ) -> Result<PieceReader, String> {
+    ) -> Result<PieceReader, PieceFailure> {
         let address = limit.node_address.clone();
         let order = limit.limit.as_ref().ok_or("the order limit is missing")?;
         let node = NodeId::from_bytes(&order.node_id).map_err(|e| e.to_string())?;
@@ -162,19 +212,24 @@ impl PieceReader {
             })
             .await
             .map_err(|s| {
-                format!(
-                    "the node at {address} refused the download: {}",
-                    s.message()
+                PieceFailure::status(
+                    &s,
+                    format!(
+                        "the node at {address} refused the download: {}",
+                        s.message()
+                    ),
                 )
             })?
             .into_inner();
         let first = stream
             .message()
             .await
-            .map_err(|s| format!("the node at {address} failed: {}", s.message()))?
+            .map_err(|s| {
+                PieceFailure::status(&s, format!("the node at {address} failed: {}", s.message()))
+            })?
             .ok_or_else(|| format!("the node at {address} sent nothing"))?;
 
-        let bad = |what: &str| format!("the node at {address} {what}");
+        let bad = |what: &str| PieceFailure::corrupt(format!("the node at {address} {what}"));
         let hash = first
             .hash
             .as_ref()
@@ -236,13 +291,13 @@ impl PieceReader {
     }
 
     /// Takes in streamed bytes; only chunks that match their leaf hash get through.
-    fn absorb(&mut self, mut data: &[u8]) -> Result<(), String> {
+    fn absorb(&mut self, mut data: &[u8]) -> Result<(), PieceFailure> {
         while !data.is_empty() {
             if self.chunk_start >= self.piece_size {
-                return Err(format!(
+                return Err(PieceFailure::corrupt(format!(
                     "the node at {} sent bytes past the piece's end",
                     self.address
-                ));
+                )));
             }
             let chunk_len = self.chunk_size.min(self.piece_size - self.chunk_start) as usize;
             let take = (chunk_len - self.chunk.len()).min(data.len());
@@ -254,12 +309,17 @@ impl PieceReader {
             let leaf = (self.chunk_start / self.chunk_size)
                 .checked_sub(self.first_leaf)
                 .and_then(|i| self.leaves.get(i as usize))
-                .ok_or_else(|| format!("the node at {} sent unproven bytes", self.address))?;
+                .ok_or_else(|| {
+                    PieceFailure::corrupt(format!(
+                        "the node at {} sent unproven bytes",
+                        self.address
+                    ))
+                })?;
             if hashtree::leaf_hash(&self.chunk) != *leaf {
-                return Err(format!(
+                return Err(PieceFailure::corrupt(format!(
                     "the node at {} sent data that does not match the piece's hash",
                     self.address
-                ));
+                )));
             }
             let chunk_end = self.chunk_start + chunk_len as u64;
             let lo = self.next.max(self.chunk_start);
@@ -277,13 +337,18 @@ impl PieceReader {
     }
 
     /// The next `n` verified bytes of the range.
-    async fn read(&mut self, n: usize) -> Result<Vec<u8>, String> {
+    async fn read(&mut self, n: usize) -> Result<Vec<u8>, PieceFailure> {
         while self.verified.len() < n {
             let message = self
                 .stream
                 .message()
                 .await
-                .map_err(|s| format!("the node at {} failed: {}", self.address, s.message()))?
+                .map_err(|s| {
+                    PieceFailure::status(
+                        &s,
+                        format!("the node at {} failed: {}", self.address, s.message()),
+                    )
+                })?
                 .ok_or_else(|| format!("the node at {} ended the piece early", self.address))?;
             self.absorb(&message.data)?;
         }
@@ -325,7 +390,7 @@ async fn read_batch(
     mut slot: PieceSlot,
     batches: BatchLayout,
     batch: u64,
-) -> (PieceSlot, u64, Result<Vec<u8>, String>) {
+) -> (PieceSlot, u64, Result<Vec<u8>, PieceFailure>) {
     let (start, end) = batches.range(batch);
     let work = async {
         if slot.reader.is_none() {
@@ -341,17 +406,18 @@ async fn read_batch(
         }
         match slot.reader.as_mut() {
             Some(reader) => reader.read((end - start) as usize).await,
-            None => Err("the piece reader vanished".to_string()),
+            None => Err("the piece reader vanished".into()),
         }
     };
     let result = match tokio::time::timeout(PIECE_READ_TIMEOUT, work).await {
         Ok(result) => result,
-        Err(_) => Err(format!("the node at {} stalled", slot.limit.node_address)),
+        Err(_) => Err(format!("the node at {} stalled", slot.limit.node_address).into()),
     };
     (slot, batch, result)
 }
 
-/// Downloads `plan` of a remote segment and writes its plaintext.
+/// Downloads `plan` of a remote segment and writes its plaintext; adds the
+/// pieces that proved bad to `bad`, whatever the outcome.
 async fn download_remote(
     segment: pb::DownloadSegmentResponse,
     scheme: Redundancy,
@@ -359,6 +425,7 @@ async fn download_remote(
     plan: RangePlan,
     cipher: SegmentCipher,
     sink: &mut Sink<'_, impl AsyncWrite + Unpin>,
+    bad: &mut Vec<BadPiece>,
 ) -> Result<(), Error> {
     let k = scheme.required as usize;
     let n = scheme.total as usize;
@@ -410,6 +477,7 @@ async fn download_remote(
         in_flight.push(read_batch(slot, batches, 0));
     }
     let mut idle: Vec<PieceSlot> = Vec::new();
+    let mut last_error = None;
     let mut stripes = Vec::new();
     let mut plain = Vec::new();
     for batch in 0..batches.count() {
@@ -450,6 +518,7 @@ async fn download_remote(
                         return Err(Error::NotEnoughPieces {
                             got: have,
                             needed: k,
+                            last_error,
                         });
                     }
                 }
@@ -465,8 +534,16 @@ async fn download_remote(
                         in_flight.push(read_batch(slot, batches, read + 1));
                     }
                 }
-                Some((slot, _, Err(_))) => {
+                Some((slot, _, Err(failure))) => {
                     running[slot.piece_num] = None;
+                    if let (Some(reason), Some(order)) = (failure.bad, &slot.limit.limit) {
+                        bad.push(BadPiece {
+                            piece_num: slot.limit.piece_num,
+                            node_id: order.node_id.clone(),
+                            reason: reason.into(),
+                        });
+                    }
+                    last_error = Some(failure.message);
                     if let Some(next) = candidates.pop() {
                         running[next.piece_num] = Some(batch);
                         in_flight.push(read_batch(next, batches, batch));
@@ -665,7 +742,18 @@ async fn download_segment(
             .ok_or_else(|| Error::Protocol(format!("segment {position} has no redundancy")))?,
     )
     .map_err(|e| Error::Protocol(format!("segment {position}: {e}")))?;
-    download_remote(response, scheme, layout, plan, cipher, sink).await
+    let mut bad = Vec::new();
+    let result = download_remote(response, scheme, layout, plan, cipher, sink, &mut bad).await;
+    if !bad.is_empty() {
+        let metainfo = metainfo.clone();
+        let stream_id = object.stream_id.clone();
+        tokio::spawn(async move {
+            // Best effort: the pieces get audited in the normal course anyway,
+            // and the reader has what it asked for.
+            let _ = metainfo.report_bad_pieces(stream_id, position, bad).await;
+        });
+    }
+    result
 }
 
 #[cfg(test)]

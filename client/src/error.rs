@@ -22,8 +22,12 @@ pub enum Error {
     Satellite { code: Code, message: String },
     #[error("the satellite sent an invalid answer: {0}")]
     Protocol(String),
-    #[error("not enough storage nodes answered: {got} of the {needed} needed pieces arrived")]
-    NotEnoughPieces { got: usize, needed: usize },
+    #[error("not enough storage nodes answered: {got} of the {needed} needed pieces arrived{}", last_error.as_ref().map(|e| format!(" (last failure: {e})")).unwrap_or_default())]
+    NotEnoughPieces {
+        got: usize,
+        needed: usize,
+        last_error: Option<String>,
+    },
     #[error("not enough storage nodes stored the upload: {stored} of the {needed} needed pieces were stored{}", last_error.as_ref().map(|e| format!(" (last failure: {e})")).unwrap_or_default())]
     UploadFailed {
         stored: usize,
@@ -132,10 +136,24 @@ mod tests {
             e.to_string(),
             "cannot reach the satellite at sat:1: connection refused"
         );
-        let e = Error::NotEnoughPieces { got: 3, needed: 4 };
+        let e = Error::NotEnoughPieces {
+            got: 3,
+            needed: 4,
+            last_error: None,
+        };
         assert_eq!(
             e.to_string(),
             "not enough storage nodes answered: 3 of the 4 needed pieces arrived"
+        );
+        let e = Error::NotEnoughPieces {
+            got: 3,
+            needed: 4,
+            last_error: Some("the node at n:1 stalled".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "not enough storage nodes answered: 3 of the 4 needed pieces arrived \
+             (last failure: the node at n:1 stalled)"
         );
     }
 }

@@ -85,6 +85,9 @@ pub struct SegmentStat {
     pub redundancy: Option<Redundancy>,
     /// Pieces the satellite knows of.
     pub piece_count: u32,
+    /// Of those, the pieces that count towards the segment's health now (on
+    /// nodes that are online and in good standing); 0 for inline segments.
+    pub healthy_pieces: u32,
 }
 
 /// One line of an object listing.
@@ -150,6 +153,7 @@ fn segment_stat(info: &pb::SegmentInfo) -> Result<SegmentStat, Error> {
         inline: info.inline,
         redundancy,
         piece_count: info.piece_count,
+        healthy_pieces: info.healthy_pieces,
     })
 }
 

@@ -217,6 +217,22 @@ impl Metainfo {
         )
     }
 
+    /// Tells the satellite which pieces of a segment proved bad.
+    pub(crate) async fn report_bad_pieces(
+        &self,
+        stream_id: Vec<u8>,
+        position: u32,
+        pieces: Vec<BadPiece>,
+    ) -> Result<ReportBadPiecesResponse, Error> {
+        let request = ReportBadPiecesRequest {
+            header: self.header(),
+            stream_id,
+            position,
+            pieces,
+        };
+        call!(self, report_bad_pieces, request, Subject::Project)
+    }
+
     pub(crate) async fn list_objects(
         &self,
         request: ListObjectsRequest,

@@ -634,6 +634,7 @@ impl ObjectUpload<'_> {
                     inline: true,
                     redundancy: None,
                     piece_count: 0,
+                    healthy_pieces: 0,
                 });
             }
         }
@@ -695,6 +696,8 @@ impl ObjectUpload<'_> {
             inline: false,
             redundancy: Some(scheme),
             piece_count: stored,
+            // The satellite chose these nodes as healthy moments ago.
+            healthy_pieces: stored,
         })
     }
 

@@ -105,6 +105,19 @@ async fn every_command_works_and_errors_read_like_sentences() {
     assert!(segments
         .iter()
         .all(|s| s["piece_count"].as_u64().unwrap() >= 8 && s["redundancy"]["required"] == 4));
+    // Every node is up: every piece counts.
+    assert!(segments
+        .iter()
+        .all(|s| s["healthy_pieces"] == s["piece_count"]));
+    let human = String::from_utf8(cli.ok(&["stat", "ap://photos/2026/holiday.jpg"]).await).unwrap();
+    let first = &segments[0];
+    assert!(
+        human.contains(&format!(
+            "{} pieces ({} healthy)",
+            first["piece_count"], first["healthy_pieces"]
+        )),
+        "{human}"
+    );
 
     let range = cli
         .ok(&[

@@ -11,6 +11,9 @@
 //! first would audit a node in proportion to its share of the pieces, and a small
 //! node might never be audited. The segment is found by scanning the segments
 //! from a random stream id (bounded: [`SCAN_BATCH`] × [`SCAN_BATCHES`] rows).
+//! Prompt audits ([`AuditRequests`]) name the node, and may name the piece to
+//! challenge (one a client found bad while reading); a random piece of the
+//! node stands in when that piece is no longer on it.
 //!
 //! Outcomes: the bytes verify (success); wrong bytes, a bad proof, a missing or
 //! damaged piece (failure); no TCP connection (offline: no reputation change, a
@@ -33,7 +36,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::metabase::{Node, PendingAudit, Piece, Segment};
+use crate::metabase::{Node, PendingAudit, Piece, Segment, SegmentKey};
 use crate::metrics::Metrics;
 use crate::orders::OrderSigner;
 use crate::reputation::{AuditOutcome, ReputationConfig};
@@ -209,10 +212,21 @@ impl Auditor {
     }
 
     /// Audits `node` at once: its pending challenge if it is contained, else a
-    /// random chunk of a random piece it holds. For prompt audits (a client
-    /// reporting a bad piece) and for the workers.
+    /// random chunk of a random piece it holds.
     pub async fn audit_node_now(&self, node: NodeId) -> Result<AuditResult> {
-        let result = self.audit_node(node).await?;
+        self.audit_now(node, None).await
+    }
+
+    /// Audits `node` at once on a random chunk of `piece`: for a piece a
+    /// client found bad. A contained node answers its pending challenge
+    /// instead; a random piece of the node stands in if `piece` is no longer
+    /// on it.
+    pub async fn audit_piece_now(&self, node: NodeId, piece: &PieceRef) -> Result<AuditResult> {
+        self.audit_now(node, Some(piece)).await
+    }
+
+    async fn audit_now(&self, node: NodeId, piece: Option<&PieceRef>) -> Result<AuditResult> {
+        let result = self.audit_node(node, piece).await?;
         match result {
             AuditResult::Audited(outcome) => self.metrics.audited(outcome),
             AuditResult::Contained { .. } => self.metrics.contained(),
@@ -221,7 +235,7 @@ impl Auditor {
         Ok(result)
     }
 
-    async fn audit_node(&self, node: NodeId) -> Result<AuditResult> {
+    async fn audit_node(&self, node: NodeId, wanted: Option<&PieceRef>) -> Result<AuditResult> {
         let Some(_claim) = self.claim(node) else {
             return Ok(AuditResult::Skipped);
         };
@@ -239,7 +253,15 @@ impl Auditor {
                 None => self.metabase.release(&node).await?,
             }
         }
-        let Some((segment, piece)) = self.find_piece(&node).await? else {
+        let named = match wanted {
+            Some(wanted) => self.named_piece(&node, wanted).await?,
+            None => None,
+        };
+        let found = match named {
+            Some(found) => Some(found),
+            None => self.find_piece(&node).await?,
+        };
+        let Some((segment, piece)) = found else {
             return Ok(AuditResult::Skipped);
         };
         let leaves = hashtree::leaf_count(piece_size(&segment)?, DEFAULT_CHUNK_SIZE);
@@ -377,6 +399,29 @@ impl Auditor {
             piece,
             chunk_index: pending.chunk_index,
         }))
+    }
+
+    /// The segment of `wanted` and that piece, if it is still on `node`.
+    async fn named_piece(
+        &self,
+        node: &NodeId,
+        wanted: &PieceRef,
+    ) -> Result<Option<(Segment, Piece)>> {
+        let segment = match self
+            .metabase
+            .segment(&wanted.segment.stream_id, wanted.segment.position)
+            .await
+        {
+            Ok(segment) => segment,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let piece = segment
+            .pieces
+            .iter()
+            .copied()
+            .find(|p| p.num == wanted.num && p.node == *node);
+        Ok(piece.map(|piece| (segment, piece)))
     }
 
     /// A random committed segment with a piece on `node`, and that piece.
@@ -655,34 +700,65 @@ pub(crate) fn verify_answer(
     .map_err(|e| format!("the proof does not verify: {e}"))
 }
 
+/// One piece of one segment, named in a prompt audit request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PieceRef {
+    pub segment: SegmentKey,
+    pub num: u16,
+}
+
+/// A prompt audit: of `node`, on `piece` if one is named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AuditRequest {
+    node: NodeId,
+    piece: Option<PieceRef>,
+}
+
 /// Asks the audit workers to audit a node soon; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct AuditRequests(mpsc::Sender<NodeId>);
+pub struct AuditRequests(mpsc::Sender<AuditRequest>);
 
 impl AuditRequests {
     /// Queues a prompt audit of `node`; false if the queue is full or the
     /// workers have stopped (the node is still audited in the normal course).
     pub fn request(&self, node: NodeId) -> bool {
-        self.0.try_send(node).is_ok()
+        self.send(AuditRequest { node, piece: None })
+    }
+
+    /// Queues a prompt audit of `piece` on `node` (see
+    /// [`Auditor::audit_piece_now`]); false as for [`AuditRequests::request`].
+    pub fn request_piece(&self, node: NodeId, piece: PieceRef) -> bool {
+        self.send(AuditRequest {
+            node,
+            piece: Some(piece),
+        })
+    }
+
+    fn send(&self, request: AuditRequest) -> bool {
+        self.0.try_send(request).is_ok()
     }
 }
 
-/// One audit worker: waits for a requested node or the interval, then audits.
+/// One audit worker: waits for a requested audit or the interval, then audits.
 pub struct AuditWorker {
     auditor: Auditor,
     interval: Duration,
-    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<NodeId>>>,
+    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<AuditRequest>>>,
 }
 
 impl Work for AuditWorker {
     async fn run_once(&mut self) -> Result<Progress> {
         // A closed queue disables its branch: then only the interval wakes us.
         let requested = tokio::select! {
-            Some(node) = async { self.requests.lock().await.recv().await } => Some(node),
+            Some(request) = async { self.requests.lock().await.recv().await } => Some(request),
             _ = tokio::time::sleep(self.interval) => None,
         };
         match requested {
-            Some(node) => self.auditor.audit_node_now(node).await?,
+            Some(AuditRequest {
+                node,
+                piece: Some(piece),
+            }) => self.auditor.audit_piece_now(node, &piece).await?,
+            Some(AuditRequest { node, piece: None }) => self.auditor.audit_node_now(node).await?,
             None => self.auditor.audit_random_node().await?,
         };
         // The pause is the wait above.

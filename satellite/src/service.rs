@@ -2,6 +2,8 @@
 //! objects, segments and the order limits that authorize piece transfers).
 //! Every metainfo call is authenticated by its API key and scoped to the key's
 //! project; stream and segment ids are signed tokens (see [`crate::tokens`]).
+//! Segment infos carry their healthy piece count by [`crate::health`]'s rules;
+//! pieces clients report bad are audited promptly ([`crate::audit`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, Pie
 use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
 use tonic::{Request, Response, Status};
 
-use crate::audit::AuditRequests;
+use crate::audit::{AuditRequests, PieceRef};
 use crate::deletes::PieceDeleter;
+use crate::health::{self, NetworkView};
 use crate::metabase::{self, ListEntry, Piece, Project, Segment};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::tokens::{self, SegmentToken, StreamToken};
 use crate::{overlay, Config, Error, Metabase, Result};
@@ -182,7 +185,7 @@ impl State {
         let redundancy = self.config.redundancy;
         let piece_size = redundancy.piece_size(max_size);
         let now = unix_now();
-        let online_since = now.saturating_sub(secs(self.config.node_online_window));
+        let online_since = health::online_since(self.config.node_online_window, now);
         let reputation = &self.config.reputation;
         let (vetted, unvetted) = self
             .metabase
@@ -411,7 +414,19 @@ impl State {
             .await
     }
 
-    fn segment_info(segment: &Segment) -> pb::SegmentInfo {
+    /// The network view for the health of `segments`; `None` when all are inline.
+    async fn view_for(&self, segments: &[Segment]) -> Result<Option<NetworkView>> {
+        if segments.iter().all(|s| s.inline_data.is_some()) {
+            return Ok(None);
+        }
+        Ok(Some(
+            health::current_view(&self.metabase, &self.config, unix_now()).await?,
+        ))
+    }
+
+    /// `view` must be present for remote segments (see [`State::view_for`]).
+    fn segment_info(segment: &Segment, view: Option<&NetworkView>) -> pb::SegmentInfo {
+        let healthy = view.map_or(0, |v| v.classify(&segment.pieces).healthy_count());
         pb::SegmentInfo {
             position: segment.position,
             plain_offset: segment.plain_offset,
@@ -420,7 +435,24 @@ impl State {
             inline: segment.inline_data.is_some(),
             redundancy: segment.redundancy.map(Redundancy::to_pb),
             piece_count: u32::try_from(segment.pieces.len()).unwrap_or(u32::MAX),
+            healthy_pieces: u32::from(healthy),
         }
+    }
+
+    /// The committed object of `stream`, which must belong to `project`.
+    async fn committed_object(
+        &self,
+        project: &Project,
+        stream: &StreamToken,
+    ) -> Result<metabase::Object> {
+        let object = self
+            .metabase
+            .object_by_stream(&project.id, &stream.stream)
+            .await?;
+        if object.committed == 0 {
+            return Err(Error::NotFound("a committed object for this stream".into()));
+        }
+        Ok(object)
     }
 
     async fn download_segment(
@@ -429,16 +461,11 @@ impl State {
     ) -> Result<pb::DownloadSegmentResponse> {
         let project = self.authenticate(r.header.as_ref()).await?;
         let stream = self.open_stream(&project, &r.stream_id)?;
-        let object = self
-            .metabase
-            .object_by_stream(&project.id, &stream.stream)
-            .await?;
-        if object.committed == 0 {
-            return Err(Error::NotFound("a committed object for this stream".into()));
-        }
+        let object = self.committed_object(&project, &stream).await?;
         let segment = self.metabase.segment(&stream.stream, r.position).await?;
+        let view = self.view_for(std::slice::from_ref(&segment)).await?;
         let mut response = pb::DownloadSegmentResponse {
-            segment: Some(Self::segment_info(&segment)),
+            segment: Some(Self::segment_info(&segment, view.as_ref())),
             encrypted_key: segment.encrypted_key.clone(),
             encrypted_key_nonce: segment.encrypted_key_nonce.clone(),
             ..Default::default()
@@ -481,6 +508,54 @@ impl State {
         }
         response.piece_size = piece_size;
         Ok(response)
+    }
+
+    /// Counts the reported pieces that the segment really has on the named
+    /// nodes (at most as many as it has pieces) and asks for a prompt audit of
+    /// each. Anything else in the report is ignored: a client cannot point
+    /// audits at pieces it was never given.
+    async fn report_bad_pieces(
+        &self,
+        r: pb::ReportBadPiecesRequest,
+    ) -> Result<pb::ReportBadPiecesResponse> {
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        self.committed_object(&project, &stream).await?;
+        let segment = self.metabase.segment(&stream.stream, r.position).await?;
+        let mut reported = HashSet::new();
+        for bad in r.pieces.iter().take(segment.pieces.len()) {
+            let reason = match pb::BadPieceReason::try_from(bad.reason) {
+                Ok(pb::BadPieceReason::Corrupt) => "corrupt",
+                Ok(pb::BadPieceReason::Missing) => "missing",
+                Ok(pb::BadPieceReason::Invalid) | Err(_) => continue,
+            };
+            let Some(piece) = segment.pieces.iter().find(|p| {
+                u32::from(p.num) == bad.piece_num && p.node.as_bytes() == bad.node_id.as_slice()
+            }) else {
+                continue;
+            };
+            if !reported.insert(piece.num) {
+                continue;
+            }
+            metrics::bump(&self.metrics.bad_piece_reports);
+            tracing::debug!(
+                "a client reports piece {} of a segment on node {} as {reason}",
+                piece.num,
+                piece.node
+            );
+            if let Some(requests) = &self.audit_requests {
+                requests.request_piece(
+                    piece.node,
+                    PieceRef {
+                        segment: segment.key(),
+                        num: piece.num,
+                    },
+                );
+            }
+        }
+        Ok(pb::ReportBadPiecesResponse {
+            accepted: u32::try_from(reported.len()).unwrap_or(u32::MAX),
+        })
     }
 }
 
@@ -710,9 +785,13 @@ impl Metainfo for State {
             .get_object(&project.id, &r.bucket, &r.encrypted_object_key)
             .await?;
         let segments = self.metabase.segments(&object.stream_id).await?;
+        let view = self.view_for(&segments).await?;
         Ok(Response::new(pb::GetObjectResponse {
             object: Some(self.object_pb(&object)),
-            segments: segments.iter().map(State::segment_info).collect(),
+            segments: segments
+                .iter()
+                .map(|s| State::segment_info(s, view.as_ref()))
+                .collect(),
         }))
     }
 
@@ -775,6 +854,15 @@ impl Metainfo for State {
         Ok(Response::new(pb::DeleteObjectResponse {
             object: Some(self.object_pb(&object)),
         }))
+    }
+
+    async fn report_bad_pieces(
+        &self,
+        request: Request<pb::ReportBadPiecesRequest>,
+    ) -> Result<Response<pb::ReportBadPiecesResponse>, Status> {
+        Ok(Response::new(
+            State::report_bad_pieces(self, request.into_inner()).await?,
+        ))
     }
 }
 

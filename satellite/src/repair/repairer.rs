@@ -21,7 +21,7 @@ use archipel_proto::pb::{PieceAction, PieceDownloadRequest, PieceUploadRequest};
 use archipel_proto::{NodeId, PeerKey, Redundancy};
 use tokio::task::JoinSet;
 
-use crate::audit::{verify_answer, AuditRequests, Expected};
+use crate::audit::{verify_answer, AuditRequests, Expected, PieceRef};
 use crate::deletes::PieceDeleter;
 use crate::health::{self, NetworkView, NodeStatus, PieceHealth};
 use crate::metabase::{Node, Piece, RemovedSegment, Segment, SegmentKey};
@@ -240,7 +240,13 @@ impl Repairer {
                 Err(FetchError::Bad(why)) => {
                     tracing::warn!("node {} holds a bad piece {}: {why}", piece.node, piece.num);
                     if let Some(requests) = &self.audit_requests {
-                        requests.request(piece.node);
+                        requests.request_piece(
+                            piece.node,
+                            PieceRef {
+                                segment: segment.key(),
+                                num: piece.num,
+                            },
+                        );
                     }
                     last_error = why;
                     bad.push(piece);
