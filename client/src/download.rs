@@ -11,7 +11,7 @@
 //!
 //! Heal on read: pieces that proved bad (failed verification, or the node said
 //! they are missing or damaged) are reported to the satellite once the segment
-//! is done, from a background task, so that it audits them. Unreachable or slow
+//! is done (waiting at most [`REPORT_TIMEOUT`]), so that it audits them. Unreachable or slow
 //! nodes are not reported: being away is not misbehaviour.
 
 use std::time::Duration;
@@ -41,6 +41,8 @@ const PIECE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DATA_PIECE_GRACE: Duration = Duration::from_millis(20);
 /// Largest gRPC message from a node.
 const MAX_NODE_MESSAGE: usize = 16 << 20;
+/// Longest a download waits for the satellite to take a bad-piece report.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pieces fetched beyond `k`, so that one slow or failing node costs nothing.
 fn extra_pieces(k: usize) -> usize {
@@ -745,13 +747,11 @@ async fn download_segment(
     let mut bad = Vec::new();
     let result = download_remote(response, scheme, layout, plan, cipher, sink, &mut bad).await;
     if !bad.is_empty() {
-        let metainfo = metainfo.clone();
-        let stream_id = object.stream_id.clone();
-        tokio::spawn(async move {
-            // Best effort: the pieces get audited in the normal course anyway,
-            // and the reader has what it asked for.
-            let _ = metainfo.report_bad_pieces(stream_id, position, bad).await;
-        });
+        // Awaited, not spawned: a command-line download would exit before a
+        // background report went out. Bounded, and errors are ignored: the
+        // pieces get audited in the normal course anyway.
+        let report = metainfo.report_bad_pieces(object.stream_id.clone(), position, bad);
+        let _ = tokio::time::timeout(REPORT_TIMEOUT, report).await;
     }
     result
 }

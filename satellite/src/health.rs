@@ -113,12 +113,17 @@ impl NetworkView {
         self.nodes.get(node).map(|(_, net)| net.as_str())
     }
 
-    /// The known nodes whose status is `status`.
-    pub fn nodes_with(&self, status: NodeStatus) -> impl Iterator<Item = &NodeId> {
-        self.nodes
+    /// The networks `pieces` occupy, when pieces must sit in distinct
+    /// networks (else none): where new pieces of their segment may not go.
+    pub fn networks_of(&self, pieces: &[Piece]) -> HashSet<String> {
+        if !self.distinct_subnets {
+            return HashSet::new();
+        }
+        pieces
             .iter()
-            .filter(move |(_, (s, _))| *s == status)
-            .map(|(id, _)| id)
+            .filter_map(|p| self.network(&p.node))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Sorts `pieces` into healthy, retrievable and lost.

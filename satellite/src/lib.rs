@@ -102,6 +102,12 @@ mod redundancy_text {
     }
 }
 
+/// A byte count as the signed 64-bit integer the database and the protocol
+/// carry, saturating (no real size comes near the limit).
+pub(crate) fn size_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Production redundancy: Storj's 29/35/80/110.
 pub fn default_redundancy() -> Redundancy {
     Redundancy {

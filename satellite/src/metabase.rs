@@ -253,6 +253,17 @@ fn redundancy_text(r: &Redundancy) -> String {
     )
 }
 
+/// Queue candidates a claim tries before it reports an empty queue.
+const CLAIM_CANDIDATES: i64 = 16;
+/// Longest repair error text kept with a queued segment.
+const MAX_ERROR_TEXT: usize = 500;
+
+/// `text` without control characters (which PostgreSQL text refuses as NUL
+/// and logs garble), cut to at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 /// A segment's address: its stream and position.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentKey {
@@ -1667,26 +1678,35 @@ impl Metabase {
         Ok(changed > 0)
     }
 
-    /// Up to `limit` remote segments (of committed and pending objects) after
-    /// `after` in (stream id, position) order: one step of the checker's scan.
+    /// Up to `limit` remote segments (of committed and pending objects not
+    /// expired at `now`) after `after` in (stream id, position) order: one
+    /// step of the checker's scan.
     pub async fn remote_segments_after(
         &self,
         after: Option<&SegmentKey>,
         limit: usize,
+        now: i64,
     ) -> Result<Vec<Segment>> {
         let (stream, position) = match after {
             Some(key) => (key.stream_id.clone(), i64::from(key.position)),
             None => (Vec::new(), -1),
         };
+        let columns = SEGMENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE redundancy IS NOT NULL \
-             AND (stream_id > $1 OR (stream_id = $1 AND position > $2)) \
-             ORDER BY stream_id, position LIMIT $3"
+            "SELECT {columns} FROM segments s JOIN objects o ON o.stream_id = s.stream_id \
+             WHERE s.redundancy IS NOT NULL AND (o.expires_at = 0 OR o.expires_at > $3) \
+             AND (s.stream_id > $1 OR (s.stream_id = $1 AND s.position > $2)) \
+             ORDER BY s.stream_id, s.position LIMIT $4"
         );
         let records: Vec<SegmentRecord> = on_pool!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(stream)
                 .bind(position)
+                .bind(now)
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(pool)
                 .await?
@@ -1726,18 +1746,6 @@ impl Metabase {
         Ok(())
     }
 
-    /// Takes a segment out of the repair queue (healthy again, repaired or gone).
-    pub async fn dequeue_repair(&self, key: &SegmentKey) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("DELETE FROM repair_queue WHERE stream_id = $1 AND position = $2")
-                .bind(&key.stream_id)
-                .bind(i64::from(key.position))
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
-    }
-
     /// Drops queue entries the checker did not see in a whole pass that
     /// started at `pass_start`: their segments are gone.
     pub async fn prune_repair_queue(&self, pass_start: i64) -> Result<u64> {
@@ -1757,20 +1765,19 @@ impl Metabase {
     /// satellite processes can call this at once: the claim is a conditional
     /// update, so exactly one of them wins a segment.
     pub async fn claim_repair(&self, now: i64, until: i64) -> Result<Option<RepairClaim>> {
-        for _ in 0..8 {
-            let candidate: Option<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
-                sqlx::query_as(
-                    "SELECT stream_id, position, attempts FROM repair_queue \
-                     WHERE claimed_until < $1 \
-                     ORDER BY margin, inserted_at LIMIT 1",
-                )
-                .bind(now)
-                .fetch_optional(pool)
-                .await?
-            });
-            let Some((stream_id, position, attempts)) = candidate else {
-                return Ok(None);
-            };
+        // The riskiest few, tried in order: workers racing for the first one
+        // fall through to the next instead of idling.
+        let candidates: Vec<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT stream_id, position, attempts FROM repair_queue \
+                 WHERE claimed_until < $1 ORDER BY margin, inserted_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(CLAIM_CANDIDATES)
+            .fetch_all(pool)
+            .await?
+        });
+        for (stream_id, position, attempts) in candidates {
             let token: [u8; 16] = rand::random();
             let won = on_pool!(self, pool => {
                 sqlx::query(
@@ -1828,7 +1835,7 @@ impl Metabase {
                 .bind(i64::from(claim.key.position))
                 .bind(claim.token.to_vec())
                 .bind(at)
-                .bind(why)
+                .bind(printable(why, MAX_ERROR_TEXT))
                 .execute(pool)
                 .await?,
             };
@@ -1901,6 +1908,12 @@ mod tests {
         assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
         assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
         assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn error_texts_are_printable_and_bounded() {
+        assert_eq!(printable("a\0b\nc", 10), "abc");
+        assert_eq!(printable("ééééé", 3), "ééé");
     }
 
     #[test]

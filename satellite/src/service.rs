@@ -23,7 +23,7 @@ use crate::metabase::{self, ListEntry, Piece, Project, Segment};
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::tokens::{self, SegmentToken, StreamToken};
-use crate::{overlay, Config, Error, Metabase, Result};
+use crate::{overlay, size_i64, Config, Error, Metabase, Result};
 
 /// Check-ins whose clock is further off than this are refused (replay guard).
 const CHECK_IN_CLOCK_SKEW: i64 = 600;
@@ -45,10 +45,6 @@ pub struct State {
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn size_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Checks a bucket name against the S3 rules.

@@ -22,7 +22,9 @@ use archipel_satellite::health::{NetworkView, PieceHealth};
 use archipel_satellite::metabase::{Node, NodeStanding, Piece};
 use archipel_satellite::overlay;
 use archipel_satellite::repair::checker::{verdict, Verdict};
-use archipel_satellite::repair::repairer::{merge_pieces, plan_pieces, select_repair_nodes};
+use archipel_satellite::repair::repairer::{
+    merge_pieces, plan_pieces, repair_sources, select_repair_nodes,
+};
 use archipel_satellite::reputation::{Beta, NodeHealth, ReputationConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -470,11 +472,11 @@ impl Simulation {
         // Sources in the repairer's order: healthy, then other reachable pieces.
         let mut good = 0;
         let mut bad = HashSet::new();
-        for piece in health.healthy.iter().chain(health.retrievable.iter()) {
+        for piece in repair_sources(view, health) {
             if good == k {
                 break;
             }
-            match self.readable(piece) {
+            match self.readable(&piece) {
                 Some(true) => good += 1,
                 Some(false) => {
                     bad.insert(piece.num);
@@ -489,16 +491,7 @@ impl Simulation {
         }
         let plan = plan_pieces(health, &bad, &redundancy);
         let holders: HashSet<NodeId> = self.segments[s].iter().map(|p| p.node).collect();
-        let taken_networks: HashSet<String> = if self.config.distinct_subnets {
-            health
-                .healthy
-                .iter()
-                .filter_map(|p| view.network(&p.node))
-                .map(str::to_string)
-                .collect()
-        } else {
-            HashSet::new()
-        };
+        let taken_networks = view.networks_of(&health.healthy);
         let targets = select_repair_nodes(
             &mut self.rng,
             vetted.to_vec(),

@@ -194,7 +194,7 @@ async fn lost_segments_show_in_metrics(backend: Backend) {
         .metabase()
         .await
         .unwrap()
-        .remote_segments_after(None, 10)
+        .remote_segments_after(None, 10, archipel_proto::orders::unix_now())
         .await
         .unwrap();
     assert_eq!(segments.len(), 1);

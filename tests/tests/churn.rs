@@ -32,7 +32,7 @@ fn default_churn_loses_nothing_and_repairs() {
 
 #[test]
 fn a_seed_fixes_the_history() {
-    let config = ChurnConfig { days: 3, ..small() };
+    let config = small();
     let first = simulate(config.clone());
     assert_eq!(simulate(config.clone()), first);
     assert!(first.pieces_rebuilt > 0);

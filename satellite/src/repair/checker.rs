@@ -117,7 +117,7 @@ impl Work for Checker {
         let view = health::current_view(&self.metabase, &self.config, now).await?;
         let batch = self
             .metabase
-            .remote_segments_after(pass.after.as_ref(), self.config.repair.checker_batch)
+            .remote_segments_after(pass.after.as_ref(), self.config.repair.checker_batch, now)
             .await?;
         for segment in &batch {
             self.check(&view, segment, &mut pass.figures, now).await?;

@@ -33,7 +33,8 @@ pub struct RepairConfig {
     /// segment to another after this (default 15m).
     #[serde(with = "humantime_serde")]
     pub claim_lease: Duration,
-    /// How long a segment whose repair failed waits before the next try (default 5m).
+    /// How long a segment whose repair failed waits before the next try,
+    /// doubled for every further failure up to 32 times (default 5m).
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
     /// Longest a single piece download or upload may take (default 2m).
@@ -68,6 +69,13 @@ impl RepairConfig {
         {
             return Err(Error::Config(
                 "repair intervals, batch, workers, lease and timeout must be positive".into(),
+            ));
+        }
+        // A repair downloads, then uploads: a lease shorter than that could
+        // run out mid-repair and let a second worker start on the segment.
+        if self.enabled && self.claim_lease < self.transfer_timeout * 3 {
+            return Err(Error::Config(
+                "repair claim_lease must be at least three transfer_timeouts".into(),
             ));
         }
         Ok(())

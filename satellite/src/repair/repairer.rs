@@ -29,7 +29,7 @@ use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::repair::checker::{verdict, Verdict};
 use crate::worker::{Progress, Work};
-use crate::{overlay, Config, Error, Metabase, Result};
+use crate::{overlay, size_i64, Config, Error, Metabase, Result};
 
 /// Bytes of piece data per upload message.
 const UPLOAD_MESSAGE: usize = 256 << 10;
@@ -58,6 +58,13 @@ pub struct Repairer {
     deleter: PieceDeleter,
     metrics: Arc<Metrics>,
     audit_requests: Option<AuditRequests>,
+}
+
+/// What the downloads of a repair brought.
+struct Fetched {
+    downloaded: Vec<(u16, Vec<u8>)>,
+    bad: Vec<Piece>,
+    last_error: String,
 }
 
 /// Why a piece could not be read.
@@ -97,10 +104,14 @@ impl Repairer {
         let Some(expiration) = self.metabase.stream_expiration(&key.stream_id).await? else {
             return Ok(RepairOutcome::Gone);
         };
+        let now = unix_now();
+        // Expired data is garbage to nodes already: nothing to keep alive.
+        if expiration != 0 && expiration <= now {
+            return Ok(RepairOutcome::Gone);
+        }
         let Some(redundancy) = segment.redundancy else {
             return Ok(RepairOutcome::Healthy);
         };
-        let now = unix_now();
         let view = health::current_view(&self.metabase, &self.config, now).await?;
         let health = view.classify(&segment.pieces);
         match verdict(health.healthy_count(), &redundancy) {
@@ -112,33 +123,64 @@ impl Repairer {
                 .map_err(|_| Error::Corrupt("a negative segment size".into()))?,
         );
 
-        // Read from healthy pieces first, then from other reachable ones.
-        let sources: Vec<Piece> = health
-            .healthy
-            .iter()
-            .chain(
-                health
-                    .retrievable
-                    .iter()
-                    .filter(|p| view.status(&p.node) != NodeStatus::Offline),
-            )
-            .copied()
-            .collect();
-        let (downloaded, bad) = self
-            .download_pieces(&segment, &sources, &redundancy, piece_size, expiration)
-            .await?;
-        let bad_nums: HashSet<u16> = bad.iter().map(|p| p.num).collect();
-
-        let plan = plan_pieces(&health, &bad_nums, &redundancy);
+        // Nodes first: without any, downloading would be wasted.
         let targets = self
-            .choose_nodes(&segment, &view, &health, plan.len(), piece_size, now)
+            .choose_nodes(
+                &segment,
+                &view,
+                &health,
+                plan_pieces(&health, &HashSet::new(), &redundancy).len(),
+                piece_size,
+                now,
+            )
             .await?;
         if targets.is_empty() {
             return Err(Error::Repair(
                 "no fresh node is available for the rebuilt pieces".into(),
             ));
         }
-        let wanted: Vec<u16> = plan.iter().take(targets.len()).copied().collect();
+        let Fetched {
+            downloaded,
+            bad,
+            last_error,
+        } = self
+            .download_pieces(
+                &segment,
+                &repair_sources(&view, &health),
+                &redundancy,
+                piece_size,
+                expiration,
+            )
+            .await?;
+        // Pieces of a segment deleted or replaced meanwhile are gone from
+        // their nodes for good reason: neither a failure nor bad pieces.
+        if let Some(changed) = self.changed_since(&segment).await? {
+            return Ok(changed);
+        }
+        for piece in &bad {
+            tracing::warn!("node {} holds a bad piece {}", piece.node, piece.num);
+            if let Some(requests) = &self.audit_requests {
+                requests.request_piece(
+                    piece.node,
+                    PieceRef {
+                        segment: segment.key(),
+                        num: piece.num,
+                    },
+                );
+            }
+        }
+        let k = usize::from(redundancy.required);
+        if downloaded.len() < k {
+            return Err(Error::Repair(format!(
+                "only {} of the {k} pieces needed could be read (last error: {last_error})",
+                downloaded.len()
+            )));
+        }
+        let bad_nums: HashSet<u16> = bad.iter().map(|p| p.num).collect();
+        let wanted: Vec<u16> = plan_pieces(&health, &bad_nums, &redundancy)
+            .into_iter()
+            .take(targets.len())
+            .collect();
         let rebuilt = tokio::task::spawn_blocking({
             let wanted = wanted.clone();
             move || rebuild_pieces(&redundancy, &downloaded, &wanted, piece_size)
@@ -160,9 +202,16 @@ impl Repairer {
             .swap_pieces(key, &segment.pieces, &pieces)
             .await?
         {
+            // Another repair may have put the same piece number on the same
+            // node (same piece id, one file): never delete what is listed now.
+            let current = self.current_pieces(key).await?.unwrap_or_default();
+            let orphans: Vec<Piece> = stored
+                .into_iter()
+                .filter(|p| !current.iter().any(|c| c.node == p.node && c.num == p.num))
+                .collect();
             self.deleter.delete(vec![RemovedSegment {
                 root_piece_id: segment.root_piece_id,
-                pieces: stored,
+                pieces: orphans,
             }]);
             return Ok(RepairOutcome::Superseded);
         }
@@ -185,8 +234,28 @@ impl Repairer {
         })
     }
 
+    /// The segment's piece list now; `None` once it is gone.
+    async fn current_pieces(&self, key: &SegmentKey) -> Result<Option<Vec<Piece>>> {
+        match self.metabase.segment(&key.stream_id, key.position).await {
+            Ok(segment) => Ok(Some(segment.pieces)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How the repair ends if `segment` was deleted or its pieces changed
+    /// since it was read; `None` if it is as it was.
+    async fn changed_since(&self, segment: &Segment) -> Result<Option<RepairOutcome>> {
+        Ok(match self.current_pieces(&segment.key()).await? {
+            None => Some(RepairOutcome::Gone),
+            Some(pieces) if pieces != segment.pieces => Some(RepairOutcome::Superseded),
+            Some(_) => None,
+        })
+    }
+
     /// Downloads and verifies pieces from `sources` in order until `k` are in
-    /// hand, `k` at a time. Returns them with the pieces found bad.
+    /// hand, `k` at a time; also returns the pieces found bad and the last
+    /// reason a piece could not be read.
     async fn download_pieces(
         &self,
         segment: &Segment,
@@ -194,7 +263,7 @@ impl Repairer {
         redundancy: &Redundancy,
         piece_size: u64,
         expiration: i64,
-    ) -> Result<(Vec<(u16, Vec<u8>)>, Vec<Piece>)> {
+    ) -> Result<Fetched> {
         let k = usize::from(redundancy.required);
         let ids: Vec<NodeId> = sources.iter().map(|p| p.node).collect();
         let nodes = self.metabase.nodes(&ids).await?;
@@ -238,16 +307,7 @@ impl Repairer {
                     last_error = why;
                 }
                 Err(FetchError::Bad(why)) => {
-                    tracing::warn!("node {} holds a bad piece {}: {why}", piece.node, piece.num);
-                    if let Some(requests) = &self.audit_requests {
-                        requests.request_piece(
-                            piece.node,
-                            PieceRef {
-                                segment: segment.key(),
-                                num: piece.num,
-                            },
-                        );
-                    }
+                    tracing::info!("node {} sent a bad piece {}: {why}", piece.node, piece.num);
                     last_error = why;
                     bad.push(piece);
                 }
@@ -256,14 +316,14 @@ impl Repairer {
                 break;
             }
         }
-        if downloaded.len() < k {
-            return Err(Error::Repair(format!(
-                "only {} of the {k} pieces needed could be read (last error: {last_error})",
-                downloaded.len()
-            )));
+        if downloaded.len() == k {
+            metrics::add(&self.metrics.repair_download_bytes, piece_size * k as u64);
         }
-        metrics::add(&self.metrics.repair_download_bytes, piece_size * k as u64);
-        Ok((downloaded, bad))
+        Ok(Fetched {
+            downloaded,
+            bad,
+            last_error,
+        })
     }
 
     /// Reads one whole piece under a GET_REPAIR order and verifies it.
@@ -281,7 +341,7 @@ impl Repairer {
             piece.node,
             &piece_id,
             PieceAction::GetRepair,
-            i64::try_from(piece_size).unwrap_or(i64::MAX),
+            size_i64(piece_size),
             expiration,
         );
         let timeout = self.config.repair.transfer_timeout;
@@ -291,7 +351,7 @@ impl Repairer {
             let request = PieceDownloadRequest {
                 limit: Some(limit),
                 offset: 0,
-                length: i64::try_from(piece_size).unwrap_or(i64::MAX),
+                length: size_i64(piece_size),
             };
             let expected = Expected {
                 key: &key,
@@ -324,21 +384,12 @@ impl Repairer {
             .metabase
             .eligible_nodes_by_vetting(
                 online_since,
-                i64::try_from(piece_size).unwrap_or(i64::MAX),
+                size_i64(piece_size),
                 reputation.vetting_audits,
             )
             .await?;
         let holders: HashSet<NodeId> = segment.pieces.iter().map(|p| p.node).collect();
-        let taken_networks: HashSet<String> = if self.config.distinct_subnets {
-            health
-                .healthy
-                .iter()
-                .filter_map(|p| view.network(&p.node))
-                .map(str::to_string)
-                .collect()
-        } else {
-            HashSet::new()
-        };
+        let taken_networks = view.networks_of(&health.healthy);
         Ok(select_repair_nodes(
             &mut rand::thread_rng(),
             vetted,
@@ -371,7 +422,7 @@ impl Repairer {
                 id,
                 &piece_id,
                 PieceAction::PutRepair,
-                i64::try_from(piece_size).unwrap_or(i64::MAX),
+                size_i64(piece_size),
                 expiration,
             );
             let timeout = self.config.repair.transfer_timeout;
@@ -427,6 +478,22 @@ pub fn select_repair_nodes(
         unvetted_share,
         distinct_subnets,
     )
+}
+
+/// Where a repair reads from, in order: healthy pieces, then the other
+/// pieces whose nodes are reachable (suspended, exiting, clumped).
+pub fn repair_sources(view: &NetworkView, health: &PieceHealth) -> Vec<Piece> {
+    health
+        .healthy
+        .iter()
+        .chain(
+            health
+                .retrievable
+                .iter()
+                .filter(|p| view.status(&p.node) != NodeStatus::Offline),
+        )
+        .copied()
+        .collect()
 }
 
 /// The piece numbers to rebuild, in order of preference: numbers no piece has
@@ -635,7 +702,11 @@ impl Work for Repairer {
             claim.key.position,
             hex::encode(&claim.key.stream_id)
         );
-        let retry = i64::try_from(self.config.repair.retry_after.as_secs()).unwrap_or(i64::MAX);
+        // Segments that keep failing wait longer each time (up to 32×).
+        let backoff = 1i64 << claim.attempts.clamp(1, 6).saturating_sub(1);
+        let retry = i64::try_from(self.config.repair.retry_after.as_secs())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(backoff);
         match self.repair(&claim.key).await {
             Ok(RepairOutcome::Repaired {
                 new_pieces,
