@@ -88,6 +88,40 @@ pub struct SegmentStat {
     /// Of those, the pieces that count towards the segment's health now (on
     /// nodes that are online and in good standing); 0 for inline segments.
     pub healthy_pieces: u32,
+    /// What the healthy pieces mean for the segment.
+    pub health: SegmentHealth,
+}
+
+/// A segment's state as its healthy pieces tell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentHealth {
+    /// Above the repair threshold (inline segments always are).
+    Healthy,
+    /// At or below the repair threshold: the satellite rebuilds pieces.
+    RepairPending,
+    /// Fewer healthy pieces than needed to read it right now.
+    Lost,
+}
+
+impl SegmentHealth {
+    pub(crate) fn of(redundancy: Option<&Redundancy>, healthy: u32) -> SegmentHealth {
+        match redundancy {
+            Some(r) if healthy < u32::from(r.required) => SegmentHealth::Lost,
+            Some(r) if healthy <= u32::from(r.repair) => SegmentHealth::RepairPending,
+            _ => SegmentHealth::Healthy,
+        }
+    }
+}
+
+impl std::fmt::Display for SegmentHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SegmentHealth::Healthy => "healthy",
+            SegmentHealth::RepairPending => "repair pending",
+            SegmentHealth::Lost => "LOST",
+        })
+    }
 }
 
 /// One line of an object listing.
@@ -151,6 +185,7 @@ fn segment_stat(info: &pb::SegmentInfo) -> Result<SegmentStat, Error> {
         plain_size: non_negative(info.plain_size, "segment plain size")?,
         encrypted_size: non_negative(info.encrypted_size, "segment encrypted size")?,
         inline: info.inline,
+        health: SegmentHealth::of(redundancy.as_ref(), info.healthy_pieces),
         redundancy,
         piece_count: info.piece_count,
         healthy_pieces: info.healthy_pieces,

@@ -32,7 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE, TAG_SIZE};
 use crate::metainfo::{connect, Metainfo};
 use crate::ranges::{encrypted_size, max_plain_within};
-use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentStat, UploadOptions};
+use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentHealth, SegmentStat, UploadOptions};
 
 /// Largest segment a satellite may ask for: bounds what a segment upload holds.
 const MAX_SEGMENT_SIZE: u64 = 4 << 30;
@@ -635,6 +635,7 @@ impl ObjectUpload<'_> {
                     redundancy: None,
                     piece_count: 0,
                     healthy_pieces: 0,
+                    health: SegmentHealth::Healthy,
                 });
             }
         }
@@ -698,6 +699,7 @@ impl ObjectUpload<'_> {
             piece_count: stored,
             // The satellite chose these nodes as healthy moments ago.
             healthy_pieces: stored,
+            health: SegmentHealth::of(Some(&scheme), stored),
         })
     }
 

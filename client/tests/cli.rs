@@ -108,12 +108,12 @@ async fn every_command_works_and_errors_read_like_sentences() {
     // Every node is up: every piece counts.
     assert!(segments
         .iter()
-        .all(|s| s["healthy_pieces"] == s["piece_count"]));
+        .all(|s| s["healthy_pieces"] == s["piece_count"] && s["health"] == "healthy"));
     let human = String::from_utf8(cli.ok(&["stat", "ap://photos/2026/holiday.jpg"]).await).unwrap();
     let first = &segments[0];
     assert!(
         human.contains(&format!(
-            "{} pieces ({} healthy)",
+            "{} pieces ({} healthy: healthy)",
             first["piece_count"], first["healthy_pieces"]
         )),
         "{human}"

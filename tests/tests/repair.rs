@@ -18,7 +18,7 @@ use archipel_satellite::health::{self, NetworkView};
 use archipel_satellite::metabase::{Piece, QueuedSegment, Segment, SegmentKey};
 use archipel_satellite::metrics::Metrics;
 use archipel_satellite::orders::OrderSigner;
-use archipel_satellite::repair::repairer::{RepairOutcome, Repairer};
+use archipel_satellite::repair::repairer::Repairer;
 use archipel_satellite::testing::FreshDatabase;
 use archipel_satellite::Metabase;
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};

@@ -330,8 +330,8 @@ fn print_stat(info: &ObjectInfo) {
     for s in &info.segments {
         match &s.redundancy {
             Some(r) if !s.inline => println!(
-                "  #{:<4} {:>10} bytes  {} pieces ({} healthy)  redundancy {}",
-                s.position, s.plain_size, s.piece_count, s.healthy_pieces, r
+                "  #{:<4} {:>10} bytes  {} pieces ({} healthy: {})  redundancy {}",
+                s.position, s.plain_size, s.piece_count, s.healthy_pieces, s.health, r
             ),
             _ => println!("  #{:<4} {:>10} bytes  inline", s.position, s.plain_size),
         }
