@@ -161,6 +161,27 @@ pub async fn current_view(metabase: &Metabase, config: &Config, now: i64) -> Res
     ))
 }
 
+/// The part of the registry that `pieces` live on, at `now`: enough to
+/// classify them, without reading every node.
+pub async fn view_of<'a>(
+    metabase: &Metabase,
+    config: &Config,
+    now: i64,
+    pieces: impl IntoIterator<Item = &'a Piece>,
+) -> Result<NetworkView> {
+    let ids: Vec<NodeId> = pieces
+        .into_iter()
+        .map(|p| p.node)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(NetworkView::from_standings(
+        &metabase.node_standings_of(&ids).await?,
+        online_since(config.node_online_window, now),
+        config.distinct_subnets,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,6 +280,9 @@ impl Segment {
     }
 }
 
+const STANDING_COLUMNS: &str =
+    "id, last_net, last_contact, disqualified_at, suspended_at, exiting_at";
+
 /// A node's standing as far as the health of its pieces goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStanding {
@@ -1631,13 +1634,26 @@ impl Metabase {
 
     /// What the repair checker needs to know of every node.
     pub async fn node_standings(&self) -> Result<Vec<NodeStanding>> {
+        let sql = format!("SELECT {STANDING_COLUMNS} FROM nodes");
+        let rows: Vec<NodeStandingRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        rows.into_iter().map(NodeStanding::try_from).collect()
+    }
+
+    /// The standings of the known nodes among `ids`.
+    pub async fn node_standings_of(&self, ids: &[NodeId]) -> Result<Vec<NodeStanding>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows: Vec<NodeStandingRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, last_net, last_contact, disqualified_at, suspended_at, exiting_at \
-                 FROM nodes",
-            )
-            .fetch_all(pool)
-            .await?
+            let mut builder =
+                sqlx::QueryBuilder::new(format!("SELECT {STANDING_COLUMNS} FROM nodes WHERE id IN ("));
+            let mut separated = builder.separated(", ");
+            for id in ids {
+                separated.push_bind(id.to_vec());
+            }
+            builder.push(")");
+            builder.build_query_as().fetch_all(pool).await?
         });
         rows.into_iter().map(NodeStanding::try_from).collect()
     }

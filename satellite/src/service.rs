@@ -415,8 +415,9 @@ impl State {
         if segments.iter().all(|s| s.inline_data.is_some()) {
             return Ok(None);
         }
+        let pieces = segments.iter().flat_map(|s| s.pieces.iter());
         Ok(Some(
-            health::current_view(&self.metabase, &self.config, unix_now()).await?,
+            health::view_of(&self.metabase, &self.config, unix_now(), pieces).await?,
         ))
     }
 

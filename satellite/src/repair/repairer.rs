@@ -112,7 +112,7 @@ impl Repairer {
         let Some(redundancy) = segment.redundancy else {
             return Ok(RepairOutcome::Healthy);
         };
-        let view = health::current_view(&self.metabase, &self.config, now).await?;
+        let view = health::view_of(&self.metabase, &self.config, now, &segment.pieces).await?;
         let health = view.classify(&segment.pieces);
         match verdict(health.healthy_count(), &redundancy) {
             Verdict::Healthy => return Ok(RepairOutcome::Healthy),
