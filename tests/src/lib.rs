@@ -380,6 +380,23 @@ async fn wait_for_check_ins(database: &FreshDatabase, count: usize) -> Result<()
     }
 }
 
+/// Polls `check` every 100 ms until it holds; panics with `what` after a
+/// minute (tests wait for background work: check-ins, audits, repairs).
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Pseudo-random bytes for test objects, reproducible from a seed.
 pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
     let mut out = vec![0u8; len];

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use archipel_client::UploadOptions;
 use archipel_proto::NodeId;
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -64,22 +64,6 @@ impl AdminApi {
         let (status, body) = self.call("GET", "/metrics").await;
         assert_eq!(status, 200, "{body}");
         body
-    }
-}
-
-/// Polls `check` until it holds, or panics with `what` after a minute.
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -16,7 +16,9 @@ use archipel_satellite::metabase::{Node, PendingAudit};
 use archipel_satellite::reputation::{AuditOutcome, NodeHealth, ReputationConfig};
 use archipel_satellite::testing::FreshDatabase;
 use archipel_satellite::Metabase;
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig, SilentListener};
+use archipel_tests::{
+    on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig, SilentListener,
+};
 
 const VETTING_AUDITS: u64 = 3;
 
@@ -88,22 +90,6 @@ async fn health(planet: &Planet, node: NodeId) -> NodeHealth {
         .await
         .unwrap()
         .unwrap()
-}
-
-/// Polls `check` until it holds, or panics with `what` after a minute.
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Rewrites every byte of the data region of each piece file of `node`.

@@ -15,7 +15,7 @@ use archipel_proto::NodeId;
 use archipel_satellite::audit::AuditConfig;
 use archipel_satellite::metabase::Segment;
 use archipel_satellite::reputation::NodeHealth;
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
 use tonic::transport::Channel;
 
 /// Audits on, but the workers' own rounds an hour apart: within a test, only
@@ -29,22 +29,6 @@ fn prompt_audits_only(concurrency: usize) -> impl FnOnce(&mut archipel_satellite
             max_reverify_count: 3,
             concurrency,
         };
-    }
-}
-
-/// Polls `check` until it holds, or panics with `what` after 30 seconds.
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

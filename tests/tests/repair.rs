@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archipel_client::UploadOptions;
 use archipel_proto::{NodeId, Redundancy};
@@ -21,7 +21,7 @@ use archipel_satellite::orders::OrderSigner;
 use archipel_satellite::repair::repairer::Repairer;
 use archipel_satellite::testing::FreshDatabase;
 use archipel_satellite::Metabase;
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
 
 const BUCKET: &str = "repair";
 
@@ -84,17 +84,15 @@ async fn view(planet: &Planet) -> NetworkView {
     .unwrap()
 }
 
-/// Polls `done` every 200 ms until it holds, failing after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < limit, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Waits until the satellite counts every node of `stopped` offline.
+async fn wait_until_offline(planet: &Planet, stopped: &HashSet<NodeId>) {
+    wait_for("the stopped nodes count as offline", || async {
+        let view = view(planet).await;
+        stopped
+            .iter()
+            .all(|n| view.status(n) == health::NodeStatus::Offline)
+    })
+    .await;
 }
 
 /// Stops nodes holding pieces of the first segment until it is at its repair
@@ -130,17 +128,7 @@ async fn repair_restores_segments_after_nodes_stop(backend: Backend) {
 
     let stopped = stop_holders(&mut planet, 4).await;
     // Wait until the satellite sees them offline, then note who is at risk.
-    eventually(
-        Duration::from_secs(20),
-        "the stopped nodes count as offline",
-        || async {
-            let view = view(&planet).await;
-            stopped
-                .iter()
-                .all(|n| view.status(n) == health::NodeStatus::Offline)
-        },
-    )
-    .await;
+    wait_until_offline(&planet, &stopped).await;
     let at_risk: HashSet<SegmentKey> = before
         .iter()
         .filter(|s| {
@@ -155,17 +143,13 @@ async fn repair_restores_segments_after_nodes_stop(backend: Backend) {
         .collect();
     assert!(!at_risk.is_empty());
 
-    eventually(
-        Duration::from_secs(60),
-        "every segment is above its repair threshold",
-        || async {
-            let view = view(&planet).await;
-            segments(&planet)
-                .await
-                .iter()
-                .all(|s| view.classify(&s.pieces).healthy_count() > redundancy.repair)
-        },
-    )
+    wait_for("every segment is above its repair threshold", || async {
+        let view = view(&planet).await;
+        segments(&planet)
+            .await
+            .iter()
+            .all(|s| view.classify(&s.pieces).healthy_count() > redundancy.repair)
+    })
     .await;
 
     let view = view(&planet).await;
@@ -258,34 +242,26 @@ async fn repair_moves_data_off_disqualified_nodes(backend: Backend) {
     }
     let bad: HashSet<NodeId> = [planet.nodes[liar].id(), planet.nodes[loser].id()].into();
 
-    eventually(
-        Duration::from_secs(60),
-        "both nodes are disqualified",
-        || async {
-            let disqualified: HashSet<NodeId> = planet
-                .metabase()
-                .await
-                .unwrap()
-                .disqualified_nodes()
-                .await
-                .unwrap()
-                .into_iter()
-                .collect();
-            bad.is_subset(&disqualified)
-        },
-    )
+    wait_for("both nodes are disqualified", || async {
+        let disqualified: HashSet<NodeId> = planet
+            .metabase()
+            .await
+            .unwrap()
+            .disqualified_nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        bad.is_subset(&disqualified)
+    })
     .await;
-    eventually(
-        Duration::from_secs(60),
-        "no segment keeps a piece on them",
-        || async {
-            let view = view(&planet).await;
-            segments(&planet).await.iter().all(|s| {
-                s.pieces.iter().all(|p| !bad.contains(&p.node))
-                    && view.classify(&s.pieces).healthy_count() >= touchy_redundancy().success
-            })
-        },
-    )
+    wait_for("no segment keeps a piece on them", || async {
+        let view = view(&planet).await;
+        segments(&planet).await.iter().all(|s| {
+            s.pieces.iter().all(|p| !bad.contains(&p.node))
+                && view.classify(&s.pieces).healthy_count() >= touchy_redundancy().success
+        })
+    })
     .await;
     for i in [liar, loser] {
         planet.stop_node(i).await.unwrap();
@@ -364,17 +340,7 @@ async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend)
     }
     let doomed = segments(&planet).await;
     let stopped = stop_holders(&mut planet, 1).await;
-    eventually(
-        Duration::from_secs(20),
-        "the stopped node counts as offline",
-        || async {
-            let view = view(&planet).await;
-            stopped
-                .iter()
-                .all(|n| view.status(n) == health::NodeStatus::Offline)
-        },
-    )
-    .await;
+    wait_until_offline(&planet, &stopped).await;
 
     let project = planet.project().await.unwrap();
     let mut outcomes = Vec::new();
@@ -431,11 +397,9 @@ async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend)
     }
     // ... nor on the running nodes' disks once the deletes went out (the new
     // objects are inline: they have no pieces).
-    eventually(
-        Duration::from_secs(30),
-        "the running nodes hold no piece",
-        || async { piece_file_count(&planet) == 0 },
-    )
+    wait_for("the running nodes hold no piece", || async {
+        piece_file_count(&planet) == 0
+    })
     .await;
     planet.shutdown().await.unwrap();
 }

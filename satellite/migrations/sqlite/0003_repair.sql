@@ -4,7 +4,7 @@
 ALTER TABLE nodes ADD COLUMN exiting_at BIGINT;
 
 CREATE TABLE repair_queue (
-    stream_id BYTEA NOT NULL,
+    stream_id BLOB NOT NULL,
     position BIGINT NOT NULL,
     healthy BIGINT NOT NULL,
     margin BIGINT NOT NULL,
@@ -13,7 +13,7 @@ CREATE TABLE repair_queue (
     attempts BIGINT NOT NULL DEFAULT 0,
     last_error TEXT,
     claimed_until BIGINT NOT NULL DEFAULT 0,
-    claim BYTEA,
+    claim BLOB,
     PRIMARY KEY (stream_id, position)
 );
 CREATE INDEX repair_queue_risk ON repair_queue (margin, inserted_at);
@@ -21,7 +21,7 @@ CREATE INDEX repair_queue_risk ON repair_queue (margin, inserted_at);
 -- Audit contacts per node per 12-hour window: the online score is the share of
 -- contacts that reached the node over the recent windows.
 CREATE TABLE node_online_windows (
-    node_id BYTEA NOT NULL,
+    node_id BLOB NOT NULL,
     window_start BIGINT NOT NULL,
     total BIGINT NOT NULL,
     online BIGINT NOT NULL,
