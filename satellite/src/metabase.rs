@@ -618,10 +618,10 @@ impl Metabase {
                 loop {
                     match sqlx::migrate!("migrations/sqlite").run(pool).await {
                         Ok(()) => return Ok(()),
-                        Err(e) if attempt < 3 => {
+                        Err(e) if attempt < 10 => {
                             tracing::debug!("retrying migration after: {e}");
                             attempt += 1;
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
                         }
                         Err(e) => return Err(e.into()),
                     }

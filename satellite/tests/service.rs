@@ -69,6 +69,11 @@ impl Satellite {
         let identity = Identity::generate();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
+        // The project first: that migrates the database, which the satellite
+        // (and its background workers) would otherwise do at the same moment.
+        let api_key = archipel_satellite::create_project(database.url(), "test")
+            .await
+            .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(archipel_satellite::run(
             config,
@@ -79,9 +84,6 @@ impl Satellite {
                 let _ = stopped.await;
             },
         ));
-        let api_key = archipel_satellite::create_project(database.url(), "test")
-            .await
-            .unwrap();
         let channel = Channel::from_shared(address).unwrap().connect_lazy();
         Satellite {
             identity,

@@ -181,9 +181,8 @@ impl Repairer {
             .into_iter()
             .take(targets.len())
             .collect();
-        let rebuilt = tokio::task::spawn_blocking({
-            let wanted = wanted.clone();
-            move || rebuild_pieces(&redundancy, &downloaded, &wanted, piece_size)
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            rebuild_pieces(&redundancy, &downloaded, &wanted, piece_size)
         })
         .await
         .map_err(|e| Error::Repair(format!("the rebuild task failed: {e}")))??;
