@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::metabase::Node;
+use crate::{health, size_i64, Config, Metabase};
 
 /// The /24 (IPv4) or /64 (IPv6) network of an IP, as text.
 pub fn network_of(ip: IpAddr) -> String {
@@ -57,6 +58,24 @@ pub fn piecestore_endpoint(address: &str) -> crate::Result<Endpoint> {
         .tcp_nodelay(true)
         .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
         .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW))
+}
+
+/// The nodes that may take a new piece of `piece_size` bytes at `now`
+/// (online, room for it, in good standing), split into vetted and unvetted:
+/// the candidates of both uploads and repairs.
+pub async fn eligible_nodes(
+    metabase: &Metabase,
+    config: &Config,
+    piece_size: u64,
+    now: i64,
+) -> crate::Result<(Vec<Node>, Vec<Node>)> {
+    metabase
+        .eligible_nodes_by_vetting(
+            health::online_since(config.node_online_window, now),
+            size_i64(piece_size),
+            config.reputation.vetting_audits,
+        )
+        .await
 }
 
 /// Picks up to `count` nodes at random from `eligible`, at most one per network

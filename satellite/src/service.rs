@@ -181,16 +181,9 @@ impl State {
         let redundancy = self.config.redundancy;
         let piece_size = redundancy.piece_size(max_size);
         let now = unix_now();
-        let online_since = health::online_since(self.config.node_online_window, now);
         let reputation = &self.config.reputation;
-        let (vetted, unvetted) = self
-            .metabase
-            .eligible_nodes_by_vetting(
-                online_since,
-                size_i64(piece_size),
-                reputation.vetting_audits,
-            )
-            .await?;
+        let (vetted, unvetted) =
+            overlay::eligible_nodes(&self.metabase, &self.config, piece_size, now).await?;
         let chosen = overlay::select_vetted(
             &mut rand::thread_rng(),
             vetted,

@@ -230,6 +230,18 @@ impl Planet {
         })
     }
 
+    /// A node's health as the satellite keeps it (the node must be known).
+    pub async fn node_health(
+        &self,
+        node: NodeId,
+    ) -> Result<archipel_satellite::reputation::NodeHealth> {
+        self.metabase()
+            .await?
+            .node_health(&node, &self.satellite_config.reputation)
+            .await?
+            .ok_or_else(|| PlanetError::Other(format!("node {node} is unknown")))
+    }
+
     pub fn access(&self) -> &Access {
         &self.access
     }

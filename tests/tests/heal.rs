@@ -33,14 +33,7 @@ fn prompt_audits_only(concurrency: usize) -> impl FnOnce(&mut archipel_satellite
 }
 
 async fn health(planet: &Planet, node: NodeId) -> NodeHealth {
-    planet
-        .metabase()
-        .await
-        .unwrap()
-        .node_health(&node, &planet.satellite_config.reputation)
-        .await
-        .unwrap()
-        .unwrap()
+    planet.node_health(node).await.unwrap()
 }
 
 /// Every committed remote segment, by stream and position.

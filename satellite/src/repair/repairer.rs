@@ -377,16 +377,8 @@ impl Repairer {
         piece_size: u64,
         now: i64,
     ) -> Result<Vec<Node>> {
-        let online_since = health::online_since(self.config.node_online_window, now);
-        let reputation = &self.config.reputation;
-        let (vetted, unvetted) = self
-            .metabase
-            .eligible_nodes_by_vetting(
-                online_since,
-                size_i64(piece_size),
-                reputation.vetting_audits,
-            )
-            .await?;
+        let (vetted, unvetted) =
+            overlay::eligible_nodes(&self.metabase, &self.config, piece_size, now).await?;
         let holders: HashSet<NodeId> = segment.pieces.iter().map(|p| p.node).collect();
         let taken_networks = view.networks_of(&health.healthy);
         Ok(select_repair_nodes(
@@ -396,7 +388,7 @@ impl Repairer {
             &holders,
             &taken_networks,
             count,
-            reputation.unvetted_share,
+            self.config.reputation.unvetted_share,
             self.config.distinct_subnets,
         ))
     }
