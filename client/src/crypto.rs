@@ -225,8 +225,25 @@ pub(crate) fn segment_key_purpose(position: u32) -> Vec<u8> {
 pub(crate) const METADATA_KEY_PURPOSE: &[u8] = b"metadata key";
 
 pub(crate) fn wrap_key(wrapping: &Key, key: &Key, purpose: &[u8]) -> WrappedKey {
+    seal_small(wrapping, &key.0, purpose)
+}
+
+pub(crate) fn unwrap_key(
+    wrapping: &Key,
+    encrypted: &[u8],
+    nonce: &[u8],
+    purpose: &[u8],
+) -> Result<Key, Error> {
+    let bad = || Error::Decryption("a content key does not unwrap");
+    let plain = open_small(wrapping, encrypted, nonce, purpose).ok_or_else(bad)?;
+    let key: [u8; 32] = plain.as_slice().try_into().map_err(|_| bad())?;
+    Ok(Key(key))
+}
+
+/// Seals a few bytes under `wrapping` with a random nonce, bound to `purpose`.
+fn seal_small(wrapping: &Key, plain: &[u8], purpose: &[u8]) -> WrappedKey {
     let nonce: [u8; NONCE_LEN] = random_bytes();
-    let mut sealed = key.0.to_vec();
+    let mut sealed = plain.to_vec();
     wrapping
         .aead()
         .seal_in_place_append_tag(
@@ -241,14 +258,9 @@ pub(crate) fn wrap_key(wrapping: &Key, key: &Key, purpose: &[u8]) -> WrappedKey 
     }
 }
 
-pub(crate) fn unwrap_key(
-    wrapping: &Key,
-    encrypted: &[u8],
-    nonce: &[u8],
-    purpose: &[u8],
-) -> Result<Key, Error> {
-    let bad = || Error::Decryption("a content key does not unwrap");
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| bad())?;
+/// Opens what [`seal_small`] sealed; `None` if it does not authenticate.
+fn open_small(wrapping: &Key, encrypted: &[u8], nonce: &[u8], purpose: &[u8]) -> Option<Vec<u8>> {
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
     let mut sealed = encrypted.to_vec();
     let plain = wrapping
         .aead()
@@ -257,9 +269,32 @@ pub(crate) fn unwrap_key(
             Aad::from(purpose),
             &mut sealed,
         )
-        .map_err(|_| bad())?;
-    let key: [u8; 32] = (&*plain).try_into().map_err(|_| bad())?;
-    Ok(Key(key))
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+fn part_tag_purpose(part: u32) -> Vec<u8> {
+    let mut purpose = b"part tag ".to_vec();
+    purpose.extend_from_slice(&part.to_be_bytes());
+    purpose
+}
+
+/// Seals the caller's tag of a multipart upload's part (an S3 ETag, say)
+/// under the object's key: nonce then ciphertext.
+pub(crate) fn seal_part_tag(object_key: &Key, part: u32, tag: &str) -> Vec<u8> {
+    let sealed = seal_small(object_key, tag.as_bytes(), &part_tag_purpose(part));
+    [sealed.nonce, sealed.encrypted].concat()
+}
+
+pub(crate) fn open_part_tag(object_key: &Key, part: u32, sealed: &[u8]) -> Result<String, Error> {
+    let bad = || Error::Decryption("a part's tag does not authenticate");
+    if sealed.len() < NONCE_LEN {
+        return Err(bad());
+    }
+    let (nonce, encrypted) = sealed.split_at(NONCE_LEN);
+    let plain =
+        open_small(object_key, encrypted, nonce, &part_tag_purpose(part)).ok_or_else(bad)?;
+    String::from_utf8(plain).map_err(|_| Error::Corrupt("a part's tag is not text".into()))
 }
 
 // ---------------------------------------------------------------- content
@@ -363,6 +398,19 @@ mod tests {
 
     fn root() -> Key {
         Key([7; 32])
+    }
+
+    #[test]
+    fn part_tags_open_only_for_their_part_and_object() {
+        let object = Key([1; 32]);
+        let sealed = seal_part_tag(&object, 3, "etag-3");
+        assert_eq!(open_part_tag(&object, 3, &sealed).unwrap(), "etag-3");
+        assert!(open_part_tag(&object, 4, &sealed).is_err());
+        assert!(open_part_tag(&Key([2; 32]), 3, &sealed).is_err());
+        assert!(open_part_tag(&object, 3, &sealed[..5]).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(open_part_tag(&object, 3, &tampered).is_err());
     }
 
     #[test]

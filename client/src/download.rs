@@ -636,10 +636,14 @@ pub(crate) async fn download_object(
     let mut segments = response.segments;
     segments.sort_by_key(|s| s.position);
     let mut total = 0u64;
-    for (expected, segment) in segments.iter().enumerate() {
-        if segment.position as usize != expected {
-            return Err(Error::Corrupt(format!("segment {expected} is missing")));
-        }
+    // Single uploads have positions 0, 1, 2, …; a multipart upload's parts
+    // leave gaps between them. Positions are bound into every segment's
+    // encryption, and the sizes must add up to the sealed size, so a segment
+    // left out or moved does not go unnoticed either way.
+    if segments.windows(2).any(|w| w[0].position == w[1].position) {
+        return Err(Error::Corrupt("a segment is listed twice".into()));
+    }
+    for segment in &segments {
         total = total
             .checked_add(non_negative(segment.plain_size, "segment size")?)
             .ok_or_else(|| Error::Corrupt("the segments' sizes overflow".into()))?;

@@ -18,6 +18,14 @@ pub enum Error {
     BucketNotEmpty(String),
     #[error("object {key:?} not found in bucket {bucket:?}")]
     ObjectNotFound { bucket: String, key: String },
+    #[error("no multipart upload of {key:?} in bucket {bucket:?} has this upload id")]
+    UploadNotFound { bucket: String, key: String },
+    #[error("part {0} of the multipart upload was not uploaded")]
+    PartNotFound(u32),
+    #[error("part number {0} is not between 1 and 10000")]
+    InvalidPartNumber(u32),
+    #[error("a multipart upload is completed with at least one part, in ascending order")]
+    InvalidPartOrder,
     #[error("the satellite refused the request ({code}): {message}")]
     Satellite { code: Code, message: String },
     #[error("the satellite sent an invalid answer: {0}")]
@@ -59,6 +67,11 @@ pub(crate) enum Subject<'a> {
         bucket: &'a str,
         key: &'a str,
     },
+    /// A multipart upload of an object.
+    Upload {
+        bucket: &'a str,
+        key: &'a str,
+    },
 }
 
 impl Error {
@@ -81,6 +94,13 @@ impl Error {
                 Error::BucketNotFound(bucket.to_string())
             }
             (Code::NotFound, Subject::Object { bucket, key }) => Error::ObjectNotFound {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            },
+            (Code::NotFound, Subject::Upload { bucket, .. }) if mentions_bucket => {
+                Error::BucketNotFound(bucket.to_string())
+            }
+            (Code::NotFound, Subject::Upload { bucket, key }) => Error::UploadNotFound {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
             },

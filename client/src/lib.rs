@@ -6,13 +6,15 @@
 //! - `crypto`: key derivation, name encryption, block encryption, sealed metadata;
 //! - `ranges`: size and range arithmetic (plaintext → blocks → stripes → pieces);
 //! - `metainfo`: the satellite's Metainfo API with errors mapped to sentences;
-//! - `upload` / `download`: the data paths, streaming with bounded memory.
+//! - `upload` / `download`: the data paths, streaming with bounded memory;
+//! - `multipart`: uploads whose parts arrive separately, in any order.
 
 pub mod access;
 mod crypto;
 mod download;
 mod error;
 mod metainfo;
+mod multipart;
 mod ranges;
 mod upload;
 
@@ -25,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use access::Access;
 pub use error::Error;
+pub use multipart::{MultipartUpload, PartInfo};
 pub use upload::encode_segment;
 
 use crate::crypto::Key;
@@ -49,8 +52,14 @@ pub struct UploadOptions {
     pub content_type: Option<String>,
     /// User metadata, stored encrypted.
     pub metadata: BTreeMap<String, String>,
+    /// More user metadata, known only once all the data is read (a digest of
+    /// it, say): called just before the object commits and merged into `metadata`.
+    pub late_metadata: Option<LateMetadata>,
     pub progress: Option<Progress>,
 }
+
+/// Produces user metadata at commit time; see [`UploadOptions::late_metadata`].
+pub type LateMetadata = Arc<dyn Fn() -> BTreeMap<String, String> + Send + Sync>;
 
 /// A plaintext byte range of an object: `length: None` reads to the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

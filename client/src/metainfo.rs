@@ -259,4 +259,56 @@ impl Metainfo {
             Subject::Object { bucket, key }
         )
     }
+
+    pub(crate) async fn abort_object(
+        &self,
+        stream_id: Vec<u8>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), Error> {
+        let request = AbortObjectRequest {
+            header: self.header(),
+            stream_id,
+        };
+        call!(self, abort_object, request, Subject::Upload { bucket, key }).map(|_| ())
+    }
+
+    pub(crate) async fn commit_part(
+        &self,
+        request: CommitPartRequest,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), Error> {
+        call!(self, commit_part, request, Subject::Upload { bucket, key }).map(|_| ())
+    }
+
+    pub(crate) async fn list_parts(
+        &self,
+        stream_id: Vec<u8>,
+        after: u32,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ListPartsResponse, Error> {
+        let request = ListPartsRequest {
+            header: self.header(),
+            stream_id,
+            after,
+            limit: 0,
+        };
+        call!(self, list_parts, request, Subject::Upload { bucket, key })
+    }
+
+    pub(crate) async fn list_pending_objects(
+        &self,
+        bucket: &str,
+        cursor: Vec<u8>,
+    ) -> Result<ListPendingObjectsResponse, Error> {
+        let request = ListPendingObjectsRequest {
+            header: self.header(),
+            bucket: bucket.to_string(),
+            cursor,
+            limit: 0,
+        };
+        call!(self, list_pending_objects, request, Subject::Bucket(bucket))
+    }
 }

@@ -578,7 +578,7 @@ fn data_message(shard: Vec<u8>) -> PieceUploadRequest {
     }
 }
 
-struct ObjectUpload<'a> {
+pub(crate) struct ObjectUpload<'a> {
     metainfo: &'a Metainfo,
     object_key: Key,
     stream_id: Vec<u8>,
@@ -710,6 +710,144 @@ impl ObjectUpload<'_> {
     }
 }
 
+impl<'a> ObjectUpload<'a> {
+    /// An upload into the pending object `stream_id` with the parameters the
+    /// satellite gave for it (checked: they come from the network).
+    pub(crate) fn new(
+        metainfo: &'a Metainfo,
+        object_key: Key,
+        stream_id: Vec<u8>,
+        redundancy: Option<&pb::RedundancyScheme>,
+        max_segment_size: i64,
+        inline_threshold: i64,
+        progress: Option<crate::Progress>,
+    ) -> Result<ObjectUpload<'a>, Error> {
+        let scheme = Redundancy::from_pb(
+            redundancy
+                .ok_or_else(|| Error::Protocol("no redundancy scheme for the object".into()))?,
+        )
+        .map_err(|e| Error::Protocol(format!("object redundancy: {e}")))?;
+        let max_segment_size = non_negative(max_segment_size, "maximum segment size")?;
+        if max_segment_size == 0 || max_segment_size > MAX_SEGMENT_SIZE {
+            return Err(Error::Protocol(format!(
+                "the maximum segment size of {max_segment_size} bytes is not between 1 and {MAX_SEGMENT_SIZE}"
+            )));
+        }
+        let inline_threshold = non_negative(inline_threshold, "inline threshold")?;
+        if inline_threshold > MAX_INLINE_THRESHOLD {
+            return Err(Error::Protocol(format!(
+                "the inline threshold of {inline_threshold} bytes exceeds {MAX_INLINE_THRESHOLD}"
+            )));
+        }
+        Ok(ObjectUpload {
+            metainfo,
+            object_key,
+            stream_id,
+            scheme,
+            max_segment_size,
+            inline_plain: max_plain_within(inline_threshold, DEFAULT_BLOCK_SIZE as u64),
+            progress,
+        })
+    }
+
+    /// Uploads everything `reader` yields as segments (at least one, perhaps
+    /// empty); segment `i` goes to position `position(i)`, `None` meaning
+    /// there are too many segments. Returns the segments and the bytes read.
+    pub(crate) async fn segments(
+        &self,
+        reader: impl AsyncRead + Unpin,
+        position: impl Fn(u32) -> Option<u32>,
+    ) -> Result<(Vec<SegmentStat>, u64), Error> {
+        let mut source = Source::new(reader);
+        let mut segments = Vec::new();
+        loop {
+            let position = u32::try_from(segments.len())
+                .ok()
+                .and_then(&position)
+                .ok_or_else(|| Error::Interrupted("the upload has too many segments".into()))?;
+            segments.push(self.segment(&mut source, position).await?);
+            source.fill(1).await?;
+            if source.exhausted() {
+                return Ok((segments, source.consumed));
+            }
+        }
+    }
+
+    /// Commits the pending object with `metadata` (and for a multipart
+    /// upload, the `parts` that make it).
+    pub(crate) async fn commit(
+        &self,
+        metadata: &crypto::ObjectMetadata,
+        parts: Vec<u32>,
+    ) -> Result<pb::CommitObjectResponse, Error> {
+        let sealed = SealedMetadata::new(&self.object_key, metadata);
+        self.metainfo
+            .commit_object(pb::CommitObjectRequest {
+                header: self.metainfo.header(),
+                stream_id: self.stream_id.clone(),
+                encrypted_metadata: sealed.data,
+                encrypted_metadata_key: sealed.key.encrypted,
+                encrypted_metadata_nonce: sealed.key.nonce,
+                parts,
+            })
+            .await
+    }
+
+    /// Deletes the pending object after a failed upload, so that it neither
+    /// lingers until the satellite's cleanup nor keeps its bucket from being
+    /// deleted. Best effort: the satellite's cleanup is the fallback.
+    pub(crate) async fn abandon(&self, bucket: &str, key: &str) {
+        let abort = self
+            .metainfo
+            .abort_object(self.stream_id.clone(), bucket, key);
+        match tokio::time::timeout(ABANDON_TIMEOUT, abort).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("cannot delete the failed upload of {key:?}: {e}"),
+            Err(_) => tracing::debug!("deleting the failed upload of {key:?} timed out"),
+        }
+    }
+}
+
+/// How long a failed upload waits for its pending object to be deleted.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Object metadata sealed under a fresh key, and that key wrapped under the
+/// object's key: what the satellite keeps.
+pub(crate) struct SealedMetadata {
+    pub(crate) data: Vec<u8>,
+    pub(crate) key: crypto::WrappedKey,
+}
+
+impl SealedMetadata {
+    pub(crate) fn new(object_key: &Key, metadata: &crypto::ObjectMetadata) -> SealedMetadata {
+        let (data, metadata_key) = crypto::seal_metadata(metadata);
+        SealedMetadata {
+            data,
+            key: crypto::wrap_key(object_key, &metadata_key, crypto::METADATA_KEY_PURPOSE),
+        }
+    }
+}
+
+/// The parameters of a new pending object of `bucket` at the encrypted key.
+pub(crate) fn begin_request(
+    metainfo: &Metainfo,
+    bucket: &str,
+    encrypted_key: String,
+    expires: Option<std::time::SystemTime>,
+) -> pb::BeginObjectRequest {
+    pb::BeginObjectRequest {
+        header: metainfo.header(),
+        bucket: bucket.to_string(),
+        encrypted_object_key: encrypted_key.into_bytes(),
+        encryption: Some(pb::EncryptionParameters {
+            cipher: crypto::CIPHER_AES_256_GCM,
+            block_size: DEFAULT_BLOCK_SIZE,
+        }),
+        expires_at: expires.map_or(0, to_unix),
+        ..Default::default()
+    }
+}
+
 pub(crate) async fn upload_object(
     metainfo: &Metainfo,
     root_key: &Key,
@@ -719,84 +857,44 @@ pub(crate) async fn upload_object(
     options: UploadOptions,
 ) -> Result<ObjectInfo, Error> {
     let (encrypted_key, path_key) = crypto::encrypt_path(root_key, bucket, key.split('/'));
-    let object_key = crypto::object_key(&path_key);
     let begin = metainfo
         .begin_object(
-            pb::BeginObjectRequest {
-                header: metainfo.header(),
-                bucket: bucket.to_string(),
-                encrypted_object_key: encrypted_key.into_bytes(),
-                encryption: Some(pb::EncryptionParameters {
-                    cipher: crypto::CIPHER_AES_256_GCM,
-                    block_size: DEFAULT_BLOCK_SIZE,
-                }),
-                expires_at: options.expires.map_or(0, to_unix),
-            },
+            begin_request(metainfo, bucket, encrypted_key, options.expires),
             key,
         )
         .await?;
-    let scheme = Redundancy::from_pb(
-        begin
-            .redundancy
-            .as_ref()
-            .ok_or_else(|| Error::Protocol("no redundancy scheme for the object".into()))?,
-    )
-    .map_err(|e| Error::Protocol(format!("object redundancy: {e}")))?;
-    let max_segment_size = non_negative(begin.max_segment_size, "maximum segment size")?;
-    if max_segment_size == 0 || max_segment_size > MAX_SEGMENT_SIZE {
-        return Err(Error::Protocol(format!(
-            "the maximum segment size of {max_segment_size} bytes is not between 1 and {MAX_SEGMENT_SIZE}"
-        )));
-    }
-    let inline_threshold = non_negative(begin.inline_threshold, "inline threshold")?;
-    if inline_threshold > MAX_INLINE_THRESHOLD {
-        return Err(Error::Protocol(format!(
-            "the inline threshold of {inline_threshold} bytes exceeds {MAX_INLINE_THRESHOLD}"
-        )));
-    }
-    let upload = ObjectUpload {
+    let upload = ObjectUpload::new(
         metainfo,
-        object_key,
-        stream_id: begin.stream_id,
-        scheme,
-        max_segment_size,
-        inline_plain: max_plain_within(inline_threshold, DEFAULT_BLOCK_SIZE as u64),
-        progress: options.progress.clone(),
-    };
-
-    let mut source = Source::new(reader);
-    let mut segments = Vec::new();
-    loop {
-        let position = u32::try_from(segments.len())
-            .map_err(|_| Error::Interrupted("the object has too many segments".into()))?;
-        segments.push(upload.segment(&mut source, position).await?);
-        source.fill(1).await?;
-        if source.exhausted() {
-            break;
+        crypto::object_key(&path_key),
+        begin.stream_id,
+        begin.redundancy.as_ref(),
+        begin.max_segment_size,
+        begin.inline_threshold,
+        options.progress.clone(),
+    )?;
+    let stored = async {
+        let (segments, size) = upload.segments(reader, Some).await?;
+        let mut user = options.metadata.clone();
+        if let Some(late) = &options.late_metadata {
+            user.extend(late());
         }
+        let metadata = crypto::ObjectMetadata {
+            size,
+            created: std::time::SystemTime::now(),
+            content_type: options.content_type.clone(),
+            metadata: user,
+        };
+        let committed = upload.commit(&metadata, Vec::new()).await?;
+        Ok::<_, Error>((segments, metadata, committed))
     }
-
-    let metadata = crypto::ObjectMetadata {
-        size: source.consumed,
-        created: std::time::SystemTime::now(),
-        content_type: options.content_type,
-        metadata: options.metadata,
+    .await;
+    let (segments, metadata, committed) = match stored {
+        Ok(stored) => stored,
+        Err(e) => {
+            upload.abandon(bucket, key).await;
+            return Err(e);
+        }
     };
-    let (sealed, metadata_key) = crypto::seal_metadata(&metadata);
-    let wrapped = crypto::wrap_key(
-        &upload.object_key,
-        &metadata_key,
-        crypto::METADATA_KEY_PURPOSE,
-    );
-    let committed = metainfo
-        .commit_object(pb::CommitObjectRequest {
-            header: metainfo.header(),
-            stream_id: upload.stream_id.clone(),
-            encrypted_metadata: sealed,
-            encrypted_metadata_key: wrapped.encrypted,
-            encrypted_metadata_nonce: wrapped.nonce,
-        })
-        .await?;
     let expires = committed
         .object
         .as_ref()

@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use archipel_client::{Error, Project};
+use archipel_client::{Error, ObjectInfo, Project};
 use s3s::dto::{
     CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, MetadataDirective, Timestamp,
 };
@@ -15,23 +15,49 @@ use crate::errors::s3_error;
 use crate::metadata::{self, ObjectHeaders};
 use crate::objects::{self, Conditions, DownloadReader};
 
-pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<CopyObjectOutput> {
-    let (source_bucket, source_key) = match &input.copy_source {
+/// The bucket and key a copy reads from.
+pub(crate) fn source(copy_source: &CopySource) -> S3Result<(String, String)> {
+    match copy_source {
         CopySource::Bucket {
             bucket,
             key,
             version_id: None,
-        } => (bucket.to_string(), key.to_string()),
-        CopySource::Bucket { .. } => {
-            return Err(s3_error!(NotImplemented, "objects have no versions"))
-        }
-        _ => {
-            return Err(s3_error!(
-                NotImplemented,
-                "only bucket/key copy sources are supported"
-            ))
-        }
-    };
+        } => Ok((bucket.to_string(), key.to_string())),
+        CopySource::Bucket { .. } => Err(s3_error!(NotImplemented, "objects have no versions")),
+        _ => Err(s3_error!(
+            NotImplemented,
+            "only bucket/key copy sources are supported"
+        )),
+    }
+}
+
+/// Checks the `x-amz-copy-source-if-*` conditions against the source.
+pub(crate) fn check_source_conditions(
+    info: &ObjectInfo,
+    conditions: Conditions<'_>,
+) -> S3Result<()> {
+    // Failed copy-source conditions are all 412, NotModified included.
+    conditions
+        .check(metadata::etag(info).as_ref(), info.created)
+        .map_err(|e| {
+            s3_error!(
+                PreconditionFailed,
+                "{}",
+                e.message().unwrap_or("a copy-source condition failed")
+            )
+        })
+}
+
+/// A failed copy: reading the source is the gateway's side of the copy.
+pub(crate) fn source_read_error(error: Error) -> s3s::S3Error {
+    match error {
+        Error::Read(e) => s3_error!(InternalError, "cannot read the copy source: {e}"),
+        e => s3_error(e),
+    }
+}
+
+pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<CopyObjectOutput> {
+    let (source_bucket, source_key) = source(&input.copy_source)?;
     let replace = input
         .metadata_directive
         .as_ref()
@@ -44,21 +70,15 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
     }
     let info = objects::stat(project, &source_bucket, &source_key).await?;
     let etag = metadata::etag(&info);
-    // Failed copy-source conditions are all 412, NotModified included.
-    Conditions {
-        if_match: input.copy_source_if_match.as_ref(),
-        if_none_match: input.copy_source_if_none_match.as_ref(),
-        if_modified_since: input.copy_source_if_modified_since.as_ref(),
-        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-    }
-    .check(etag.as_ref(), info.created)
-    .map_err(|e| {
-        s3_error!(
-            PreconditionFailed,
-            "{}",
-            e.message().unwrap_or("a copy-source condition failed")
-        )
-    })?;
+    check_source_conditions(
+        &info,
+        Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        },
+    )?;
 
     let headers = if replace {
         ObjectHeaders {
@@ -87,10 +107,7 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
         expected_md5,
     )
     .await
-    .map_err(|e| match e {
-        Error::Read(e) => s3_error!(InternalError, "cannot read the copy source: {e}"),
-        e => s3_error(e),
-    })?;
+    .map_err(source_read_error)?;
     Ok(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(s3s::dto::ETag::Strong(new_etag)),

@@ -14,6 +14,10 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
     let code = match &error {
         Error::BucketNotFound(_) => S3ErrorCode::NoSuchBucket,
         Error::ObjectNotFound { .. } => S3ErrorCode::NoSuchKey,
+        Error::UploadNotFound { .. } => S3ErrorCode::NoSuchUpload,
+        Error::PartNotFound(_) => S3ErrorCode::InvalidPart,
+        Error::InvalidPartNumber(_) => S3ErrorCode::InvalidArgument,
+        Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         Error::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         Error::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
         Error::InvalidRange { .. } => S3ErrorCode::InvalidRange,

@@ -5,7 +5,7 @@
 //! - [`config`]: the TOML configuration and `setup` (credential generation);
 //! - `auth`: SigV4 (header and presigned) credentials for s3s;
 //! - `service`: the s3s `S3` implementation, split by area into `buckets`,
-//!   `objects`, `copy` and `listing`, with `metadata` (S3 headers ↔ sealed object
+//!   `objects`, `copy`, `multipart` and `listing`, with `metadata` (S3 headers ↔ sealed object
 //!   metadata) and `errors` (client errors → S3 error codes);
 //! - [`run`]: the HTTP server with graceful shutdown.
 
@@ -17,6 +17,7 @@ mod copy;
 mod errors;
 mod listing;
 mod metadata;
+mod multipart;
 mod objects;
 mod server;
 mod service;

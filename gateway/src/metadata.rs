@@ -28,13 +28,13 @@ pub(crate) struct ObjectHeaders {
 }
 
 impl ObjectHeaders {
-    /// The upload options that store these headers plus the content's ETag.
-    pub(crate) fn into_upload_options(self, etag: &str) -> UploadOptions {
+    /// The upload options that store these headers (the ETag is added at
+    /// commit, see [`etag_entry`]).
+    pub(crate) fn into_upload_options(self) -> UploadOptions {
         let mut metadata = BTreeMap::new();
         for (name, value) in self.user.into_iter().flatten() {
             metadata.insert(name.to_ascii_lowercase(), value);
         }
-        metadata.insert(ETAG.to_string(), etag.to_string());
         let text_fields = [
             (CONTENT_ENCODING, self.content_encoding),
             (CONTENT_DISPOSITION, self.content_disposition),
@@ -77,7 +77,13 @@ impl ObjectHeaders {
     }
 }
 
-/// The stored ETag (hex MD5 of the content), if the object has one.
+/// The metadata entry that stores an object's ETag.
+pub(crate) fn etag_entry(etag: &str) -> (String, String) {
+    (ETAG.to_string(), etag.to_string())
+}
+
+/// The stored ETag (hex MD5 of the content, or S3's multipart form), if the
+/// object has one.
 pub(crate) fn etag(info: &ObjectInfo) -> Option<ETag> {
     info.metadata.get(ETAG).map(|hex| ETag::Strong(hex.clone()))
 }
@@ -114,8 +120,9 @@ mod tests {
             expires: Some(expires.clone()),
             user: Some([("Colour".to_string(), "blue".to_string())].into()),
         };
-        let options = headers.into_upload_options("abc123");
+        let mut options = headers.into_upload_options();
         assert_eq!(options.metadata.get("colour").unwrap(), "blue");
+        options.metadata.extend([etag_entry("abc123")]);
         let info = ObjectInfo {
             key: "k".into(),
             size: 0,

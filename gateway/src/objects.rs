@@ -1,11 +1,12 @@
 //! Object operations: PUT (streamed, with the MD5 ETag), GET and HEAD (ranges
 //! and conditional headers), DELETE and multi-object DELETE. Bodies stream in
 //! both directions through bounded buffers, never whole objects in memory
-//! (a PUT without Content-MD5 is spooled to a temporary file, see `store`).
+//! (the MD5 ETag is computed on the way and sealed at commit, see `store`).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -20,7 +21,7 @@ use s3s::dto::{
     PutObjectInput, PutObjectOutput, Range, StreamingBlob, Timestamp,
 };
 use s3s::{s3_error, S3Result};
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -44,12 +45,7 @@ pub(crate) async fn put(project: &Project, input: PutObjectInput) -> S3Result<Pu
         expires: input.expires,
         user: input.metadata,
     };
-    let body = StreamReader::new(
-        input
-            .body
-            .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<io::Result<Bytes>>()))
-            .map_err(io::Error::other),
-    );
+    let body = StreamReader::new(body_stream(input.body));
     let etag = store(
         project,
         &input.bucket,
@@ -67,7 +63,9 @@ pub(crate) async fn put(project: &Project, input: PutObjectInput) -> S3Result<Pu
 }
 
 /// Uploads everything `body` yields with `headers`; returns the ETag (hex
-/// MD5 of the content).
+/// MD5 of the content). The digest is computed as the body streams by and
+/// sealed with the object's metadata at commit; a body that differs from
+/// `expected_md5` fails before the upload commits.
 pub(crate) async fn store(
     project: &Project,
     bucket: &str,
@@ -76,39 +74,33 @@ pub(crate) async fn store(
     headers: ObjectHeaders,
     expected_md5: Option<[u8; 16]>,
 ) -> Result<String, Error> {
-    match expected_md5 {
-        // The digest is known up front: it becomes the ETag, and the body is
-        // checked against it before the upload commits.
-        Some(md5) => {
-            let etag = hex::encode(md5);
-            let reader = Md5Reader::new(body, Some(md5));
-            project
-                .upload(bucket, key, reader, headers.into_upload_options(&etag))
-                .await?;
-            Ok(etag)
-        }
-        // The client library seals the metadata before it reads the data, so
-        // the digest must be known first: the body is spooled to a temporary
-        // file (bounded memory) while it is hashed, then uploaded from there.
-        // This goes once the client can take metadata at commit time.
-        None => {
-            let spool = tempfile::tempfile().map_err(Error::Read)?;
-            let mut spool = tokio::fs::File::from_std(spool);
-            let mut hashing = Md5Reader::new(body, None);
-            tokio::io::copy(&mut hashing, &mut spool)
-                .await
-                .map_err(Error::Read)?;
-            spool.rewind().await.map_err(Error::Read)?;
-            let etag = hex::encode(hashing.digest());
-            project
-                .upload(bucket, key, spool, headers.into_upload_options(&etag))
-                .await?;
-            Ok(etag)
-        }
-    }
+    let reader = Md5Reader::new(body, expected_md5);
+    let digest = reader.digest_slot();
+    let mut options = headers.into_upload_options();
+    let at_commit = digest.clone();
+    options.late_metadata = Some(Arc::new(move || {
+        at_commit
+            .get()
+            .map(|md5| metadata::etag_entry(&hex::encode(md5)))
+            .into_iter()
+            .collect()
+    }));
+    project.upload(bucket, key, reader, options).await?;
+    digest
+        .get()
+        .map(hex::encode)
+        .ok_or_else(|| Error::Interrupted("the upload ended before its body did".into()))
 }
 
-fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
+/// A request body as a stream of bytes (none: empty).
+pub(crate) fn body_stream(
+    body: Option<StreamingBlob>,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + Unpin {
+    body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<io::Result<Bytes>>()))
+        .map_err(io::Error::other)
+}
+
+pub(crate) fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .ok()
@@ -116,25 +108,29 @@ fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
         .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5 digest"))
 }
 
-/// Hashes what passes through; with an expected digest, fails the read at the
-/// end of the data if it differs, so the upload aborts instead of committing.
-struct Md5Reader<R> {
+/// Hashes what passes through; at the end of the data, publishes the digest
+/// (see [`Md5Reader::digest_slot`]) and, with an expected digest, fails the
+/// read if it differs, so the upload aborts instead of committing.
+pub(crate) struct Md5Reader<R> {
     inner: R,
     hasher: Md5,
     expected: Option<[u8; 16]>,
+    digest: Arc<OnceLock<[u8; 16]>>,
 }
 
 impl<R> Md5Reader<R> {
-    fn new(inner: R, expected: Option<[u8; 16]>) -> Self {
+    pub(crate) fn new(inner: R, expected: Option<[u8; 16]>) -> Self {
         Md5Reader {
             inner,
             hasher: Md5::new(),
             expected,
+            digest: Arc::new(OnceLock::new()),
         }
     }
 
-    fn digest(&self) -> [u8; 16] {
-        self.hasher.clone().finalize().into()
+    /// Where the digest of all the data appears once the end is read.
+    pub(crate) fn digest_slot(&self) -> Arc<OnceLock<[u8; 16]>> {
+        self.digest.clone()
     }
 }
 
@@ -151,13 +147,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for Md5Reader<R> {
                 let new = &buf.filled()[before..];
                 if !new.is_empty() {
                     this.hasher.update(new);
-                } else if buf.remaining() > 0
-                    && this.expected.is_some_and(|md5| md5 != this.digest())
-                {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        DigestMismatch,
-                    )));
+                } else if buf.remaining() > 0 {
+                    let digest: [u8; 16] = this.hasher.clone().finalize().into();
+                    if this.expected.is_some_and(|md5| md5 != digest) {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            DigestMismatch,
+                        )));
+                    }
+                    let _ = this.digest.set(digest);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -474,15 +472,18 @@ mod tests {
         assert_eq!(hex::encode(md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
 
         let mut reader = Md5Reader::new(&data[..], None);
+        let digest = reader.digest_slot();
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await.unwrap();
-        assert_eq!(reader.digest(), md5);
+        assert_eq!(digest.get(), Some(&md5));
 
         let mut good = Md5Reader::new(&data[..], Some(md5));
         good.read_to_end(&mut Vec::new()).await.unwrap();
 
         let mut bad = Md5Reader::new(&data[..], Some([0; 16]));
+        let published = bad.digest_slot();
         let error = bad.read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(published.get().is_none(), "a refused body has no digest");
         assert!(error.get_ref().unwrap().is::<DigestMismatch>());
     }
 

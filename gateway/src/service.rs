@@ -9,7 +9,7 @@ use s3s::auth::Credentials;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
-use crate::{buckets, copy, listing, objects};
+use crate::{buckets, copy, listing, multipart, objects};
 
 pub(crate) struct Gateway {
     /// One connected project per configured access key id.
@@ -143,5 +143,61 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let project = self.project(&req.credentials)?;
         ok(copy::copy(project, req.input).await?)
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::create(project, req.input).await?)
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::upload_part(project, req.input).await?)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::upload_part_copy(project, req.input).await?)
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::complete(project, req.input).await?)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::abort(project, req.input).await?)
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::list_parts(project, req.input).await?)
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(multipart::list_uploads(project, req.input).await?)
     }
 }

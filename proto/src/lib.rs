@@ -6,6 +6,7 @@
 //! - [`redundancy`]: the redundancy scheme and striping arithmetic;
 //! - [`erasure`]: Reed-Solomon coding of stripe batches;
 //! - [`hashtree`]: piece hash trees with verified range reads;
+//! - [`multipart`]: segment positions of multipart uploads' parts;
 //! - [`daemon`]: logging and shutdown shared by the daemons.
 
 pub mod daemon;
@@ -13,6 +14,7 @@ pub mod erasure;
 mod error;
 pub mod hashtree;
 pub mod identity;
+pub mod multipart;
 pub mod orders;
 pub mod redundancy;
 

@@ -67,6 +67,10 @@ pub struct Config {
     /// Uploads not committed within this are deleted with their pieces.
     #[serde(with = "humantime_serde")]
     pub pending_object_expiration: Duration,
+    /// Multipart uploads neither completed nor aborted within this are deleted
+    /// with their parts.
+    #[serde(with = "humantime_serde")]
+    pub multipart_upload_expiration: Duration,
     /// How often the cleanup worker looks for expired uploads.
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
@@ -132,6 +136,7 @@ impl Default for Config {
             node_online_window: Duration::from_secs(4 * 3600),
             order_expiration: Duration::from_secs(3600),
             pending_object_expiration: Duration::from_secs(24 * 3600),
+            multipart_upload_expiration: Duration::from_secs(7 * 24 * 3600),
             cleanup_interval: Duration::from_secs(600),
             check_in_interval: Duration::from_secs(3600),
             audit: audit::AuditConfig::default(),
@@ -249,7 +254,12 @@ pub async fn run(
         "pending object cleanup",
         config.cleanup_interval,
         stop_rx,
-        worker::PendingCleanup::new(metabase.clone(), deleter, config.pending_object_expiration),
+        worker::PendingCleanup::new(
+            metabase.clone(),
+            deleter,
+            config.pending_object_expiration,
+            config.multipart_upload_expiration,
+        ),
     )));
 
     tracing::info!(

@@ -7,10 +7,11 @@
 //! Writes that read before they write run in `BEGIN IMMEDIATE` on SQLite, so two
 //! writers queue on the busy timeout instead of failing on a lock upgrade.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use archipel_proto::{NodeId, Redundancy};
+use archipel_proto::{multipart, NodeId, Redundancy};
 use base64::Engine;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -96,6 +97,8 @@ pub struct Object {
     pub encrypted_metadata_nonce: Vec<u8>,
     pub plain_size: i64,
     pub segment_count: i64,
+    /// 1 for a multipart upload (parts are recorded separately until it completes).
+    pub multipart: i64,
 }
 
 impl Object {
@@ -126,8 +129,19 @@ impl Object {
             encrypted_metadata_nonce: Vec::new(),
             plain_size: 0,
             segment_count: 0,
+            multipart: 0,
         }
     }
+}
+
+/// A recorded part of a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Part {
+    pub part_number: i64,
+    pub plain_size: i64,
+    pub segment_count: i64,
+    pub encrypted_info: Vec<u8>,
+    pub created_at: i64,
 }
 
 /// One stored piece of a segment.
@@ -539,7 +553,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 const OBJECT_COLUMNS: &str = "stream_id, project_id, bucket, object_key, committed, created_at, \
      expires_at, cipher, block_size, encrypted_metadata, encrypted_metadata_key, \
-     encrypted_metadata_nonce, plain_size, segment_count";
+     encrypted_metadata_nonce, plain_size, segment_count, multipart";
 
 const SEGMENT_COLUMNS: &str = "stream_id, position, root_piece_id, encrypted_key, \
      encrypted_key_nonce, plain_offset, plain_size, encrypted_size, redundancy, inline_data, \
@@ -574,6 +588,69 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 }
 
 /// Whether a database error is a uniqueness violation.
+/// Splits a multipart upload's segments (in position order) into those of
+/// the `chosen` parts, which must be recorded, ascending and each complete,
+/// and the rest.
+fn choose_parts(
+    segments: Vec<Segment>,
+    recorded: &[Part],
+    chosen: &[u32],
+) -> Result<(Vec<Segment>, Vec<Segment>)> {
+    if chosen.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a multipart upload is completed with at least one part".into(),
+        ));
+    }
+    if chosen.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::InvalidArgument(
+            "the parts must be named in ascending order".into(),
+        ));
+    }
+    let mut wanted = HashMap::new();
+    for &number in chosen {
+        let part = recorded
+            .iter()
+            .find(|p| p.part_number == i64::from(number))
+            .ok_or_else(|| Error::FailedPrecondition(format!("part {number} was not uploaded")))?;
+        wanted.insert(number, (part, 0i64, 0i64));
+    }
+    let (kept, dropped): (Vec<Segment>, Vec<Segment>) = segments
+        .into_iter()
+        .partition(|s| wanted.contains_key(&multipart::part_of(s.position)));
+    for segment in &kept {
+        let number = multipart::part_of(segment.position);
+        if let Some((_, count, size)) = wanted.get_mut(&number) {
+            if i64::from(multipart::index_in_part(segment.position)) != *count {
+                return Err(Error::FailedPrecondition(format!(
+                    "segment {count} of part {number} is missing"
+                )));
+            }
+            *count += 1;
+            *size = size.saturating_add(segment.plain_size);
+        }
+    }
+    for (number, (part, count, size)) in &wanted {
+        if *count != part.segment_count || *size != part.plain_size {
+            return Err(Error::FailedPrecondition(format!(
+                "part {number} has changed since it was recorded"
+            )));
+        }
+    }
+    Ok((kept, dropped))
+}
+
+/// The segments among `records` that have pieces on nodes, to be deleted.
+fn removed_segments(records: Vec<SegmentRecord>) -> Result<Vec<RemovedSegment>> {
+    let mut removed = Vec::new();
+    for record in records {
+        let segment = Segment::try_from(record)?;
+        if !segment.pieces.is_empty() {
+            removed.push(RemovedSegment::from(segment));
+        }
+    }
+    Ok(removed)
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
@@ -772,7 +849,7 @@ impl Metabase {
         self.get_bucket(&object.project_id, &object.bucket).await?;
         let sql = format!(
             "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         on_pool!(self, pool => {
             sqlx::query(&sql)
@@ -790,6 +867,7 @@ impl Metabase {
                 .bind(&object.encrypted_metadata_nonce)
                 .bind(object.plain_size)
                 .bind(object.segment_count)
+                .bind(object.multipart)
                 .execute(pool)
                 .await?;
         });
@@ -807,18 +885,29 @@ impl Metabase {
         object.ok_or_else(|| Error::NotFound("the object of this stream".into()))
     }
 
-    /// Adds a segment to a pending object.
-    pub async fn put_segment(&self, project: &[u8], segment: &Segment) -> Result<()> {
+    /// Adds a segment to a pending object. A multipart upload's part may be
+    /// uploaded again: its segment then replaces the one at that position,
+    /// which is returned for its pieces to be deleted, and the part's record
+    /// goes until the part is recorded again.
+    pub async fn put_segment(
+        &self,
+        project: &[u8],
+        segment: &Segment,
+    ) -> Result<Option<RemovedSegment>> {
         let sql = format!(
             "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        let old_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 AND position = $2"
         );
         let root = if segment.inline_data.is_some() {
             Vec::new()
         } else {
             segment.root_piece_id.to_vec()
         };
-        let result: Result<()> = on_pool!(self, pool => {
+        let position = i64::from(segment.position);
+        on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             // Touch the object first so the write lock is taken before the read.
             let pending = sqlx::query(
@@ -833,9 +922,46 @@ impl Metabase {
             if pending == 0 {
                 return Err(Error::NotFound("a pending object for this stream".into()));
             }
+            let (multipart,): (i64,) =
+                sqlx::query_as("SELECT multipart FROM objects WHERE stream_id = $1")
+                    .bind(&segment.stream_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let part = multipart::part_of(segment.position);
+            if multipart != 0 && !(1..=multipart::MAX_PART).contains(&part) {
+                return Err(Error::InvalidArgument(format!(
+                    "position {} is not in a part of this multipart upload",
+                    segment.position
+                )));
+            }
+            let mut replaced = None;
+            if multipart != 0 {
+                // A part being uploaded again is no longer the part recorded:
+                // if this upload fails, completing must not mix the two.
+                sqlx::query("DELETE FROM parts WHERE stream_id = $1 AND part_number = $2")
+                    .bind(&segment.stream_id)
+                    .bind(i64::from(part))
+                    .execute(&mut *tx)
+                    .await?;
+                let old: Option<SegmentRecord> = sqlx::query_as(&old_sql)
+                    .bind(&segment.stream_id)
+                    .bind(position)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(old) = old {
+                    sqlx::query("DELETE FROM segments WHERE stream_id = $1 AND position = $2")
+                        .bind(&segment.stream_id)
+                        .bind(position)
+                        .execute(&mut *tx)
+                        .await?;
+                    replaced = Some(Segment::try_from(old)?)
+                        .filter(|s| !s.pieces.is_empty())
+                        .map(RemovedSegment::from);
+                }
+            }
             let inserted = sqlx::query(&sql)
                 .bind(&segment.stream_id)
-                .bind(i64::from(segment.position))
+                .bind(position)
                 .bind(root)
                 .bind(&segment.encrypted_key)
                 .bind(&segment.encrypted_key_nonce)
@@ -851,7 +977,7 @@ impl Metabase {
             match inserted {
                 Ok(_) => {
                     tx.commit().await?;
-                    Ok(())
+                    Ok(replaced)
                 }
                 Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
                     "segment {} of this object",
@@ -859,8 +985,194 @@ impl Metabase {
                 ))),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    /// Records part `part` of a pending multipart upload as its segments
+    /// `0 .. segment_count` holding `plain_size` bytes; segments beyond them
+    /// (left by an earlier, longer upload of the part) are removed and
+    /// returned. Recording a part again replaces its record.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_part(
+        &self,
+        project: &[u8],
+        stream_id: &[u8],
+        part: u32,
+        segment_count: u32,
+        plain_size: i64,
+        encrypted_info: &[u8],
+        now: i64,
+    ) -> Result<Vec<RemovedSegment>> {
+        let Some(first) = multipart::position(part, 0) else {
+            return Err(Error::InvalidArgument(format!(
+                "part number {part} is not between 1 and {}",
+                multipart::MAX_PART
+            )));
+        };
+        if segment_count == 0 || segment_count > multipart::MAX_PART_SEGMENTS {
+            return Err(Error::InvalidArgument(format!(
+                "a part has 1 to {} segments, not {segment_count}",
+                multipart::MAX_PART_SEGMENTS
+            )));
+        }
+        let first = i64::from(first);
+        let end = first + i64::from(segment_count);
+        let part_end = first + i64::from(multipart::MAX_PART_SEGMENTS);
+        let segments_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 \
+             AND position >= $2 AND position < $3 ORDER BY position"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let pending = sqlx::query(
+                "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
+                 AND project_id = $2 AND committed = 0 AND multipart = 1",
+            )
+            .bind(stream_id)
+            .bind(project)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if pending == 0 {
+                return Err(Error::NotFound("a pending multipart upload for this stream".into()));
+            }
+            let stale: Vec<SegmentRecord> = sqlx::query_as(&segments_sql)
+                .bind(stream_id)
+                .bind(end)
+                .bind(part_end)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM segments WHERE stream_id = $1 AND position >= $2 AND position < $3")
+                .bind(stream_id)
+                .bind(end)
+                .bind(part_end)
+                .execute(&mut *tx)
+                .await?;
+            let records: Vec<SegmentRecord> = sqlx::query_as(&segments_sql)
+                .bind(stream_id)
+                .bind(first)
+                .bind(end)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut total = 0i64;
+            for (index, record) in records.iter().enumerate() {
+                if record.position != first + index as i64 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "segment {index} of part {part} was not uploaded"
+                    )));
+                }
+                total = total.saturating_add(record.plain_size);
+            }
+            if records.len() != segment_count as usize || total != plain_size {
+                return Err(Error::FailedPrecondition(format!(
+                    "part {part} holds {} segments of {total} bytes, not {segment_count} of \
+                     {plain_size}: was it uploaded twice at once?",
+                    records.len()
+                )));
+            }
+            sqlx::query("DELETE FROM parts WHERE stream_id = $1 AND part_number = $2")
+                .bind(stream_id)
+                .bind(i64::from(part))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO parts (stream_id, part_number, plain_size, segment_count, \
+                 encrypted_info, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(stream_id)
+            .bind(i64::from(part))
+            .bind(plain_size)
+            .bind(i64::from(segment_count))
+            .bind(encrypted_info)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            removed_segments(stale)
+        })
+    }
+
+    /// The pending multipart upload of a stream and its parts numbered above
+    /// `after`, at most `limit` of them, and whether more follow.
+    pub async fn list_parts(
+        &self,
+        project: &[u8],
+        stream_id: &[u8],
+        after: u32,
+        limit: usize,
+    ) -> Result<(Object, Vec<Part>, bool)> {
+        let object = self.object_by_stream(project, stream_id).await?;
+        if object.committed != 0 || object.multipart == 0 {
+            return Err(Error::NotFound(
+                "a pending multipart upload for this stream".into(),
+            ));
+        }
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let mut parts: Vec<Part> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT part_number, plain_size, segment_count, encrypted_info, created_at \
+                 FROM parts WHERE stream_id = $1 AND part_number > $2 \
+                 ORDER BY part_number LIMIT $3",
+            )
+            .bind(stream_id)
+            .bind(i64::from(after))
+            .bind(limit as i64 + 1)
+            .fetch_all(pool)
+            .await?
         });
-        result
+        let more = parts.len() > limit;
+        parts.truncate(limit);
+        Ok((object, parts, more))
+    }
+
+    /// Pending multipart uploads of a bucket, by key then stream id, after the
+    /// one of `cursor` (a key and stream id), at most `limit`, and whether more follow.
+    pub async fn list_multipart_uploads(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        cursor: Option<(&[u8], &[u8])>,
+        limit: usize,
+    ) -> Result<(Vec<Object>, bool)> {
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let (key, stream) = cursor.unwrap_or((&[], &[]));
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND multipart = 1 AND committed = 0 \
+             AND (object_key > $3 OR (object_key = $3 AND stream_id > $4)) \
+             ORDER BY object_key, stream_id LIMIT $5"
+        );
+        let mut objects: Vec<Object> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(project)
+                .bind(bucket)
+                .bind(key)
+                .bind(stream)
+                .bind(limit as i64 + 1)
+                .fetch_all(pool)
+                .await?
+        });
+        let more = objects.len() > limit;
+        objects.truncate(limit);
+        Ok((objects, more))
+    }
+
+    /// Deletes a pending object of the project with whatever it stored;
+    /// returns its remote segments.
+    pub async fn abort_object(
+        &self,
+        project: &[u8],
+        stream_id: &[u8],
+    ) -> Result<Vec<RemovedSegment>> {
+        let object = self.object_by_stream(project, stream_id).await?;
+        if object.committed != 0 {
+            return Err(Error::FailedPrecondition(
+                "the upload is already complete".into(),
+            ));
+        }
+        self.delete_stream(stream_id, 0)
+            .await?
+            .ok_or_else(|| Error::NotFound("a pending object for this stream".into()))
     }
 
     /// The segments of a stream in position order.
@@ -890,9 +1202,11 @@ impl Metabase {
             .try_into()
     }
 
-    /// Commits a pending object: its segments must be positions 0..n. Replaces a
-    /// committed object of the same key; returns the committed object and the
-    /// segments of the replaced one, whose pieces are now garbage.
+    /// Commits a pending object: its segments must be positions 0..n, or for a
+    /// multipart upload the recorded `parts` (ascending), whose segments are
+    /// kept while those of other parts go. Replaces a committed object of the
+    /// same key; returns the committed object and the segments whose pieces
+    /// are now garbage (the replaced object's and the parts left out).
     pub async fn commit_object(
         &self,
         project: &[u8],
@@ -900,6 +1214,7 @@ impl Metabase {
         encrypted_metadata: &[u8],
         encrypted_metadata_key: &[u8],
         encrypted_metadata_nonce: &[u8],
+        parts: &[u32],
     ) -> Result<(Object, Vec<RemovedSegment>)> {
         let mut attempt = 0;
         loop {
@@ -910,6 +1225,7 @@ impl Metabase {
                     encrypted_metadata,
                     encrypted_metadata_key,
                     encrypted_metadata_nonce,
+                    parts,
                 )
                 .await;
             match result {
@@ -935,6 +1251,7 @@ impl Metabase {
         encrypted_metadata: &[u8],
         encrypted_metadata_key: &[u8],
         encrypted_metadata_nonce: &[u8],
+        parts: &[u32],
     ) -> Result<(Object, Vec<RemovedSegment>)> {
         let object_sql = format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
@@ -971,13 +1288,49 @@ impl Metabase {
                 .into_iter()
                 .map(Segment::try_from)
                 .collect::<Result<Vec<_>>>()?;
-            let mut offset = 0i64;
-            for (index, segment) in segments.iter().enumerate() {
-                if segment.position as usize != index {
+            let mut removed = Vec::new();
+            let segments = if object.multipart != 0 {
+                let recorded: Vec<Part> = sqlx::query_as(
+                    "SELECT part_number, plain_size, segment_count, encrypted_info, created_at \
+                     FROM parts WHERE stream_id = $1",
+                )
+                .bind(stream_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let (kept, dropped) = choose_parts(segments, &recorded, parts)?;
+                for segment in dropped {
+                    sqlx::query("DELETE FROM segments WHERE stream_id = $1 AND position = $2")
+                        .bind(stream_id)
+                        .bind(i64::from(segment.position))
+                        .execute(&mut *tx)
+                        .await?;
+                    if !segment.pieces.is_empty() {
+                        removed.push(RemovedSegment::from(segment));
+                    }
+                }
+                sqlx::query("DELETE FROM parts WHERE stream_id = $1")
+                    .bind(stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+                kept
+            } else if !parts.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "parts are only named when completing a multipart upload".into(),
+                ));
+            } else {
+                if let Some(index) = segments
+                    .iter()
+                    .enumerate()
+                    .find_map(|(index, s)| (s.position as usize != index).then_some(index))
+                {
                     return Err(Error::FailedPrecondition(format!(
                         "segment {index} is missing; segments must be contiguous from 0"
                     )));
                 }
+                segments
+            };
+            let mut offset = 0i64;
+            for segment in &segments {
                 if segment.plain_offset != offset {
                     sqlx::query("UPDATE segments SET plain_offset = $1 WHERE stream_id = $2 AND position = $3")
                         .bind(offset)
@@ -997,18 +1350,12 @@ impl Metabase {
                 .bind(&object.object_key)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let mut removed = Vec::new();
             if let Some(old) = old {
                 let records: Vec<SegmentRecord> = sqlx::query_as(&segments_sql)
                     .bind(&old.stream_id)
                     .fetch_all(&mut *tx)
                     .await?;
-                for record in records {
-                    let segment = Segment::try_from(record)?;
-                    if !segment.pieces.is_empty() {
-                        removed.push(RemovedSegment::from(segment));
-                    }
-                }
+                removed.extend(removed_segments(records)?);
                 sqlx::query("DELETE FROM segments WHERE stream_id = $1")
                     .bind(&old.stream_id)
                     .execute(&mut *tx)
@@ -1108,31 +1455,33 @@ impl Metabase {
                 .bind(stream_id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM parts WHERE stream_id = $1")
+                .bind(stream_id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
-            let mut removed = Vec::new();
-            for record in records {
-                let segment = Segment::try_from(record)?;
-                if !segment.pieces.is_empty() {
-                    removed.push(RemovedSegment::from(segment));
-                }
-            }
-            Ok(Some(removed))
+            Ok(Some(removed_segments(records)?))
         })
     }
 
-    /// Deletes up to `batch` pending objects created before `cutoff`; returns how
-    /// many went and the remote segments they had.
+    /// Deletes up to `batch` pending objects created before `cutoff` (multipart
+    /// uploads: before `multipart_cutoff`); returns how many went and the remote
+    /// segments they had.
     pub async fn delete_pending_before(
         &self,
         cutoff: i64,
+        multipart_cutoff: i64,
         batch: usize,
     ) -> Result<(usize, Vec<RemovedSegment>)> {
         let streams: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT stream_id FROM objects WHERE committed = 0 AND created_at < $1 \
-                 ORDER BY created_at LIMIT $2",
+                 AND ((multipart = 0 AND created_at < $2) OR (multipart = 1 AND created_at < $3)) \
+                 ORDER BY created_at LIMIT $4",
             )
+            .bind(cutoff.max(multipart_cutoff))
             .bind(cutoff)
+            .bind(multipart_cutoff)
             .bind(batch as i64)
             .fetch_all(pool)
             .await?

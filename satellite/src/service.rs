@@ -29,6 +29,8 @@ use crate::{overlay, size_i64, Config, Error, Metabase, Result};
 const CHECK_IN_CLOCK_SKEW: i64 = 600;
 /// Encrypted inline data may exceed the threshold by this much (AEAD tag and nonce).
 const INLINE_OVERHEAD: u64 = 64;
+/// The most bytes a client may keep sealed with a multipart upload's part.
+const MAX_PART_INFO: usize = 1024;
 
 /// What the services share.
 pub struct State {
@@ -345,7 +347,8 @@ impl State {
             )));
         }
         pieces.sort_by_key(|p| p.num);
-        self.metabase
+        let replaced = self
+            .metabase
             .put_segment(
                 &project.id,
                 &Segment {
@@ -363,7 +366,9 @@ impl State {
                     created_at: unix_now(),
                 },
             )
-            .await
+            .await?;
+        self.deleter.delete(replaced.into_iter().collect());
+        Ok(())
     }
 
     async fn make_inline_segment(&self, r: pb::MakeInlineSegmentRequest) -> Result<()> {
@@ -382,7 +387,8 @@ impl State {
                 "the plain size is out of range".into(),
             ));
         }
-        self.metabase
+        let replaced = self
+            .metabase
             .put_segment(
                 &project.id,
                 &Segment {
@@ -400,7 +406,9 @@ impl State {
                     created_at: unix_now(),
                 },
             )
-            .await
+            .await?;
+        self.deleter.delete(replaced.into_iter().collect());
+        Ok(())
     }
 
     /// The network view for the health of `segments`; `None` when all are inline.
@@ -697,7 +705,7 @@ impl Metainfo for State {
             .into());
         }
         let stream: [u8; 16] = rand::random();
-        let object = metabase::Object::pending(
+        let mut object = metabase::Object::pending(
             stream.to_vec(),
             project.id.clone(),
             r.bucket,
@@ -707,6 +715,12 @@ impl Metainfo for State {
             encryption.cipher,
             encryption.block_size,
         );
+        if r.multipart {
+            object.multipart = 1;
+            object.encrypted_metadata = r.encrypted_metadata;
+            object.encrypted_metadata_key = r.encrypted_metadata_key;
+            object.encrypted_metadata_nonce = r.encrypted_metadata_nonce;
+        }
         self.metabase.begin_object(&object).await?;
         Ok(Response::new(pb::BeginObjectResponse {
             stream_id: self.stream_id_of(&object),
@@ -756,6 +770,7 @@ impl Metainfo for State {
                 &r.encrypted_metadata,
                 &r.encrypted_metadata_key,
                 &r.encrypted_metadata_nonce,
+                &r.parts,
             )
             .await?;
         self.deleter.delete(removed);
@@ -853,6 +868,124 @@ impl Metainfo for State {
         Ok(Response::new(
             State::report_bad_pieces(self, request.into_inner()).await?,
         ))
+    }
+
+    async fn commit_part(
+        &self,
+        request: Request<pb::CommitPartRequest>,
+    ) -> Result<Response<pb::CommitPartResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        if r.encrypted_info.len() > MAX_PART_INFO {
+            return Err(Error::InvalidArgument(format!(
+                "a part's info is at most {MAX_PART_INFO} bytes"
+            ))
+            .into());
+        }
+        let removed = self
+            .metabase
+            .commit_part(
+                &project.id,
+                &stream.stream,
+                r.part_number,
+                r.segment_count,
+                r.plain_size,
+                &r.encrypted_info,
+                unix_now(),
+            )
+            .await?;
+        self.deleter.delete(removed);
+        Ok(Response::new(pb::CommitPartResponse {}))
+    }
+
+    async fn list_parts(
+        &self,
+        request: Request<pb::ListPartsRequest>,
+    ) -> Result<Response<pb::ListPartsResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        let limit = if r.limit == 0 {
+            metabase::MAX_LIST_LIMIT
+        } else {
+            r.limit as usize
+        };
+        let (object, parts, more) = self
+            .metabase
+            .list_parts(&project.id, &stream.stream, r.after, limit)
+            .await?;
+        Ok(Response::new(pb::ListPartsResponse {
+            object: Some(self.object_pb(&object)),
+            parts: parts
+                .into_iter()
+                .map(|p| pb::Part {
+                    part_number: u32::try_from(p.part_number).unwrap_or_default(),
+                    plain_size: p.plain_size,
+                    segment_count: u32::try_from(p.segment_count).unwrap_or_default(),
+                    encrypted_info: p.encrypted_info,
+                    created_at: p.created_at,
+                })
+                .collect(),
+            more,
+            redundancy: Some(self.config.redundancy.to_pb()),
+            max_segment_size: size_i64(self.config.max_segment_size),
+            inline_threshold: size_i64(self.config.inline_threshold),
+        }))
+    }
+
+    async fn list_pending_objects(
+        &self,
+        request: Request<pb::ListPendingObjectsRequest>,
+    ) -> Result<Response<pb::ListPendingObjectsResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        self.metabase.get_bucket(&project.id, &r.bucket).await?;
+        let cursor = if r.cursor.is_empty() {
+            None
+        } else {
+            let token = self.open_stream(&project, &r.cursor)?;
+            if token.bucket != r.bucket {
+                return Err(Error::InvalidArgument(
+                    "the cursor is an upload of another bucket".into(),
+                )
+                .into());
+            }
+            Some((token.object_key, token.stream))
+        };
+        let limit = if r.limit == 0 {
+            metabase::MAX_LIST_LIMIT
+        } else {
+            r.limit as usize
+        };
+        let (objects, more) = self
+            .metabase
+            .list_multipart_uploads(
+                &project.id,
+                &r.bucket,
+                cursor.as_ref().map(|(k, s)| (k.as_slice(), s.as_slice())),
+                limit,
+            )
+            .await?;
+        Ok(Response::new(pb::ListPendingObjectsResponse {
+            objects: objects.iter().map(|o| self.object_pb(o)).collect(),
+            more,
+        }))
+    }
+
+    async fn abort_object(
+        &self,
+        request: Request<pb::AbortObjectRequest>,
+    ) -> Result<Response<pb::AbortObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&project, &r.stream_id)?;
+        let removed = self
+            .metabase
+            .abort_object(&project.id, &stream.stream)
+            .await?;
+        self.deleter.delete(removed);
+        Ok(Response::new(pb::AbortObjectResponse {}))
     }
 }
 

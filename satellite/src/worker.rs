@@ -60,25 +60,39 @@ pub struct PendingCleanup {
     metabase: Metabase,
     deleter: PieceDeleter,
     expiration: Duration,
+    multipart_expiration: Duration,
 }
 
 impl PendingCleanup {
-    pub fn new(metabase: Metabase, deleter: PieceDeleter, expiration: Duration) -> Self {
+    pub fn new(
+        metabase: Metabase,
+        deleter: PieceDeleter,
+        expiration: Duration,
+        multipart_expiration: Duration,
+    ) -> Self {
         PendingCleanup {
             metabase,
             deleter,
             expiration,
+            multipart_expiration,
         }
     }
 }
 
+fn cutoff(now: i64, age: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Work for PendingCleanup {
     async fn run_once(&mut self) -> Result<Progress> {
-        let cutoff = archipel_proto::orders::unix_now()
-            .saturating_sub(i64::try_from(self.expiration.as_secs()).unwrap_or(i64::MAX));
+        let now = archipel_proto::orders::unix_now();
         let (count, removed) = self
             .metabase
-            .delete_pending_before(cutoff, CLEANUP_BATCH)
+            .delete_pending_before(
+                cutoff(now, self.expiration),
+                cutoff(now, self.multipart_expiration),
+                CLEANUP_BATCH,
+            )
             .await?;
         if count > 0 {
             tracing::info!("deleted {count} abandoned uploads");

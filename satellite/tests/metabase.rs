@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+use archipel_proto::multipart::position;
 use archipel_proto::{NodeId, Redundancy};
 use archipel_satellite::metabase::{ListEntry, Metabase, Node, Object, Piece, Segment};
 use archipel_satellite::testing::{Backend, FreshDatabase};
@@ -41,6 +42,7 @@ on_both_backends!(
     pending_cleanup,
     nodes,
     concurrent_commits,
+    multipart_uploads,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -111,7 +113,7 @@ async fn put_object(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> 
     mb.put_segment(project, &inline_segment(&object.stream_id, 0, &[9; 20]))
         .await
         .unwrap();
-    mb.commit_object(project, &object.stream_id, b"meta", b"mkey", b"nonce")
+    mb.commit_object(project, &object.stream_id, b"meta", b"mkey", b"nonce", &[])
         .await
         .unwrap()
         .0
@@ -212,14 +214,15 @@ async fn objects_and_segments(mb: &Metabase) {
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        mb.commit_object(&p, &object.stream_id, b"", b"", b"").await,
+        mb.commit_object(&p, &object.stream_id, b"", b"", b"", &[])
+            .await,
         Err(Error::FailedPrecondition(_))
     ));
     let second = remote_segment(&object.stream_id, 1, 500);
     mb.put_segment(&p, &second).await.unwrap();
 
     let (committed, replaced) = mb
-        .commit_object(&p, &object.stream_id, b"meta", b"mkey", b"nonce")
+        .commit_object(&p, &object.stream_id, b"meta", b"mkey", b"nonce", &[])
         .await
         .unwrap();
     assert!(replaced.is_empty());
@@ -248,7 +251,7 @@ async fn objects_and_segments(mb: &Metabase) {
         Err(Error::NotFound(_))
     ));
     assert!(mb
-        .commit_object(&p, &object.stream_id, b"", b"", b"")
+        .commit_object(&p, &object.stream_id, b"", b"", b"", &[])
         .await
         .is_err());
 
@@ -270,7 +273,7 @@ async fn commit_replaces_the_committed_object(mb: &Metabase) {
     mb.begin_object(&old).await.unwrap();
     let old_segment = remote_segment(&old.stream_id, 0, 100);
     mb.put_segment(&p, &old_segment).await.unwrap();
-    mb.commit_object(&p, &old.stream_id, b"old", b"", b"")
+    mb.commit_object(&p, &old.stream_id, b"old", b"", b"", &[])
         .await
         .unwrap();
 
@@ -285,7 +288,7 @@ async fn commit_replaces_the_committed_object(mb: &Metabase) {
         old.stream_id
     );
     let (committed, replaced) = mb
-        .commit_object(&p, &new.stream_id, b"new", b"", b"")
+        .commit_object(&p, &new.stream_id, b"new", b"", b"", &[])
         .await
         .unwrap();
     assert_eq!(committed.stream_id, new.stream_id);
@@ -453,11 +456,14 @@ async fn pending_cleanup(mb: &Metabase) {
     mb.begin_object(&fresh).await.unwrap();
     let committed_old = pending(&p, "b", b"kept", NOW - 1000);
     mb.begin_object(&committed_old).await.unwrap();
-    mb.commit_object(&p, &committed_old.stream_id, b"", b"", b"")
+    mb.commit_object(&p, &committed_old.stream_id, b"", b"", b"", &[])
         .await
         .unwrap();
 
-    let (count, removed) = mb.delete_pending_before(NOW - 500, 10).await.unwrap();
+    let (count, removed) = mb
+        .delete_pending_before(NOW - 500, NOW - 500, 10)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0].pieces, segment.pieces);
@@ -468,7 +474,13 @@ async fn pending_cleanup(mb: &Metabase) {
     assert!(mb.segments(&old.stream_id).await.unwrap().is_empty());
     assert!(mb.object_by_stream(&p, &fresh.stream_id).await.is_ok());
     assert!(mb.get_object(&p, "b", b"kept").await.is_ok());
-    assert_eq!(mb.delete_pending_before(NOW - 500, 10).await.unwrap().0, 0);
+    assert_eq!(
+        mb.delete_pending_before(NOW - 500, NOW - 500, 10)
+            .await
+            .unwrap()
+            .0,
+        0
+    );
 }
 
 fn node(id: u8, free: i64, last_contact: i64) -> Node {
@@ -543,4 +555,198 @@ async fn concurrent_commits(mb: &Metabase) {
     }
     let (entries, _) = mb.list_objects(&p, "b", b"", b"", true, 0).await.unwrap();
     assert_eq!(entries.len(), 9);
+}
+
+fn multipart_pending(project: &[u8], key: &[u8], created_at: i64) -> Object {
+    let mut object = pending(project, "b", key, created_at);
+    object.multipart = 1;
+    object.encrypted_metadata = b"started".to_vec();
+    object
+}
+
+fn part_numbers(parts: &[archipel_satellite::metabase::Part]) -> Vec<i64> {
+    parts.iter().map(|p| p.part_number).collect()
+}
+
+async fn multipart_uploads(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let upload = multipart_pending(&p, b"k", NOW);
+    mb.begin_object(&upload).await.unwrap();
+    let stream = &upload.stream_id;
+    let seg = |part, index, size| remote_segment(stream, position(part, index).unwrap(), size);
+
+    // Parts arrive in any order; position 0 is no part's.
+    assert!(matches!(
+        mb.put_segment(&p, &remote_segment(stream, 0, 5)).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    mb.put_segment(&p, &seg(2, 0, 10)).await.unwrap();
+    mb.put_segment(&p, &seg(2, 1, 4)).await.unwrap();
+    mb.put_segment(&p, &seg(1, 0, 7)).await.unwrap();
+    assert!(matches!(
+        mb.commit_part(&p, stream, 2, 3, 14, b"i2", NOW).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        mb.commit_part(&p, stream, 2, 2, 99, b"i2", NOW).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        mb.commit_part(&p, stream, 0, 1, 7, b"", NOW).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(mb
+        .commit_part(&p, stream, 2, 2, 14, b"i2", NOW)
+        .await
+        .unwrap()
+        .is_empty());
+    mb.commit_part(&p, stream, 1, 1, 7, b"i1", NOW)
+        .await
+        .unwrap();
+    let (object, parts, more) = mb.list_parts(&p, stream, 0, 10).await.unwrap();
+    assert_eq!(object.encrypted_metadata, b"started");
+    assert_eq!((part_numbers(&parts), more), (vec![1, 2], false));
+    assert_eq!(parts[1].encrypted_info, b"i2");
+    assert_eq!((parts[1].plain_size, parts[1].segment_count), (14, 2));
+    let (_, parts, more) = mb.list_parts(&p, stream, 0, 1).await.unwrap();
+    assert_eq!((part_numbers(&parts), more), (vec![1], true));
+    let (_, parts, _) = mb.list_parts(&p, stream, 1, 10).await.unwrap();
+    assert_eq!(part_numbers(&parts), [2]);
+
+    // Uploading part 1 again replaces its segment and unrecords it until
+    // it is recorded again.
+    let replaced = mb.put_segment(&p, &seg(1, 0, 8)).await.unwrap();
+    assert!(replaced.is_some(), "the old segment's pieces are garbage");
+    let (_, parts, _) = mb.list_parts(&p, stream, 0, 10).await.unwrap();
+    assert_eq!(part_numbers(&parts), [2]);
+    mb.commit_part(&p, stream, 1, 1, 8, b"i1b", NOW)
+        .await
+        .unwrap();
+    // A shorter second upload of part 3 leaves a stale segment, which
+    // recording the part removes.
+    mb.put_segment(&p, &seg(3, 0, 10)).await.unwrap();
+    mb.put_segment(&p, &seg(3, 1, 10)).await.unwrap();
+    mb.commit_part(&p, stream, 3, 2, 20, b"i3", NOW)
+        .await
+        .unwrap();
+    mb.put_segment(&p, &seg(3, 0, 3)).await.unwrap();
+    let stale = mb
+        .commit_part(&p, stream, 3, 1, 3, b"i3b", NOW)
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+
+    // Uploads in progress, in key order, paged.
+    let other = multipart_pending(&p, b"j", NOW + 1);
+    mb.begin_object(&other).await.unwrap();
+    mb.begin_object(&pending(&p, "b", b"single", NOW))
+        .await
+        .unwrap();
+    let (uploads, more) = mb.list_multipart_uploads(&p, "b", None, 10).await.unwrap();
+    let streams: Vec<&[u8]> = uploads.iter().map(|o| o.stream_id.as_slice()).collect();
+    assert_eq!(
+        (streams, more),
+        (vec![other.stream_id.as_slice(), stream.as_slice()], false)
+    );
+    let (first, more) = mb.list_multipart_uploads(&p, "b", None, 1).await.unwrap();
+    assert!(more);
+    let cursor = (
+        first[0].object_key.as_slice(),
+        first[0].stream_id.as_slice(),
+    );
+    let (rest, more) = mb
+        .list_multipart_uploads(&p, "b", Some(cursor), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rest[0].stream_id.as_slice(), more),
+        (stream.as_slice(), false)
+    );
+
+    // Completing takes the parts named, ascending and recorded.
+    for (parts, _) in [(&[3u32, 1][..], "descending"), (&[][..], "none")] {
+        assert!(matches!(
+            mb.commit_object(&p, stream, b"m", b"", b"", parts).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(matches!(
+        mb.commit_object(&p, stream, b"m", b"", b"", &[1, 4]).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    let (object, removed) = mb
+        .commit_object(&p, stream, b"m", b"", b"", &[1, 3])
+        .await
+        .unwrap();
+    assert_eq!(removed.len(), 2, "part 2's segments are left out");
+    assert_eq!((object.plain_size, object.segment_count), (11, 2));
+    let segments = mb.segments(stream).await.unwrap();
+    let layout: Vec<(u32, i64)> = segments
+        .iter()
+        .map(|s| (s.position, s.plain_offset))
+        .collect();
+    assert_eq!(
+        layout,
+        [(position(1, 0).unwrap(), 0), (position(3, 0).unwrap(), 8)]
+    );
+    assert!(matches!(
+        mb.list_parts(&p, stream, 0, 10).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        mb.get_object(&p, "b", b"k").await.unwrap().stream_id,
+        *stream
+    );
+    // A single upload is never completed with parts.
+    let single = pending(&p, "b", b"s2", NOW);
+    mb.begin_object(&single).await.unwrap();
+    mb.put_segment(&p, &remote_segment(&single.stream_id, 0, 5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        mb.commit_object(&p, &single.stream_id, b"", b"", b"", &[1])
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // Aborting deletes the upload with its segments; once.
+    mb.put_segment(
+        &p,
+        &remote_segment(&other.stream_id, position(1, 0).unwrap(), 5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        mb.abort_object(&p, &other.stream_id).await.unwrap().len(),
+        1
+    );
+    assert!(matches!(
+        mb.abort_object(&p, &other.stream_id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        mb.abort_object(&p, stream).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+
+    // Abandoned multipart uploads live longer than abandoned single uploads.
+    let old = multipart_pending(&p, b"old", NOW - 1000);
+    mb.begin_object(&old).await.unwrap();
+    let (count, _) = mb
+        .delete_pending_before(NOW - 500, NOW - 2000, 10)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+    let (count, _) = mb
+        .delete_pending_before(NOW - 500, NOW - 500, 10)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    assert!(mb
+        .list_multipart_uploads(&p, "b", None, 10)
+        .await
+        .unwrap()
+        .0
+        .is_empty());
 }

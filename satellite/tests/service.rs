@@ -41,6 +41,7 @@ on_both_backends!(
     selection_respects_subnets,
     requests_are_validated,
     abandoned_uploads_are_cleaned_up,
+    multipart_uploads_are_scoped_and_checked,
 );
 
 struct Satellite {
@@ -170,6 +171,7 @@ impl Satellite {
                     block_size: 65536,
                 }),
                 expires_at: 0,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner())
@@ -223,6 +225,7 @@ impl Satellite {
                 encrypted_metadata: b"meta".to_vec(),
                 encrypted_metadata_key: b"mkey".to_vec(),
                 encrypted_metadata_nonce: b"nonce".to_vec(),
+                parts: Vec::new(),
             })
             .await
             .map(|r| r.into_inner().object.unwrap())
@@ -812,6 +815,7 @@ async fn requests_are_validated(backend: Backend) {
                 encrypted_object_key: b"key".to_vec(),
                 encryption: Some(pb::EncryptionParameters { cipher, block_size }),
                 expires_at: 0,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -895,5 +899,184 @@ async fn abandoned_uploads_are_cleaned_up(backend: Backend) {
         })
         .await
         .unwrap();
+    sat.stop().await;
+}
+
+async fn multipart_uploads_are_scoped_and_checked(backend: Backend) {
+    let sat = Satellite::start(backend, |_| {}).await;
+    let mut client = sat.metainfo.clone();
+    sat.create_bucket("bucket").await;
+    sat.create_bucket("other").await;
+    let begin = |key: &[u8]| pb::BeginObjectRequest {
+        header: sat.header(),
+        bucket: "bucket".into(),
+        encrypted_object_key: key.to_vec(),
+        encryption: Some(pb::EncryptionParameters {
+            cipher: 1,
+            block_size: 65536,
+        }),
+        multipart: true,
+        encrypted_metadata: b"started".to_vec(),
+        ..Default::default()
+    };
+    let upload = client.begin_object(begin(b"k")).await.unwrap().into_inner();
+    let stream = upload.stream_id.clone();
+    let single = sat.begin_object("bucket", b"single").await.unwrap();
+    let commit_part =
+        |stream_id: &[u8], part_number, plain_size, info: Vec<u8>| pb::CommitPartRequest {
+            header: sat.header(),
+            stream_id: stream_id.to_vec(),
+            part_number,
+            segment_count: 1,
+            plain_size,
+            encrypted_info: info,
+        };
+
+    // A part of one inline segment at part 2's position.
+    client
+        .make_inline_segment(pb::MakeInlineSegmentRequest {
+            header: sat.header(),
+            stream_id: stream.clone(),
+            position: archipel_proto::multipart::position(2, 0).unwrap(),
+            plain_size: 10,
+            encrypted_inline_data: vec![7; 26],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (request, code) in [
+        (commit_part(&stream, 0, 10, vec![1]), Code::InvalidArgument),
+        (
+            commit_part(&stream, 2, 10, vec![0; 2000]),
+            Code::InvalidArgument,
+        ),
+        (
+            commit_part(&stream, 2, 11, vec![1]),
+            Code::FailedPrecondition,
+        ),
+        (
+            commit_part(&single.stream_id, 1, 0, vec![1]),
+            Code::NotFound,
+        ),
+    ] {
+        let status = client.commit_part(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+    }
+    client
+        .commit_part(commit_part(&stream, 2, 10, b"tag".to_vec()))
+        .await
+        .unwrap();
+    let listed = client
+        .list_parts(pb::ListPartsRequest {
+            header: sat.header(),
+            stream_id: stream.clone(),
+            after: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.object.unwrap().encrypted_metadata, b"started");
+    assert_eq!(listed.parts.len(), 1);
+    assert_eq!(
+        (listed.parts[0].part_number, listed.parts[0].plain_size),
+        (2, 10)
+    );
+    assert_eq!(listed.parts[0].encrypted_info, b"tag");
+    assert!(listed.redundancy.is_some() && listed.max_segment_size > 0);
+
+    // Only multipart uploads are listed; cursors stay in their bucket.
+    let pending = |bucket: &str, cursor: Vec<u8>| pb::ListPendingObjectsRequest {
+        header: sat.header(),
+        bucket: bucket.into(),
+        cursor,
+        limit: 0,
+    };
+    let uploads = client
+        .list_pending_objects(pending("bucket", Vec::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(uploads.objects.len(), 1);
+    assert_eq!(uploads.objects[0].encrypted_object_key, b"k");
+    for (request, code) in [
+        (pending("other", stream.clone()), Code::InvalidArgument),
+        (pending("missing", Vec::new()), Code::NotFound),
+        (pending("bucket", b"forged".to_vec()), Code::InvalidArgument),
+    ] {
+        let status = client.list_pending_objects(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+    }
+
+    // Another project can neither see nor touch the upload.
+    let other_key = archipel_satellite::create_project(sat.database.url(), "other")
+        .await
+        .unwrap();
+    let other = Some(pb::RequestHeader { api_key: other_key });
+    let status = client
+        .list_parts(pb::ListPartsRequest {
+            header: other.clone(),
+            stream_id: stream.clone(),
+            after: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .abort_object(pb::AbortObjectRequest {
+            header: other.clone(),
+            stream_id: stream.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client
+        .commit_part(pb::CommitPartRequest {
+            header: other,
+            ..commit_part(&stream, 2, 10, vec![1])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // Completed with its part: the object is the part's bytes.
+    let completed = client
+        .commit_object(pb::CommitObjectRequest {
+            header: sat.header(),
+            stream_id: stream.clone(),
+            encrypted_metadata: b"done".to_vec(),
+            parts: vec![2],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .object
+        .unwrap();
+    assert_eq!((completed.plain_size, completed.segment_count), (10, 1));
+    let status = client
+        .abort_object(pb::AbortObjectRequest {
+            header: sat.header(),
+            stream_id: stream,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    // Aborting a single upload deletes it.
+    client
+        .abort_object(pb::AbortObjectRequest {
+            header: sat.header(),
+            stream_id: single.stream_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        sat.commit_object(&single.stream_id)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     sat.stop().await;
 }

@@ -353,7 +353,7 @@ async fn bucket_and_object_crud(backend: Backend) {
     fx.shutdown().await;
 }
 
-on_both_backends!(bucket_and_object_crud);
+on_both_backends!(bucket_and_object_crud, multipart_uploads);
 
 fn md5_of(data: &[u8]) -> u128 {
     // The gateway's ETag must be the standard MD5; md-5 is the gateway's own
@@ -1127,5 +1127,476 @@ async fn failed_downloads_are_never_short_successes() {
     for i in 0..7 {
         fx.planet.restart_node(i).await.unwrap();
     }
+    fx.shutdown().await;
+}
+
+// ---------------------------------------------------------------- multipart
+
+const MIB: usize = 1 << 20;
+
+/// S3's ETag of a multipart object made of `parts`.
+fn multipart_etag(parts: &[&[u8]]) -> String {
+    let mut digests = Vec::new();
+    for part in parts {
+        digests.extend_from_slice(&md5_reference::digest(part));
+    }
+    format!(
+        "\"{:032x}-{}\"",
+        u128::from_be_bytes(md5_reference::digest(&digests)),
+        parts.len()
+    )
+}
+
+async fn upload_part(
+    s3: &Client,
+    (bucket, key, upload_id): (&str, &str, &str),
+    number: i32,
+    data: Vec<u8>,
+) -> String {
+    s3.upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(number)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .unwrap()
+        .e_tag
+        .unwrap()
+}
+
+fn completed(parts: &[(i32, &str)]) -> aws_sdk_s3::types::CompletedMultipartUpload {
+    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            parts
+                .iter()
+                .map(|(number, etag)| {
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(*number)
+                        .e_tag(*etag)
+                        .build()
+                })
+                .collect(),
+        ))
+        .build()
+}
+
+async fn create_upload(s3: &Client, bucket: &str, key: &str) -> String {
+    s3.create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap()
+}
+
+async fn multipart_uploads(backend: Backend) {
+    let fx = Fixture::start(backend).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    let key = "videos/ünï côde+&=.bin";
+    let created = s3
+        .create_multipart_upload()
+        .bucket("mpu")
+        .key(key)
+        .content_type("video/mp4")
+        .cache_control("max-age=60")
+        .metadata("origin", "camera")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = created.upload_id.unwrap();
+    let id = ("mpu", key, upload_id.as_str());
+
+    // Three parts uploaded at once, out of order; part 2 is uploaded twice
+    // and the second upload counts.
+    let parts = [
+        test_data(5 * MIB, 1),
+        test_data(5 * MIB + 123, 2),
+        test_data(MIB / 2 + 7, 3),
+    ];
+    let (third, first, stale) = tokio::join!(
+        upload_part(s3, id, 3, parts[2].clone()),
+        upload_part(s3, id, 1, parts[0].clone()),
+        upload_part(s3, id, 2, test_data(6 * MIB, 9)),
+    );
+    assert_ne!(stale, format!("\"{:032x}\"", md5_of(&parts[1])));
+    let second = upload_part(s3, id, 2, parts[1].clone()).await;
+    for (etag, data) in [
+        (&first, &parts[0]),
+        (&second, &parts[1]),
+        (&third, &parts[2]),
+    ] {
+        assert_eq!(*etag, format!("\"{:032x}\"", md5_of(data)));
+    }
+
+    let listed = s3
+        .list_parts()
+        .bucket("mpu")
+        .key(key)
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .unwrap();
+    let listed_parts: Vec<(i32, String, i64)> = listed
+        .parts()
+        .iter()
+        .map(|p| {
+            (
+                p.part_number.unwrap(),
+                p.e_tag.clone().unwrap(),
+                p.size.unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed_parts,
+        [
+            (1, first.clone(), parts[0].len() as i64),
+            (2, second.clone(), parts[1].len() as i64),
+            (3, third.clone(), parts[2].len() as i64),
+        ]
+    );
+    let page = s3
+        .list_parts()
+        .bucket("mpu")
+        .key(key)
+        .upload_id(&upload_id)
+        .max_parts(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.parts().len(), 2);
+    assert_eq!(page.is_truncated, Some(true));
+    let rest = s3
+        .list_parts()
+        .bucket("mpu")
+        .key(key)
+        .upload_id(&upload_id)
+        .part_number_marker(page.next_part_number_marker.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.parts()[0].part_number, Some(3));
+
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<(&str, &str)> = uploads
+        .uploads()
+        .iter()
+        .map(|u| (u.key().unwrap(), u.upload_id().unwrap()))
+        .collect();
+    assert_eq!(listed, [(key, upload_id.as_str())]);
+    let rolled_up = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    assert!(rolled_up.uploads().is_empty());
+    assert_eq!(rolled_up.common_prefixes()[0].prefix(), Some("videos/"));
+    // Not an object until completed.
+    let missing = s3.head_object().bucket("mpu").key(key).send().await;
+    assert_eq!(status(&missing.unwrap_err()), 404);
+
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&[(1, &first), (2, &second), (3, &third)]))
+        .send()
+        .await
+        .unwrap();
+    let whole: Vec<u8> = parts.concat();
+    let expected_etag = multipart_etag(&[&parts[0], &parts[1], &parts[2]]);
+    assert_eq!(done.e_tag(), Some(expected_etag.as_str()));
+    assert_eq!(get_bytes(s3, "mpu", key).await, whole);
+    let head = s3
+        .head_object()
+        .bucket("mpu")
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), Some(expected_etag.as_str()));
+    assert_eq!(head.content_length, Some(whole.len() as i64));
+    assert_eq!(head.content_type(), Some("video/mp4"));
+    assert_eq!(head.cache_control(), Some("max-age=60"));
+    assert_eq!(head.metadata().unwrap().get("origin").unwrap(), "camera");
+    // Ranges across part boundaries, as a video player asks for them.
+    for (start, end) in [(5 * MIB - 10, 5 * MIB + 10), (10 * MIB, whole.len() - 1)] {
+        let ranged = s3
+            .get_object()
+            .bucket("mpu")
+            .key(key)
+            .range(format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .unwrap();
+        let bytes = ranged.body.collect().await.unwrap().to_vec();
+        assert_eq!(bytes, &whole[start..=end]);
+    }
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty());
+    let gone = s3
+        .list_parts()
+        .bucket("mpu")
+        .key(key)
+        .upload_id(&upload_id)
+        .send()
+        .await;
+    assert_eq!(code(&gone.unwrap_err()), "NoSuchUpload");
+    fx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_errors_and_aborts() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    let upload_id = create_upload(s3, "mpu", "k").await;
+    let id = ("mpu", "k", upload_id.as_str());
+    let small = upload_part(s3, id, 1, test_data(1000, 1)).await;
+    let last = upload_part(s3, id, 2, test_data(2000, 2)).await;
+    let complete = |parts: Vec<(i32, String)>| {
+        let parts: Vec<(i32, &str)> = parts.iter().map(|(n, e)| (*n, e.as_str())).collect();
+        s3.complete_multipart_upload()
+            .bucket("mpu")
+            .key("k")
+            .upload_id(&upload_id)
+            .multipart_upload(completed(&parts))
+            .send()
+    };
+    let error = complete(vec![(1, small.clone()), (2, last.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "EntityTooSmall");
+    let error = complete(vec![(2, last.clone()), (1, small.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidPartOrder");
+    let error = complete(vec![(1, "\"0123\"".into())]).await.unwrap_err();
+    assert_eq!(code(&error), "InvalidPart");
+    let error = complete(vec![(7, small.clone())]).await.unwrap_err();
+    assert_eq!(code(&error), "InvalidPart");
+    for number in [0, 10_001] {
+        let error = s3
+            .upload_part()
+            .bucket("mpu")
+            .key("k")
+            .upload_id(&upload_id)
+            .part_number(number)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "InvalidArgument", "part {number}");
+    }
+    // Unknown, malformed and other keys' upload ids are all NoSuchUpload.
+    let other = create_upload(s3, "mpu", "other").await;
+    for (key, upload) in [("k", "bm9wZQ"), ("k", "!!"), ("k", other.as_str())] {
+        let error = s3
+            .upload_part()
+            .bucket("mpu")
+            .key(key)
+            .upload_id(upload)
+            .part_number(1)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "NoSuchUpload", "{upload}");
+    }
+    let error = s3
+        .create_multipart_upload()
+        .bucket("nope")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "NoSuchBucket");
+    // A body that differs from its Content-MD5 is refused, and the part
+    // recorded before stays.
+    let error = s3
+        .upload_part()
+        .bucket("mpu")
+        .key("k")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .content_md5(base64_md5(b"something else"))
+        .body(ByteStream::from(test_data(1000, 5)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "BadDigest");
+
+    // A single last part may be small; parts left out are not in the object.
+    let done = complete(vec![(2, last.clone())]).await.unwrap();
+    assert!(done.e_tag().unwrap().ends_with("-1\""));
+    assert_eq!(get_bytes(s3, "mpu", "k").await, test_data(2000, 2));
+
+    // Aborting: the upload is gone, its key was never an object, and the
+    // bucket can be deleted.
+    s3.abort_multipart_upload()
+        .bucket("mpu")
+        .key("other")
+        .upload_id(&other)
+        .send()
+        .await
+        .unwrap();
+    let error = s3
+        .abort_multipart_upload()
+        .bucket("mpu")
+        .key("other")
+        .upload_id(&other)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "NoSuchUpload");
+    let error = s3.head_object().bucket("mpu").key("other").send().await;
+    assert_eq!(status(&error.unwrap_err()), 404);
+    s3.delete_object()
+        .bucket("mpu")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    s3.delete_bucket().bucket("mpu").send().await.unwrap();
+    fx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_part_copy_assembles_ranges_of_objects() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("src").send().await.unwrap();
+    s3.create_bucket().bucket("dst").send().await.unwrap();
+    let source = test_data(6 * MIB + 500, 11);
+    s3.put_object()
+        .bucket("src")
+        .key("a b/source")
+        .body(ByteStream::from(source.clone()))
+        .send()
+        .await
+        .unwrap();
+    let upload_id = create_upload(s3, "dst", "joined").await;
+    let copy_part = |number: i32, range: Option<String>| {
+        s3.upload_part_copy()
+            .bucket("dst")
+            .key("joined")
+            .upload_id(&upload_id)
+            .part_number(number)
+            .copy_source("src/a%20b/source")
+            .set_copy_source_range(range)
+            .send()
+    };
+    let whole = copy_part(1, None).await.unwrap();
+    let tail = copy_part(2, Some(format!("bytes=100-{}", 2 * MIB)))
+        .await
+        .unwrap();
+    let error = copy_part(3, Some(format!("bytes=0-{}", source.len())))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRange");
+    let error = s3
+        .upload_part_copy()
+        .bucket("dst")
+        .key("joined")
+        .upload_id(&upload_id)
+        .part_number(3)
+        .copy_source("src/missing")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "NoSuchKey");
+    let etag = |r: &aws_sdk_s3::operation::upload_part_copy::UploadPartCopyOutput| {
+        r.copy_part_result().unwrap().e_tag().unwrap().to_string()
+    };
+    let expected = [source.clone(), source[100..=2 * MIB].to_vec()];
+    assert_eq!(etag(&whole), format!("\"{:032x}\"", md5_of(&expected[0])));
+    s3.complete_multipart_upload()
+        .bucket("dst")
+        .key("joined")
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&[(1, &etag(&whole)), (2, &etag(&tail))]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_bytes(s3, "dst", "joined").await, expected.concat());
+    fx.shutdown().await;
+}
+
+/// A 1 GiB object through multipart, as `aws s3 cp` sends big files: parts
+/// uploaded four at a time, read back as a stream and compared by hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gibibyte_multipart_round_trip() {
+    const PART: usize = 64 * MIB;
+    const PARTS: u64 = 16;
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("big").send().await.unwrap();
+    let upload_id = create_upload(s3, "big", "gib").await;
+    let id = ("big", "gib", upload_id.as_str());
+    let mut expected = blake3::Hasher::new();
+    let mut etags = Vec::new();
+    for batch in (1..=PARTS).collect::<Vec<_>>().chunks(4) {
+        let data: Vec<Vec<u8>> = batch.iter().map(|&n| test_data(PART, 1000 + n)).collect();
+        for part in &data {
+            expected.update(part);
+        }
+        let uploads = batch
+            .iter()
+            .zip(data)
+            .map(|(&n, part)| upload_part(s3, id, n as i32, part));
+        etags.extend(futures::future::join_all(uploads).await);
+    }
+    let numbered: Vec<(i32, &str)> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as i32 + 1, e.as_str()))
+        .collect();
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("big")
+        .key("gib")
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&numbered))
+        .send()
+        .await
+        .unwrap();
+    assert!(done.e_tag().unwrap().ends_with("-16\""));
+    let object = s3
+        .get_object()
+        .bucket("big")
+        .key("gib")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(object.content_length, Some(PARTS as i64 * PART as i64));
+    let mut body = object.body.into_async_read();
+    let mut actual = blake3::Hasher::new();
+    let mut buffer = vec![0u8; MIB];
+    loop {
+        let n = body.read(&mut buffer).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        actual.update(&buffer[..n]);
+    }
+    assert_eq!(actual.finalize(), expected.finalize());
     fx.shutdown().await;
 }

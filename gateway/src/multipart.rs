@@ -1,0 +1,511 @@
+//! Multipart uploads: Create, UploadPart, UploadPartCopy, Complete, Abort,
+//! ListParts and ListMultipartUploads over the client library's multipart
+//! uploads. Parts stream straight to the network (their MD5, the part ETag,
+//! is computed on the way and kept sealed with the part), so a part is never
+//! held in memory or on disk; completing moves no data. The object's ETag is
+//! S3's: the MD5 of the parts' binary MD5s, a dash and the number of parts.
+
+use std::collections::BTreeSet;
+
+use archipel_client::{ByteRange, MultipartUpload, PartInfo, Project};
+use md5::{Digest, Md5};
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyPartResult,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag, ListMultipartUploadsInput,
+    ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, Part, UploadPartCopyInput,
+    UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
+};
+use s3s::{s3_error, S3Result};
+use tokio_util::io::StreamReader;
+
+use crate::copy;
+use crate::errors::s3_error;
+use crate::metadata::{self, ObjectHeaders};
+use crate::objects::{self, DownloadReader, Md5Reader};
+
+/// S3's smallest part, except for the last one.
+const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's default and largest page of parts and of uploads.
+const MAX_PAGE: usize = 1000;
+
+pub(crate) async fn create(
+    project: &Project,
+    input: CreateMultipartUploadInput,
+) -> S3Result<CreateMultipartUploadOutput> {
+    let headers = ObjectHeaders {
+        content_type: input.content_type,
+        content_encoding: input.content_encoding,
+        content_disposition: input.content_disposition,
+        cache_control: input.cache_control,
+        expires: input.expires,
+        user: input.metadata,
+    };
+    let upload_id = project
+        .begin_multipart(&input.bucket, &input.key, headers.into_upload_options())
+        .await
+        .map_err(s3_error)?;
+    Ok(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload_id),
+        ..Default::default()
+    })
+}
+
+fn part_number(number: i32) -> S3Result<u32> {
+    u32::try_from(number)
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })
+}
+
+/// Uploads `body` as part `number`; returns its ETag (hex MD5).
+async fn store_part(
+    project: &Project,
+    (bucket, key, upload_id): (&str, &str, &str),
+    number: u32,
+    body: impl tokio::io::AsyncRead + Unpin + Send,
+    expected_md5: Option<[u8; 16]>,
+) -> Result<String, archipel_client::Error> {
+    let reader = Md5Reader::new(body, expected_md5);
+    let digest = reader.digest_slot();
+    let part = project
+        .upload_part(bucket, key, upload_id, number, reader, move || {
+            digest.get().map(hex::encode).unwrap_or_default()
+        })
+        .await?;
+    Ok(part.tag)
+}
+
+pub(crate) async fn upload_part(
+    project: &Project,
+    input: UploadPartInput,
+) -> S3Result<UploadPartOutput> {
+    let number = part_number(input.part_number)?;
+    let expected_md5 = input
+        .content_md5
+        .as_deref()
+        .map(objects::decode_md5)
+        .transpose()?;
+    let body = StreamReader::new(objects::body_stream(input.body));
+    let etag = store_part(
+        project,
+        (&input.bucket, &input.key, &input.upload_id),
+        number,
+        body,
+        expected_md5,
+    )
+    .await
+    .map_err(s3_error)?;
+    Ok(UploadPartOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        ..Default::default()
+    })
+}
+
+pub(crate) async fn upload_part_copy(
+    project: &Project,
+    input: UploadPartCopyInput,
+) -> S3Result<UploadPartCopyOutput> {
+    let number = part_number(input.part_number)?;
+    let (source_bucket, source_key) = copy::source(&input.copy_source)?;
+    let info = objects::stat(project, &source_bucket, &source_key).await?;
+    copy::check_source_conditions(
+        &info,
+        objects::Conditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        },
+    )?;
+    let range = match &input.copy_source_range {
+        Some(text) => Some(copy_range(text, info.size)?),
+        None => None,
+    };
+    let source = DownloadReader::start(project.clone(), source_bucket, source_key, range);
+    let etag = store_part(
+        project,
+        (&input.bucket, &input.key, &input.upload_id),
+        number,
+        source,
+        None,
+    )
+    .await
+    .map_err(copy::source_read_error)?;
+    Ok(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: metadata::timestamp(std::time::SystemTime::now()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// `x-amz-copy-source-range`: `bytes=first-last`, both inclusive, within the source.
+fn copy_range(text: &str, size: u64) -> S3Result<ByteRange> {
+    let invalid = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last"
+        )
+    };
+    let (first, last) = text
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(invalid)?;
+    let first: u64 = first.trim().parse().map_err(|_| invalid())?;
+    let last: u64 = last.trim().parse().map_err(|_| invalid())?;
+    if first > last || last >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "the range {text} is not within the {size}-byte source object"
+        ));
+    }
+    Ok(ByteRange {
+        offset: first,
+        length: Some(last - first + 1),
+    })
+}
+
+/// S3's multipart ETag: MD5 of the concatenated binary part MD5s, `-N`.
+/// Part tags that are not hex MD5s (parts stored by other tools) count as
+/// their bytes.
+fn multipart_etag(part_md5s: &[&str]) -> String {
+    let mut hasher = Md5::new();
+    for tag in part_md5s {
+        match hex::decode(tag) {
+            Ok(bytes) => hasher.update(bytes),
+            Err(_) => hasher.update(tag.as_bytes()),
+        }
+    }
+    format!("{}-{}", hex::encode(hasher.finalize()), part_md5s.len())
+}
+
+pub(crate) async fn complete(
+    project: &Project,
+    input: CompleteMultipartUploadInput,
+) -> S3Result<CompleteMultipartUploadOutput> {
+    let given = input
+        .multipart_upload
+        .and_then(|u| u.parts)
+        .filter(|parts| !parts.is_empty())
+        .ok_or_else(|| {
+            s3_error!(
+                MalformedXML,
+                "the request names no parts to complete the upload with"
+            )
+        })?;
+    let recorded = project
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(s3_error)?;
+    let mut numbers = Vec::with_capacity(given.len());
+    let mut chosen: Vec<&PartInfo> = Vec::with_capacity(given.len());
+    for part in &given {
+        let number = part
+            .part_number
+            .ok_or_else(|| s3_error!(InvalidPart, "a part has no part number"))
+            .and_then(part_number)?;
+        if numbers.last().is_some_and(|&last| number <= last) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "the list of parts was not in ascending order"
+            ));
+        }
+        let found = recorded.iter().find(|p| p.number == number);
+        let matches = |p: &&PartInfo| part.e_tag.as_ref().is_some_and(|e| e.value() == p.tag);
+        let Some(found) = found.filter(matches) else {
+            return Err(s3_error!(
+                InvalidPart,
+                "part {number} was not uploaded or its ETag differs"
+            ));
+        };
+        numbers.push(number);
+        chosen.push(found);
+    }
+    if let Some(small) = chosen[..chosen.len() - 1]
+        .iter()
+        .find(|p| p.size < MIN_PART_SIZE)
+    {
+        return Err(s3_error!(
+            EntityTooSmall,
+            "part {} is {} bytes; every part but the last must be at least {MIN_PART_SIZE}",
+            small.number,
+            small.size
+        ));
+    }
+    let tags: Vec<&str> = chosen.iter().map(|p| p.tag.as_str()).collect();
+    let etag = multipart_etag(&tags);
+    project
+        .complete_multipart(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            &numbers,
+            [metadata::etag_entry(&etag)].into(),
+        )
+        .await
+        .map_err(s3_error)?;
+    Ok(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        e_tag: Some(ETag::Strong(etag)),
+        ..Default::default()
+    })
+}
+
+pub(crate) async fn abort(
+    project: &Project,
+    input: AbortMultipartUploadInput,
+) -> S3Result<AbortMultipartUploadOutput> {
+    project
+        .abort_multipart(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(s3_error)?;
+    Ok(AbortMultipartUploadOutput::default())
+}
+
+fn page_size(requested: Option<i32>) -> usize {
+    requested.map_or(MAX_PAGE, |n| usize::try_from(n).unwrap_or(0).min(MAX_PAGE))
+}
+
+pub(crate) async fn list_parts(
+    project: &Project,
+    input: ListPartsInput,
+) -> S3Result<ListPartsOutput> {
+    let parts = project
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(s3_error)?;
+    let marker = input.part_number_marker.unwrap_or(0);
+    let max = page_size(input.max_parts);
+    let after: Vec<&PartInfo> = parts
+        .iter()
+        .filter(|p| i64::from(p.number) > i64::from(marker))
+        .collect();
+    let page = &after[..after.len().min(max)];
+    let truncated = after.len() > page.len();
+    Ok(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: page
+            .last()
+            .filter(|_| truncated)
+            .and_then(|p| i32::try_from(p.number).ok()),
+        max_parts: i32::try_from(max).ok(),
+        is_truncated: Some(truncated),
+        parts: Some(
+            page.iter()
+                .map(|p| Part {
+                    part_number: i32::try_from(p.number).ok(),
+                    e_tag: Some(ETag::Strong(p.tag.clone())),
+                    size: i64::try_from(p.size).ok(),
+                    last_modified: metadata::timestamp(p.uploaded),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+/// One page of uploads: those after the markers, with keys rolled up to
+/// common prefixes at the delimiter.
+struct UploadsPage {
+    uploads: Vec<MultipartUpload>,
+    prefixes: BTreeSet<String>,
+    truncated: bool,
+    next: Option<(String, String)>,
+}
+
+fn paginate_uploads(
+    all: Vec<MultipartUpload>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    marker: (Option<&str>, Option<&str>),
+    max: usize,
+) -> UploadsPage {
+    let mut page = UploadsPage {
+        uploads: Vec::new(),
+        prefixes: BTreeSet::new(),
+        truncated: false,
+        next: None,
+    };
+    // `all` is in (key, start) order, the order the markers refer to.
+    let start = match marker {
+        (Some(key), Some(id)) => all
+            .iter()
+            .position(|u| u.key == key && u.upload_id == id)
+            .map(|at| at + 1)
+            .unwrap_or_else(|| all.partition_point(|u| u.key.as_str() <= key)),
+        (Some(key), None) => all.partition_point(|u| u.key.as_str() <= key),
+        (None, _) => 0,
+    };
+    for upload in all[start..].iter().filter(|u| u.key.starts_with(prefix)) {
+        let common = delimiter.and_then(|d| {
+            let rest = upload.key.get(prefix.len()..)?;
+            rest.find(d)
+                .map(|i| format!("{prefix}{}", &rest[..i + d.len()]))
+        });
+        if let Some(common) = &common {
+            if page.prefixes.contains(common) {
+                continue;
+            }
+        }
+        if page.uploads.len() + page.prefixes.len() >= max {
+            page.truncated = true;
+            break;
+        }
+        page.next = Some((upload.key.clone(), upload.upload_id.clone()));
+        match common {
+            Some(common) => {
+                page.prefixes.insert(common);
+            }
+            None => page.uploads.push(upload.clone()),
+        }
+    }
+    page
+}
+
+pub(crate) async fn list_uploads(
+    project: &Project,
+    input: ListMultipartUploadsInput,
+) -> S3Result<ListMultipartUploadsOutput> {
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let all = project
+        .list_multipart_uploads(&input.bucket, &prefix)
+        .await
+        .map_err(s3_error)?;
+    let max = page_size(input.max_uploads);
+    let page = paginate_uploads(
+        all,
+        &prefix,
+        input.delimiter.as_deref().filter(|d| !d.is_empty()),
+        (
+            input.key_marker.as_deref(),
+            input.upload_id_marker.as_deref(),
+        ),
+        max,
+    );
+    let (next_key, next_id) = match page.next.filter(|_| page.truncated) {
+        Some((key, id)) => (Some(key), Some(id)),
+        None => (None, None),
+    };
+    Ok(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        delimiter: input.delimiter,
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: i32::try_from(max).ok(),
+        is_truncated: Some(page.truncated),
+        next_key_marker: next_key,
+        next_upload_id_marker: next_id,
+        common_prefixes: Some(
+            page.prefixes
+                .into_iter()
+                .map(|p| CommonPrefix { prefix: Some(p) })
+                .collect(),
+        ),
+        uploads: Some(
+            page.uploads
+                .into_iter()
+                .map(|u| s3s::dto::MultipartUpload {
+                    initiated: metadata::timestamp(u.started),
+                    key: Some(u.key),
+                    upload_id: Some(u.upload_id),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn multipart_etags_are_s3s() {
+        // Two parts: "hello " and "world", as S3 computes it.
+        let a = hex::encode(Md5::digest(b"hello "));
+        let b = hex::encode(Md5::digest(b"world"));
+        let mut both = Md5::digest(b"hello ").to_vec();
+        both.extend_from_slice(&Md5::digest(b"world"));
+        let expected = format!("{}-2", hex::encode(Md5::digest(&both)));
+        assert_eq!(multipart_etag(&[&a, &b]), expected);
+        assert!(multipart_etag(&[&a]).ends_with("-1"));
+    }
+
+    #[test]
+    fn copy_ranges_are_inclusive_and_within_the_source() {
+        let r = copy_range("bytes=0-9", 10).unwrap();
+        assert_eq!((r.offset, r.length), (0, Some(10)));
+        let r = copy_range("bytes=5-5", 10).unwrap();
+        assert_eq!((r.offset, r.length), (5, Some(1)));
+        assert_eq!(
+            copy_range("bytes=5-10", 10).unwrap_err().code().as_str(),
+            "InvalidRange"
+        );
+        assert_eq!(
+            copy_range("bytes=6-5", 10).unwrap_err().code().as_str(),
+            "InvalidRange"
+        );
+        for bad in ["0-9", "bytes=-5", "bytes=a-b", "bytes=5"] {
+            assert_eq!(
+                copy_range(bad, 10).unwrap_err().code().as_str(),
+                "InvalidArgument",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn upload_pages_follow_markers_and_roll_up_prefixes() {
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let upload = |key: &str, id: &str, s| MultipartUpload {
+            key: key.into(),
+            upload_id: id.into(),
+            started: at(s),
+        };
+        let all = vec![
+            upload("a", "1", 1),
+            upload("a", "2", 2),
+            upload("b/x", "3", 3),
+            upload("b/y", "4", 4),
+            upload("c", "5", 5),
+        ];
+        let keys = |p: &UploadsPage| -> Vec<String> {
+            p.uploads
+                .iter()
+                .map(|u| format!("{}#{}", u.key, u.upload_id))
+                .collect()
+        };
+        let page = paginate_uploads(all.clone(), "", None, (None, None), 2);
+        assert_eq!(keys(&page), ["a#1", "a#2"]);
+        assert!(page.truncated);
+        assert_eq!(page.next, Some(("a".into(), "2".into())));
+        let page = paginate_uploads(all.clone(), "", None, (Some("a"), Some("1")), 2);
+        assert_eq!(keys(&page), ["a#2", "b/x#3"]);
+        let page = paginate_uploads(all.clone(), "", None, (Some("a"), None), 10);
+        assert_eq!(keys(&page), ["b/x#3", "b/y#4", "c#5"]);
+        assert!(!page.truncated);
+        let page = paginate_uploads(all.clone(), "", Some("/"), (None, None), 10);
+        assert_eq!(keys(&page), ["a#1", "a#2", "c#5"]);
+        assert_eq!(page.prefixes, BTreeSet::from(["b/".to_string()]));
+        let page = paginate_uploads(all, "b/", Some("/"), (None, None), 10);
+        assert_eq!(keys(&page), ["b/x#3", "b/y#4"]);
+    }
+}
