@@ -91,6 +91,12 @@ s3 =
     addressing_style = path
 EOF
 touch "$AWS_SHARED_CREDENTIALS_FILE"
+# botocore sends `Expect: 100-continue` with a 0-byte PUT too; the gateway then
+# answers at once with the final response (no 100), after which botocore
+# misparses the next response on that pooled connection: a 60 s read timeout
+# and a retry (boto/botocore#3755). Recent botocore can leave the expectation
+# off empty bodies; older ones (Debian's awscli 2.9) still stall once in `sync`.
+export BOTO_EXPERIMENTAL__NO_EMPTY_CONTINUE=true
 s3() {
     aws --endpoint-url "$AWS_ENDPOINT_URL" "$@"
 }
