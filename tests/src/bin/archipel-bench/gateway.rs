@@ -8,7 +8,8 @@
 //! (`cp FILE ap://…`, `cp ap://… -` into a pipe this process hashes), and with
 //! the client library in this process. Then small objects: N PUTs then N GETs,
 //! one at a time and with several in flight, gateway against library; the CLI
-//! does a shorter one-at-a-time batch whose rate is mostly process start-up.
+//! does a shorter one-at-a-time batch, paying a process start-up and a
+//! satellite connection per operation.
 //! Every download is compared with what went up. The gateway, the SDK client
 //! and the library share this process with the network; the machine is
 //! shared too, so only ratios from the same run mean much.
