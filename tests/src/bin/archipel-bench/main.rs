@@ -8,6 +8,11 @@
 //! The child uploads a generated object (streamed, never held in memory), then
 //! downloads it into a sink that hashes it; the BLAKE3 hashes of what went up
 //! and what came down must match. A last download runs with some nodes stopped.
+//!
+//! `archipel-bench gateway` compares the S3 gateway with the `archipel` CLI and
+//! the client library instead (see the `gateway` module).
+
+mod gateway;
 
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -40,7 +45,7 @@ struct Cli {
     /// Number of storage nodes.
     #[arg(long, default_value_t = 10)]
     nodes: usize,
-    /// Nodes stopped for the degraded download.
+    /// Nodes stopped for the degraded download (client mode).
     #[arg(long, default_value_t = 4)]
     stop: usize,
     /// Keep the metabase in PostgreSQL (`ARCHIPEL_TEST_POSTGRES`) instead of SQLite.
@@ -52,6 +57,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
+    /// Compare the S3 gateway with the `archipel` CLI and the client library:
+    /// a `--size` object up and down, then many small objects.
+    Gateway(gateway::Args),
     /// Run one client operation against the access grant in `ARCHIPEL_BENCH_ACCESS`.
     #[command(hide = true)]
     Client {
@@ -80,6 +88,10 @@ enum BenchError {
     Io(#[from] std::io::Error),
     #[error("the access grant is missing from {ACCESS_ENV}")]
     NoAccess,
+    #[error("the gateway failed: {0}")]
+    Gateway(#[from] archipel_gateway::Error),
+    #[error("an S3 request failed: {0}")]
+    S3(String),
     #[error("the downloaded object differs from the uploaded one ({0} vs {1})")]
     Mismatch(String, String),
 }
@@ -178,9 +190,9 @@ impl AsyncWrite for HashSink {
     }
 }
 
-/// This process's peak resident set in KiB, from `/proc/self/status`.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The peak resident set (`VmHWM`) in KiB from a `/proc/PID/status` file.
+fn vm_hwm_kib(status_file: &str) -> Option<u64> {
+    std::fs::read_to_string(status_file)
         .ok()
         .and_then(|status| {
             status
@@ -188,7 +200,11 @@ fn peak_rss_kib() -> u64 {
                 .find_map(|line| line.strip_prefix("VmHWM:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
-        .unwrap_or(0)
+}
+
+/// This process's peak resident set in KiB.
+fn peak_rss_kib() -> u64 {
+    vm_hwm_kib("/proc/self/status").unwrap_or(0)
 }
 
 async fn run_client(operation: Operation, size: u64) -> Result<ClientReport, BenchError> {
@@ -275,8 +291,9 @@ fn row(name: &str, run: &Run) {
     );
 }
 
-async fn bench(cli: &Cli) -> Result<(), BenchError> {
-    let mut planet = Planet::start(PlanetConfig {
+/// The network both modes measure, with the bench bucket made.
+async fn start_planet(cli: &Cli) -> Result<Planet, BenchError> {
+    let planet = Planet::start(PlanetConfig {
         nodes: cli.nodes,
         backend: if cli.postgres {
             Backend::Postgres
@@ -289,6 +306,20 @@ async fn bench(cli: &Cli) -> Result<(), BenchError> {
     })
     .await?;
     planet.project().await?.create_bucket(BUCKET).await?;
+    Ok(planet)
+}
+
+/// What the tables' first line says about the network.
+fn setting(cli: &Cli) -> String {
+    format!(
+        "{} nodes, 4/6/8/10 × 4096, 64 MiB segments, {}",
+        cli.nodes,
+        if cli.postgres { "PostgreSQL" } else { "SQLite" }
+    )
+}
+
+async fn bench(cli: &Cli) -> Result<(), BenchError> {
+    let mut planet = start_planet(cli).await?;
     let access = planet.access().serialize();
 
     let upload = child(&access, Operation::Upload, cli.size).await?;
@@ -306,11 +337,7 @@ async fn bench(cli: &Cli) -> Result<(), BenchError> {
             ));
         }
     }
-    println!(
-        "{} nodes, 4/6/8/10 × 4096, 64 MiB segments, {}",
-        cli.nodes,
-        if cli.postgres { "PostgreSQL" } else { "SQLite" }
-    );
+    println!("{}", setting(cli));
     println!(
         "| run | GB | s (transfer) | s (process) | MB/s | client peak RSS MiB | RUSAGE_CHILDREN max MiB | client CPU s | network CPU s |"
     );
@@ -336,9 +363,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.role {
+    let result = match &cli.role {
+        Some(Role::Gateway(args)) => runtime.block_on(async {
+            let planet = start_planet(&cli).await?;
+            gateway::bench(&planet, cli.size, args, &setting(&cli)).await?;
+            planet.shutdown().await?;
+            Ok(())
+        }),
         Some(Role::Client { operation, size }) => runtime
-            .block_on(run_client(operation, size))
+            .block_on(run_client(*operation, *size))
             .and_then(|report| {
                 serde_json::to_string(&report)
                     .map(|line| println!("{line}"))

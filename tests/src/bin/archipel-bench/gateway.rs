@@ -1,0 +1,598 @@
+//! `archipel-bench gateway`: the S3 gateway side by side with the `archipel`
+//! CLI and the client library, on one in-process network in one run.
+//!
+//! A large object (`--size`, 1 GiB by default) is generated into a file once,
+//! then goes up and comes down three ways: through the gateway with
+//! `aws-sdk-s3` (one PutObject streamed from the file, one GetObject streamed
+//! into a hashing sink), with the `archipel` binary as a subprocess
+//! (`cp FILE ap://…`, `cp ap://… -` into a pipe this process hashes), and with
+//! the client library in this process. Then small objects: N PUTs then N GETs,
+//! one at a time and with several in flight, gateway against library; the CLI
+//! does a shorter one-at-a-time batch, paying a process start-up and a
+//! satellite connection per operation.
+//! Every download is compared with what went up. The gateway, the SDK client
+//! and the library share this process with the network; the machine is
+//! shared too, so only ratios from the same run mean much.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use archipel_client::{Project, UploadOptions};
+use archipel_tests::Planet;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use futures::{StreamExt, TryStreamExt};
+use nix::sys::resource::UsageWho;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+
+use crate::{cpu_seconds, peak_rss_kib, vm_hwm_kib, BenchError, Generator, HashSink, BUCKET};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Small objects written then read, per gateway or library run.
+    #[arg(long, default_value_t = 500)]
+    small_count: usize,
+    /// Size of a small object in bytes.
+    #[arg(long, default_value_t = 4096)]
+    small_size: usize,
+    /// Small objects written then read by the CLI, one process per operation.
+    #[arg(long, default_value_t = 50)]
+    cli_small_count: usize,
+    /// Operations in flight in the concurrent small-object runs.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// The `archipel` CLI binary [default: `archipel` next to this program].
+    #[arg(long)]
+    archipel: Option<PathBuf>,
+}
+
+fn s3_error(error: impl std::error::Error) -> BenchError {
+    BenchError::S3(DisplayErrorContext(error).to_string())
+}
+
+/// What one measured step cost.
+struct Sample {
+    seconds: f64,
+    /// CPU seconds of this process and of the children that ended meanwhile.
+    cpu: f64,
+    /// This process's peak resident set during the step (since the whole run
+    /// when the kernel does not let the peak be reset).
+    peak_rss_kib: u64,
+}
+
+/// Lets `VmHWM` restart from the current resident set, so that each step's
+/// peak is its own; false when the kernel refuses.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn children_cpu() -> f64 {
+    cpu_seconds(UsageWho::RUSAGE_CHILDREN)
+}
+
+async fn measure<T>(
+    step: impl std::future::Future<Output = Result<T, BenchError>>,
+) -> Result<(T, Sample), BenchError> {
+    reset_peak_rss();
+    let cpu_before = cpu_seconds(UsageWho::RUSAGE_SELF) + children_cpu();
+    let started = Instant::now();
+    let value = step.await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let sample = Sample {
+        seconds,
+        cpu: cpu_seconds(UsageWho::RUSAGE_SELF) + children_cpu() - cpu_before,
+        peak_rss_kib: peak_rss_kib(),
+    };
+    Ok((value, sample))
+}
+
+fn check_hash(expected: &str, actual: blake3::Hash) -> Result<(), BenchError> {
+    let actual = actual.to_hex().to_string();
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(BenchError::Mismatch(expected.to_string(), actual))
+    }
+}
+
+fn check_bytes(expected: &[u8], actual: &[u8]) -> Result<(), BenchError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(BenchError::Mismatch(
+            blake3::hash(expected).to_hex().to_string(),
+            blake3::hash(actual).to_hex().to_string(),
+        ))
+    }
+}
+
+/// The `archipel` binary with the planet's grant in its environment.
+struct ArchipelCli {
+    exe: PathBuf,
+    access: String,
+}
+
+/// Waits for `child`, reading its `VmHWM` meanwhile; returns its exit status
+/// and the last peak resident set seen, in KiB. (`RUSAGE_CHILDREN` would count
+/// this large process's image from before the child's `exec`.)
+async fn wait_watching(child: &mut Child) -> std::io::Result<(ExitStatus, u64)> {
+    let status_file = child.id().map(|pid| format!("/proc/{pid}/status"));
+    let mut peak = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            status = child.wait() => return Ok((status?, peak)),
+            _ = tick.tick() => {
+                if let Some(kib) = status_file.as_deref().and_then(vm_hwm_kib) {
+                    peak = peak.max(kib);
+                }
+            }
+        }
+    }
+}
+
+impl ArchipelCli {
+    /// Runs `archipel ARGS` with `input` on its stdin and its stdout copied
+    /// into `sink`; returns the bytes copied and the process's peak RSS in KiB.
+    async fn run(
+        &self,
+        args: &[&str],
+        input: &[u8],
+        sink: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<(u64, u64), BenchError> {
+        let mut child = tokio::process::Command::new(&self.exe)
+            .env("ARCHIPEL_ACCESS", &self.access)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let feed = async {
+            if let Some(mut stdin) = stdin {
+                stdin.write_all(input).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let drain = async {
+            match stdout {
+                Some(mut stdout) => tokio::io::copy(&mut stdout, sink).await,
+                None => Ok(0),
+            }
+        };
+        let (fed, drained, waited) = tokio::join!(feed, drain, wait_watching(&mut child));
+        let (status, peak_rss_kib) = waited?;
+        if !status.success() {
+            return Err(BenchError::Child(format!(
+                "archipel {args:?} exited with {status}"
+            )));
+        }
+        fed?;
+        Ok((drained?, peak_rss_kib))
+    }
+}
+
+/// One large-object transfer: bytes moved and what it cost.
+struct Transfer {
+    bytes: u64,
+    sample: Sample,
+}
+
+impl Transfer {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.sample.seconds / 1e6
+    }
+}
+
+struct Large {
+    put: Transfer,
+    get: Transfer,
+}
+
+async fn gateway_large(
+    s3: &Client,
+    file: &Path,
+    size: u64,
+    hash: &str,
+) -> Result<Large, BenchError> {
+    let key = "large/gateway";
+    let ((), put) = measure(async {
+        let body = ByteStream::from_path(file).await.map_err(s3_error)?;
+        s3.put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    })
+    .await?;
+    let (bytes, get) = measure(async {
+        let output = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let mut body = std::pin::pin!(output.body.into_async_read());
+        let mut sink = HashSink::default();
+        let bytes = tokio::io::copy_buf(&mut body, &mut sink).await?;
+        check_hash(hash, sink.hasher.finalize())?;
+        Ok(bytes)
+    })
+    .await?;
+    Ok(Large {
+        put: Transfer {
+            bytes: size,
+            sample: put,
+        },
+        get: Transfer { bytes, sample: get },
+    })
+}
+
+/// The large transfers by the CLI, with each process's peak RSS in KiB.
+async fn cli_large(
+    cli: &ArchipelCli,
+    file: &Path,
+    size: u64,
+    hash: &str,
+) -> Result<(Large, [u64; 2]), BenchError> {
+    let location = format!("ap://{BUCKET}/large/cli");
+    let path = file.to_string_lossy();
+    let ((_, put_rss), put) = measure(cli.run(
+        &["cp", &*path, location.as_str()],
+        &[],
+        &mut tokio::io::sink(),
+    ))
+    .await?;
+    let ((bytes, get_rss), get) = measure(async {
+        let mut sink = HashSink::default();
+        let got = cli
+            .run(&["cp", location.as_str(), "-"], &[], &mut sink)
+            .await?;
+        check_hash(hash, sink.hasher.finalize())?;
+        Ok(got)
+    })
+    .await?;
+    Ok((
+        Large {
+            put: Transfer {
+                bytes: size,
+                sample: put,
+            },
+            get: Transfer { bytes, sample: get },
+        },
+        [put_rss, get_rss],
+    ))
+}
+
+async fn library_large(project: &Project, file: &Path, hash: &str) -> Result<Large, BenchError> {
+    let key = "large/library";
+    let (bytes_up, put) = measure(async {
+        let source = tokio::fs::File::open(file).await?;
+        let info = project
+            .upload(BUCKET, key, source, UploadOptions::default())
+            .await?;
+        Ok(info.size)
+    })
+    .await?;
+    let (bytes, get) = measure(async {
+        let mut sink = HashSink::default();
+        let bytes = project.download(BUCKET, key, None, &mut sink, None).await?;
+        check_hash(hash, sink.hasher.finalize())?;
+        Ok(bytes)
+    })
+    .await?;
+    Ok(Large {
+        put: Transfer {
+            bytes: bytes_up,
+            sample: put,
+        },
+        get: Transfer { bytes, sample: get },
+    })
+}
+
+/// Operations per second of one small-object batch.
+struct Rate {
+    put: f64,
+    get: f64,
+}
+
+async fn gateway_small(
+    s3: &Client,
+    prefix: &str,
+    objects: &[Vec<u8>],
+    in_flight: usize,
+) -> Result<Rate, BenchError> {
+    let ((), put) = measure(
+        futures::stream::iter(objects.iter().enumerate())
+            .map(|(i, data)| async move {
+                s3.put_object()
+                    .bucket(BUCKET)
+                    .key(format!("{prefix}/{i}"))
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(s3_error)
+            })
+            .buffer_unordered(in_flight)
+            .try_collect(),
+    )
+    .await?;
+    let ((), get) = measure(
+        futures::stream::iter(objects.iter().enumerate())
+            .map(|(i, data)| async move {
+                let output = s3
+                    .get_object()
+                    .bucket(BUCKET)
+                    .key(format!("{prefix}/{i}"))
+                    .send()
+                    .await
+                    .map_err(s3_error)?;
+                let body = output.body.collect().await.map_err(s3_error)?;
+                check_bytes(data, &body.into_bytes())
+            })
+            .buffer_unordered(in_flight)
+            .try_collect(),
+    )
+    .await?;
+    Ok(Rate {
+        put: objects.len() as f64 / put.seconds,
+        get: objects.len() as f64 / get.seconds,
+    })
+}
+
+async fn library_small(
+    project: &Project,
+    prefix: &str,
+    objects: &[Vec<u8>],
+    in_flight: usize,
+) -> Result<Rate, BenchError> {
+    let ((), put) = measure(
+        futures::stream::iter(objects.iter().enumerate())
+            .map(|(i, data)| async move {
+                project
+                    .upload(
+                        BUCKET,
+                        &format!("{prefix}/{i}"),
+                        data.as_slice(),
+                        UploadOptions::default(),
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(BenchError::from)
+            })
+            .buffer_unordered(in_flight)
+            .try_collect(),
+    )
+    .await?;
+    let ((), get) = measure(
+        futures::stream::iter(objects.iter().enumerate())
+            .map(|(i, data)| async move {
+                let mut out = Vec::with_capacity(data.len());
+                project
+                    .download(BUCKET, &format!("{prefix}/{i}"), None, &mut out, None)
+                    .await?;
+                check_bytes(data, &out)
+            })
+            .buffer_unordered(in_flight)
+            .try_collect(),
+    )
+    .await?;
+    Ok(Rate {
+        put: objects.len() as f64 / put.seconds,
+        get: objects.len() as f64 / get.seconds,
+    })
+}
+
+/// One process per operation, one at a time.
+async fn cli_small(cli: &ArchipelCli, objects: &[Vec<u8>]) -> Result<Rate, BenchError> {
+    let location = |i: usize| format!("ap://{BUCKET}/small/cli/{i}");
+    let ((), put) = measure(async {
+        for (i, data) in objects.iter().enumerate() {
+            cli.run(&["cp", "-", &location(i)], data, &mut tokio::io::sink())
+                .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let ((), get) = measure(async {
+        for (i, data) in objects.iter().enumerate() {
+            let mut out = Vec::with_capacity(data.len());
+            cli.run(&["cp", &location(i), "-"], &[], &mut out).await?;
+            check_bytes(data, &out)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Rate {
+        put: objects.len() as f64 / put.seconds,
+        get: objects.len() as f64 / get.seconds,
+    })
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}", a / b)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0}", kib as f64 / 1024.0)
+}
+
+/// Runs the comparison on `planet` and prints its tables (Markdown).
+pub(crate) async fn bench(
+    planet: &Planet,
+    size: u64,
+    args: &Args,
+    setting: &str,
+) -> Result<(), BenchError> {
+    let exe = match &args.archipel {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?.with_file_name("archipel"),
+    };
+    if !exe.is_file() {
+        return Err(BenchError::Child(format!(
+            "no archipel CLI at {}: build it first (cargo build --release -p archipel-client --bin archipel) or pass --archipel",
+            exe.display()
+        )));
+    }
+    let resettable = reset_peak_rss();
+    let access = planet.access().serialize();
+    let cli = ArchipelCli { exe, access };
+    let project = planet.project().await?;
+
+    let dir = tempfile::tempdir()?;
+    let (config, _) = archipel_gateway::config::setup(dir.path(), &cli.access)?;
+    let credential = config
+        .credentials
+        .first()
+        .ok_or(archipel_gateway::Error::NoCredentials)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let s3 = Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .force_path_style(true)
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(Credentials::new(
+                &credential.access_key_id,
+                &credential.secret_access_key,
+                None,
+                None,
+                "archipel-bench",
+            ))
+            // The gateway is measured, not the SDK's CRC32 of every body.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(archipel_gateway::run(
+        config.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    eprintln!("writing the {size}-byte object to a file…");
+    let file = dir.path().join("large");
+    let mut generator = Generator::new(size);
+    let mut out = tokio::fs::File::create(&file).await?;
+    tokio::io::copy(&mut generator, &mut out).await?;
+    out.sync_all().await?;
+    drop(out);
+    let hash = generator.hasher.finalize().to_hex().to_string();
+
+    eprintln!("large object: gateway…");
+    let gateway_large = gateway_large(&s3, &file, size, &hash).await?;
+    eprintln!("large object: CLI…");
+    let (cli_large, cli_rss) = cli_large(&cli, &file, size, &hash).await?;
+    eprintln!("large object: library…");
+    let library_large = library_large(&project, &file, &hash).await?;
+
+    let objects: Vec<Vec<u8>> = (0..args.small_count)
+        .map(|i| archipel_tests::test_data(args.small_size, i as u64))
+        .collect();
+    let in_flight = args.concurrency.max(1);
+    eprintln!("small objects: gateway…");
+    let gateway_seq = gateway_small(&s3, "small/gateway-1", &objects, 1).await?;
+    let gateway_par = gateway_small(&s3, "small/gateway-n", &objects, in_flight).await?;
+    eprintln!("small objects: library…");
+    let library_seq = library_small(&project, "small/library-1", &objects, 1).await?;
+    let library_par = library_small(&project, "small/library-n", &objects, in_flight).await?;
+    eprintln!("small objects: CLI…");
+    let cli_count = args.cli_small_count.min(objects.len());
+    let cli_seq = cli_small(&cli, &objects[..cli_count]).await?;
+
+    let _ = stop.send(());
+    gateway
+        .await
+        .map_err(|e| BenchError::Child(format!("the gateway task failed: {e}")))??;
+
+    let gb = size as f64 / 1e9;
+    let small = args.small_size;
+    println!("{setting}; gateway, SDK client and library in this process, CLI as child processes");
+    println!();
+    println!(
+        "| work | S3 gateway | archipel CLI | client library | gateway / CLI | gateway / library |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, g, c, l) in [
+        (
+            format!("PUT {gb:.2} GB, MB/s"),
+            gateway_large.put.mb_per_s(),
+            cli_large.put.mb_per_s(),
+            library_large.put.mb_per_s(),
+        ),
+        (
+            format!("GET {gb:.2} GB, MB/s"),
+            gateway_large.get.mb_per_s(),
+            cli_large.get.mb_per_s(),
+            library_large.get.mb_per_s(),
+        ),
+    ] {
+        println!(
+            "| {name} | {g:.0} | {c:.0} | {l:.0} | {} | {} |",
+            ratio(g, c),
+            ratio(g, l)
+        );
+    }
+    for (op, g, c, l) in [
+        ("PUT", gateway_seq.put, cli_seq.put, library_seq.put),
+        ("GET", gateway_seq.get, cli_seq.get, library_seq.get),
+    ] {
+        println!(
+            "| {op} {small} B × {}, one at a time, ops/s | {g:.1} | {c:.1} (process per op, {cli_count} ops) | {l:.1} | {} | {} |",
+            objects.len(),
+            ratio(g, c),
+            ratio(g, l)
+        );
+    }
+    for (op, g, l) in [
+        ("PUT", gateway_par.put, library_par.put),
+        ("GET", gateway_par.get, library_par.get),
+    ] {
+        println!(
+            "| {op} {small} B × {}, {in_flight} in flight, ops/s | {g:.1} | – | {l:.1} | – | {} |",
+            objects.len(),
+            ratio(g, l)
+        );
+    }
+    println!();
+    println!("| large-object step | s | CPU s (all processes) | this process's peak RSS MiB | CLI process's peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, transfer, child_rss) in [
+        ("gateway PUT", &gateway_large.put, None),
+        ("gateway GET", &gateway_large.get, None),
+        ("CLI PUT", &cli_large.put, Some(cli_rss[0])),
+        ("CLI GET", &cli_large.get, Some(cli_rss[1])),
+        ("library PUT", &library_large.put, None),
+        ("library GET", &library_large.get, None),
+    ] {
+        let sample = &transfer.sample;
+        println!(
+            "| {name} | {:.1} | {:.1} | {} | {} |",
+            sample.seconds,
+            sample.cpu,
+            mib(sample.peak_rss_kib),
+            child_rss.map_or("–".to_string(), mib)
+        );
+    }
+    if !resettable {
+        println!("(peak RSS could not be reset between steps: each figure is the peak so far)");
+    }
+    println!("every download matched its upload (large object BLAKE3 {hash})");
+    Ok(())
+}
