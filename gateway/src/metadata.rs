@@ -1,6 +1,6 @@
 //! S3 object headers ↔ the object's sealed metadata. Content-Type has its own
-//! field in the client library; the other standard headers and the ETag live
-//! under reserved `s3:` keys, and `x-amz-meta-*` entries under their own
+//! field in the client library; the other standard headers, the ETag and the
+//! additional checksum (`s3:checksum-crc32` etc.) live under reserved `s3:` keys, and `x-amz-meta-*` entries under their own
 //! names (HTTP header names cannot contain `:`, so they never collide).
 
 use std::collections::BTreeMap;
@@ -8,11 +8,14 @@ use std::collections::BTreeMap;
 use archipel_client::{ObjectInfo, UploadOptions};
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
 
+use crate::checksums::{Algorithm, Checksum, Checksummer};
+
 const ETAG: &str = "s3:etag";
 const CONTENT_ENCODING: &str = "s3:content-encoding";
 const CONTENT_DISPOSITION: &str = "s3:content-disposition";
 const CACHE_CONTROL: &str = "s3:cache-control";
 const EXPIRES: &str = "s3:expires";
+const CHECKSUM_PREFIX: &str = "s3:checksum-";
 const RESERVED_PREFIX: &str = "s3:";
 
 /// The S3-visible description of an object, as PUT stores it and GET/HEAD
@@ -25,6 +28,9 @@ pub(crate) struct ObjectHeaders {
     pub cache_control: Option<String>,
     pub expires: Option<Timestamp>,
     pub user: Option<Metadata>,
+    /// The additional checksum; an upload's is read when the options are
+    /// built, so a trailer's value is stored if the body has ended by then.
+    pub checksum: Option<Checksummer>,
 }
 
 impl ObjectHeaders {
@@ -45,6 +51,9 @@ impl ObjectHeaders {
             if let Some(value) = value {
                 metadata.insert(key.to_string(), value);
             }
+        }
+        if let Some(checksum) = self.checksum.and_then(|c| c.value()) {
+            metadata.insert(checksum_key(checksum.algorithm), checksum.value);
         }
         UploadOptions {
             content_type: self.content_type,
@@ -73,6 +82,7 @@ impl ObjectHeaders {
                 .get(EXPIRES)
                 .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok()),
             user: (!user.is_empty()).then_some(user),
+            checksum: checksum(info).map(Checksummer::stored),
         }
     }
 }
@@ -80,6 +90,21 @@ impl ObjectHeaders {
 /// The stored ETag (hex MD5 of the content), if the object has one.
 pub(crate) fn etag(info: &ObjectInfo) -> Option<ETag> {
     info.metadata.get(ETAG).map(|hex| ETag::Strong(hex.clone()))
+}
+
+/// The stored additional checksum, if the object has one.
+pub(crate) fn checksum(info: &ObjectInfo) -> Option<Checksum> {
+    info.metadata.iter().find_map(|(key, value)| {
+        let algorithm = Algorithm::parse(key.strip_prefix(CHECKSUM_PREFIX)?)?;
+        Some(Checksum {
+            algorithm,
+            value: value.clone(),
+        })
+    })
+}
+
+fn checksum_key(algorithm: Algorithm) -> String {
+    format!("{CHECKSUM_PREFIX}{}", algorithm.name().to_ascii_lowercase())
 }
 
 /// An S3 timestamp for `time`, or `None` when it lies outside what HTTP dates
@@ -113,9 +138,17 @@ mod tests {
             cache_control: Some("no-cache".into()),
             expires: Some(expires.clone()),
             user: Some([("Colour".to_string(), "blue".to_string())].into()),
+            checksum: Some(Checksummer::stored(Checksum {
+                algorithm: Algorithm::Sha1,
+                value: "Kq5sNclPz7QV2+lfQIuc6R7oRu0=".into(),
+            })),
         };
         let options = headers.into_upload_options("abc123");
         assert_eq!(options.metadata.get("colour").unwrap(), "blue");
+        assert_eq!(
+            options.metadata.get("s3:checksum-sha1").unwrap(),
+            "Kq5sNclPz7QV2+lfQIuc6R7oRu0="
+        );
         let info = ObjectInfo {
             key: "k".into(),
             size: 0,
@@ -136,5 +169,9 @@ mod tests {
             Metadata::from([("colour".to_string(), "blue".to_string())])
         );
         assert_eq!(etag(&info), Some(ETag::Strong("abc123".into())));
+        let stored = checksum(&info).unwrap();
+        assert_eq!(stored.algorithm, Algorithm::Sha1);
+        assert_eq!(stored.value, "Kq5sNclPz7QV2+lfQIuc6R7oRu0=");
+        assert_eq!(back.checksum.unwrap().value(), Some(stored));
     }
 }
