@@ -144,15 +144,16 @@ impl Checksum {
         output.set_checksum(self);
     }
 
-    /// The stored checksum for a response, if the request asked for it with
-    /// `x-amz-checksum-mode: ENABLED`.
-    pub(crate) fn if_enabled(
+    /// The stored checksum for a GET or HEAD answer: only if the request asked
+    /// for it with `x-amz-checksum-mode: ENABLED`, and only for the whole
+    /// object (it would not match a range's bytes).
+    pub(crate) fn for_read(
         stored: Option<Checksum>,
         mode: Option<&ChecksumMode>,
+        whole_object: bool,
     ) -> Option<Checksum> {
-        stored.filter(|_| {
-            mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED))
-        })
+        let enabled = mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case(ChecksumMode::ENABLED));
+        stored.filter(|_| enabled && whole_object)
     }
 }
 
@@ -574,16 +575,18 @@ mod tests {
     }
 
     #[test]
-    fn checksums_show_only_when_enabled() {
-        let stored = Some(Checksum {
+    fn checksums_show_only_when_enabled_on_whole_objects() {
+        let stored = Checksum {
             algorithm: Algorithm::Crc32,
             value: "DUoRhQ==".into(),
-        });
+        };
         let enabled = ChecksumMode::from_static(ChecksumMode::ENABLED);
-        assert_eq!(Checksum::if_enabled(stored.clone(), None), None);
-        assert_eq!(Checksum::if_enabled(stored.clone(), Some(&enabled)), stored);
+        let read = |mode, whole| Checksum::for_read(Some(stored.clone()), mode, whole);
+        assert_eq!(read(None, true), None);
+        assert_eq!(read(Some(&enabled), false), None);
+        assert_eq!(read(Some(&enabled), true), Some(stored.clone()));
         let mut output = GetObjectOutput::default();
-        stored.unwrap().set_on(&mut output);
+        stored.set_on(&mut output);
         assert_eq!(output.checksum_crc32.as_deref(), Some("DUoRhQ=="));
         assert_eq!(
             output.checksum_type.as_ref().map(ChecksumType::as_str),

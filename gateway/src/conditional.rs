@@ -25,7 +25,6 @@ use crate::errors::{s3_error, BodyRefused};
 use crate::metadata;
 
 /// The write preconditions of one PutObject.
-#[derive(Clone)]
 pub(crate) struct WriteCondition {
     if_match: Option<ETagCondition>,
     /// Only `*`: S3 accepts no other value on writes.
@@ -104,12 +103,12 @@ impl WriteCondition {
     ) -> GateReader<R> {
         GateReader {
             inner,
-            state: GateState::Reading {
+            state: GateState::Reading(Box::new(Recheck {
                 condition: self,
                 project,
                 bucket,
                 key,
-            },
+            })),
         }
     }
 }
@@ -122,13 +121,16 @@ pub(crate) struct GateReader<R> {
     state: GateState,
 }
 
+/// What the check at the end of the body needs.
+struct Recheck {
+    condition: WriteCondition,
+    project: Project,
+    bucket: String,
+    key: String,
+}
+
 enum GateState {
-    Reading {
-        condition: WriteCondition,
-        project: Project,
-        bucket: String,
-        key: String,
-    },
+    Reading(Box<Recheck>),
     Checking(Check),
     Passed,
     Refused(S3ErrorCode, String),
@@ -159,21 +161,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for GateReader<R> {
         let this = &mut *self;
         loop {
             match &mut this.state {
-                GateState::Reading { .. } => {
+                GateState::Reading(_) => {
                     let before = buf.filled().len();
                     ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
                     if buf.filled().len() > before || buf.remaining() == 0 {
                         return Poll::Ready(Ok(()));
                     }
                     // The body ended: check again before reporting it.
-                    if let GateState::Reading {
-                        condition,
-                        project,
-                        bucket,
-                        key,
-                    } = std::mem::replace(&mut this.state, GateState::Passed)
+                    if let GateState::Reading(recheck) =
+                        std::mem::replace(&mut this.state, GateState::Passed)
                     {
                         this.state = GateState::Checking(Box::pin(async move {
+                            let Recheck {
+                                condition,
+                                project,
+                                bucket,
+                                key,
+                            } = *recheck;
                             condition.check(&project, &bucket, &key).await
                         }));
                     }

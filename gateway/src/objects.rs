@@ -297,9 +297,11 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
     .check(etag.as_ref(), info.created)?;
     let selection = select(input.range.as_ref(), info.size)?;
     let headers = ObjectHeaders::from_object(&info);
-    // A whole-object checksum would not match a range's bytes.
-    let checksum = Checksum::if_enabled(metadata::checksum(&info), input.checksum_mode.as_ref())
-        .filter(|_| selection.content_range.is_none());
+    let checksum = Checksum::for_read(
+        metadata::checksum(&info),
+        input.checksum_mode.as_ref(),
+        selection.content_range.is_none(),
+    );
     let body = (selection.length > 0).then(|| {
         download_body(
             project.clone(),
@@ -346,8 +348,11 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
     .check(etag.as_ref(), info.created)?;
     let selection = select(input.range.as_ref(), info.size)?;
     let headers = ObjectHeaders::from_object(&info);
-    let checksum = Checksum::if_enabled(metadata::checksum(&info), input.checksum_mode.as_ref())
-        .filter(|_| selection.content_range.is_none());
+    let checksum = Checksum::for_read(
+        metadata::checksum(&info),
+        input.checksum_mode.as_ref(),
+        selection.content_range.is_none(),
+    );
     let mut output = HeadObjectOutput {
         accept_ranges: Some("bytes".into()),
         content_length: Some(content_length(selection.length)?),

@@ -438,7 +438,12 @@ async fn virtual_hosted_style() {
     let endpoint = format!("http://s3.localhost:{}", fx.port);
     let vhost = fx.client_via(&endpoint, http_client(None), false);
 
-    vhost.create_bucket().bucket("vhosted").send().await.unwrap();
+    vhost
+        .create_bucket()
+        .bucket("vhosted")
+        .send()
+        .await
+        .unwrap();
     vhost
         .put_object()
         .bucket("vhosted")
@@ -451,7 +456,12 @@ async fn virtual_hosted_style() {
         get_bytes(&vhost, "vhosted", "dir/hello.txt").await,
         b"hello world"
     );
-    let listed = vhost.list_objects_v2().bucket("vhosted").send().await.unwrap();
+    let listed = vhost
+        .list_objects_v2()
+        .bucket("vhosted")
+        .send()
+        .await
+        .unwrap();
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["dir/hello.txt"]);
     // The base domain itself is the service: ListBuckets.
