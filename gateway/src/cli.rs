@@ -75,7 +75,7 @@ async fn execute(command: Command) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-            tracing::info!("serving S3 on http://{}", config.listen);
+            tracing::info!("serving S3 on {}://{}", config.scheme(), config.listen);
             crate::run(config, listener, archipel_proto::daemon::shutdown_signal())
                 .await
                 .map_err(|e| e.to_string())

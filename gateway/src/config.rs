@@ -18,8 +18,9 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// The whole configuration file.
 ///
-/// TLS is not supported yet: serve behind a TLS-terminating proxy, or on
-/// localhost only (the default), where the user's own machine is the boundary.
+/// Without `tls_certificate` and `tls_key` the gateway speaks plain HTTP: keep
+/// it on localhost (the default), where the user's own machine is the
+/// boundary, or behind a TLS-terminating proxy.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -32,6 +33,22 @@ pub struct Config {
     /// The S3 key pairs the gateway accepts, each bound to one access grant.
     #[serde(default)]
     pub credentials: Vec<Credential>,
+    /// Base domains for virtual-hosted-style requests: with `"s3.localhost"`,
+    /// `Host: photos.s3.localhost:7480` addresses bucket `photos`. Names only,
+    /// no port or scheme. Path-style requests work with or without them, on
+    /// any host name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domain_names: Vec<String>,
+    /// A PEM file with the server's certificate chain, leaf first; together
+    /// with `tls_key` the gateway serves HTTPS only. A relative path is
+    /// relative to the configuration file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<PathBuf>,
+    /// A PEM file with the private key of `tls_certificate` (PKCS#8, PKCS#1
+    /// or SEC1). A relative path is relative to the configuration file's
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// One S3 key pair and the Archipel access grant it acts with.
@@ -70,6 +87,18 @@ impl Config {
             listen: default_listen(),
             region: default_region(),
             credentials,
+            domain_names: Vec::new(),
+            tls_certificate: None,
+            tls_key: None,
+        }
+    }
+
+    /// The URL scheme clients reach the gateway with.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_certificate.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 
@@ -78,10 +107,18 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| Error::InvalidConfig {
+        let mut config: Config = toml::from_str(&text).map_err(|e| Error::InvalidConfig {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+        if let Some(dir) = path.parent() {
+            for file in [&mut config.tls_certificate, &mut config.tls_key]
+                .into_iter()
+                .flatten()
+            {
+                *file = dir.join(&*file);
+            }
+        }
         Ok(config)
     }
 
@@ -177,7 +214,26 @@ mod tests {
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.region, DEFAULT_REGION);
         assert_eq!(config.credentials.len(), 1);
+        assert!(config.domain_names.is_empty());
+        assert_eq!(config.tls_certificate, None);
+        assert_eq!(config.scheme(), "http");
         assert!(toml::from_str::<Config>("unknown = 1").is_err());
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "domain_names = [\"s3.localhost\"]\ntls_certificate = \"cert.pem\"\ntls_key = \"/etc/key.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.domain_names, ["s3.localhost"]);
+        assert_eq!(config.tls_certificate, Some(dir.path().join("cert.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("/etc/key.pem")));
+        assert_eq!(config.scheme(), "https");
     }
 
     #[test]

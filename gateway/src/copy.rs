@@ -11,6 +11,7 @@ use s3s::dto::{
 };
 use s3s::{s3_error, S3Result};
 
+use crate::checksums::Checksummer;
 use crate::errors::s3_error;
 use crate::metadata::{self, ObjectHeaders};
 use crate::objects::{self, Conditions, DownloadReader};
@@ -88,6 +89,8 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
             cache_control: input.cache_control,
             expires: input.expires,
             user: input.metadata,
+            // The bytes are the same, so is their checksum.
+            checksum: metadata::checksum(&info).map(Checksummer::stored),
         }
     } else {
         ObjectHeaders::from_object(&info)

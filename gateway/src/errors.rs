@@ -10,7 +10,32 @@ use s3s::{S3Error, S3ErrorCode};
 #[error("the body's MD5 digest differs from the Content-MD5 header")]
 pub(crate) struct DigestMismatch;
 
+/// Why a reader wrapped around an upload's body refused it at its end (a
+/// checksum that differs, a write condition that no longer holds): it travels
+/// through the client library as the upload's read error, so the upload
+/// aborts before it commits, and reaches the S3 client with its own code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct BodyRefused {
+    pub code: S3ErrorCode,
+    pub message: String,
+}
+
+impl BodyRefused {
+    pub(crate) fn into_io(code: S3ErrorCode, message: String) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            BodyRefused { code, message },
+        )
+    }
+}
+
 pub(crate) fn s3_error(error: Error) -> S3Error {
+    if let Error::Read(io) = &error {
+        if let Some(refused) = io.get_ref().and_then(|e| e.downcast_ref::<BodyRefused>()) {
+            return S3Error::with_message(refused.code.clone(), refused.message.clone());
+        }
+    }
     let code = match &error {
         Error::BucketNotFound(_) => S3ErrorCode::NoSuchBucket,
         Error::ObjectNotFound { .. } => S3ErrorCode::NoSuchKey,

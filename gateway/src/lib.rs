@@ -6,12 +6,17 @@
 //! - `auth`: SigV4 (header and presigned) credentials for s3s;
 //! - `service`: the s3s `S3` implementation, split by area into `buckets`,
 //!   `objects`, `copy`, `multipart` and `listing`, with `metadata` (S3 headers ↔ sealed object
-//!   metadata) and `errors` (client errors → S3 error codes);
-//! - [`run`]: the HTTP server with graceful shutdown.
+//!   metadata), `checksums` (`x-amz-checksum-*` on uploads), `conditional`
+//!   (If-Match / If-None-Match on writes) and `errors` (client errors → S3
+//!   error codes);
+//! - [`run`]: the HTTP(S) server with graceful shutdown, `tls` (rustls) and
+//!   `vhost` (virtual-hosted-style bucket names).
 
 mod auth;
 mod buckets;
+mod checksums;
 pub mod cli;
+mod conditional;
 pub mod config;
 mod copy;
 mod errors;
@@ -21,6 +26,8 @@ mod multipart;
 mod objects;
 mod server;
 mod service;
+mod tls;
+mod vhost;
 
 pub use config::{Config, Credential};
 pub use server::run;
@@ -55,4 +62,16 @@ pub enum Error {
     /// The client library's message already says the grant is invalid.
     #[error("{0}")]
     InvalidAccess(archipel_client::Error),
+    #[error("tls_certificate and tls_key go together: set both, or neither for plain HTTP")]
+    TlsIncomplete,
+    #[error("cannot use the TLS certificate {certificate} with the key {key}: {reason}")]
+    Tls {
+        certificate: std::path::PathBuf,
+        key: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{0:?} in domain_names is not a domain name (give names only, without a port or scheme)"
+    )]
+    InvalidDomainName(String),
 }

@@ -1,18 +1,22 @@
 //! S3 object headers ↔ the object's sealed metadata. Content-Type has its own
-//! field in the client library; the other standard headers and the ETag live
-//! under reserved `s3:` keys, and `x-amz-meta-*` entries under their own
+//! field in the client library; the other standard headers, the ETag and the
+//! additional checksum (`s3:checksum-crc32` etc.) live under reserved `s3:` keys, and `x-amz-meta-*` entries under their own
 //! names (HTTP header names cannot contain `:`, so they never collide).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use archipel_client::{ObjectInfo, UploadOptions};
+use archipel_client::{LateMetadata, ObjectInfo, UploadOptions};
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
+
+use crate::checksums::{Algorithm, Checksum, Checksummer};
 
 const ETAG: &str = "s3:etag";
 const CONTENT_ENCODING: &str = "s3:content-encoding";
 const CONTENT_DISPOSITION: &str = "s3:content-disposition";
 const CACHE_CONTROL: &str = "s3:cache-control";
 const EXPIRES: &str = "s3:expires";
+const CHECKSUM_PREFIX: &str = "s3:checksum-";
 const RESERVED_PREFIX: &str = "s3:";
 
 /// The S3-visible description of an object, as PUT stores it and GET/HEAD
@@ -25,11 +29,14 @@ pub(crate) struct ObjectHeaders {
     pub cache_control: Option<String>,
     pub expires: Option<Timestamp>,
     pub user: Option<Metadata>,
+    /// The additional checksum; an upload's is read at commit, when the body
+    /// has ended (a trailer's value is known only then).
+    pub checksum: Option<Checksummer>,
 }
 
 impl ObjectHeaders {
-    /// The upload options that store these headers (the ETag is added at
-    /// commit, see [`etag_entry`]).
+    /// The upload options that store these headers, the checksum at commit
+    /// (the ETag is added at commit too, see [`etag_entry`]).
     pub(crate) fn into_upload_options(self) -> UploadOptions {
         let mut metadata = BTreeMap::new();
         for (name, value) in self.user.into_iter().flatten() {
@@ -46,9 +53,19 @@ impl ObjectHeaders {
                 metadata.insert(key.to_string(), value);
             }
         }
+        let late_metadata = self.checksum.map(|checksum| -> LateMetadata {
+            Arc::new(move || {
+                checksum
+                    .value()
+                    .map(|c| (checksum_key(c.algorithm), c.value))
+                    .into_iter()
+                    .collect()
+            })
+        });
         UploadOptions {
             content_type: self.content_type,
             metadata,
+            late_metadata,
             ..UploadOptions::default()
         }
     }
@@ -73,6 +90,7 @@ impl ObjectHeaders {
                 .get(EXPIRES)
                 .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok()),
             user: (!user.is_empty()).then_some(user),
+            checksum: checksum(info).map(Checksummer::stored),
         }
     }
 }
@@ -86,6 +104,21 @@ pub(crate) fn etag_entry(etag: &str) -> (String, String) {
 /// object has one.
 pub(crate) fn etag(info: &ObjectInfo) -> Option<ETag> {
     info.metadata.get(ETAG).map(|hex| ETag::Strong(hex.clone()))
+}
+
+/// The stored additional checksum, if the object has one.
+pub(crate) fn checksum(info: &ObjectInfo) -> Option<Checksum> {
+    info.metadata.iter().find_map(|(key, value)| {
+        let algorithm = Algorithm::parse(key.strip_prefix(CHECKSUM_PREFIX)?)?;
+        Some(Checksum {
+            algorithm,
+            value: value.clone(),
+        })
+    })
+}
+
+fn checksum_key(algorithm: Algorithm) -> String {
+    format!("{CHECKSUM_PREFIX}{}", algorithm.name().to_ascii_lowercase())
 }
 
 /// An S3 timestamp for `time`, or `None` when it lies outside what HTTP dates
@@ -119,9 +152,20 @@ mod tests {
             cache_control: Some("no-cache".into()),
             expires: Some(expires.clone()),
             user: Some([("Colour".to_string(), "blue".to_string())].into()),
+            checksum: Some(Checksummer::stored(Checksum {
+                algorithm: Algorithm::Sha1,
+                value: "Kq5sNclPz7QV2+lfQIuc6R7oRu0=".into(),
+            })),
         };
         let mut options = headers.into_upload_options();
         assert_eq!(options.metadata.get("colour").unwrap(), "blue");
+        assert!(!options.metadata.contains_key("s3:checksum-sha1"));
+        let at_commit = options.late_metadata.take().unwrap()();
+        assert_eq!(
+            at_commit.get("s3:checksum-sha1").unwrap(),
+            "Kq5sNclPz7QV2+lfQIuc6R7oRu0="
+        );
+        options.metadata.extend(at_commit);
         options.metadata.extend([etag_entry("abc123")]);
         let info = ObjectInfo {
             key: "k".into(),
@@ -143,5 +187,9 @@ mod tests {
             Metadata::from([("colour".to_string(), "blue".to_string())])
         );
         assert_eq!(etag(&info), Some(ETag::Strong("abc123".into())));
+        let stored = checksum(&info).unwrap();
+        assert_eq!(stored.algorithm, Algorithm::Sha1);
+        assert_eq!(stored.value, "Kq5sNclPz7QV2+lfQIuc6R7oRu0=");
+        assert_eq!(back.checksum.unwrap().value(), Some(stored));
     }
 }

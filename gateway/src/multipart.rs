@@ -17,8 +17,10 @@ use s3s::dto::{
     UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{s3_error, S3Result};
+use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
+use crate::checksums::Checksummer;
 use crate::copy;
 use crate::errors::s3_error;
 use crate::metadata::{self, ObjectHeaders};
@@ -40,6 +42,9 @@ pub(crate) async fn create(
         cache_control: input.cache_control,
         expires: input.expires,
         user: input.metadata,
+        // Multipart objects carry no whole-object checksum (S3's are
+        // composite, checksums of the parts' checksums).
+        checksum: None,
     };
     let upload_id = project
         .begin_multipart(&input.bucket, &input.key, headers.into_upload_options())
@@ -70,7 +75,7 @@ async fn store_part(
     project: &Project,
     (bucket, key, upload_id): (&str, &str, &str),
     number: u32,
-    body: impl tokio::io::AsyncRead + Unpin + Send,
+    body: impl AsyncRead + Unpin + Send,
     expected_md5: Option<[u8; 16]>,
 ) -> Result<String, archipel_client::Error> {
     let reader = Md5Reader::new(body, expected_md5);
@@ -83,9 +88,12 @@ async fn store_part(
     Ok(part.tag)
 }
 
+/// Uploads a part; with a `checksum`, the body must match it, and the
+/// answer carries it.
 pub(crate) async fn upload_part(
     project: &Project,
     input: UploadPartInput,
+    checksum: Option<Checksummer>,
 ) -> S3Result<UploadPartOutput> {
     let number = part_number(input.part_number)?;
     let expected_md5 = input
@@ -93,7 +101,11 @@ pub(crate) async fn upload_part(
         .as_deref()
         .map(objects::decode_md5)
         .transpose()?;
-    let body = StreamReader::new(objects::body_stream(input.body));
+    let mut body: Box<dyn AsyncRead + Unpin + Send> =
+        Box::new(StreamReader::new(objects::body_stream(input.body)));
+    if let Some(checksum) = &checksum {
+        body = Box::new(checksum.reader(body));
+    }
     let etag = store_part(
         project,
         (&input.bucket, &input.key, &input.upload_id),
@@ -103,10 +115,14 @@ pub(crate) async fn upload_part(
     )
     .await
     .map_err(s3_error)?;
-    Ok(UploadPartOutput {
+    let mut output = UploadPartOutput {
         e_tag: Some(ETag::Strong(etag)),
         ..Default::default()
-    })
+    };
+    if let Some(checksum) = checksum.and_then(|c| c.value()) {
+        checksum.set_on(&mut output);
+    }
+    Ok(output)
 }
 
 pub(crate) async fn upload_part_copy(

@@ -26,13 +26,22 @@ use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::buckets;
+use crate::checksums::{Checksum, Checksummer};
+use crate::conditional::WriteCondition;
 use crate::errors::{s3_error, DigestMismatch};
 use crate::metadata::{self, ObjectHeaders};
 
 /// How many downloaded bytes may wait for a slow HTTP client.
 const PIPE_CAPACITY: usize = 256 * 1024;
 
-pub(crate) async fn put(project: &Project, input: PutObjectInput) -> S3Result<PutObjectOutput> {
+/// Stores the object; with a `checksum`, the body must match it, and with a
+/// `condition`, the key must still satisfy it when the body has ended.
+pub(crate) async fn put(
+    project: &Project,
+    input: PutObjectInput,
+    checksum: Option<Checksummer>,
+    condition: Option<WriteCondition>,
+) -> S3Result<PutObjectOutput> {
     let expected_md5 = match &input.content_md5 {
         Some(text) => Some(decode_md5(text)?),
         None => None,
@@ -44,8 +53,21 @@ pub(crate) async fn put(project: &Project, input: PutObjectInput) -> S3Result<Pu
         cache_control: input.cache_control,
         expires: input.expires,
         user: input.metadata,
+        checksum: checksum.clone(),
     };
-    let body = StreamReader::new(body_stream(input.body));
+    let mut body: Box<dyn AsyncRead + Unpin + Send> =
+        Box::new(StreamReader::new(body_stream(input.body)));
+    if let Some(checksum) = &checksum {
+        body = Box::new(checksum.reader(body));
+    }
+    if let Some(condition) = condition {
+        body = Box::new(condition.gate(
+            project.clone(),
+            input.bucket.clone(),
+            input.key.clone(),
+            body,
+        ));
+    }
     let etag = store(
         project,
         &input.bucket,
@@ -56,10 +78,14 @@ pub(crate) async fn put(project: &Project, input: PutObjectInput) -> S3Result<Pu
     )
     .await
     .map_err(s3_error)?;
-    Ok(PutObjectOutput {
+    let mut output = PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
         ..Default::default()
-    })
+    };
+    if let Some(checksum) = checksum.and_then(|c| c.value()) {
+        checksum.set_on(&mut output);
+    }
+    Ok(output)
 }
 
 /// Uploads everything `body` yields with `headers`; returns the ETag (hex
@@ -77,13 +103,16 @@ pub(crate) async fn store(
     let reader = Md5Reader::new(body, expected_md5);
     let digest = reader.digest_slot();
     let mut options = headers.into_upload_options();
+    let headers_at_commit = options.late_metadata.take();
     let at_commit = digest.clone();
     options.late_metadata = Some(Arc::new(move || {
-        at_commit
-            .get()
-            .map(|md5| metadata::etag_entry(&hex::encode(md5)))
-            .into_iter()
-            .collect()
+        let mut entries = headers_at_commit.as_ref().map(|f| f()).unwrap_or_default();
+        entries.extend(
+            at_commit
+                .get()
+                .map(|md5| metadata::etag_entry(&hex::encode(md5))),
+        );
+        entries
     }));
     project.upload(bucket, key, reader, options).await?;
     digest
@@ -270,6 +299,11 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
     .check(etag.as_ref(), info.created)?;
     let selection = select(input.range.as_ref(), info.size)?;
     let headers = ObjectHeaders::from_object(&info);
+    let checksum = Checksum::for_read(
+        metadata::checksum(&info),
+        input.checksum_mode.as_ref(),
+        selection.content_range.is_none(),
+    );
     let body = (selection.length > 0).then(|| {
         download_body(
             project.clone(),
@@ -281,7 +315,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
             },
         )
     });
-    Ok(GetObjectOutput {
+    let mut output = GetObjectOutput {
         body,
         accept_ranges: Some("bytes".into()),
         content_length: Some(content_length(selection.length)?),
@@ -297,7 +331,11 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         expires: input.response_expires.or(headers.expires),
         metadata: headers.user,
         ..Default::default()
-    })
+    };
+    if let Some(checksum) = checksum {
+        checksum.set_on(&mut output);
+    }
+    Ok(output)
 }
 
 pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<HeadObjectOutput> {
@@ -312,7 +350,12 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
     .check(etag.as_ref(), info.created)?;
     let selection = select(input.range.as_ref(), info.size)?;
     let headers = ObjectHeaders::from_object(&info);
-    Ok(HeadObjectOutput {
+    let checksum = Checksum::for_read(
+        metadata::checksum(&info),
+        input.checksum_mode.as_ref(),
+        selection.content_range.is_none(),
+    );
+    let mut output = HeadObjectOutput {
         accept_ranges: Some("bytes".into()),
         content_length: Some(content_length(selection.length)?),
         content_range: selection.content_range,
@@ -325,7 +368,11 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         expires: headers.expires,
         metadata: headers.user,
         ..Default::default()
-    })
+    };
+    if let Some(checksum) = checksum {
+        checksum.set_on(&mut output);
+    }
+    Ok(output)
 }
 
 /// Streams `range` of the object as a response body.

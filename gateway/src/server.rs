@@ -1,6 +1,7 @@
 //! The HTTP server: connects one project per configured credential, then
-//! serves the S3 service on the listener until `shutdown` completes, letting
-//! requests in flight finish.
+//! serves the S3 service on the listener (over TLS when the configuration
+//! names a certificate) until `shutdown` completes, letting requests in
+//! flight finish.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,15 +10,20 @@ use std::time::Duration;
 use archipel_client::{Access, Project};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
-use hyper_util::server::graceful::GracefulShutdown;
-use s3s::service::S3ServiceBuilder;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::service::Gateway;
-use crate::{auth, Config, Error};
+use crate::vhost::VirtualHosts;
+use crate::{auth, tls, Config, Error};
 
 /// How long requests in flight may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves S3 on `listener` (the configured `listen` address is for the
 /// binary; tests pass 127.0.0.1:0) until `shutdown` completes.
@@ -29,6 +35,16 @@ pub async fn run(
     if config.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }
+    let tls = match (&config.tls_certificate, &config.tls_key) {
+        (Some(certificate), Some(key)) => Some(tls::acceptor(certificate, key)?),
+        (None, None) => None,
+        _ => return Err(Error::TlsIncomplete),
+    };
+    let hosts = if config.domain_names.is_empty() {
+        None
+    } else {
+        Some(VirtualHosts::new(&config.domain_names)?)
+    };
     let mut projects = HashMap::new();
     for credential in &config.credentials {
         let key_id = credential.access_key_id.clone();
@@ -48,6 +64,9 @@ pub async fn run(
         region: config.region.clone(),
     });
     builder.set_auth(auth::key_store(&config.credentials));
+    if let Some(hosts) = hosts {
+        builder.set_host(hosts);
+    }
     let service = builder.build();
 
     let http = ConnectionBuilder::new(TokioExecutor::new());
@@ -66,15 +85,13 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended with an error: {e}");
-            }
-        });
+        tokio::spawn(serve(
+            stream,
+            tls.clone(),
+            http.clone(),
+            service.clone(),
+            graceful.watcher(),
+        ));
     }
     drop(listener);
     tracing::info!("shutting down; letting requests in flight finish");
@@ -85,4 +102,38 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Serves one accepted connection, after the TLS handshake if there is one.
+/// A client that fails the handshake (plain HTTP on an HTTPS port, say) only
+/// loses its own connection.
+async fn serve(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    http: ConnectionBuilder<TokioExecutor>,
+    service: S3Service,
+    watcher: Watcher,
+) {
+    let Some(acceptor) = tls else {
+        return serve_http(stream, &http, service, watcher).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(stream, &http, service, watcher).await,
+        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+async fn serve_http(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    http: &ConnectionBuilder<TokioExecutor>,
+    service: S3Service,
+    watcher: Watcher,
+) {
+    let connection = http
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!("connection ended with an error: {e}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The s3s `S3` implementation: picks the project of the access key that
 //! signed the request and hands the operation to its area's module.
-//! Operations not listed here answer `NotImplemented` (the s3s default).
+//! Operations not listed here answer `NotImplemented` (the s3s default):
+//! PutBucketVersioning among them, since buckets have no versions.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,8 @@ use s3s::auth::Credentials;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
+use crate::checksums::Checksummer;
+use crate::conditional::WriteCondition;
 use crate::{buckets, copy, listing, multipart, objects};
 
 pub(crate) struct Gateway {
@@ -86,7 +89,14 @@ impl S3 for Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let project = self.project(&req.credentials)?;
-        ok(objects::put(project, req.input).await?)
+        let checksum = Checksummer::from_put(&req.input, req.trailing_headers.as_ref())?;
+        let condition = WriteCondition::from_put(&req.input)?;
+        if let Some(condition) = &condition {
+            condition
+                .check(project, &req.input.bucket, &req.input.key)
+                .await?;
+        }
+        ok(objects::put(project, req.input, checksum, condition).await?)
     }
 
     async fn get_object(
@@ -158,7 +168,8 @@ impl S3 for Gateway {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let project = self.project(&req.credentials)?;
-        ok(multipart::upload_part(project, req.input).await?)
+        let checksum = Checksummer::from_part(&req.input, req.trailing_headers.as_ref())?;
+        ok(multipart::upload_part(project, req.input, checksum).await?)
     }
 
     async fn upload_part_copy(
@@ -199,5 +210,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let project = self.project(&req.credentials)?;
         ok(multipart::list_uploads(project, req.input).await?)
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let project = self.project(&req.credentials)?;
+        ok(buckets::versioning(project, req.input).await?)
     }
 }

@@ -4,124 +4,24 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use archipel_client::UploadOptions;
 use archipel_gateway::Config;
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
+use common::{code, get_bytes, s3_client, status, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// A planet with a gateway in front of it.
-struct Fixture {
-    planet: Planet,
-    config: Config,
-    endpoint: String,
-    client: Client,
-    stop: oneshot::Sender<()>,
-    gateway: JoinHandle<Result<(), archipel_gateway::Error>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    async fn start(backend: Backend) -> Fixture {
-        let planet = Planet::start(PlanetConfig::with_backend(backend))
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        // The grant goes through a file, as `setup --access FILE` reads it.
-        let grant_file = dir.path().join("grant");
-        std::fs::write(&grant_file, planet.access().serialize()).unwrap();
-        let (config, path) =
-            archipel_gateway::config::setup(dir.path(), grant_file.to_str().unwrap()).unwrap();
-        let config_loaded = Config::load(&path).unwrap();
-        let credential = &config_loaded.credentials[0];
-        assert_eq!(
-            credential.access_key_id,
-            config.credentials[0].access_key_id
-        );
-        assert_eq!(credential.access_key_id.len(), 20);
-        assert!(credential
-            .access_key_id
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
-        assert_eq!(credential.secret_access_key.len(), 40);
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let gateway = tokio::spawn(archipel_gateway::run(
-            config_loaded.clone(),
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let client = s3_client(
-            &endpoint,
-            &credential.access_key_id,
-            &credential.secret_access_key,
-        );
-        Fixture {
-            planet,
-            config: config_loaded,
-            endpoint,
-            client,
-            stop,
-            gateway,
-            _dir: dir,
-        }
-    }
-
-    async fn shutdown(self) {
-        self.stop.send(()).unwrap();
-        self.gateway.await.unwrap().unwrap();
-        self.planet.shutdown().await.unwrap();
-    }
-}
-
-fn s3_client(endpoint: &str, key_id: &str, secret: &str) -> Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(key_id, secret, None, None, "test"))
-        .build();
-    Client::from_conf(config)
-}
-
-/// The S3 error code of a failed call.
-fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> String {
-    error.code().unwrap_or("<none>").to_string()
-}
-
-/// The HTTP status of a failed call.
-fn status<E>(error: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
-    error.raw_response().unwrap().status().as_u16()
-}
 
 fn quoted_md5_of_hello_world() -> &'static str {
     "\"5eb63bbbe01eeed093cb22bb8f5acdc3\""
-}
-
-async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    let output = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    output.body.collect().await.unwrap().to_vec()
 }
 
 async fn bucket_and_object_crud(backend: Backend) {

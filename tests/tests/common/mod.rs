@@ -1,0 +1,161 @@
+//! The gateway fixture the S3 test files share: a planet, the gateway
+//! in-process on 127.0.0.1:0 configured by `setup`, and an `aws-sdk-s3`
+//! client for it.
+
+// Each test file that includes this module uses a different part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use archipel_gateway::Config;
+use archipel_tests::{Backend, Planet, PlanetConfig};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::Client;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A planet with a gateway in front of it.
+pub struct Fixture {
+    pub planet: Planet,
+    pub config: Config,
+    /// `SCHEME://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub port: u16,
+    /// A path-style client for `endpoint` with the configured key pair.
+    pub client: Client,
+    stop: oneshot::Sender<()>,
+    gateway: JoinHandle<Result<(), archipel_gateway::Error>>,
+    /// The gateway's directory (config.toml and any files `start_with` adds).
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn start(backend: Backend) -> Fixture {
+        Fixture::start_with(backend, |_, _| {}).await
+    }
+
+    /// Like `start`, with `configure` changing the configuration `setup`
+    /// wrote (it gets the gateway's directory for files it needs).
+    pub async fn start_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut Config, &Path),
+    ) -> Fixture {
+        let planet = Planet::start(PlanetConfig::with_backend(backend))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The grant goes through a file, as `setup --access FILE` reads it.
+        let grant_file = dir.path().join("grant");
+        std::fs::write(&grant_file, planet.access().serialize()).unwrap();
+        let (config, path) =
+            archipel_gateway::config::setup(dir.path(), grant_file.to_str().unwrap()).unwrap();
+        let mut config_loaded = Config::load(&path).unwrap();
+        let credential = &config_loaded.credentials[0];
+        assert_eq!(
+            credential.access_key_id,
+            config.credentials[0].access_key_id
+        );
+        assert_eq!(credential.access_key_id.len(), 20);
+        assert!(credential
+            .access_key_id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert_eq!(credential.secret_access_key.len(), 40);
+        configure(&mut config_loaded, dir.path());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let endpoint = format!("{}://127.0.0.1:{port}", config_loaded.scheme());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let gateway = tokio::spawn(archipel_gateway::run(
+            config_loaded.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let credential = &config_loaded.credentials[0];
+        let client = s3_client(
+            &endpoint,
+            &credential.access_key_id,
+            &credential.secret_access_key,
+        );
+        Fixture {
+            planet,
+            config: config_loaded,
+            endpoint,
+            port,
+            client,
+            stop,
+            gateway,
+            dir,
+        }
+    }
+
+    /// A client with the configured key pair for `endpoint` through
+    /// `http_client`, path-style or virtual-hosted-style.
+    pub fn client_via(
+        &self,
+        endpoint: &str,
+        http_client: SharedHttpClient,
+        path_style: bool,
+    ) -> Client {
+        let credential = &self.config.credentials[0];
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .force_path_style(path_style)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                &credential.access_key_id,
+                &credential.secret_access_key,
+                None,
+                None,
+                "test",
+            ))
+            .http_client(http_client)
+            .build();
+        Client::from_conf(config)
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.send(()).unwrap();
+        self.gateway.await.unwrap().unwrap();
+        self.planet.shutdown().await.unwrap();
+    }
+}
+
+pub fn s3_client(endpoint: &str, key_id: &str, secret: &str) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key_id, secret, None, None, "test"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// The S3 error code of a failed call.
+pub fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> String {
+    error.code().unwrap_or("<none>").to_string()
+}
+
+/// The HTTP status of a failed call.
+pub fn status<E>(error: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> u16 {
+    error.raw_response().unwrap().status().as_u16()
+}
+
+/// The whole content of an object.
+pub async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let output = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    output.body.collect().await.unwrap().to_vec()
+}
