@@ -1343,6 +1343,45 @@ async fn multipart_errors_and_aborts() {
         .await
         .unwrap_err();
     assert_eq!(code(&error), "BadDigest");
+    // Checksums on parts: verified before the part is recorded, and answered.
+    let error = s3
+        .upload_part()
+        .bucket("mpu")
+        .key("k")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from(test_data(1000, 5)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "BadDigest");
+    let checked = s3
+        .upload_part()
+        .bucket("mpu")
+        .key("k")
+        .upload_id(&upload_id)
+        .part_number(3)
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from(test_data(3000, 3)))
+        .send()
+        .await
+        .unwrap();
+    assert!(checked.checksum_sha256().is_some());
+    let parts = s3
+        .list_parts()
+        .bucket("mpu")
+        .key("k")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .unwrap();
+    let numbers: Vec<i32> = parts.parts().iter().filter_map(|p| p.part_number).collect();
+    assert_eq!(
+        numbers,
+        [1, 2, 3],
+        "the refused uploads of part 1 left it as it was"
+    );
 
     // A single last part may be small; parts left out are not in the object.
     let done = complete(vec![(2, last.clone())]).await.unwrap();
