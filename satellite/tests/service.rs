@@ -149,6 +149,7 @@ impl Satellite {
             .create_bucket(pb::CreateBucketRequest {
                 header: self.header(),
                 name: name.into(),
+                plain_names: false,
             })
             .await
             .unwrap();
@@ -297,6 +298,7 @@ async fn api_keys_are_required(backend: Backend) {
             .create_bucket(pb::CreateBucketRequest {
                 header,
                 name: "bucket".into(),
+                plain_names: false,
             })
             .await
             .unwrap_err();
@@ -783,6 +785,7 @@ async fn requests_are_validated(backend: Backend) {
             .create_bucket(pb::CreateBucketRequest {
                 header: sat.header(),
                 name: name.into(),
+                plain_names: false,
             })
             .await
             .unwrap_err();
@@ -793,6 +796,7 @@ async fn requests_are_validated(backend: Backend) {
         .create_bucket(pb::CreateBucketRequest {
             header: sat.header(),
             name: "bucket".into(),
+            plain_names: false,
         })
         .await
         .unwrap_err();
@@ -838,6 +842,7 @@ async fn requests_are_validated(backend: Backend) {
         .delete_bucket(pb::DeleteBucketRequest {
             header: sat.header(),
             name: "bucket".into(),
+            plain_names: false,
         })
         .await
         .unwrap_err();
@@ -892,6 +897,7 @@ async fn abandoned_uploads_are_cleaned_up(backend: Backend) {
         .delete_bucket(pb::DeleteBucketRequest {
             header: sat.header(),
             name: "bucket".into(),
+            plain_names: false,
         })
         .await
         .unwrap();
