@@ -712,20 +712,19 @@ impl ObjectUpload<'_> {
 
 pub(crate) async fn upload_object(
     metainfo: &Metainfo,
-    root_key: &Key,
+    path: crypto::ObjectPath,
     bucket: &str,
     key: &str,
     reader: impl AsyncRead + Unpin + Send,
     options: UploadOptions,
 ) -> Result<ObjectInfo, Error> {
-    let (encrypted_key, path_key) = crypto::encrypt_path(root_key, bucket, key.split('/'));
-    let object_key = crypto::object_key(&path_key);
+    let object_key = crypto::object_key(&path.key);
     let begin = metainfo
         .begin_object(
             pb::BeginObjectRequest {
                 header: metainfo.header(),
                 bucket: bucket.to_string(),
-                encrypted_object_key: encrypted_key.into_bytes(),
+                encrypted_object_key: path.stored.into_bytes(),
                 encryption: Some(pb::EncryptionParameters {
                     cipher: crypto::CIPHER_AES_256_GCM,
                     block_size: DEFAULT_BLOCK_SIZE,
