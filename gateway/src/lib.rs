@@ -7,6 +7,7 @@
 //! - `service`: the s3s `S3` implementation, split by area into `buckets`,
 //!   `objects`, `copy` and `listing`, with `metadata` (S3 headers ↔ sealed object
 //!   metadata) and `errors` (client errors → S3 error codes);
+//! - `snapshots`: listings kept between the pages of a walk;
 //! - [`run`]: the HTTP server with graceful shutdown.
 
 mod auth;
@@ -20,6 +21,7 @@ mod metadata;
 mod objects;
 mod server;
 mod service;
+mod snapshots;
 
 pub use config::{Config, Credential};
 pub use server::run;
