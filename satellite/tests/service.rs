@@ -842,7 +842,6 @@ async fn requests_are_validated(backend: Backend) {
         .delete_bucket(pb::DeleteBucketRequest {
             header: sat.header(),
             name: "bucket".into(),
-            plain_names: false,
         })
         .await
         .unwrap_err();
@@ -897,7 +896,6 @@ async fn abandoned_uploads_are_cleaned_up(backend: Backend) {
         .delete_bucket(pb::DeleteBucketRequest {
             header: sat.header(),
             name: "bucket".into(),
-            plain_names: false,
         })
         .await
         .unwrap();
