@@ -45,6 +45,7 @@ struct Snapshot<T> {
 
 /// The snapshots of walks in progress; `T` is the listing.
 pub(crate) struct Snapshots<T> {
+    /// In the order they were made.
     held: Mutex<Vec<Snapshot<T>>>,
 }
 
@@ -57,13 +58,16 @@ impl<T> Default for Snapshots<T> {
 }
 
 impl<T> Snapshots<T> {
-    /// The listing of the walk in `scope` that served a page ending at `after`.
+    /// The listing of the walk in `scope` that served a page ending at
+    /// `after`: the newest such walk, since a walk started again after
+    /// changes passes the same keys and must see its own listing.
     pub(crate) fn find(&self, scope: &Scope, after: &str) -> Option<Arc<T>> {
         let now = Instant::now();
         let mut held = self.lock();
         held.retain(|s| now.duration_since(s.used) < IDLE);
         let snapshot = held
             .iter_mut()
+            .rev()
             .find(|s| s.scope == *scope && s.continuations.contains(after))?;
         snapshot.used = now;
         Some(Arc::clone(&snapshot.listing))
@@ -98,8 +102,9 @@ impl<T> Snapshots<T> {
                 .enumerate()
                 .min_by_key(|(_, s)| s.used)
                 .map(|(i, _)| i);
+            // `remove` keeps the others in the order they were made.
             match oldest {
-                Some(i) => held.swap_remove(i),
+                Some(i) => held.remove(i),
                 None => break,
             };
         }
@@ -140,6 +145,13 @@ mod tests {
         snapshots.keep(scope("x"), &listing, 3, "b");
         let found = snapshots.find(&scope("x"), "b").unwrap();
         assert!(Arc::ptr_eq(&found, &listing));
+        // A later walk over the same scope passing the same key wins.
+        let again = Arc::new(vec!["a", "b", "c", "d"]);
+        snapshots.keep(scope("x"), &again, 4, "b");
+        assert!(Arc::ptr_eq(
+            &snapshots.find(&scope("x"), "b").unwrap(),
+            &again
+        ));
     }
 
     #[test]
