@@ -194,6 +194,32 @@ pub(crate) fn encrypt_path<'a>(
     (encrypted.join("/"), key)
 }
 
+/// Where the satellite keeps an object: the key it stores (the encrypted
+/// name, or the name itself in a bucket with unencrypted names) and the path
+/// key below the name, from which the object's keys derive in both cases.
+pub(crate) struct ObjectPath {
+    pub(crate) stored: String,
+    pub(crate) key: Key,
+}
+
+/// The [`ObjectPath`] of the `/`-separated `name` in `bucket`.
+pub(crate) fn object_path(root: &Key, bucket: &str, name: &str, plain_names: bool) -> ObjectPath {
+    if plain_names {
+        let key = name
+            .split('/')
+            .fold(bucket_path_key(root, bucket), |key, component| {
+                child_path_key(&key, component)
+            });
+        ObjectPath {
+            stored: name.to_string(),
+            key,
+        }
+    } else {
+        let (stored, key) = encrypt_path(root, bucket, name.split('/'));
+        ObjectPath { stored, key }
+    }
+}
+
 /// Decrypts a `/`-separated encrypted path relative to the level of `key`.
 pub(crate) fn decrypt_relative_path(key: &Key, encrypted: &[u8]) -> Result<String, Error> {
     let mut key = key.clone();
@@ -432,6 +458,15 @@ mod tests {
         let (x, _) = encrypt_path(&root(), "bucket", ["x", "x"]);
         let (first, second) = x.split_once('/').unwrap();
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn plain_names_keep_the_name_and_the_keys() {
+        let encrypted = object_path(&root(), "b", "a/b c/d", false);
+        let plain = object_path(&root(), "b", "a/b c/d", true);
+        assert_eq!(plain.stored, "a/b c/d");
+        assert_ne!(encrypted.stored, plain.stored);
+        assert_eq!(encrypted.key, plain.key);
     }
 
     #[test]

@@ -608,16 +608,15 @@ pub(crate) fn resolve_range(range: Option<ByteRange>, size: u64) -> Result<(u64,
 
 pub(crate) async fn download_object(
     metainfo: &Metainfo,
-    root_key: &Key,
+    path: crypto::ObjectPath,
     bucket: &str,
     key: &str,
     range: Option<ByteRange>,
     writer: impl AsyncWrite + Unpin + Send,
     progress: Option<Progress>,
 ) -> Result<u64, Error> {
-    let (encrypted_key, path_key) = crypto::encrypt_path(root_key, bucket, key.split('/'));
-    let object_key = crypto::object_key(&path_key);
-    let response = metainfo.get_object(bucket, key, &encrypted_key).await?;
+    let object_key = crypto::object_key(&path.key);
+    let response = metainfo.get_object(bucket, key, &path.stored).await?;
     let object = response
         .object
         .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;

@@ -18,8 +18,8 @@ mod multipart;
 mod ranges;
 mod upload;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use archipel_proto::{pb, Redundancy};
@@ -42,6 +42,28 @@ pub struct BucketInfo {
     pub name: String,
     #[serde(serialize_with = "rfc3339::required")]
     pub created: SystemTime,
+    /// Object names are stored unencrypted (see [`BucketOptions`]).
+    pub unencrypted_names: bool,
+}
+
+impl From<pb::Bucket> for BucketInfo {
+    fn from(bucket: pb::Bucket) -> BucketInfo {
+        BucketInfo {
+            name: bucket.name,
+            created: from_unix(bucket.created_at),
+            unencrypted_names: bucket.plain_names,
+        }
+    }
+}
+
+/// Choices for a new bucket, fixed for its life.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BucketOptions {
+    /// Store object names as they are instead of encrypted. The satellite
+    /// then keeps keys in the names' own order, so a listing reads only the
+    /// page it returns instead of a whole level; the satellite sees the
+    /// names. Contents and metadata stay encrypted.
+    pub unencrypted_names: bool,
 }
 
 /// Choices for one upload.
@@ -150,6 +172,9 @@ pub struct ListEntry {
 pub struct Project {
     metainfo: Metainfo,
     root_key: Key,
+    /// Per bucket, whether it stores names unencrypted: asked once, then
+    /// remembered (a bucket's mode is fixed when it is created).
+    plain_names: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 /// Times in JSON output as RFC 3339 text, which people and scripts can read.
@@ -211,23 +236,39 @@ impl Project {
         Ok(Project {
             metainfo: Metainfo::connect(&access.satellite_address, &access.api_key).await?,
             root_key: access.root_key.clone(),
+            plain_names: Arc::default(),
         })
     }
 
+    /// Creates a bucket whose object names are encrypted.
     pub async fn create_bucket(&self, name: &str) -> Result<BucketInfo, Error> {
-        let response = self.metainfo.create_bucket(name).await?;
-        let bucket = response
-            .bucket
-            .ok_or_else(|| Error::Protocol("the created bucket is missing".into()))?;
-        Ok(BucketInfo {
-            name: bucket.name,
-            created: from_unix(bucket.created_at),
-        })
+        self.create_bucket_with(name, BucketOptions::default())
+            .await
+    }
+
+    pub async fn create_bucket_with(
+        &self,
+        name: &str,
+        options: BucketOptions,
+    ) -> Result<BucketInfo, Error> {
+        let response = self
+            .metainfo
+            .create_bucket(name, options.unencrypted_names)
+            .await?;
+        let bucket = BucketInfo::from(
+            response
+                .bucket
+                .ok_or_else(|| Error::Protocol("the created bucket is missing".into()))?,
+        );
+        self.remember_names(&bucket.name, bucket.unencrypted_names);
+        Ok(bucket)
     }
 
     /// Removes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
-        self.metainfo.delete_bucket(name).await
+        self.metainfo.delete_bucket(name).await?;
+        self.known_names().remove(name);
+        Ok(())
     }
 
     pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, Error> {
@@ -236,13 +277,53 @@ impl Project {
             .list_buckets()
             .await?
             .into_iter()
-            .map(|b| BucketInfo {
-                name: b.name,
-                created: from_unix(b.created_at),
-            })
+            .map(BucketInfo::from)
             .collect();
         buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        for bucket in &buckets {
+            self.remember_names(&bucket.name, bucket.unencrypted_names);
+        }
         Ok(buckets)
+    }
+
+    fn known_names(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        // A plain map stays valid whatever panicked while it was locked.
+        self.plain_names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember_names(&self, bucket: &str, plain: bool) {
+        self.known_names().insert(bucket.to_string(), plain);
+    }
+
+    /// Whether `bucket` stores object names unencrypted.
+    async fn has_plain_names(&self, bucket: &str) -> Result<bool, Error> {
+        if let Some(plain) = self.known_names().get(bucket).copied() {
+            return Ok(plain);
+        }
+        let bucket = BucketInfo::from(
+            self.metainfo
+                .get_bucket(bucket)
+                .await?
+                .bucket
+                .ok_or_else(|| Error::Protocol("the bucket is missing from the answer".into()))?,
+        );
+        self.remember_names(&bucket.name, bucket.unencrypted_names);
+        Ok(bucket.unencrypted_names)
+    }
+
+    /// Where the satellite keeps `bucket`/`key` and the path key below it.
+    async fn object_path(&self, bucket: &str, key: &str) -> Result<crypto::ObjectPath, Error> {
+        let plain = self.has_plain_names(bucket).await?;
+        Ok(crypto::object_path(&self.root_key, bucket, key, plain))
+    }
+
+    /// Whether the satellite keeps `bucket`'s keys in the names' own order
+    /// (the bucket was created with unencrypted names), so that
+    /// [`Project::list_after`] reads only the entries it returns.
+    pub async fn lists_in_order(&self, bucket: &str) -> Result<bool, Error> {
+        self.has_plain_names(bucket).await
     }
 
     /// Encrypts and stores everything `reader` yields as `bucket`/`key`.
@@ -253,7 +334,8 @@ impl Project {
         reader: impl AsyncRead + Unpin + Send,
         options: UploadOptions,
     ) -> Result<ObjectInfo, Error> {
-        upload::upload_object(&self.metainfo, &self.root_key, bucket, key, reader, options).await
+        let path = self.object_path(bucket, key).await?;
+        upload::upload_object(&self.metainfo, path, bucket, key, reader, options).await
     }
 
     /// Writes the object (or `range` of it) to `writer`; returns the bytes written.
@@ -267,25 +349,13 @@ impl Project {
         writer: impl AsyncWrite + Unpin + Send,
         progress: Option<Progress>,
     ) -> Result<u64, Error> {
-        download::download_object(
-            &self.metainfo,
-            &self.root_key,
-            bucket,
-            key,
-            range,
-            writer,
-            progress,
-        )
-        .await
+        let path = self.object_path(bucket, key).await?;
+        download::download_object(&self.metainfo, path, bucket, key, range, writer, progress).await
     }
 
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
-        let (encrypted_key, path_key) =
-            crypto::encrypt_path(&self.root_key, bucket, key.split('/'));
-        let response = self
-            .metainfo
-            .get_object(bucket, key, &encrypted_key)
-            .await?;
+        let path = self.object_path(bucket, key).await?;
+        let response = self.metainfo.get_object(bucket, key, &path.stored).await?;
         let object = response
             .object
             .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
@@ -294,56 +364,124 @@ impl Project {
             .iter()
             .map(segment_stat)
             .collect::<Result<Vec<_>, _>>()?;
-        object_info(key, &object, &crypto::object_key(&path_key), segments)
+        object_info(key, &object, &crypto::object_key(&path.key), segments)
     }
 
     /// Lists `bucket` below `prefix`: one level (sub-prefixes end with `/`), or
     /// every object below it when `recursive`. `prefix` need not end at a `/`.
     /// Entries whose names do not decrypt with this access (other passphrases)
-    /// are left out.
+    /// are left out. With encrypted names this reads the whole level (or
+    /// everything below the prefix) from the satellite, whose order is not the
+    /// names' order, and sorts it.
     pub async fn list(
         &self,
         bucket: &str,
         prefix: &str,
         recursive: bool,
     ) -> Result<Vec<ListEntry>, Error> {
+        let mut entries = self
+            .scan(bucket, prefix, recursive, None, usize::MAX)
+            .await?;
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    /// The first `limit` entries of [`Project::list`] that sort after `after`
+    /// (a full key). In a bucket with unencrypted names this reads about only
+    /// those entries from the satellite; with encrypted names it lists as
+    /// [`Project::list`] does and cuts.
+    pub async fn list_after(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        recursive: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListEntry>, Error> {
+        if self.has_plain_names(bucket).await? {
+            return self.scan(bucket, prefix, recursive, after, limit).await;
+        }
+        let mut entries = self.list(bucket, prefix, recursive).await?;
+        let start = after.map_or(0, |after| {
+            entries.partition_point(|e| e.key.as_str() <= after)
+        });
+        entries.truncate(start.saturating_add(limit));
+        entries.drain(..start);
+        Ok(entries)
+    }
+
+    /// Reads the listing from the satellite page by page, keeping up to
+    /// `limit` entries below `prefix` after `after`, in the satellite's order
+    /// (the names' order only in a bucket with unencrypted names, where the
+    /// scan also starts at `prefix` and `after` and stops past the prefix).
+    async fn scan(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        recursive: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListEntry>, Error> {
+        let plain = self.has_plain_names(bucket).await?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
-        let (encrypted_dir, dir_key) = match dir.strip_suffix('/') {
+        let (stored_dir, dir_key) = match dir.strip_suffix('/') {
             Some(path) => {
-                let (encrypted, key) =
-                    crypto::encrypt_path(&self.root_key, bucket, path.split('/'));
-                (format!("{encrypted}/"), key)
+                let path = crypto::object_path(&self.root_key, bucket, path, plain);
+                (format!("{}/", path.stored), path.key)
             }
             None => (
                 String::new(),
                 crypto::bucket_path_key(&self.root_key, bucket),
             ),
         };
+        let mut cursor = if plain {
+            match start_cursor(dir, prefix, after) {
+                Some(cursor) => cursor,
+                None => return Ok(Vec::new()),
+            }
+        } else {
+            Vec::new()
+        };
         let mut entries = Vec::new();
-        let mut cursor = Vec::new();
         loop {
+            let wanted = limit.saturating_sub(entries.len()).min(MAX_LIST_PAGE);
             let page = self
                 .metainfo
                 .list_objects(pb::ListObjectsRequest {
                     header: self.metainfo.header(),
                     bucket: bucket.to_string(),
-                    encrypted_prefix: encrypted_dir.as_bytes().to_vec(),
+                    encrypted_prefix: stored_dir.as_bytes().to_vec(),
                     cursor: cursor.clone(),
                     recursive,
-                    limit: 0,
+                    limit: wanted as u32,
                 })
                 .await?;
             for item in &page.items {
                 let relative = &item.encrypted_object_key;
                 let name = relative.strip_suffix(b"/").unwrap_or(relative);
-                let Ok(plain) = crypto::decrypt_relative_path(&dir_key, name) else {
+                let name = if plain {
+                    std::str::from_utf8(name).ok().map(str::to_string)
+                } else {
+                    crypto::decrypt_relative_path(&dir_key, name).ok()
+                };
+                let Some(name) = name else {
                     continue;
                 };
-                let mut key = format!("{dir}{plain}");
+                let mut key = format!("{dir}{name}");
                 if item.is_prefix {
                     key.push('/');
                 }
                 if !key.starts_with(prefix) {
+                    if plain && key.as_str() > prefix {
+                        // In order: everything further is past the prefix too.
+                        return Ok(entries);
+                    }
+                    continue;
+                }
+                if after.is_some_and(|after| key.as_str() <= after) {
                     continue;
                 }
                 let object = item.object.as_ref();
@@ -353,6 +491,9 @@ impl Project {
                     size: object.map_or(0, |o| o.plain_size.max(0) as u64),
                     created: object.map(|o| from_unix(o.created_at)),
                 });
+                if entries.len() >= limit {
+                    return Ok(entries);
+                }
             }
             match page.items.last() {
                 Some(last) if page.more => cursor = last.encrypted_object_key.clone(),
@@ -365,22 +506,41 @@ impl Project {
                 None => break,
             }
         }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(entries)
     }
 
     /// Deletes an object; returns what it was.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
-        let (encrypted_key, path_key) =
-            crypto::encrypt_path(&self.root_key, bucket, key.split('/'));
+        let path = self.object_path(bucket, key).await?;
         let response = self
             .metainfo
-            .delete_object(bucket, key, &encrypted_key)
+            .delete_object(bucket, key, &path.stored)
             .await?;
         let object = response
             .object
             .ok_or_else(|| Error::Protocol("the deleted object is missing".into()))?;
-        object_info(key, &object, &crypto::object_key(&path_key), Vec::new())
+        object_info(key, &object, &crypto::object_key(&path.key), Vec::new())
+    }
+}
+
+/// Entries the satellite returns per listing page at most.
+const MAX_LIST_PAGE: usize = 1000;
+
+/// Where a scan of the level `dir` in a bucket with unencrypted names starts
+/// (a satellite cursor, relative to `dir`: the listing continues strictly
+/// after it) to find the keys below `prefix` after `after`; `None` when no key
+/// of the level sorts after `after`.
+fn start_cursor(dir: &str, prefix: &str, after: Option<&str>) -> Option<Vec<u8>> {
+    let rest = &prefix.as_bytes()[dir.len()..];
+    // Every key starting with `rest` sorts after `rest` without its last byte.
+    let start = rest[..rest.len().saturating_sub(1)].to_vec();
+    let Some(after) = after else {
+        return Some(start);
+    };
+    match after.as_bytes().strip_prefix(dir.as_bytes()) {
+        Some(relative) => Some(start.max(relative.to_vec())),
+        None if after < dir => Some(start),
+        None => None,
     }
 }
 
@@ -415,6 +575,22 @@ mod tests {
 
     fn is_send<T: Send>(_: T) {}
 
+    #[test]
+    fn scans_in_order_start_before_the_prefix_and_after_the_marker() {
+        assert_eq!(start_cursor("", "", None), Some(vec![]));
+        assert_eq!(start_cursor("d/", "d/abc", None), Some(b"ab".to_vec()));
+        assert_eq!(
+            start_cursor("d/", "d/abc", Some("d/b")),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(
+            start_cursor("d/", "d/abc", Some("d/a")),
+            Some(b"ab".to_vec())
+        );
+        assert_eq!(start_cursor("d/", "d/", Some("a")), Some(vec![]));
+        assert_eq!(start_cursor("d/", "d/", Some("e")), None);
+    }
+
     /// Servers (the S3 gateway) run transfers on spawned tasks, so the futures
     /// must be `Send`; this fails to compile otherwise.
     #[test]
@@ -423,6 +599,7 @@ mod tests {
             is_send(project.upload("b", "k", tokio::io::empty(), UploadOptions::default()));
             is_send(project.download("b", "k", None, tokio::io::sink(), None));
             is_send(project.list("b", "", true));
+            is_send(project.list_after("b", "", true, Some("a"), 10));
             is_send(project.stat("b", "k"));
             is_send(Access::request("sat:1", "key", "pass"));
         };

@@ -102,12 +102,25 @@ impl Metainfo {
         call!(self, get_project_info, request, Subject::Project)
     }
 
-    pub(crate) async fn create_bucket(&self, name: &str) -> Result<BucketResponse, Error> {
+    pub(crate) async fn create_bucket(
+        &self,
+        name: &str,
+        plain_names: bool,
+    ) -> Result<BucketResponse, Error> {
         let request = CreateBucketRequest {
             header: self.header(),
             name: name.to_string(),
+            plain_names,
         };
         call!(self, create_bucket, request, Subject::Bucket(name))
+    }
+
+    pub(crate) async fn get_bucket(&self, name: &str) -> Result<BucketResponse, Error> {
+        let request = GetBucketRequest {
+            header: self.header(),
+            name: name.to_string(),
+        };
+        call!(self, get_bucket, request, Subject::Bucket(name))
     }
 
     pub(crate) async fn delete_bucket(&self, name: &str) -> Result<(), Error> {

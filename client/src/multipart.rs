@@ -75,21 +75,20 @@ impl Project {
         key: &str,
         options: UploadOptions,
     ) -> Result<String, Error> {
-        let (encrypted_key, path_key) =
-            crypto::encrypt_path(&self.root_key, bucket, key.split('/'));
+        let path = self.object_path(bucket, key).await?;
         let metadata = crypto::ObjectMetadata {
             size: 0,
             created: SystemTime::now(),
             content_type: options.content_type,
             metadata: options.metadata,
         };
-        let sealed = SealedMetadata::new(&crypto::object_key(&path_key), &metadata);
+        let sealed = SealedMetadata::new(&crypto::object_key(&path.key), &metadata);
         let request = pb::BeginObjectRequest {
             multipart: true,
             encrypted_metadata: sealed.data,
             encrypted_metadata_key: sealed.key.encrypted,
             encrypted_metadata_nonce: sealed.key.nonce,
-            ..begin_request(&self.metainfo, bucket, encrypted_key, options.expires)
+            ..begin_request(&self.metainfo, bucket, path.stored, options.expires)
         };
         let begin = self.metainfo.begin_object(request, key).await?;
         Ok(URL_SAFE_NO_PAD.encode(begin.stream_id))
@@ -120,15 +119,14 @@ impl Project {
             }) => return Err(not_found()),
             other => other?,
         };
-        let (encrypted_key, path_key) =
-            crypto::encrypt_path(&self.root_key, bucket, key.split('/'));
+        let path = self.object_path(bucket, key).await?;
         let object = page.object.as_ref().ok_or_else(not_found)?;
-        if object.bucket != bucket || object.encrypted_object_key != encrypted_key.as_bytes() {
+        if object.bucket != bucket || object.encrypted_object_key != path.stored.as_bytes() {
             return Err(not_found());
         }
         Ok(Pending {
             stream_id,
-            object_key: crypto::object_key(&path_key),
+            object_key: crypto::object_key(&path.key),
             first_page: page,
         })
     }
@@ -246,6 +244,7 @@ impl Project {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<MultipartUpload>, Error> {
+        let plain = self.has_plain_names(bucket).await?;
         let bucket_key = crypto::bucket_path_key(&self.root_key, bucket);
         let mut uploads = Vec::new();
         let mut cursor = Vec::new();
@@ -255,9 +254,13 @@ impl Project {
                 .list_pending_objects(bucket, cursor.clone())
                 .await?;
             for object in &page.objects {
-                let Ok(key) =
-                    crypto::decrypt_relative_path(&bucket_key, &object.encrypted_object_key)
-                else {
+                let stored = &object.encrypted_object_key;
+                let key = if plain {
+                    String::from_utf8(stored.clone()).ok()
+                } else {
+                    crypto::decrypt_relative_path(&bucket_key, stored).ok()
+                };
+                let Some(key) = key else {
                     continue;
                 };
                 if key.starts_with(prefix) {

@@ -850,22 +850,21 @@ pub(crate) fn begin_request(
 
 pub(crate) async fn upload_object(
     metainfo: &Metainfo,
-    root_key: &Key,
+    path: crypto::ObjectPath,
     bucket: &str,
     key: &str,
     reader: impl AsyncRead + Unpin + Send,
     options: UploadOptions,
 ) -> Result<ObjectInfo, Error> {
-    let (encrypted_key, path_key) = crypto::encrypt_path(root_key, bucket, key.split('/'));
     let begin = metainfo
         .begin_object(
-            begin_request(metainfo, bucket, encrypted_key, options.expires),
+            begin_request(metainfo, bucket, path.stored, options.expires),
             key,
         )
         .await?;
     let upload = ObjectUpload::new(
         metainfo,
-        crypto::object_key(&path_key),
+        crypto::object_key(&path.key),
         begin.stream_id,
         begin.redundancy.as_ref(),
         begin.max_segment_size,

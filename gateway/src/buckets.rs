@@ -1,7 +1,7 @@
 //! Bucket operations: create, delete, head, list, location and versioning
 //! (always off: objects have one version).
 
-use archipel_client::Project;
+use archipel_client::{BucketOptions, Project};
 use s3s::dto::{
     Bucket, BucketLocationConstraint, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
     DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, GetBucketVersioningInput,
@@ -12,12 +12,14 @@ use s3s::{s3_error, S3Result};
 use crate::config::DEFAULT_REGION;
 use crate::errors::s3_error;
 
+/// Creates the bucket, with unencrypted object names if `unencrypted_names`.
 pub(crate) async fn create(
     project: &Project,
     input: CreateBucketInput,
+    unencrypted_names: bool,
 ) -> S3Result<CreateBucketOutput> {
     project
-        .create_bucket(&input.bucket)
+        .create_bucket_with(&input.bucket, BucketOptions { unencrypted_names })
         .await
         .map_err(s3_error)?;
     Ok(CreateBucketOutput {

@@ -49,6 +49,13 @@ pub struct Config {
     /// directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Which buckets created through the gateway store object names
+    /// unencrypted: bucket names, `prefix*` patterns, or `"*"` for every new
+    /// bucket. Their listings page in order on the satellite instead of
+    /// listing a whole level per walk; the satellite sees their names, while
+    /// contents and metadata stay encrypted. Existing buckets keep their mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unencrypted_names: Vec<String>,
 }
 
 /// One S3 key pair and the Archipel access grant it acts with.
@@ -72,6 +79,17 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// Whether a new bucket called `bucket` gets unencrypted names under the
+/// [`Config::unencrypted_names`] `patterns`.
+pub fn unencrypted_names_for(patterns: &[String], bucket: &str) -> bool {
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => bucket.starts_with(prefix),
+            None => bucket == pattern,
+        })
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7480))
 }
@@ -87,6 +105,7 @@ impl Config {
             listen: default_listen(),
             region: default_region(),
             credentials,
+            unencrypted_names: Vec::new(),
             domain_names: Vec::new(),
             tls_certificate: None,
             tls_key: None,
@@ -256,6 +275,20 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn unencrypted_names_patterns() {
+        assert!(!unencrypted_names_for(&[], "logs"));
+        let some = ["logs".to_string(), "big-*".to_string()];
+        assert!(unencrypted_names_for(&some, "logs"));
+        assert!(!unencrypted_names_for(&some, "logs2"));
+        assert!(unencrypted_names_for(&some, "big-1"));
+        assert!(!unencrypted_names_for(&some, "bi"));
+        assert!(unencrypted_names_for(&["*".to_string()], "anything"));
+        let text = "unencrypted_names = [\"big-*\"]\n";
+        let parsed: Config = toml::from_str(text).unwrap();
+        assert_eq!(parsed.unencrypted_names, ["big-*"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   metadata), `checksums` (`x-amz-checksum-*` on uploads), `conditional`
 //!   (If-Match / If-None-Match on writes) and `errors` (client errors → S3
 //!   error codes);
+//! - `snapshots`: listings kept between the pages of a walk;
 //! - [`run`]: the HTTP(S) server with graceful shutdown, `tls` (rustls) and
 //!   `vhost` (virtual-hosted-style bucket names).
 
@@ -26,6 +27,7 @@ mod multipart;
 mod objects;
 mod server;
 mod service;
+mod snapshots;
 mod tls;
 mod vhost;
 

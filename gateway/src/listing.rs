@@ -1,22 +1,50 @@
-//! ListObjects (v1) and ListObjectsV2: prefix, delimiter, max-keys, markers
-//! and continuation tokens, common prefixes, lexicographic (UTF-8 byte) order.
+//! ListObjects (v1), ListObjectsV2 and ListObjectVersions: prefix, delimiter,
+//! max-keys, markers and continuation tokens, common prefixes, lexicographic
+//! (UTF-8 byte) order.
 //!
 //! With the delimiter `/` the satellite lists one level; with no delimiter it
 //! lists recursively; any other delimiter is applied to a recursive listing.
-//! The client library lists everything below the prefix at once, so each
-//! page is cut from a full listing (see the report on paged listing).
+//! In a bucket with unencrypted names (and the delimiter `/` or none) the
+//! satellite keeps keys in order, so a page reads only itself, resuming after
+//! the last key. With encrypted names the satellite's order is not the
+//! names' order: a page can only be cut from the whole sorted listing below
+//! the prefix. The first page of a walk lists it; the next pages are cut from
+//! it, kept as a snapshot (`snapshots`), so a walk lists once, not once per page.
+//!
+//! Buckets are not versioned: ListObjectVersions answers each object as its
+//! one version, `null`, the latest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use archipel_client::{ListEntry, Project};
 use base64::Engine;
 use s3s::dto::{
-    CommonPrefix, EncodingType, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
-    ListObjectsV2Output, Object, ObjectStorageClass,
+    CommonPrefix, EncodingType, ListObjectVersionsInput, ListObjectVersionsOutput,
+    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
+    ObjectStorageClass, ObjectVersion, ObjectVersionStorageClass,
 };
 use s3s::{s3_error, S3Result};
 
 use crate::errors::s3_error;
+use crate::snapshots::Scope;
+
+/// The snapshots of the walks over encrypted listings in progress.
+pub(crate) type Snapshots = crate::snapshots::Snapshots<Listing>;
+
+/// Who lists: a project, the access key it acts for, and the gateway's snapshots.
+pub(crate) struct Lister<'a> {
+    pub(crate) project: &'a Project,
+    pub(crate) access_key: &'a str,
+    pub(crate) snapshots: &'a Snapshots,
+}
+
+/// A whole listing below a prefix, rolled up at the delimiter, in S3's order:
+/// each name with its object, or `None` for a common prefix.
+pub(crate) struct Listing(Vec<(String, Option<ListEntry>)>);
+
+/// The version id of every object: buckets are not versioned.
+const NULL_VERSION: &str = "null";
 
 /// S3's default and largest page.
 const MAX_KEYS: usize = 1000;
@@ -31,9 +59,8 @@ struct Page {
     last: Option<String>,
 }
 
-/// Cuts one page from `entries` (all of the listing below `prefix`): rolls
-/// keys up to common prefixes at `delimiter`, and keeps at most `max_keys`
-/// keys and prefixes that sort after `after`.
+/// Cuts one page from `entries` (the listing below `prefix`, or the part of
+/// it from `after` on): see [`merge`] and [`cut`].
 fn paginate(
     entries: Vec<ListEntry>,
     prefix: &str,
@@ -41,6 +68,11 @@ fn paginate(
     after: Option<&str>,
     max_keys: usize,
 ) -> Page {
+    cut(&merge(entries, prefix, delimiter), after, max_keys)
+}
+
+/// Rolls keys up to common prefixes at `delimiter` and sorts keys and prefixes together.
+fn merge(entries: Vec<ListEntry>, prefix: &str, delimiter: Option<&str>) -> Listing {
     // Keyed by name so that keys and prefixes interleave in S3's order; a
     // `None` value is a common prefix.
     let mut merged: BTreeMap<String, Option<ListEntry>> = BTreeMap::new();
@@ -63,37 +95,46 @@ fn paginate(
             }
         }
     }
+    Listing(merged.into_iter().collect())
+}
+
+/// Keeps at most `max_keys` keys and prefixes of `listing` that sort after `after`.
+fn cut(listing: &Listing, after: Option<&str>, max_keys: usize) -> Page {
+    let start = after.map_or(0, |after| {
+        listing
+            .0
+            .partition_point(|(name, _)| name.as_str() <= after)
+    });
     let mut page = Page {
         objects: Vec::new(),
         prefixes: Vec::new(),
         truncated: false,
         last: None,
     };
-    let mut taken = 0;
-    for (name, entry) in merged {
-        if after.is_some_and(|after| name.as_str() <= after) {
-            continue;
-        }
+    for (taken, (name, entry)) in listing.0[start..].iter().enumerate() {
         if taken == max_keys {
             page.truncated = true;
             break;
         }
-        taken += 1;
         page.last = Some(name.clone());
         match entry {
-            Some(object) => page.objects.push(object),
-            None => page.prefixes.push(name),
+            Some(object) => page.objects.push(object.clone()),
+            None => page.prefixes.push(name.clone()),
         }
     }
     page
 }
 
+/// The page of `bucket` below `prefix` after `after`. `continues` says that
+/// `after` is where an earlier page ended (a continuation token, a marker):
+/// that page's snapshot, if still kept, serves this one.
 async fn list_page(
-    project: &Project,
+    lister: &Lister<'_>,
     bucket: &str,
     prefix: &str,
     delimiter: Option<&str>,
     after: Option<&str>,
+    continues: bool,
     max_keys: Option<i32>,
 ) -> S3Result<Page> {
     let max_keys = match max_keys {
@@ -102,11 +143,45 @@ async fn list_page(
             .map_err(|_| s3_error!(InvalidArgument, "max-keys must not be negative"))?
             .min(MAX_KEYS),
     };
+    let scope = Scope {
+        access_key: lister.access_key.to_string(),
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+        delimiter: delimiter.map(str::to_string),
+    };
+    if let Some(after) = after.filter(|_| continues) {
+        if let Some(listing) = lister.snapshots.find(&scope, after) {
+            let page = cut(&listing, Some(after), max_keys);
+            keep(lister, scope, &listing, &page);
+            return Ok(page);
+        }
+    }
+    let project = lister.project;
+    let recursive = delimiter != Some("/");
+    if matches!(delimiter, None | Some("/"))
+        && project.lists_in_order(bucket).await.map_err(s3_error)?
+    {
+        let entries = project
+            .list_after(bucket, prefix, recursive, after, max_keys.saturating_add(1))
+            .await
+            .map_err(s3_error)?;
+        return Ok(paginate(entries, prefix, delimiter, after, max_keys));
+    }
     let entries = project
-        .list(bucket, prefix, delimiter != Some("/"))
+        .list(bucket, prefix, recursive)
         .await
         .map_err(s3_error)?;
-    Ok(paginate(entries, prefix, delimiter, after, max_keys))
+    let listing = Arc::new(merge(entries, prefix, delimiter));
+    let page = cut(&listing, after, max_keys);
+    keep(lister, scope, &listing, &page);
+    Ok(page)
+}
+
+/// Keeps `listing` for the page after `page`, if there is one.
+fn keep(lister: &Lister<'_>, scope: Scope, listing: &Arc<Listing>, page: &Page) {
+    if let (true, Some(last)) = (page.truncated, &page.last) {
+        lister.snapshots.keep(scope, listing, listing.0.len(), last);
+    }
 }
 
 /// An empty delimiter means none.
@@ -115,7 +190,7 @@ fn delimiter(value: &Option<String>) -> Option<&str> {
 }
 
 pub(crate) async fn list_v2(
-    project: &Project,
+    lister: &Lister<'_>,
     input: ListObjectsV2Input,
 ) -> S3Result<ListObjectsV2Output> {
     let prefix = input.prefix.clone().unwrap_or_default();
@@ -125,11 +200,12 @@ pub(crate) async fn list_v2(
     };
     let after = token_key.as_deref().or(input.start_after.as_deref());
     let page = list_page(
-        project,
+        lister,
         &input.bucket,
         &prefix,
         delimiter(&input.delimiter),
         after,
+        token_key.is_some(),
         input.max_keys,
     )
     .await?;
@@ -156,16 +232,17 @@ pub(crate) async fn list_v2(
 }
 
 pub(crate) async fn list_v1(
-    project: &Project,
+    lister: &Lister<'_>,
     input: ListObjectsInput,
 ) -> S3Result<ListObjectsOutput> {
     let prefix = input.prefix.clone().unwrap_or_default();
     let page = list_page(
-        project,
+        lister,
         &input.bucket,
         &prefix,
         delimiter(&input.delimiter),
         input.marker.as_deref(),
+        input.marker.is_some(),
         input.max_keys,
     )
     .await?;
@@ -192,6 +269,68 @@ pub(crate) async fn list_v1(
         encoding_type: input.encoding_type,
         ..Default::default()
     })
+}
+
+/// Each object as its one version: every object has only the `null`
+/// version, so a version-id marker adds nothing to the key marker.
+pub(crate) async fn list_versions(
+    lister: &Lister<'_>,
+    input: ListObjectVersionsInput,
+) -> S3Result<ListObjectVersionsOutput> {
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let page = list_page(
+        lister,
+        &input.bucket,
+        &prefix,
+        delimiter(&input.delimiter),
+        input.key_marker.as_deref(),
+        input.key_marker.is_some(),
+        input.max_keys,
+    )
+    .await?;
+    let encode = Encoder::new(input.encoding_type.as_ref());
+    let next_key_marker = page
+        .truncated
+        .then(|| page.last.as_deref().map(|m| encode.text(m)))
+        .flatten();
+    Ok(ListObjectVersionsOutput {
+        name: Some(input.bucket),
+        prefix: Some(encode.text(&prefix)),
+        delimiter: input.delimiter.as_deref().map(|d| encode.text(d)),
+        key_marker: Some(
+            input
+                .key_marker
+                .as_deref()
+                .map(|m| encode.text(m))
+                .unwrap_or_default(),
+        ),
+        version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
+        max_keys: Some(input.max_keys.unwrap_or(MAX_KEYS as i32)),
+        is_truncated: Some(page.truncated),
+        next_version_id_marker: next_key_marker.as_ref().map(|_| NULL_VERSION.to_string()),
+        next_key_marker,
+        versions: Some(versions(&page.objects, &encode)),
+        common_prefixes: Some(common_prefixes(&page.prefixes, &encode)),
+        encoding_type: input.encoding_type,
+        ..Default::default()
+    })
+}
+
+fn versions(entries: &[ListEntry], encode: &Encoder) -> Vec<ObjectVersion> {
+    entries
+        .iter()
+        .map(|entry| ObjectVersion {
+            key: Some(encode.text(&entry.key)),
+            version_id: Some(NULL_VERSION.to_string()),
+            is_latest: Some(true),
+            size: Some(i64::try_from(entry.size).unwrap_or(i64::MAX)),
+            last_modified: entry.created.and_then(crate::metadata::timestamp),
+            storage_class: Some(ObjectVersionStorageClass::from_static(
+                ObjectVersionStorageClass::STANDARD,
+            )),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn objects(entries: &[ListEntry], encode: &Encoder) -> Vec<Object> {
@@ -302,6 +441,28 @@ mod tests {
         assert!(!next.truncated);
         let empty = paginate(entries, "", Some("/"), None, 0);
         assert!(empty.truncated && empty.objects.is_empty() && empty.last.is_none());
+    }
+
+    #[test]
+    fn pages_cut_from_one_listing_walk_it_whole() {
+        let entries: Vec<ListEntry> = ["a/x", "b", "c/y", "c/z", "d", "e"]
+            .into_iter()
+            .map(object)
+            .collect();
+        let listing = merge(entries, "", Some("/"));
+        let mut walked = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = cut(&listing, after.as_deref(), 2);
+            let (objects, prefixes) = names(&page);
+            walked.extend(objects.into_iter().chain(prefixes).map(String::from));
+            if !page.truncated {
+                break;
+            }
+            after = page.last.clone();
+        }
+        walked.sort();
+        assert_eq!(walked, ["a/", "b", "c/", "d", "e"]);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub async fn run(
     let mut builder = S3ServiceBuilder::new(Gateway {
         projects,
         region: config.region.clone(),
+        snapshots: Default::default(),
+        unencrypted_names: config.unencrypted_names.clone(),
     });
     builder.set_auth(auth::key_store(&config.credentials));
     if let Some(hosts) = hosts {

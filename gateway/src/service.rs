@@ -12,12 +12,17 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::checksums::Checksummer;
 use crate::conditional::WriteCondition;
-use crate::{buckets, copy, listing, multipart, objects};
+use crate::listing::{Lister, Snapshots};
+use crate::{buckets, config, copy, listing, multipart, objects};
 
 pub(crate) struct Gateway {
     /// One connected project per configured access key id.
     pub(crate) projects: HashMap<String, Project>,
     pub(crate) region: String,
+    /// Listings kept between the pages of walks over encrypted names.
+    pub(crate) snapshots: Snapshots,
+    /// Which new buckets get unencrypted names (`Config::unencrypted_names`).
+    pub(crate) unencrypted_names: Vec<String>,
 }
 
 impl Gateway {
@@ -32,6 +37,15 @@ impl Gateway {
             .get(key_id)
             .ok_or_else(|| s3_error!(InvalidAccessKeyId))
     }
+
+    /// Lists for the access key that signed the request.
+    fn lister<'a>(&'a self, credentials: &'a Option<Credentials>) -> S3Result<Lister<'a>> {
+        Ok(Lister {
+            project: self.project(credentials)?,
+            access_key: credentials.as_ref().map_or("", |c| c.access_key.as_str()),
+            snapshots: &self.snapshots,
+        })
+    }
 }
 
 fn ok<T>(output: T) -> S3Result<S3Response<T>> {
@@ -45,7 +59,8 @@ impl S3 for Gateway {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let project = self.project(&req.credentials)?;
-        ok(buckets::create(project, req.input).await?)
+        let plain = config::unencrypted_names_for(&self.unencrypted_names, &req.input.bucket);
+        ok(buckets::create(project, req.input, plain).await?)
     }
 
     async fn delete_bucket(
@@ -135,16 +150,16 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let project = self.project(&req.credentials)?;
-        ok(listing::list_v2(project, req.input).await?)
+        let lister = self.lister(&req.credentials)?;
+        ok(listing::list_v2(&lister, req.input).await?)
     }
 
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let project = self.project(&req.credentials)?;
-        ok(listing::list_v1(project, req.input).await?)
+        let lister = self.lister(&req.credentials)?;
+        ok(listing::list_v1(&lister, req.input).await?)
     }
 
     async fn copy_object(
@@ -218,5 +233,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         let project = self.project(&req.credentials)?;
         ok(buckets::versioning(project, req.input).await?)
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let lister = self.lister(&req.credentials)?;
+        ok(listing::list_versions(&lister, req.input).await?)
     }
 }

@@ -74,10 +74,31 @@ pub struct Project {
     pub created_at: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bucket {
     pub name: String,
     pub created_at: i64,
+    /// The client stores object names in this bucket unencrypted, so keys sort
+    /// in the names' own order; chosen at creation.
+    pub plain_names: bool,
+}
+
+/// A bucket as stored (flags are BIGINT 0/1).
+#[derive(sqlx::FromRow)]
+struct BucketRow {
+    name: String,
+    created_at: i64,
+    plain_names: i64,
+}
+
+impl From<BucketRow> for Bucket {
+    fn from(row: BucketRow) -> Bucket {
+        Bucket {
+            name: row.name,
+            created_at: row.created_at,
+            plain_names: row.plain_names != 0,
+        }
+    }
 }
 
 /// An object, pending (being uploaded) or committed.
@@ -757,11 +778,26 @@ impl Metabase {
     // ------------------------------------------------------------ buckets
 
     pub async fn create_bucket(&self, project: &[u8], name: &str, now: i64) -> Result<Bucket> {
+        self.create_bucket_with(project, name, false, now).await
+    }
+
+    /// Creates a bucket whose object names are stored unencrypted if `plain_names`.
+    pub async fn create_bucket_with(
+        &self,
+        project: &[u8],
+        name: &str,
+        plain_names: bool,
+        now: i64,
+    ) -> Result<Bucket> {
         let result = on_pool!(self, pool => {
-            sqlx::query("INSERT INTO buckets (project_id, name, created_at) VALUES ($1, $2, $3)")
+            sqlx::query(
+                "INSERT INTO buckets (project_id, name, created_at, plain_names) \
+                 VALUES ($1, $2, $3, $4)",
+            )
                 .bind(project)
                 .bind(name)
                 .bind(now)
+                .bind(i64::from(plain_names))
                 .execute(pool)
                 .await
                 .map(|_| ())
@@ -770,6 +806,7 @@ impl Metabase {
             Ok(()) => Ok(Bucket {
                 name: name.to_string(),
                 created_at: now,
+                plain_names,
             }),
             Err(e) if is_unique_violation(&e) => {
                 Err(Error::AlreadyExists(format!("bucket {name:?}")))
@@ -779,14 +816,19 @@ impl Metabase {
     }
 
     pub async fn get_bucket(&self, project: &[u8], name: &str) -> Result<Bucket> {
-        let bucket: Option<Bucket> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT name, created_at FROM buckets WHERE project_id = $1 AND name = $2")
+        let bucket: Option<BucketRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT name, created_at, plain_names FROM buckets \
+                 WHERE project_id = $1 AND name = $2",
+            )
                 .bind(project)
                 .bind(name)
                 .fetch_optional(pool)
                 .await?
         });
-        bucket.ok_or_else(|| Error::NotFound(format!("bucket {name:?}")))
+        bucket
+            .map(Bucket::from)
+            .ok_or_else(|| Error::NotFound(format!("bucket {name:?}")))
     }
 
     /// Deletes a bucket that holds no objects, committed or pending.
@@ -826,10 +868,10 @@ impl Metabase {
         limit: usize,
     ) -> Result<(Vec<Bucket>, bool)> {
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
-        let mut buckets: Vec<Bucket> = on_pool!(self, pool => {
+        let rows: Vec<BucketRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT name, created_at FROM buckets WHERE project_id = $1 AND name > $2 \
-                 ORDER BY name LIMIT $3",
+                "SELECT name, created_at, plain_names FROM buckets \
+                 WHERE project_id = $1 AND name > $2 ORDER BY name LIMIT $3",
             )
             .bind(project)
             .bind(cursor)
@@ -837,6 +879,7 @@ impl Metabase {
             .fetch_all(pool)
             .await?
         });
+        let mut buckets: Vec<Bucket> = rows.into_iter().map(Bucket::from).collect();
         let more = buckets.len() > limit;
         buckets.truncate(limit);
         Ok((buckets, more))

@@ -49,6 +49,14 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
+fn bucket_pb(bucket: metabase::Bucket) -> pb::Bucket {
+    pb::Bucket {
+        name: bucket.name,
+        created_at: bucket.created_at,
+        plain_names: bucket.plain_names,
+    }
+}
+
 /// Checks a bucket name against the S3 rules.
 pub fn validate_bucket_name(name: &str) -> Result<()> {
     let bad = |why: &str| {
@@ -144,6 +152,16 @@ impl State {
 
     fn object_pb(&self, object: &metabase::Object) -> pb::Object {
         pb::Object {
+            stream_id: self.stream_id_of(object),
+            ..State::listed_object_pb(object)
+        }
+    }
+
+    /// An object as a listing shows it: without a stream id, whose signature
+    /// would cost more than all the rest of a listing (and that nobody
+    /// listing needs; it comes with the object when it is read).
+    fn listed_object_pb(object: &metabase::Object) -> pb::Object {
+        pb::Object {
             bucket: object.bucket.clone(),
             encrypted_object_key: object.object_key.clone(),
             created_at: object.created_at,
@@ -157,7 +175,7 @@ impl State {
             encrypted_metadata: object.encrypted_metadata.clone(),
             encrypted_metadata_key: object.encrypted_metadata_key.clone(),
             encrypted_metadata_nonce: object.encrypted_metadata_nonce.clone(),
-            stream_id: self.stream_id_of(object),
+            stream_id: Vec::new(),
         }
     }
 
@@ -621,13 +639,10 @@ impl Metainfo for State {
         validate_bucket_name(&r.name)?;
         let bucket = self
             .metabase
-            .create_bucket(&project.id, &r.name, unix_now())
+            .create_bucket_with(&project.id, &r.name, r.plain_names, unix_now())
             .await?;
         Ok(Response::new(pb::BucketResponse {
-            bucket: Some(pb::Bucket {
-                name: bucket.name,
-                created_at: bucket.created_at,
-            }),
+            bucket: Some(bucket_pb(bucket)),
         }))
     }
 
@@ -639,10 +654,7 @@ impl Metainfo for State {
         let project = self.authenticate(r.header.as_ref()).await?;
         let bucket = self.metabase.get_bucket(&project.id, &r.name).await?;
         Ok(Response::new(pb::BucketResponse {
-            bucket: Some(pb::Bucket {
-                name: bucket.name,
-                created_at: bucket.created_at,
-            }),
+            bucket: Some(bucket_pb(bucket)),
         }))
     }
 
@@ -672,13 +684,7 @@ impl Metainfo for State {
             .list_buckets(&project.id, &r.cursor, limit)
             .await?;
         Ok(Response::new(pb::ListBucketsResponse {
-            buckets: buckets
-                .into_iter()
-                .map(|b| pb::Bucket {
-                    name: b.name,
-                    created_at: b.created_at,
-                })
-                .collect(),
+            buckets: buckets.into_iter().map(bucket_pb).collect(),
             more,
         }))
     }
@@ -838,7 +844,7 @@ impl Metainfo for State {
                 ListEntry::Object(key, object) => pb::ListItem {
                     encrypted_object_key: key,
                     is_prefix: false,
-                    object: Some(self.object_pb(&object)),
+                    object: Some(State::listed_object_pb(&object)),
                 },
             })
             .collect();

@@ -160,6 +160,14 @@ async fn buckets(mb: &Metabase) {
     let names: Vec<_> = page.iter().map(|b| b.name.as_str()).collect();
     assert_eq!((names, more), (vec!["ccc"], false));
 
+    // A bucket's name mode is kept and reported.
+    let plain = mb.create_bucket_with(&p, "plain", true, NOW).await.unwrap();
+    assert!(plain.plain_names);
+    assert!(mb.get_bucket(&p, "plain").await.unwrap().plain_names);
+    assert!(!mb.get_bucket(&p, "bbb").await.unwrap().plain_names);
+    let (page, _) = mb.list_buckets(&p, "ccc", 10).await.unwrap();
+    assert_eq!(page, vec![plain]);
+
     put_object(mb, &p, "bbb", b"k").await;
     assert!(matches!(
         mb.delete_bucket(&p, "bbb").await,

@@ -150,6 +150,7 @@ impl Satellite {
             .create_bucket(pb::CreateBucketRequest {
                 header: self.header(),
                 name: name.into(),
+                plain_names: false,
             })
             .await
             .unwrap();
@@ -300,6 +301,7 @@ async fn api_keys_are_required(backend: Backend) {
             .create_bucket(pb::CreateBucketRequest {
                 header,
                 name: "bucket".into(),
+                plain_names: false,
             })
             .await
             .unwrap_err();
@@ -786,6 +788,7 @@ async fn requests_are_validated(backend: Backend) {
             .create_bucket(pb::CreateBucketRequest {
                 header: sat.header(),
                 name: name.into(),
+                plain_names: false,
             })
             .await
             .unwrap_err();
@@ -796,6 +799,7 @@ async fn requests_are_validated(backend: Backend) {
         .create_bucket(pb::CreateBucketRequest {
             header: sat.header(),
             name: "bucket".into(),
+            plain_names: false,
         })
         .await
         .unwrap_err();

@@ -158,7 +158,17 @@ async fn stream_id(client: &mut MetainfoClient<Channel>, api_key: &str, bucket: 
         .unwrap()
         .into_inner();
     assert_eq!(listing.items.len(), 1);
-    listing.items[0].object.as_ref().unwrap().stream_id.clone()
+    // Listings leave stream ids out; reading the object hands it out.
+    let object = client
+        .get_object(pb::GetObjectRequest {
+            header: header(api_key),
+            bucket: bucket.to_string(),
+            encrypted_object_key: listing.items[0].encrypted_object_key.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    object.object.unwrap().stream_id
 }
 
 fn bad_piece(num: u16, node: NodeId, reason: BadPieceReason) -> pb::BadPiece {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use archipel_client::{Access, ByteRange, Error, ListEntry, ObjectInfo, Project, UploadOptions};
+use archipel_client::{
+    Access, BucketOptions, ByteRange, Error, ListEntry, ObjectInfo, Project, UploadOptions,
+};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,7 +38,14 @@ enum Command {
         command: AccessCommand,
     },
     /// Make a bucket: `archipel mb ap://BUCKET`.
-    Mb { bucket: String },
+    Mb {
+        bucket: String,
+        /// Store object names unencrypted (contents and metadata stay
+        /// encrypted): listings then page in order instead of reading whole
+        /// levels, for very large flat buckets. The satellite sees the names.
+        #[arg(long)]
+        unencrypted_names: bool,
+    },
     /// Remove an empty bucket: `archipel rb ap://BUCKET`.
     Rb { bucket: String },
     /// List buckets, or objects under `ap://BUCKET/PREFIX`.
@@ -357,10 +366,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let project = Project::open(&access).await?;
     match cli.command {
         Command::Access { .. } => unreachable!("handled above"),
-        Command::Mb { bucket } => {
+        Command::Mb {
+            bucket,
+            unencrypted_names,
+        } => {
             let loc = location(&bucket)?;
-            project.create_bucket(&loc.bucket).await?;
-            println!("Bucket ap://{} created", loc.bucket);
+            project
+                .create_bucket_with(&loc.bucket, BucketOptions { unencrypted_names })
+                .await?;
+            if unencrypted_names {
+                println!("Bucket ap://{} created (object names unencrypted)", loc.bucket);
+            } else {
+                println!("Bucket ap://{} created", loc.bucket);
+            }
         }
         Command::Rb { bucket } => {
             let loc = location(&bucket)?;
