@@ -262,6 +262,28 @@ length=$(s3 s3api head-object --bucket "$bucket" --key large.bin --query Content
 expect_eq "ContentLength of the multipart object" $((40 << 20)) "$length"
 s3 s3 cp "s3://$bucket/large.bin" "$work/large.back" >/dev/null || fail "aws s3 cp large.bin down"
 expect_eq "sha256 of large.bin after a round trip" "$(sha256 "$work/large.bin")" "$(sha256 "$work/large.back")"
+etag=$(s3 s3api head-object --bucket "$bucket" --key large.bin --query ETag --output text) ||
+    fail "aws s3api head-object large.bin"
+[[ $etag == *-5\" ]] || fail "the ETag of a 5-part object is S3's multipart form (md5-5), got $etag"
+
+step "s3api multipart: create, upload-part, list-parts, list-multipart-uploads, abort"
+upload_id=$(s3 s3api create-multipart-upload --bucket "$bucket" --key pending.bin --query UploadId --output text) ||
+    fail "aws s3api create-multipart-upload"
+head -c 1000 /dev/urandom >"$work/part.bin"
+part_etag=$(s3 s3api upload-part --bucket "$bucket" --key pending.bin --upload-id "$upload_id" \
+    --part-number 1 --body "$work/part.bin" --query ETag --output text) || fail "aws s3api upload-part"
+expect_eq "ETag of a part" "\"$(md5sum "$work/part.bin" | cut -d' ' -f1)\"" "$part_etag"
+parts=$(s3 s3api list-parts --bucket "$bucket" --key pending.bin --upload-id "$upload_id" \
+    --query 'Parts[].PartNumber' --output text) || fail "aws s3api list-parts"
+expect_eq "parts listed" "1" "$parts"
+uploads=$(s3 s3api list-multipart-uploads --bucket "$bucket" --query 'Uploads[].Key' --output text) ||
+    fail "aws s3api list-multipart-uploads"
+expect_eq "uploads in progress" "pending.bin" "$uploads"
+s3 s3api abort-multipart-upload --bucket "$bucket" --key pending.bin --upload-id "$upload_id" ||
+    fail "aws s3api abort-multipart-upload"
+uploads=$(s3 s3api list-multipart-uploads --bucket "$bucket" --query 'length(Uploads || `[]`)' --output text) ||
+    fail "aws s3api list-multipart-uploads after the abort"
+expect_eq "uploads in progress after the abort" "0" "$uploads"
 s3 s3 rm "s3://$bucket/large.bin" >/dev/null || fail "aws s3 rm large.bin"
 s3 s3 rb "s3://$bucket" >/dev/null || fail "aws s3 rb s3://$bucket"
 
