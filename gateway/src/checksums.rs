@@ -10,9 +10,7 @@
 //! checksum checks use), so the gateway pulls in no second implementation.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use base64::Engine;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
@@ -21,9 +19,9 @@ use s3s::dto::{
     PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{s3_error, S3ErrorCode, S3Result, TrailingHeaders};
-use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::errors::BodyRefused;
+use crate::objects::{BodyCheck, CheckedBody};
 
 /// The checksum algorithms S3 offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,12 +339,14 @@ impl Checksummer {
     /// Reads `inner` while computing the checksum; at the end of the data,
     /// fails the read unless it matches the expected value.
     pub(crate) fn reader<R>(&self, inner: R) -> ChecksumReader<R> {
-        ChecksumReader {
+        CheckedBody::new(
             inner,
-            hasher: Some(self.shared.algorithm.hasher()),
-            shared: Arc::clone(&self.shared),
-            refused: None,
-        }
+            ChecksumCheck {
+                hasher: Some(self.shared.algorithm.hasher()),
+                shared: Arc::clone(&self.shared),
+                refused: None,
+            },
+        )
     }
 
     /// The checksum to store and return: a header's value at once (the
@@ -364,8 +364,10 @@ impl Checksummer {
 }
 
 /// See [`Checksummer::reader`].
-pub(crate) struct ChecksumReader<R> {
-    inner: R,
+pub(crate) type ChecksumReader<R> = CheckedBody<R, ChecksumCheck>;
+
+/// Computes the checksum over the body and compares it at the end.
+pub(crate) struct ChecksumCheck {
     /// Taken at the end of the data.
     hasher: Option<Hasher>,
     shared: Arc<Shared>,
@@ -373,7 +375,7 @@ pub(crate) struct ChecksumReader<R> {
     refused: Option<(S3ErrorCode, String)>,
 }
 
-impl<R> ChecksumReader<R> {
+impl ChecksumCheck {
     fn finish(&mut self) -> Result<(), (S3ErrorCode, String)> {
         let Some(hasher) = self.hasher.take() else {
             return match &self.refused {
@@ -440,30 +442,16 @@ fn check(algorithm: Algorithm, digest: &[u8], expected: &str) -> Result<(), (S3E
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for ChecksumReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                if !new.is_empty() {
-                    if let Some(hasher) = &mut this.hasher {
-                        hasher.update(new);
-                    }
-                } else if buf.remaining() > 0 {
-                    if let Err((code, message)) = this.finish() {
-                        return Poll::Ready(Err(BodyRefused::into_io(code, message)));
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
+impl BodyCheck for ChecksumCheck {
+    fn update(&mut self, data: &[u8]) {
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
         }
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        self.finish()
+            .map_err(|(code, message)| BodyRefused::into_io(code, message))
     }
 }
 

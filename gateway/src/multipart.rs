@@ -78,7 +78,7 @@ async fn store_part(
     body: impl AsyncRead + Unpin + Send,
     expected_md5: Option<[u8; 16]>,
 ) -> Result<String, archipel_client::Error> {
-    let reader = Md5Reader::new(body, expected_md5);
+    let reader = Md5Reader::md5(body, expected_md5);
     let digest = reader.digest_slot();
     let part = project
         .upload_part(bucket, key, upload_id, number, reader, move || {

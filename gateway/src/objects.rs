@@ -100,7 +100,7 @@ pub(crate) async fn store(
     headers: ObjectHeaders,
     expected_md5: Option<[u8; 16]>,
 ) -> Result<String, Error> {
-    let reader = Md5Reader::new(body, expected_md5);
+    let reader = Md5Reader::md5(body, expected_md5);
     let digest = reader.digest_slot();
     let mut options = headers.into_upload_options();
     let headers_at_commit = options.late_metadata.take();
@@ -137,33 +137,27 @@ pub(crate) fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
         .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5 digest"))
 }
 
-/// Hashes what passes through; at the end of the data, publishes the digest
-/// (see [`Md5Reader::digest_slot`]) and, with an expected digest, fails the
-/// read if it differs, so the upload aborts instead of committing.
-pub(crate) struct Md5Reader<R> {
+/// A check of an upload's body as it streams by (a digest to compare, say).
+pub(crate) trait BodyCheck {
+    fn update(&mut self, data: &[u8]);
+    /// Called at the end of the data; an error fails that read, so the
+    /// upload aborts instead of committing.
+    fn end(&mut self) -> io::Result<()>;
+}
+
+/// A body read through a [`BodyCheck`].
+pub(crate) struct CheckedBody<R, C> {
     inner: R,
-    hasher: Md5,
-    expected: Option<[u8; 16]>,
-    digest: Arc<OnceLock<[u8; 16]>>,
+    check: C,
 }
 
-impl<R> Md5Reader<R> {
-    pub(crate) fn new(inner: R, expected: Option<[u8; 16]>) -> Self {
-        Md5Reader {
-            inner,
-            hasher: Md5::new(),
-            expected,
-            digest: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// Where the digest of all the data appears once the end is read.
-    pub(crate) fn digest_slot(&self) -> Arc<OnceLock<[u8; 16]>> {
-        self.digest.clone()
+impl<R, C> CheckedBody<R, C> {
+    pub(crate) fn new(inner: R, check: C) -> Self {
+        CheckedBody { inner, check }
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Md5Reader<R> {
+impl<R: AsyncRead + Unpin, C: BodyCheck + Unpin> AsyncRead for CheckedBody<R, C> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -171,25 +165,59 @@ impl<R: AsyncRead + Unpin> AsyncRead for Md5Reader<R> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                if !new.is_empty() {
-                    this.hasher.update(new);
-                } else if buf.remaining() > 0 {
-                    let digest: [u8; 16] = this.hasher.clone().finalize().into();
-                    if this.expected.is_some_and(|md5| md5 != digest) {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            DigestMismatch,
-                        )));
-                    }
-                    let _ = this.digest.set(digest);
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            this.check.update(new);
+        } else if buf.remaining() > 0 {
+            this.check.end()?;
         }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Hashes the body; at its end, publishes the digest (see
+/// [`Md5Check::digest_slot`]) and, with an expected digest, refuses a body
+/// that differs.
+pub(crate) struct Md5Check {
+    hasher: Md5,
+    expected: Option<[u8; 16]>,
+    digest: Arc<OnceLock<[u8; 16]>>,
+}
+
+/// A body with its MD5 computed (and checked) on the way.
+pub(crate) type Md5Reader<R> = CheckedBody<R, Md5Check>;
+
+impl<R> Md5Reader<R> {
+    pub(crate) fn md5(inner: R, expected: Option<[u8; 16]>) -> Self {
+        CheckedBody::new(
+            inner,
+            Md5Check {
+                hasher: Md5::new(),
+                expected,
+                digest: Arc::new(OnceLock::new()),
+            },
+        )
+    }
+
+    /// Where the digest of all the data appears once the end is read.
+    pub(crate) fn digest_slot(&self) -> Arc<OnceLock<[u8; 16]>> {
+        self.check.digest.clone()
+    }
+}
+
+impl BodyCheck for Md5Check {
+    fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        let digest: [u8; 16] = self.hasher.clone().finalize().into();
+        if self.expected.is_some_and(|md5| md5 != digest) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, DigestMismatch));
+        }
+        let _ = self.digest.set(digest);
+        Ok(())
     }
 }
 
@@ -518,16 +546,16 @@ mod tests {
         let md5: [u8; 16] = Md5::digest(data).into();
         assert_eq!(hex::encode(md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
 
-        let mut reader = Md5Reader::new(&data[..], None);
+        let mut reader = Md5Reader::md5(&data[..], None);
         let digest = reader.digest_slot();
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await.unwrap();
         assert_eq!(digest.get(), Some(&md5));
 
-        let mut good = Md5Reader::new(&data[..], Some(md5));
+        let mut good = Md5Reader::md5(&data[..], Some(md5));
         good.read_to_end(&mut Vec::new()).await.unwrap();
 
-        let mut bad = Md5Reader::new(&data[..], Some([0; 16]));
+        let mut bad = Md5Reader::md5(&data[..], Some([0; 16]));
         let published = bad.digest_slot();
         let error = bad.read_to_end(&mut Vec::new()).await.unwrap_err();
         assert!(published.get().is_none(), "a refused body has no digest");
