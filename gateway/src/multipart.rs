@@ -289,8 +289,12 @@ pub(crate) async fn abort(
     Ok(AbortMultipartUploadOutput::default())
 }
 
+/// The page a request asks for, at least one entry so that a truncated page
+/// always has a next marker.
 fn page_size(requested: Option<i32>) -> usize {
-    requested.map_or(MAX_PAGE, |n| usize::try_from(n).unwrap_or(0).min(MAX_PAGE))
+    requested.map_or(MAX_PAGE, |n| {
+        usize::try_from(n).unwrap_or(0).clamp(1, MAX_PAGE)
+    })
 }
 
 pub(crate) async fn list_parts(

@@ -992,6 +992,15 @@ impl Metabase {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if let Some(old) = old {
+                    // The same segment committed again (a retried request)
+                    // is not a new upload of the part: replacing it would
+                    // delete its own pieces.
+                    if !root.is_empty() && old.root_piece_id == root {
+                        return Err(Error::AlreadyExists(format!(
+                            "segment {} of this object",
+                            segment.position
+                        )));
+                    }
                     sqlx::query("DELETE FROM segments WHERE stream_id = $1 AND position = $2")
                         .bind(&segment.stream_id)
                         .bind(position)

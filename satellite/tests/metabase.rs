@@ -589,7 +589,13 @@ async fn multipart_uploads(mb: &Metabase) {
         mb.put_segment(&p, &remote_segment(stream, 0, 5)).await,
         Err(Error::InvalidArgument(_))
     ));
-    mb.put_segment(&p, &seg(2, 0, 10)).await.unwrap();
+    let first = seg(2, 0, 10);
+    mb.put_segment(&p, &first).await.unwrap();
+    // The same segment committed twice (a retried request) keeps its pieces.
+    assert!(matches!(
+        mb.put_segment(&p, &first).await,
+        Err(Error::AlreadyExists(_))
+    ));
     mb.put_segment(&p, &seg(2, 1, 4)).await.unwrap();
     mb.put_segment(&p, &seg(1, 0, 7)).await.unwrap();
     assert!(matches!(
