@@ -368,7 +368,12 @@ fn paginate_uploads(
             .position(|u| u.key == key && u.upload_id == id)
             .map(|at| at + 1)
             .unwrap_or_else(|| all.partition_point(|u| u.key.as_str() <= key)),
-        (Some(key), None) => all.partition_point(|u| u.key.as_str() <= key),
+        // A marker that is a common prefix (the last entry of a rolled-up
+        // page) also skips the keys it stood for.
+        (Some(key), None) => all.partition_point(|u| {
+            u.key.as_str() <= key
+                || (delimiter.is_some_and(|d| key.ends_with(d)) && u.key.starts_with(key))
+        }),
         (None, _) => 0,
     };
     for upload in all[start..].iter().filter(|u| u.key.starts_with(prefix)) {
@@ -386,7 +391,10 @@ fn paginate_uploads(
             page.truncated = true;
             break;
         }
-        page.next = Some((upload.key.clone(), upload.upload_id.clone()));
+        page.next = Some(match &common {
+            Some(common) => (common.clone(), String::new()),
+            None => (upload.key.clone(), upload.upload_id.clone()),
+        });
         match common {
             Some(common) => {
                 page.prefixes.insert(common);
@@ -413,12 +421,15 @@ pub(crate) async fn list_uploads(
         input.delimiter.as_deref().filter(|d| !d.is_empty()),
         (
             input.key_marker.as_deref(),
-            input.upload_id_marker.as_deref(),
+            input
+                .upload_id_marker
+                .as_deref()
+                .filter(|id| !id.is_empty()),
         ),
         max,
     );
     let (next_key, next_id) = match page.next.filter(|_| page.truncated) {
-        Some((key, id)) => (Some(key), Some(id)),
+        Some((key, id)) => (Some(key), Some(id).filter(|id| !id.is_empty())),
         None => (None, None),
     };
     Ok(ListMultipartUploadsOutput {
@@ -525,7 +536,15 @@ mod tests {
         let page = paginate_uploads(all.clone(), "", Some("/"), (None, None), 10);
         assert_eq!(keys(&page), ["a#1", "a#2", "c#5"]);
         assert_eq!(page.prefixes, BTreeSet::from(["b/".to_string()]));
-        let page = paginate_uploads(all, "b/", Some("/"), (None, None), 10);
+        let page = paginate_uploads(all.clone(), "b/", Some("/"), (None, None), 10);
         assert_eq!(keys(&page), ["b/x#3", "b/y#4"]);
+        // A page ending on a common prefix continues after all of its keys.
+        let page = paginate_uploads(all.clone(), "", Some("/"), (None, None), 3);
+        assert_eq!(keys(&page), ["a#1", "a#2"]);
+        assert!(page.truncated);
+        assert_eq!(page.next, Some(("b/".into(), String::new())));
+        let page = paginate_uploads(all, "", Some("/"), (Some("b/"), None), 3);
+        assert_eq!(keys(&page), ["c#5"]);
+        assert!(page.prefixes.is_empty() && !page.truncated);
     }
 }
