@@ -18,7 +18,6 @@ use s3s::dto::{
 };
 use s3s::{s3_error, S3Result};
 use tokio::io::AsyncRead;
-use tokio_util::io::StreamReader;
 
 use crate::checksums::Checksummer;
 use crate::copy;
@@ -96,16 +95,8 @@ pub(crate) async fn upload_part(
     checksum: Option<Checksummer>,
 ) -> S3Result<UploadPartOutput> {
     let number = part_number(input.part_number)?;
-    let expected_md5 = input
-        .content_md5
-        .as_deref()
-        .map(objects::decode_md5)
-        .transpose()?;
-    let mut body: Box<dyn AsyncRead + Unpin + Send> =
-        Box::new(StreamReader::new(objects::body_stream(input.body)));
-    if let Some(checksum) = &checksum {
-        body = Box::new(checksum.reader(body));
-    }
+    let expected_md5 = objects::expected_md5(input.content_md5.as_deref())?;
+    let body = objects::upload_body(input.body, checksum.as_ref());
     let etag = store_part(
         project,
         (&input.bucket, &input.key, &input.upload_id),

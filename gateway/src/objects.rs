@@ -42,10 +42,7 @@ pub(crate) async fn put(
     checksum: Option<Checksummer>,
     condition: Option<WriteCondition>,
 ) -> S3Result<PutObjectOutput> {
-    let expected_md5 = match &input.content_md5 {
-        Some(text) => Some(decode_md5(text)?),
-        None => None,
-    };
+    let expected_md5 = expected_md5(input.content_md5.as_deref())?;
     let headers = ObjectHeaders {
         content_type: input.content_type,
         content_encoding: input.content_encoding,
@@ -55,11 +52,7 @@ pub(crate) async fn put(
         user: input.metadata,
         checksum: checksum.clone(),
     };
-    let mut body: Box<dyn AsyncRead + Unpin + Send> =
-        Box::new(StreamReader::new(body_stream(input.body)));
-    if let Some(checksum) = &checksum {
-        body = Box::new(checksum.reader(body));
-    }
+    let mut body = upload_body(input.body, checksum.as_ref());
     if let Some(condition) = condition {
         body = Box::new(condition.gate(
             project.clone(),
@@ -121,15 +114,32 @@ pub(crate) async fn store(
         .ok_or_else(|| Error::Interrupted("the upload ended before its body did".into()))
 }
 
+/// An upload's body, read through its checksum check when it has one.
+pub(crate) fn upload_body(
+    body: Option<StreamingBlob>,
+    checksum: Option<&Checksummer>,
+) -> Box<dyn AsyncRead + Unpin + Send> {
+    let body = StreamReader::new(body_stream(body));
+    match checksum {
+        Some(checksum) => Box::new(checksum.reader(body)),
+        None => Box::new(body),
+    }
+}
+
+/// The digest a `Content-MD5` header announces, if there is one.
+pub(crate) fn expected_md5(content_md5: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    content_md5.map(decode_md5).transpose()
+}
+
 /// A request body as a stream of bytes (none: empty).
-pub(crate) fn body_stream(
+fn body_stream(
     body: Option<StreamingBlob>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + Unpin {
     body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<io::Result<Bytes>>()))
         .map_err(io::Error::other)
 }
 
-pub(crate) fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
+fn decode_md5(text: &str) -> S3Result<[u8; 16]> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .ok()
