@@ -22,6 +22,8 @@ pub enum Error {
     UploadNotFound { bucket: String, key: String },
     #[error("part {0} of the multipart upload was not uploaded")]
     PartNotFound(u32),
+    #[error("the parts named are not the ones recorded now (uploaded again since they were listed?): {0}")]
+    PartsChanged(String),
     #[error("part number {0} is not between 1 and 10000")]
     InvalidPartNumber(u32),
     #[error("a multipart upload is completed with at least one part, in ascending order")]

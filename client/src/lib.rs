@@ -7,9 +7,11 @@
 //! - `ranges`: size and range arithmetic (plaintext → blocks → stripes → pieces);
 //! - `metainfo`: the satellite's Metainfo API with errors mapped to sentences;
 //! - `upload` / `download`: the data paths, streaming with bounded memory;
-//! - `multipart`: uploads whose parts arrive separately, in any order.
+//! - `multipart`: uploads whose parts arrive separately, in any order;
+//! - `copy`: server-side copies (only keys are rewrapped, no data moves).
 
 pub mod access;
+mod copy;
 mod crypto;
 mod download;
 mod error;
@@ -26,6 +28,7 @@ use archipel_proto::{pb, Redundancy};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use access::Access;
+pub use copy::CopyMetadata;
 pub use error::Error;
 pub use multipart::{MultipartUpload, PartInfo};
 pub use upload::encode_segment;
@@ -509,6 +512,30 @@ impl Project {
         Ok(entries)
     }
 
+    /// Copies `source_bucket`/`source_key` to `bucket`/`key` on the satellite:
+    /// the copy's segments share the source's pieces and only the segment
+    /// keys are rewrapped under the new name's key, so no data moves however
+    /// large the object. Replaces an object under the new name (the source
+    /// itself when both names are the same: a change of metadata).
+    pub async fn copy_object(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        bucket: &str,
+        key: &str,
+        metadata: CopyMetadata,
+    ) -> Result<ObjectInfo, Error> {
+        let source = self.object_path(source_bucket, source_key).await?;
+        let target = self.object_path(bucket, key).await?;
+        copy::copy_object(
+            &self.metainfo,
+            (source_bucket, source_key, source),
+            (bucket, key, target),
+            metadata,
+        )
+        .await
+    }
+
     /// Deletes an object; returns what it was.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
         let path = self.object_path(bucket, key).await?;
@@ -544,6 +571,20 @@ fn start_cursor(dir: &str, prefix: &str, after: Option<&str>) -> Option<Vec<u8>>
     }
 }
 
+/// Opens an object's sealed metadata with the object's key.
+fn open_object_metadata(
+    object: &pb::Object,
+    object_key: &Key,
+) -> Result<crypto::ObjectMetadata, Error> {
+    let metadata_key = crypto::unwrap_key(
+        object_key,
+        &object.encrypted_metadata_key,
+        &object.encrypted_metadata_nonce,
+        crypto::METADATA_KEY_PURPOSE,
+    )?;
+    crypto::open_metadata(&metadata_key, &object.encrypted_metadata)
+}
+
 /// Opens an object's sealed metadata and describes it.
 fn object_info(
     key: &str,
@@ -551,13 +592,7 @@ fn object_info(
     object_key: &Key,
     segments: Vec<SegmentStat>,
 ) -> Result<ObjectInfo, Error> {
-    let metadata_key = crypto::unwrap_key(
-        object_key,
-        &object.encrypted_metadata_key,
-        &object.encrypted_metadata_nonce,
-        crypto::METADATA_KEY_PURPOSE,
-    )?;
-    let metadata = crypto::open_metadata(&metadata_key, &object.encrypted_metadata)?;
+    let metadata = open_object_metadata(object, object_key)?;
     Ok(ObjectInfo {
         key: key.to_string(),
         size: metadata.size,

@@ -273,6 +273,51 @@ impl Metainfo {
         )
     }
 
+    pub(crate) async fn begin_copy_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        encrypted_key: &str,
+    ) -> Result<BeginCopyObjectResponse, Error> {
+        let request = BeginCopyObjectRequest {
+            header: self.header(),
+            bucket: bucket.to_string(),
+            encrypted_object_key: encrypted_key.as_bytes().to_vec(),
+        };
+        call!(
+            self,
+            begin_copy_object,
+            request,
+            Subject::Object { bucket, key }
+        )
+    }
+
+    /// Commits a copy into `request.bucket`; "not found" is that bucket or
+    /// the source object (`source`), gone since the copy began.
+    pub(crate) async fn finish_copy_object(
+        &self,
+        request: FinishCopyObjectRequest,
+        source: (&str, &str),
+    ) -> Result<FinishCopyObjectResponse, Error> {
+        let bucket = request.bucket.clone();
+        call!(
+            self,
+            finish_copy_object,
+            request,
+            Subject::Object {
+                bucket: &bucket,
+                key: source.1
+            }
+        )
+        .map_err(|e| match e {
+            Error::ObjectNotFound { .. } => Error::ObjectNotFound {
+                bucket: source.0.to_string(),
+                key: source.1.to_string(),
+            },
+            e => e,
+        })
+    }
+
     pub(crate) async fn abort_object(
         &self,
         stream_id: Vec<u8>,

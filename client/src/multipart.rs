@@ -39,6 +39,9 @@ pub struct PartInfo {
     /// The tag given when the part was uploaded.
     pub tag: String,
     pub uploaded: SystemTime,
+    /// The tag as the satellite keeps it: it names this upload of the part
+    /// when the upload is completed.
+    sealed_tag: Vec<u8>,
 }
 
 /// A pending multipart upload as the satellite describes it, checked to be
@@ -155,19 +158,20 @@ impl Project {
             pending.first_page.inline_threshold,
             None,
         )?;
-        let (segments, size) = upload
+        let stored = upload
             .segments(reader, |index| multipart::position(number, index))
             .await?;
         let tag = tag();
+        let sealed_tag = crypto::seal_part_tag(&pending.object_key, number, &tag);
         self.metainfo
             .commit_part(
                 pb::CommitPartRequest {
                     header: self.metainfo.header(),
                     stream_id: pending.stream_id,
                     part_number: number,
-                    segment_count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
-                    plain_size: i64::try_from(size).unwrap_or(i64::MAX),
-                    encrypted_info: crypto::seal_part_tag(&pending.object_key, number, &tag),
+                    segment_key_nonces: stored.key_nonces,
+                    plain_size: i64::try_from(stored.size).unwrap_or(i64::MAX),
+                    encrypted_info: sealed_tag.clone(),
                 },
                 bucket,
                 key,
@@ -175,9 +179,10 @@ impl Project {
             .await?;
         Ok(PartInfo {
             number,
-            size,
+            size: stored.size,
             tag,
             uploaded: SystemTime::now(),
+            sealed_tag,
         })
     }
 
@@ -217,6 +222,7 @@ impl Project {
                         &part.encrypted_info,
                     )?,
                     uploaded: from_unix(part.created_at),
+                    sealed_tag: part.encrypted_info.clone(),
                 });
             }
             match parts.last() {
@@ -285,29 +291,26 @@ impl Project {
         Ok(uploads)
     }
 
-    /// Completes the upload into the object made of `parts` (ascending part
-    /// numbers, each recorded), with the metadata given at the start plus
-    /// `metadata`. Parts left out are deleted.
+    /// Completes the upload into the object made of `parts` (as listed by
+    /// [`Project::list_parts`] or returned by [`Project::upload_part`], by
+    /// ascending number), with the metadata given at the start plus
+    /// `metadata`. A part uploaded again since it was listed fails the
+    /// completion ([`Error::PartsChanged`]): the object is made of exactly
+    /// the parts named. Parts left out are deleted.
     pub async fn complete_multipart(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
-        parts: &[u32],
+        parts: &[PartInfo],
         metadata: BTreeMap<String, String>,
     ) -> Result<ObjectInfo, Error> {
-        if parts.is_empty() || parts.windows(2).any(|w| w[0] >= w[1]) {
+        if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
             return Err(Error::InvalidPartOrder);
         }
-        let (pending, recorded) = self.all_parts(bucket, key, upload_id).await?;
-        let mut size = 0u64;
-        for &number in parts {
-            let part = recorded
-                .iter()
-                .find(|p| p.number == number)
-                .ok_or(Error::PartNotFound(number))?;
-            size += part.size;
-        }
+        // Parts above the last possible one: only the upload's description.
+        let pending = self.pending(bucket, key, upload_id, MAX_PART).await?;
+        let size = parts.iter().map(|p| p.size).sum();
         let started = crate::object_info(key, pending.object()?, &pending.object_key, Vec::new())?;
         let mut user = started.metadata;
         user.extend(metadata);
@@ -326,7 +329,18 @@ impl Project {
             pending.first_page.inline_threshold,
             None,
         )?;
-        upload.commit(&complete, parts.to_vec()).await?;
+        let named = parts
+            .iter()
+            .map(|p| (p.number, p.sealed_tag.clone()))
+            .collect();
+        match upload.commit(&complete, named).await {
+            // A part named is no longer the one recorded, or none is.
+            Err(Error::Satellite {
+                code: tonic::Code::FailedPrecondition,
+                message,
+            }) => return Err(Error::PartsChanged(message)),
+            other => other?,
+        };
         Ok(ObjectInfo {
             key: key.to_string(),
             size,

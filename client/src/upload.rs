@@ -578,6 +578,16 @@ fn data_message(shard: Vec<u8>) -> PieceUploadRequest {
     }
 }
 
+/// What [`ObjectUpload::segments`] stored.
+pub(crate) struct StoredSegments {
+    pub(crate) stats: Vec<SegmentStat>,
+    /// Each segment's wrapped-key nonce: random, so it names this upload of
+    /// the segment to the satellite.
+    pub(crate) key_nonces: Vec<Vec<u8>>,
+    /// The plaintext bytes read.
+    pub(crate) size: u64,
+}
+
 pub(crate) struct ObjectUpload<'a> {
     metainfo: &'a Metainfo,
     object_key: Key,
@@ -589,11 +599,13 @@ pub(crate) struct ObjectUpload<'a> {
 }
 
 impl ObjectUpload<'_> {
+    /// Stores the next segment at `position`; returns it and the nonce of
+    /// its wrapped key, which names this upload of it.
     async fn segment<R: AsyncRead + Unpin>(
         &self,
         source: &mut Source<R>,
         position: u32,
-    ) -> Result<SegmentStat, Error> {
+    ) -> Result<(SegmentStat, Vec<u8>), Error> {
         let segment_key = Key::random();
         let wrapped = crypto::wrap_key(
             &self.object_key,
@@ -621,13 +633,13 @@ impl ObjectUpload<'_> {
                         stream_id: self.stream_id.clone(),
                         position,
                         encrypted_key: wrapped.encrypted,
-                        encrypted_key_nonce: wrapped.nonce,
+                        encrypted_key_nonce: wrapped.nonce.clone(),
                         plain_size: sealer.plain_size as i64,
                         encrypted_inline_data: data.clone(),
                     })
                     .await?;
                 self.report(source.consumed);
-                return Ok(SegmentStat {
+                let stat = SegmentStat {
                     position,
                     plain_size: sealer.plain_size,
                     encrypted_size: data.len() as u64,
@@ -636,7 +648,8 @@ impl ObjectUpload<'_> {
                     piece_count: 0,
                     healthy_pieces: 0,
                     health: SegmentHealth::Healthy,
-                });
+                };
+                return Ok((stat, wrapped.nonce));
             }
         }
 
@@ -683,14 +696,14 @@ impl ObjectUpload<'_> {
                 header: self.metainfo.header(),
                 segment_id: begin.segment_id,
                 encrypted_key: wrapped.encrypted,
-                encrypted_key_nonce: wrapped.nonce,
+                encrypted_key_nonce: wrapped.nonce.clone(),
                 plain_size: plain_size as i64,
                 encrypted_size: encrypted as i64,
                 pieces,
             })
             .await?;
         self.report(source.consumed);
-        Ok(SegmentStat {
+        let stat = SegmentStat {
             position,
             plain_size,
             encrypted_size: encrypted,
@@ -700,7 +713,8 @@ impl ObjectUpload<'_> {
             // The satellite chose these nodes as healthy moments ago.
             healthy_pieces: stored,
             health: SegmentHealth::of(Some(&scheme), stored),
-        })
+        };
+        Ok((stat, wrapped.nonce))
     }
 
     fn report(&self, consumed: u64) {
@@ -752,34 +766,43 @@ impl<'a> ObjectUpload<'a> {
 
     /// Uploads everything `reader` yields as segments (at least one, perhaps
     /// empty); segment `i` goes to position `position(i)`, `None` meaning
-    /// there are too many segments. Returns the segments and the bytes read.
+    /// there are too many segments.
     pub(crate) async fn segments(
         &self,
         reader: impl AsyncRead + Unpin,
         position: impl Fn(u32) -> Option<u32>,
-    ) -> Result<(Vec<SegmentStat>, u64), Error> {
+    ) -> Result<StoredSegments, Error> {
         let mut source = Source::new(reader);
-        let mut segments = Vec::new();
+        let mut stored = StoredSegments {
+            stats: Vec::new(),
+            key_nonces: Vec::new(),
+            size: 0,
+        };
         loop {
-            let position = u32::try_from(segments.len())
+            let position = u32::try_from(stored.stats.len())
                 .ok()
                 .and_then(&position)
                 .ok_or_else(|| Error::Interrupted("the upload has too many segments".into()))?;
-            segments.push(self.segment(&mut source, position).await?);
+            let (stat, key_nonce) = self.segment(&mut source, position).await?;
+            stored.stats.push(stat);
+            stored.key_nonces.push(key_nonce);
             source.fill(1).await?;
             if source.exhausted() {
-                return Ok((segments, source.consumed));
+                stored.size = source.consumed;
+                return Ok(stored);
             }
         }
     }
 
     /// Commits the pending object with `metadata` (and for a multipart
-    /// upload, the `parts` that make it).
+    /// upload, the `parts` that make it, each by its number and its sealed
+    /// info as listed).
     pub(crate) async fn commit(
         &self,
         metadata: &crypto::ObjectMetadata,
-        parts: Vec<u32>,
+        parts: Vec<(u32, Vec<u8>)>,
     ) -> Result<pb::CommitObjectResponse, Error> {
+        let (parts, part_infos) = parts.into_iter().unzip();
         let sealed = SealedMetadata::new(&self.object_key, metadata);
         self.metainfo
             .commit_object(pb::CommitObjectRequest {
@@ -789,6 +812,7 @@ impl<'a> ObjectUpload<'a> {
                 encrypted_metadata_key: sealed.key.encrypted,
                 encrypted_metadata_nonce: sealed.key.nonce,
                 parts,
+                part_infos,
             })
             .await
     }
@@ -872,7 +896,11 @@ pub(crate) async fn upload_object(
         options.progress.clone(),
     )?;
     let stored = async {
-        let (segments, size) = upload.segments(reader, Some).await?;
+        let StoredSegments {
+            stats: segments,
+            size,
+            ..
+        } = upload.segments(reader, Some).await?;
         let mut user = options.metadata.clone();
         if let Some(late) = &options.late_metadata {
             user.extend(late());

@@ -1,20 +1,20 @@
-//! CopyObject without server-side copy: the gateway downloads the source and
-//! uploads it again (decrypt and re-encrypt), streaming through a bounded
-//! pipe. The source's ETag is reused and checked against the copied bytes,
-//! so a short or changed read fails the copy instead of committing it.
+//! CopyObject as a server-side copy: the copy shares the source's pieces on
+//! the nodes and only its keys and metadata are new (see
+//! [`Project::copy_object`]), so a copy of any size takes one round trip to
+//! the satellite. Also what UploadPartCopy shares with it: copy sources,
+//! their conditions and read errors (a part copy streams its range through
+//! the gateway, as a part is a new upload).
 
-use std::time::SystemTime;
-
-use archipel_client::{Error, ObjectInfo, Project};
+use archipel_client::{CopyMetadata, Error, ObjectInfo, Project};
 use s3s::dto::{
-    CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, MetadataDirective, Timestamp,
+    CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, MetadataDirective,
 };
 use s3s::{s3_error, S3Result};
 
 use crate::checksums::Checksummer;
 use crate::errors::s3_error;
 use crate::metadata::{self, ObjectHeaders};
-use crate::objects::{self, Conditions, DownloadReader};
+use crate::objects::{self, Conditions};
 
 /// The bucket and key a copy reads from.
 pub(crate) fn source(copy_source: &CopySource) -> S3Result<(String, String)> {
@@ -81,40 +81,45 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
         },
     )?;
 
-    let headers = if replace {
-        ObjectHeaders {
+    let metadata = if replace {
+        let mut options = ObjectHeaders {
             content_type: input.content_type,
             content_encoding: input.content_encoding,
             content_disposition: input.content_disposition,
             cache_control: input.cache_control,
             expires: input.expires,
             user: input.metadata,
-            // The bytes are the same, so is their checksum.
+            // The bytes are the same, so are their checksum and ETag.
             checksum: metadata::checksum(&info).map(Checksummer::stored),
         }
+        .into_upload_options();
+        if let Some(late) = options.late_metadata.take() {
+            options.metadata.extend(late());
+        }
+        options
+            .metadata
+            .extend(etag.as_ref().map(|e| metadata::etag_entry(e.value())));
+        CopyMetadata::Replace {
+            content_type: options.content_type,
+            metadata: options.metadata,
+        }
     } else {
-        ObjectHeaders::from_object(&info)
+        CopyMetadata::Keep
     };
-    // Objects stored by other tools have no ETag; the copy computes one.
-    let expected_md5 = etag
-        .as_ref()
-        .and_then(|e| hex::decode(e.value()).ok())
-        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok());
-    let source = DownloadReader::start(project.clone(), source_bucket, source_key, None);
-    let new_etag = objects::store(
-        project,
-        &input.bucket,
-        &input.key,
-        source,
-        headers,
-        expected_md5,
-    )
-    .await
-    .map_err(source_read_error)?;
+    let copy = project
+        .copy_object(
+            &source_bucket,
+            &source_key,
+            &input.bucket,
+            &input.key,
+            metadata,
+        )
+        .await
+        .map_err(s3_error)?;
     Ok(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
-            e_tag: Some(s3s::dto::ETag::Strong(new_etag)),
-            last_modified: Some(Timestamp::from(SystemTime::now())),
+            e_tag: etag,
+            last_modified: metadata::timestamp(copy.created),
             ..Default::default()
         }),
         ..Default::default()

@@ -40,7 +40,7 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
         Error::BucketNotFound(_) => S3ErrorCode::NoSuchBucket,
         Error::ObjectNotFound { .. } => S3ErrorCode::NoSuchKey,
         Error::UploadNotFound { .. } => S3ErrorCode::NoSuchUpload,
-        Error::PartNotFound(_) => S3ErrorCode::InvalidPart,
+        Error::PartNotFound(_) | Error::PartsChanged(_) => S3ErrorCode::InvalidPart,
         Error::InvalidPartNumber(_) => S3ErrorCode::InvalidArgument,
         Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         Error::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,

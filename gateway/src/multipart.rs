@@ -215,7 +215,7 @@ pub(crate) async fn complete(
         .await
         .map_err(s3_error)?;
     let mut numbers = Vec::with_capacity(given.len());
-    let mut chosen: Vec<&PartInfo> = Vec::with_capacity(given.len());
+    let mut chosen: Vec<PartInfo> = Vec::with_capacity(given.len());
     for part in &given {
         let number = part
             .part_number
@@ -236,7 +236,7 @@ pub(crate) async fn complete(
             ));
         };
         numbers.push(number);
-        chosen.push(found);
+        chosen.push(found.clone());
     }
     if let Some(small) = chosen[..chosen.len() - 1]
         .iter()
@@ -256,7 +256,7 @@ pub(crate) async fn complete(
             &input.bucket,
             &input.key,
             &input.upload_id,
-            &numbers,
+            &chosen,
             [metadata::etag_entry(&etag)].into(),
         )
         .await

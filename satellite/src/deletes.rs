@@ -1,6 +1,7 @@
-//! Best-effort deletion of the pieces of removed segments: for every piece, a
-//! DELETE order limit sent to its node in the background. Failures are only
-//! logged; pieces left behind are garbage that retain filters collect later.
+//! Best-effort deletion of the pieces of removed segments: for every piece
+//! that no segment lists any more (a server-side copy shares its source's
+//! pieces), a DELETE order limit sent to its node in the background. Failures
+//! are only logged; pieces left behind are garbage on their nodes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,9 +37,18 @@ impl PieceDeleter {
         tokio::spawn(async move { this.delete_now(segments).await });
     }
 
-    /// Deletes the pieces of `segments`, one task per node; returns how many
-    /// pieces the nodes confirmed deleting.
+    /// Deletes the pieces of `segments` that no segment lists, one task per
+    /// node; returns how many pieces the nodes confirmed deleting.
     pub async fn delete_now(&self, segments: Vec<RemovedSegment>) -> usize {
+        // Called once the removal is committed, so a copy made before it is
+        // seen here, and one made after it could not read these pieces.
+        let segments = match self.metabase.unlisted(segments).await {
+            Ok(unlisted) => unlisted,
+            Err(e) => {
+                tracing::warn!("cannot tell which removed pieces are unlisted, keeping them: {e}");
+                return 0;
+            }
+        };
         let mut by_node: HashMap<NodeId, Vec<[u8; 32]>> = HashMap::new();
         for segment in &segments {
             for piece in &segment.pieces {

@@ -41,6 +41,42 @@ macro_rules! on_pool {
     };
 }
 
+/// Inside the write transaction `$tx`, removes the committed object under a
+/// key (if any) with its segments; evaluates to the removed remote segments.
+macro_rules! remove_committed {
+    ($tx:ident, $project:expr, $bucket:expr, $key:expr) => {{
+        let old: Option<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1",
+        )
+        .bind($project)
+        .bind($bucket)
+        .bind($key)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match old {
+            Some((old_stream,)) => {
+                let records: Vec<SegmentRecord> = sqlx::query_as(&format!(
+                    "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1"
+                ))
+                .bind(&old_stream)
+                .fetch_all(&mut *$tx)
+                .await?;
+                sqlx::query("DELETE FROM segments WHERE stream_id = $1")
+                    .bind(&old_stream)
+                    .execute(&mut *$tx)
+                    .await?;
+                sqlx::query("DELETE FROM objects WHERE stream_id = $1")
+                    .bind(&old_stream)
+                    .execute(&mut *$tx)
+                    .await?;
+                removed_segments(records)?
+            }
+            None => Vec::new(),
+        }
+    }};
+}
+
 /// Starts a transaction meant to write.
 trait BeginWrite {
     type Db: sqlx::Database;
@@ -415,6 +451,30 @@ impl TryFrom<QueueEntryRow> for QueueEntry {
     }
 }
 
+/// A server-side copy of a committed object: the destination and what is
+/// sealed under the destination's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectCopy {
+    /// The new object's stream id.
+    pub stream_id: Vec<u8>,
+    pub bucket: String,
+    pub object_key: Vec<u8>,
+    pub created_at: i64,
+    pub encrypted_metadata: Vec<u8>,
+    pub encrypted_metadata_key: Vec<u8>,
+    pub encrypted_metadata_nonce: Vec<u8>,
+    /// One per source segment, in position order.
+    pub segment_keys: Vec<WrappedSegmentKey>,
+}
+
+/// A segment's key wrapped under an object's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrappedSegmentKey {
+    pub position: u32,
+    pub encrypted_key: Vec<u8>,
+    pub encrypted_key_nonce: Vec<u8>,
+}
+
 /// The pieces of a removed segment, for best-effort deletion from their nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemovedSegment {
@@ -608,32 +668,61 @@ fn is_retryable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Runs a transaction that commits an object under a key until it does not
+/// lose a race: two commits of one key raced (PostgreSQL) or the transaction
+/// must be retried (CockroachDB), and the next attempt sees the winner. Every
+/// round has a winner, so racers get through one by one; a random pause keeps
+/// them from meeting again in lockstep.
+async fn retry_commit<T, F, Fut>(mut transaction: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match transaction().await {
+            Err(Error::Database(e)) if attempt < COMMIT_ATTEMPTS && is_retryable(&e) => {
+                attempt += 1;
+                tracing::debug!("retrying an object commit after: {e}");
+                let pause = rand::random::<u64>() % (5 * attempt);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether a database error is a uniqueness violation.
 /// Splits a multipart upload's segments (in position order) into those of
-/// the `chosen` parts, which must be recorded, ascending and each complete,
-/// and the rest.
+/// the `chosen` parts (number, encrypted info as the client listed it), which
+/// must be recorded with that info, ascending and each complete, and the rest.
 fn choose_parts(
     segments: Vec<Segment>,
     recorded: &[Part],
-    chosen: &[u32],
+    chosen: &[(u32, Vec<u8>)],
 ) -> Result<(Vec<Segment>, Vec<Segment>)> {
     if chosen.is_empty() {
         return Err(Error::InvalidArgument(
             "a multipart upload is completed with at least one part".into(),
         ));
     }
-    if chosen.windows(2).any(|w| w[0] >= w[1]) {
+    if chosen.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Err(Error::InvalidArgument(
             "the parts must be named in ascending order".into(),
         ));
     }
     let mut wanted = HashMap::new();
-    for &number in chosen {
+    for (number, info) in chosen {
         let part = recorded
             .iter()
-            .find(|p| p.part_number == i64::from(number))
+            .find(|p| p.part_number == i64::from(*number))
             .ok_or_else(|| Error::FailedPrecondition(format!("part {number} was not uploaded")))?;
-        wanted.insert(number, (part, 0i64, 0i64));
+        if part.encrypted_info != *info {
+            return Err(Error::FailedPrecondition(format!(
+                "part {number} was recorded again since it was listed"
+            )));
+        }
+        wanted.insert(*number, (part, 0i64, 0i64));
     }
     let (kept, dropped): (Vec<Segment>, Vec<Segment>) = segments
         .into_iter()
@@ -1041,20 +1130,22 @@ impl Metabase {
     }
 
     /// Records part `part` of a pending multipart upload as its segments
-    /// `0 .. segment_count` holding `plain_size` bytes; segments beyond them
-    /// (left by an earlier, longer upload of the part) are removed and
-    /// returned. Recording a part again replaces its record.
+    /// `0 .. n` holding `plain_size` bytes, segment `i` committed with the
+    /// key nonce `segment_key_nonces[i]` (so that they are this upload's);
+    /// segments beyond them (left by an earlier, longer upload of the part)
+    /// are removed and returned. Recording a part again replaces its record.
     #[allow(clippy::too_many_arguments)]
     pub async fn commit_part(
         &self,
         project: &[u8],
         stream_id: &[u8],
         part: u32,
-        segment_count: u32,
+        segment_key_nonces: &[Vec<u8>],
         plain_size: i64,
         encrypted_info: &[u8],
         now: i64,
     ) -> Result<Vec<RemovedSegment>> {
+        let segment_count = u32::try_from(segment_key_nonces.len()).unwrap_or(u32::MAX);
         let Some(first) = multipart::position(part, 0) else {
             return Err(Error::InvalidArgument(format!(
                 "part number {part} is not between 1 and {}",
@@ -1111,6 +1202,12 @@ impl Metabase {
                 if record.position != first + index as i64 {
                     return Err(Error::FailedPrecondition(format!(
                         "segment {index} of part {part} was not uploaded"
+                    )));
+                }
+                if segment_key_nonces.get(index) != Some(&record.encrypted_key_nonce) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "segment {index} of part {part} is another upload's: \
+                         was the part uploaded twice at once?"
                     )));
                 }
                 total = total.saturating_add(record.plain_size);
@@ -1255,8 +1352,9 @@ impl Metabase {
     }
 
     /// Commits a pending object: its segments must be positions 0..n, or for a
-    /// multipart upload the recorded `parts` (ascending), whose segments are
-    /// kept while those of other parts go. Replaces a committed object of the
+    /// multipart upload the recorded `parts` (ascending numbers, each with its
+    /// encrypted info as the client listed it), whose segments are kept while
+    /// those of other parts go. Replaces a committed object of the
     /// same key; returns the committed object and the segments whose pieces
     /// are now garbage (the replaced object's and the parts left out).
     pub async fn commit_object(
@@ -1266,34 +1364,19 @@ impl Metabase {
         encrypted_metadata: &[u8],
         encrypted_metadata_key: &[u8],
         encrypted_metadata_nonce: &[u8],
-        parts: &[u32],
+        parts: &[(u32, Vec<u8>)],
     ) -> Result<(Object, Vec<RemovedSegment>)> {
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .commit_object_once(
-                    project,
-                    stream_id,
-                    encrypted_metadata,
-                    encrypted_metadata_key,
-                    encrypted_metadata_nonce,
-                    parts,
-                )
-                .await;
-            match result {
-                // Two commits of one key raced (PostgreSQL) or the transaction
-                // must be retried (CockroachDB): the next attempt sees the winner.
-                // Every round has a winner, so racers get through one by one;
-                // a random pause keeps them from meeting again in lockstep.
-                Err(Error::Database(e)) if attempt < COMMIT_ATTEMPTS && is_retryable(&e) => {
-                    attempt += 1;
-                    tracing::debug!("retrying an object commit after: {e}");
-                    let pause = rand::random::<u64>() % (5 * attempt);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                other => return other,
-            }
-        }
+        retry_commit(|| {
+            self.commit_object_once(
+                project,
+                stream_id,
+                encrypted_metadata,
+                encrypted_metadata_key,
+                encrypted_metadata_nonce,
+                parts,
+            )
+        })
+        .await
     }
 
     async fn commit_object_once(
@@ -1303,14 +1386,10 @@ impl Metabase {
         encrypted_metadata: &[u8],
         encrypted_metadata_key: &[u8],
         encrypted_metadata_nonce: &[u8],
-        parts: &[u32],
+        parts: &[(u32, Vec<u8>)],
     ) -> Result<(Object, Vec<RemovedSegment>)> {
         let object_sql = format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
-        );
-        let old_sql = format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-             AND object_key = $3 AND committed = 1"
         );
         let segments_sql = format!(
             "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
@@ -1396,27 +1475,7 @@ impl Metabase {
                 })?;
             }
 
-            let old: Option<Object> = sqlx::query_as(&old_sql)
-                .bind(project)
-                .bind(&object.bucket)
-                .bind(&object.object_key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(old) = old {
-                let records: Vec<SegmentRecord> = sqlx::query_as(&segments_sql)
-                    .bind(&old.stream_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                removed.extend(removed_segments(records)?);
-                sqlx::query("DELETE FROM segments WHERE stream_id = $1")
-                    .bind(&old.stream_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM objects WHERE stream_id = $1")
-                    .bind(&old.stream_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            removed.extend(remove_committed!(tx, project, &object.bucket, &object.object_key));
 
             object.committed = 1;
             object.plain_size = offset;
@@ -1440,6 +1499,159 @@ impl Metabase {
             tx.commit().await?;
             Ok((object, removed))
         })
+    }
+
+    /// Commits `copy` as a new object whose segments share the pieces of the
+    /// committed object `source_stream` (same root piece ids and piece lists;
+    /// only the wrapped segment keys differ). Replaces a committed object of
+    /// the destination key, even the source itself; returns the new object
+    /// and the replaced object's segments (their pieces are still listed by
+    /// the copy when it replaced its own source, see [`Metabase::unlisted`]).
+    pub async fn copy_object(
+        &self,
+        project: &[u8],
+        source_stream: &[u8],
+        copy: &ObjectCopy,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        self.get_bucket(project, &copy.bucket).await?;
+        retry_commit(|| self.copy_object_once(project, source_stream, copy)).await
+    }
+
+    async fn copy_object_once(
+        &self,
+        project: &[u8],
+        source_stream: &[u8],
+        copy: &ObjectCopy,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let object_sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
+        );
+        let segments_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
+        );
+        let insert_object_sql = format!(
+            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        );
+        let insert_segment_sql = format!(
+            "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            // Lock the source's rows before reading them (PostgreSQL): a delete
+            // of the source or a repair's piece swap then waits for the copy,
+            // and sees its segments when it decides which pieces are garbage.
+            let touched = sqlx::query(
+                "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
+                 AND project_id = $2 AND committed = 1",
+            )
+            .bind(source_stream)
+            .bind(project)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if touched == 0 {
+                return Err(Error::NotFound("the source object".into()));
+            }
+            sqlx::query("UPDATE segments SET created_at = created_at WHERE stream_id = $1")
+                .bind(source_stream)
+                .execute(&mut *tx)
+                .await?;
+            let source: Object = sqlx::query_as(&object_sql)
+                .bind(source_stream)
+                .bind(project)
+                .fetch_one(&mut *tx)
+                .await?;
+            let records: Vec<SegmentRecord> =
+                sqlx::query_as(&segments_sql).bind(source_stream).fetch_all(&mut *tx).await?;
+            let positions: Vec<i64> = records.iter().map(|r| r.position).collect();
+            let keyed: Vec<i64> = copy.segment_keys.iter().map(|k| i64::from(k.position)).collect();
+            if positions != keyed {
+                return Err(Error::InvalidArgument(format!(
+                    "a copy needs one key for each of the source's {} segments, in order",
+                    positions.len()
+                )));
+            }
+            let removed = remove_committed!(tx, project, &copy.bucket, &copy.object_key);
+            let object = Object {
+                stream_id: copy.stream_id.clone(),
+                project_id: project.to_vec(),
+                bucket: copy.bucket.clone(),
+                object_key: copy.object_key.clone(),
+                committed: 1,
+                created_at: copy.created_at,
+                encrypted_metadata: copy.encrypted_metadata.clone(),
+                encrypted_metadata_key: copy.encrypted_metadata_key.clone(),
+                encrypted_metadata_nonce: copy.encrypted_metadata_nonce.clone(),
+                ..source
+            };
+            sqlx::query(&insert_object_sql)
+                .bind(&object.stream_id)
+                .bind(&object.project_id)
+                .bind(&object.bucket)
+                .bind(&object.object_key)
+                .bind(object.committed)
+                .bind(object.created_at)
+                .bind(object.expires_at)
+                .bind(object.cipher)
+                .bind(object.block_size)
+                .bind(&object.encrypted_metadata)
+                .bind(&object.encrypted_metadata_key)
+                .bind(&object.encrypted_metadata_nonce)
+                .bind(object.plain_size)
+                .bind(object.segment_count)
+                .bind(object.multipart)
+                .execute(&mut *tx)
+                .await?;
+            for (record, key) in records.into_iter().zip(&copy.segment_keys) {
+                sqlx::query(&insert_segment_sql)
+                    .bind(&object.stream_id)
+                    .bind(record.position)
+                    .bind(record.root_piece_id)
+                    .bind(&key.encrypted_key)
+                    .bind(&key.encrypted_key_nonce)
+                    .bind(record.plain_offset)
+                    .bind(record.plain_size)
+                    .bind(record.encrypted_size)
+                    .bind(record.redundancy)
+                    .bind(record.inline_data)
+                    .bind(record.pieces)
+                    .bind(copy.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok((object, removed))
+        })
+    }
+
+    /// The pieces of `removed` segments that no segment lists any more, the
+    /// only ones that may be deleted from their nodes: a server-side copy's
+    /// segments list the same pieces (same root piece id) as their source's.
+    pub async fn unlisted(&self, removed: Vec<RemovedSegment>) -> Result<Vec<RemovedSegment>> {
+        let mut unlisted = Vec::with_capacity(removed.len());
+        for mut segment in removed {
+            if segment.pieces.is_empty() {
+                continue;
+            }
+            let lists: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+                sqlx::query_as("SELECT pieces FROM segments WHERE root_piece_id = $1")
+                    .bind(segment.root_piece_id.as_slice())
+                    .fetch_all(pool)
+                    .await?
+            });
+            for (blob,) in lists {
+                let listed = decode_pieces(&blob)?;
+                segment
+                    .pieces
+                    .retain(|p| !listed.iter().any(|l| l.node == p.node && l.num == p.num));
+            }
+            if !segment.pieces.is_empty() {
+                unlisted.push(segment);
+            }
+        }
+        Ok(unlisted)
     }
 
     /// The committed object under a key.

@@ -31,6 +31,8 @@ const CHECK_IN_CLOCK_SKEW: i64 = 600;
 const INLINE_OVERHEAD: u64 = 64;
 /// The most bytes a client may keep sealed with a multipart upload's part.
 const MAX_PART_INFO: usize = 1024;
+/// The most bytes of a wrapped segment key (or its nonce) a copy may bring.
+const MAX_WRAPPED_KEY: usize = 256;
 
 /// What the services share.
 pub struct State {
@@ -526,6 +528,52 @@ impl State {
         Ok(response)
     }
 
+    /// Commits a copy of the committed object of `r.stream_id` under a new
+    /// key; the copy's segments list the source's pieces (nothing moves).
+    async fn finish_copy_object(
+        &self,
+        r: pb::FinishCopyObjectRequest,
+    ) -> Result<pb::FinishCopyObjectResponse> {
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let source = self.open_stream(&project, &r.stream_id)?;
+        if r.encrypted_object_key.is_empty() {
+            return Err(Error::InvalidArgument("an object needs a key".into()));
+        }
+        if r.segment_keys.iter().any(|k| {
+            k.encrypted_key.len() > MAX_WRAPPED_KEY || k.encrypted_key_nonce.len() > MAX_WRAPPED_KEY
+        }) {
+            return Err(Error::InvalidArgument(format!(
+                "a wrapped segment key and its nonce are at most {MAX_WRAPPED_KEY} bytes each"
+            )));
+        }
+        let copy = metabase::ObjectCopy {
+            stream_id: rand::random::<[u8; 16]>().to_vec(),
+            bucket: r.bucket,
+            object_key: r.encrypted_object_key,
+            created_at: unix_now(),
+            encrypted_metadata: r.encrypted_metadata,
+            encrypted_metadata_key: r.encrypted_metadata_key,
+            encrypted_metadata_nonce: r.encrypted_metadata_nonce,
+            segment_keys: r
+                .segment_keys
+                .into_iter()
+                .map(|k| metabase::WrappedSegmentKey {
+                    position: k.position,
+                    encrypted_key: k.encrypted_key,
+                    encrypted_key_nonce: k.encrypted_key_nonce,
+                })
+                .collect(),
+        };
+        let (object, removed) = self
+            .metabase
+            .copy_object(&project.id, &source.stream, &copy)
+            .await?;
+        self.deleter.delete(removed);
+        Ok(pb::FinishCopyObjectResponse {
+            object: Some(self.object_pb(&object)),
+        })
+    }
+
     /// Counts the reported pieces that the segment really has on the named
     /// nodes (at most as many as it has pieces) and asks for a prompt audit of
     /// each. Anything else in the report is ignored: a client cannot point
@@ -768,6 +816,12 @@ impl Metainfo for State {
         let r = request.into_inner();
         let project = self.authenticate(r.header.as_ref()).await?;
         let stream = self.open_stream(&project, &r.stream_id)?;
+        if r.part_infos.len() != r.parts.len() {
+            return Err(
+                Error::InvalidArgument("each part named needs its info as listed".into()).into(),
+            );
+        }
+        let parts: Vec<(u32, Vec<u8>)> = r.parts.into_iter().zip(r.part_infos).collect();
         let (object, removed) = self
             .metabase
             .commit_object(
@@ -776,7 +830,7 @@ impl Metainfo for State {
                 &r.encrypted_metadata,
                 &r.encrypted_metadata_key,
                 &r.encrypted_metadata_nonce,
-                &r.parts,
+                &parts,
             )
             .await?;
         self.deleter.delete(removed);
@@ -895,7 +949,7 @@ impl Metainfo for State {
                 &project.id,
                 &stream.stream,
                 r.part_number,
-                r.segment_count,
+                &r.segment_key_nonces,
                 r.plain_size,
                 &r.encrypted_info,
                 unix_now(),
@@ -992,6 +1046,39 @@ impl Metainfo for State {
             .await?;
         self.deleter.delete(removed);
         Ok(Response::new(pb::AbortObjectResponse {}))
+    }
+
+    async fn begin_copy_object(
+        &self,
+        request: Request<pb::BeginCopyObjectRequest>,
+    ) -> Result<Response<pb::BeginCopyObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let object = self
+            .metabase
+            .get_object(&project.id, &r.bucket, &r.encrypted_object_key)
+            .await?;
+        let segments = self.metabase.segments(&object.stream_id).await?;
+        Ok(Response::new(pb::BeginCopyObjectResponse {
+            object: Some(self.object_pb(&object)),
+            segment_keys: segments
+                .into_iter()
+                .map(|s| pb::SegmentKey {
+                    position: s.position,
+                    encrypted_key: s.encrypted_key,
+                    encrypted_key_nonce: s.encrypted_key_nonce,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn finish_copy_object(
+        &self,
+        request: Request<pb::FinishCopyObjectRequest>,
+    ) -> Result<Response<pb::FinishCopyObjectResponse>, Status> {
+        Ok(Response::new(
+            State::finish_copy_object(self, request.into_inner()).await?,
+        ))
     }
 }
 

@@ -6,7 +6,9 @@
 
 use archipel_proto::multipart::position;
 use archipel_proto::{NodeId, Redundancy};
-use archipel_satellite::metabase::{ListEntry, Metabase, Node, Object, Piece, Segment};
+use archipel_satellite::metabase::{
+    ListEntry, Metabase, Node, Object, ObjectCopy, Piece, Segment, SegmentKey, WrappedSegmentKey,
+};
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Error;
 
@@ -43,6 +45,7 @@ on_both_backends!(
     nodes,
     concurrent_commits,
     multipart_uploads,
+    server_side_copies,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -572,6 +575,11 @@ fn multipart_pending(project: &[u8], key: &[u8], created_at: i64) -> Object {
     object
 }
 
+/// The key nonces of `count` segments made by [`remote_segment`].
+fn nonces(count: usize) -> Vec<Vec<u8>> {
+    vec![vec![2; 12]; count]
+}
+
 fn part_numbers(parts: &[archipel_satellite::metabase::Part]) -> Vec<i64> {
     parts.iter().map(|p| p.part_number).collect()
 }
@@ -599,23 +607,33 @@ async fn multipart_uploads(mb: &Metabase) {
     mb.put_segment(&p, &seg(2, 1, 4)).await.unwrap();
     mb.put_segment(&p, &seg(1, 0, 7)).await.unwrap();
     assert!(matches!(
-        mb.commit_part(&p, stream, 2, 3, 14, b"i2", NOW).await,
+        mb.commit_part(&p, stream, 2, &nonces(3), 14, b"i2", NOW)
+            .await,
         Err(Error::FailedPrecondition(_))
     ));
     assert!(matches!(
-        mb.commit_part(&p, stream, 2, 2, 99, b"i2", NOW).await,
+        mb.commit_part(&p, stream, 2, &nonces(2), 99, b"i2", NOW)
+            .await,
         Err(Error::FailedPrecondition(_))
     ));
     assert!(matches!(
-        mb.commit_part(&p, stream, 0, 1, 7, b"", NOW).await,
+        mb.commit_part(&p, stream, 0, &nonces(1), 7, b"", NOW).await,
         Err(Error::InvalidArgument(_))
     ));
+    // Segments must be the ones named by their key nonces (not another
+    // upload's of the same part).
+    let mut mixed = nonces(2);
+    mixed[1] = vec![9; 12];
+    assert!(matches!(
+        mb.commit_part(&p, stream, 2, &mixed, 14, b"i2", NOW).await,
+        Err(Error::FailedPrecondition(_))
+    ));
     assert!(mb
-        .commit_part(&p, stream, 2, 2, 14, b"i2", NOW)
+        .commit_part(&p, stream, 2, &nonces(2), 14, b"i2", NOW)
         .await
         .unwrap()
         .is_empty());
-    mb.commit_part(&p, stream, 1, 1, 7, b"i1", NOW)
+    mb.commit_part(&p, stream, 1, &nonces(1), 7, b"i1", NOW)
         .await
         .unwrap();
     let (object, parts, more) = mb.list_parts(&p, stream, 0, 10).await.unwrap();
@@ -634,19 +652,19 @@ async fn multipart_uploads(mb: &Metabase) {
     assert!(replaced.is_some(), "the old segment's pieces are garbage");
     let (_, parts, _) = mb.list_parts(&p, stream, 0, 10).await.unwrap();
     assert_eq!(part_numbers(&parts), [2]);
-    mb.commit_part(&p, stream, 1, 1, 8, b"i1b", NOW)
+    mb.commit_part(&p, stream, 1, &nonces(1), 8, b"i1b", NOW)
         .await
         .unwrap();
     // A shorter second upload of part 3 leaves a stale segment, which
     // recording the part removes.
     mb.put_segment(&p, &seg(3, 0, 10)).await.unwrap();
     mb.put_segment(&p, &seg(3, 1, 10)).await.unwrap();
-    mb.commit_part(&p, stream, 3, 2, 20, b"i3", NOW)
+    mb.commit_part(&p, stream, 3, &nonces(2), 20, b"i3", NOW)
         .await
         .unwrap();
     mb.put_segment(&p, &seg(3, 0, 3)).await.unwrap();
     let stale = mb
-        .commit_part(&p, stream, 3, 1, 3, b"i3b", NOW)
+        .commit_part(&p, stream, 3, &nonces(1), 3, b"i3b", NOW)
         .await
         .unwrap();
     assert_eq!(stale.len(), 1);
@@ -679,18 +697,42 @@ async fn multipart_uploads(mb: &Metabase) {
     );
 
     // Completing takes the parts named, ascending and recorded.
-    for (parts, _) in [(&[3u32, 1][..], "descending"), (&[][..], "none")] {
+    let part = |number: u32, info: &[u8]| (number, info.to_vec());
+    let descending = [part(3, b"i3b"), part(1, b"i1b")];
+    for (parts, _) in [(&descending[..], "descending"), (&[][..], "none")] {
         assert!(matches!(
             mb.commit_object(&p, stream, b"m", b"", b"", parts).await,
             Err(Error::InvalidArgument(_))
         ));
     }
     assert!(matches!(
-        mb.commit_object(&p, stream, b"m", b"", b"", &[1, 4]).await,
+        mb.commit_object(&p, stream, b"m", b"", b"", &[part(1, b"i1b"), part(4, b"")])
+            .await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    // A part is named by its info as listed: part 1 was recorded again since
+    // the info `i1` was listed.
+    assert!(matches!(
+        mb.commit_object(
+            &p,
+            stream,
+            b"m",
+            b"",
+            b"",
+            &[part(1, b"i1"), part(3, b"i3b")]
+        )
+        .await,
         Err(Error::FailedPrecondition(_))
     ));
     let (object, removed) = mb
-        .commit_object(&p, stream, b"m", b"", b"", &[1, 3])
+        .commit_object(
+            &p,
+            stream,
+            b"m",
+            b"",
+            b"",
+            &[part(1, b"i1b"), part(3, b"i3b")],
+        )
         .await
         .unwrap();
     assert_eq!(removed.len(), 2, "part 2's segments are left out");
@@ -719,7 +761,7 @@ async fn multipart_uploads(mb: &Metabase) {
         .await
         .unwrap();
     assert!(matches!(
-        mb.commit_object(&p, &single.stream_id, b"", b"", b"", &[1])
+        mb.commit_object(&p, &single.stream_id, b"", b"", b"", &[part(1, b"")])
             .await,
         Err(Error::InvalidArgument(_))
     ));
@@ -763,4 +805,166 @@ async fn multipart_uploads(mb: &Metabase) {
         .unwrap()
         .0
         .is_empty());
+}
+
+/// A copy of `segments`' positions' keys, as a client rewraps them.
+fn copy_to(bucket: &str, key: &[u8], positions: &[u32], metadata: &[u8]) -> ObjectCopy {
+    ObjectCopy {
+        stream_id: rand::random::<[u8; 16]>().to_vec(),
+        bucket: bucket.into(),
+        object_key: key.to_vec(),
+        created_at: NOW + 10,
+        encrypted_metadata: metadata.to_vec(),
+        encrypted_metadata_key: b"copy key".to_vec(),
+        encrypted_metadata_nonce: b"copy nonce".to_vec(),
+        segment_keys: positions
+            .iter()
+            .map(|&position| WrappedSegmentKey {
+                position,
+                encrypted_key: vec![7; 48],
+                encrypted_key_nonce: vec![position as u8; 12],
+            })
+            .collect(),
+    }
+}
+
+async fn server_side_copies(mb: &Metabase) {
+    let p = project(mb).await;
+    let other = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    mb.create_bucket(&p, "b2", NOW).await.unwrap();
+    let source = pending(&p, "b", b"source", NOW);
+    mb.begin_object(&source).await.unwrap();
+    let originals = vec![
+        remote_segment(&source.stream_id, 0, 100),
+        remote_segment(&source.stream_id, 1, 50),
+        inline_segment(&source.stream_id, 2, &[5; 30]),
+    ];
+    for segment in &originals {
+        mb.put_segment(&p, segment).await.unwrap();
+    }
+    mb.commit_object(&p, &source.stream_id, b"meta", b"k", b"n", &[])
+        .await
+        .unwrap();
+
+    // Keys must match the source's positions exactly; nothing is written otherwise.
+    for positions in [&[0u32, 1][..], &[0, 1, 3], &[0, 1, 2, 3], &[1, 0, 2]] {
+        let err = mb
+            .copy_object(&p, &source.stream_id, &copy_to("b2", b"c", positions, b""))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument(_)),
+            "{positions:?}: {err}"
+        );
+    }
+    assert!(matches!(
+        mb.get_object(&p, "b2", b"c").await.unwrap_err(),
+        Error::NotFound(_)
+    ));
+    // The source must be a committed object of the same project, the bucket exist.
+    let all = [0u32, 1, 2];
+    for (project, stream, bucket) in [
+        (&p, &[9u8; 16][..], "b2"),
+        (&other, &source.stream_id[..], "b2"),
+        (&p, &source.stream_id[..], "nope"),
+    ] {
+        let err = mb
+            .copy_object(project, stream, &copy_to(bucket, b"c", &all, b""))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
+    }
+    let pending_source = pending(&p, "b", b"unfinished", NOW);
+    mb.begin_object(&pending_source).await.unwrap();
+    assert!(matches!(
+        mb.copy_object(
+            &p,
+            &pending_source.stream_id,
+            &copy_to("b2", b"c", &[], b"")
+        )
+        .await
+        .unwrap_err(),
+        Error::NotFound(_)
+    ));
+
+    // A destination that exists is replaced; its pieces are garbage.
+    let old = pending(&p, "b2", b"c", NOW);
+    mb.begin_object(&old).await.unwrap();
+    let old_segment = remote_segment(&old.stream_id, 0, 10);
+    mb.put_segment(&p, &old_segment).await.unwrap();
+    mb.commit_object(&p, &old.stream_id, b"old", b"", b"", &[])
+        .await
+        .unwrap();
+    let request = copy_to("b2", b"c", &all, b"copied");
+    let (copy, replaced) = mb
+        .copy_object(&p, &source.stream_id, &request)
+        .await
+        .unwrap();
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(mb.unlisted(replaced.clone()).await.unwrap(), replaced);
+    assert_eq!(copy.stream_id, request.stream_id);
+    assert_eq!(
+        (copy.committed, copy.plain_size, copy.segment_count),
+        (1, 150 + 14, 3)
+    );
+    assert_eq!(copy.encrypted_metadata, b"copied");
+    assert_eq!(mb.get_object(&p, "b2", b"c").await.unwrap(), copy);
+    let copied = mb.segments(&copy.stream_id).await.unwrap();
+    assert_eq!(copied.len(), originals.len());
+    for ((copied, original), key) in copied.iter().zip(&originals).zip(&request.segment_keys) {
+        assert_eq!(copied.root_piece_id, original.root_piece_id);
+        assert_eq!(copied.pieces, original.pieces);
+        assert_eq!(copied.inline_data, original.inline_data);
+        assert_eq!(copied.plain_size, original.plain_size);
+        assert_eq!(copied.encrypted_key, key.encrypted_key);
+        assert_eq!(copied.encrypted_key_nonce, key.encrypted_key_nonce);
+    }
+    // The source is untouched.
+    assert_eq!(mb.segments(&source.stream_id).await.unwrap(), {
+        let mut committed = originals.clone();
+        committed[1].plain_offset = 100;
+        committed[2].plain_offset = 150;
+        committed
+    });
+
+    // A copy onto itself (new metadata) replaces the source, whose pieces
+    // its copy still lists.
+    let (itself, replaced) = mb
+        .copy_object(&p, &copy.stream_id, &copy_to("b2", b"c", &all, b"again"))
+        .await
+        .unwrap();
+    assert_eq!(replaced.len(), 2);
+    assert!(mb.unlisted(replaced).await.unwrap().is_empty());
+    assert!(mb.segments(&copy.stream_id).await.unwrap().is_empty());
+    assert_eq!(
+        mb.get_object(&p, "b2", b"c")
+            .await
+            .unwrap()
+            .encrypted_metadata,
+        b"again"
+    );
+
+    // A repair swaps one piece of the copy: deleting the source frees only
+    // the piece the copy no longer lists.
+    let mut repaired = originals[0].pieces.clone();
+    repaired[0].node = NodeId(rand::random());
+    let key = SegmentKey {
+        stream_id: itself.stream_id.clone(),
+        position: 0,
+    };
+    assert!(mb
+        .swap_pieces(&key, &originals[0].pieces, &repaired)
+        .await
+        .unwrap());
+    let (_, removed) = mb.delete_object(&p, "b", b"source").await.unwrap();
+    assert_eq!(removed.len(), 2);
+    let unlisted = mb.unlisted(removed).await.unwrap();
+    assert_eq!(unlisted.len(), 1);
+    assert_eq!(unlisted[0].root_piece_id, originals[0].root_piece_id);
+    assert_eq!(unlisted[0].pieces, vec![originals[0].pieces[0]]);
+    // The last copy's pieces are all garbage once it goes.
+    let (_, removed) = mb.delete_object(&p, "b2", b"c").await.unwrap();
+    assert_eq!(mb.unlisted(removed.clone()).await.unwrap(), removed);
+    assert_eq!(removed[0].pieces, repaired);
 }

@@ -42,6 +42,7 @@ on_both_backends!(
     requests_are_validated,
     abandoned_uploads_are_cleaned_up,
     multipart_uploads_are_scoped_and_checked,
+    copies_are_scoped_and_checked,
 );
 
 struct Satellite {
@@ -227,6 +228,7 @@ impl Satellite {
                 encrypted_metadata_key: b"mkey".to_vec(),
                 encrypted_metadata_nonce: b"nonce".to_vec(),
                 parts: Vec::new(),
+                part_infos: Vec::new(),
             })
             .await
             .map(|r| r.into_inner().object.unwrap())
@@ -931,7 +933,8 @@ async fn multipart_uploads_are_scoped_and_checked(backend: Backend) {
             header: sat.header(),
             stream_id: stream_id.to_vec(),
             part_number,
-            segment_count: 1,
+            // The inline segment below, committed without a key nonce.
+            segment_key_nonces: vec![Vec::new()],
             plain_size,
             encrypted_info: info,
         };
@@ -956,6 +959,14 @@ async fn multipart_uploads_are_scoped_and_checked(backend: Backend) {
         ),
         (
             commit_part(&stream, 2, 11, vec![1]),
+            Code::FailedPrecondition,
+        ),
+        // Segments that are not the ones named: another upload's.
+        (
+            pb::CommitPartRequest {
+                segment_key_nonces: vec![vec![5; 12]],
+                ..commit_part(&stream, 2, 10, vec![1])
+            },
             Code::FailedPrecondition,
         ),
         (
@@ -1045,12 +1056,30 @@ async fn multipart_uploads_are_scoped_and_checked(backend: Backend) {
     assert_eq!(status.code(), Code::InvalidArgument);
 
     // Completed with its part: the object is the part's bytes.
+    // Parts are named with their info as listed, one each.
+    for (infos, code) in [
+        (vec![], Code::InvalidArgument),
+        (vec![b"old tag".to_vec()], Code::FailedPrecondition),
+    ] {
+        let status = client
+            .commit_object(pb::CommitObjectRequest {
+                header: sat.header(),
+                stream_id: stream.clone(),
+                parts: vec![2],
+                part_infos: infos,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+    }
     let completed = client
         .commit_object(pb::CommitObjectRequest {
             header: sat.header(),
             stream_id: stream.clone(),
             encrypted_metadata: b"done".to_vec(),
             parts: vec![2],
+            part_infos: vec![b"tag".to_vec()],
             ..Default::default()
         })
         .await
@@ -1082,5 +1111,141 @@ async fn multipart_uploads_are_scoped_and_checked(backend: Backend) {
             .code(),
         Code::NotFound
     );
+    sat.stop().await;
+}
+
+async fn copies_are_scoped_and_checked(backend: Backend) {
+    let sat = Satellite::start(backend, |_| {}).await;
+    let mut client = sat.metainfo.clone();
+    sat.create_bucket("bucket").await;
+    let upload = sat.begin_object("bucket", b"src").await.unwrap();
+    client
+        .make_inline_segment(pb::MakeInlineSegmentRequest {
+            header: sat.header(),
+            stream_id: upload.stream_id.clone(),
+            position: 0,
+            plain_size: 10,
+            encrypted_key: vec![1; 48],
+            encrypted_inline_data: vec![7; 26],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    sat.commit_object(&upload.stream_id).await.unwrap();
+
+    let begin = |header| pb::BeginCopyObjectRequest {
+        header,
+        bucket: "bucket".into(),
+        encrypted_object_key: b"src".to_vec(),
+    };
+    // No credential, no copy.
+    let status = client.begin_copy_object(begin(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let begun = client
+        .begin_copy_object(begin(sat.header()))
+        .await
+        .unwrap()
+        .into_inner();
+    let source = begun.object.unwrap();
+    assert_eq!(begun.segment_keys.len(), 1);
+    assert_eq!(begun.segment_keys[0].encrypted_key, vec![1; 48]);
+    let finish = |header, keys: Vec<pb::SegmentKey>| pb::FinishCopyObjectRequest {
+        header,
+        stream_id: source.stream_id.clone(),
+        bucket: "bucket".into(),
+        encrypted_object_key: b"dst".to_vec(),
+        encrypted_metadata: b"copied".to_vec(),
+        segment_keys: keys,
+        ..Default::default()
+    };
+    let key = |position, size| pb::SegmentKey {
+        position,
+        encrypted_key: vec![3; size],
+        encrypted_key_nonce: vec![4; 12],
+    };
+
+    let other_key = archipel_satellite::create_project(sat.database.url(), "other")
+        .await
+        .unwrap();
+    let other = Some(pb::RequestHeader { api_key: other_key });
+    for (request, code) in [
+        // Another project's stream id, a forged one, keys that do not match.
+        (
+            finish(other.clone(), vec![key(0, 48)]),
+            Code::InvalidArgument,
+        ),
+        (
+            pb::FinishCopyObjectRequest {
+                stream_id: b"forged".to_vec(),
+                ..finish(sat.header(), vec![key(0, 48)])
+            },
+            Code::InvalidArgument,
+        ),
+        (finish(sat.header(), vec![]), Code::InvalidArgument),
+        (
+            finish(sat.header(), vec![key(1, 48)]),
+            Code::InvalidArgument,
+        ),
+        (
+            finish(sat.header(), vec![key(0, 4096)]),
+            Code::InvalidArgument,
+        ),
+        (
+            pb::FinishCopyObjectRequest {
+                encrypted_object_key: Vec::new(),
+                ..finish(sat.header(), vec![key(0, 48)])
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::FinishCopyObjectRequest {
+                bucket: "missing".into(),
+                ..finish(sat.header(), vec![key(0, 48)])
+            },
+            Code::NotFound,
+        ),
+    ] {
+        let status = client.finish_copy_object(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+    }
+    let status = client.begin_copy_object(begin(other)).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    let copy = client
+        .finish_copy_object(finish(sat.header(), vec![key(0, 48)]))
+        .await
+        .unwrap()
+        .into_inner()
+        .object
+        .unwrap();
+    assert_eq!(copy.encrypted_object_key, b"dst");
+    assert_eq!((copy.plain_size, copy.segment_count), (10, 1));
+    assert_ne!(copy.stream_id, source.stream_id);
+    // The copy reads like any object: its segment with the new key.
+    let segment = client
+        .download_segment(pb::DownloadSegmentRequest {
+            header: sat.header(),
+            stream_id: copy.stream_id.clone(),
+            position: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(segment.encrypted_key, vec![3; 48]);
+    assert_eq!(segment.encrypted_inline_data, vec![7; 26]);
+    // Once the source is gone, its stream id copies nothing.
+    client
+        .delete_object(pb::DeleteObjectRequest {
+            header: sat.header(),
+            bucket: "bucket".into(),
+            encrypted_object_key: b"src".to_vec(),
+        })
+        .await
+        .unwrap();
+    let status = client
+        .finish_copy_object(finish(sat.header(), vec![key(0, 48)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
     sat.stop().await;
 }

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use archipel_client::UploadOptions;
+use archipel_client::{CopyMetadata, UploadOptions};
+use archipel_proto::orders::derive_piece_id;
 use archipel_proto::{NodeId, Redundancy};
 use archipel_satellite::audit::AuditConfig;
 use archipel_satellite::deletes::PieceDeleter;
@@ -124,7 +125,17 @@ async fn repair_restores_segments_after_nodes_stop(backend: Backend) {
     let small = test_data(300_000, 2);
     upload(&planet, "big", &big).await;
     upload(&planet, "small", &small).await;
+    // A server-side copy: its segment lists the same pieces and is repaired
+    // as a segment of its own.
+    planet
+        .project()
+        .await
+        .unwrap()
+        .copy_object(BUCKET, "small", BUCKET, "copy", CopyMetadata::Keep)
+        .await
+        .unwrap();
     let before: Vec<Segment> = segments(&planet).await;
+    assert_eq!(before.len(), 6);
 
     let stopped = stop_holders(&mut planet, 4).await;
     // Wait until the satellite sees them offline, then note who is at risk.
@@ -186,6 +197,36 @@ async fn repair_restores_segments_after_nodes_stop(backend: Backend) {
     // The original holders are still down.
     assert_eq!(download(&planet, "big").await, big);
     assert_eq!(download(&planet, "small").await, small);
+    assert_eq!(download(&planet, "copy").await, small);
+
+    // Deleting the source takes no piece the repaired copy lists.
+    let project = planet.project().await.unwrap();
+    project.delete_object(BUCKET, "small").await.unwrap();
+    project.delete_object(BUCKET, "big").await.unwrap();
+    wait_for("the deleted objects' unshared pieces are gone", || async {
+        let listed: usize = segments(&planet).await.iter().map(|s| s.pieces.len()).sum();
+        let files: usize = planet
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.piece_files().len())
+            .sum();
+        files <= listed
+    })
+    .await;
+    let satellite = planet.satellite_identity.id();
+    for segment in segments(&planet).await {
+        for piece in &segment.pieces {
+            let node = &planet.nodes[planet.node_index(piece.node).unwrap()];
+            if node.is_running() {
+                let id = derive_piece_id(&segment.root_piece_id, &piece.node, piece.num.into());
+                let path =
+                    archipel_storagenode::piece_path(&node.config.storage_dir, &satellite, &id);
+                assert!(path.exists(), "a piece the copy lists was deleted");
+            }
+        }
+    }
+    assert_eq!(download(&planet, "copy").await, small);
     planet.shutdown().await.unwrap();
 }
 

@@ -239,6 +239,83 @@ async fn gateway_large(
     })
 }
 
+/// Copies of the large object through the gateway: CopyObject (server-side:
+/// only keys and metadata are new) against UploadPartCopy of the whole object
+/// into a one-part multipart upload (the range streams down and up through
+/// the gateway, as every copy did before copies were server-side). Both
+/// copies are read back and compared.
+async fn gateway_copies(s3: &Client, hash: &str) -> Result<[Sample; 2], BenchError> {
+    let source = format!("{BUCKET}/large/gateway");
+    let ((), server_side) = measure(async {
+        s3.copy_object()
+            .copy_source(&source)
+            .bucket(BUCKET)
+            .key("large/copy")
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    })
+    .await?;
+    let ((), streamed) = measure(async {
+        let key = "large/part-copy";
+        let upload = s3
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let upload_id = upload.upload_id().unwrap_or_default();
+        let part = s3
+            .upload_part_copy()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(1)
+            .copy_source(&source)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let etag = part
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default();
+        let completed = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+            .parts(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(1)
+                    .e_tag(etag)
+                    .build(),
+            )
+            .build();
+        s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(completed)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    })
+    .await?;
+    for key in ["large/copy", "large/part-copy"] {
+        let output = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let mut body = std::pin::pin!(output.body.into_async_read());
+        let mut sink = HashSink::default();
+        tokio::io::copy_buf(&mut body, &mut sink).await?;
+        check_hash(hash, sink.hasher.finalize())?;
+    }
+    Ok([server_side, streamed])
+}
+
 /// The large transfers by the CLI, with each process's peak RSS in KiB.
 async fn cli_large(
     cli: &ArchipelCli,
@@ -429,6 +506,17 @@ fn mib(kib: u64) -> String {
     format!("{:.0}", kib as f64 / 1024.0)
 }
 
+/// One row of the large-object step table.
+fn step_row(name: &str, sample: &Sample, child_rss_kib: Option<u64>) {
+    println!(
+        "| {name} | {:.3} | {:.1} | {} | {} |",
+        sample.seconds,
+        sample.cpu,
+        mib(sample.peak_rss_kib),
+        child_rss_kib.map_or("–".to_string(), mib)
+    );
+}
+
 /// Runs the comparison on `planet` and prints its tables (Markdown).
 pub(crate) async fn bench(
     planet: &Planet,
@@ -497,6 +585,8 @@ pub(crate) async fn bench(
 
     eprintln!("large object: gateway…");
     let gateway_large = gateway_large(&s3, &file, size, &hash).await?;
+    eprintln!("large object: gateway copies…");
+    let [copy, part_copy] = gateway_copies(&s3, &hash).await?;
     eprintln!("large object: CLI…");
     let (cli_large, cli_rss) = cli_large(&cli, &file, size, &hash).await?;
     eprintln!("large object: library…");
@@ -581,15 +671,20 @@ pub(crate) async fn bench(
         ("library PUT", &library_large.put, None),
         ("library GET", &library_large.get, None),
     ] {
-        let sample = &transfer.sample;
-        println!(
-            "| {name} | {:.1} | {:.1} | {} | {} |",
-            sample.seconds,
-            sample.cpu,
-            mib(sample.peak_rss_kib),
-            child_rss.map_or("–".to_string(), mib)
-        );
+        step_row(name, &transfer.sample, child_rss);
     }
+    step_row("gateway CopyObject (server-side)", &copy, None);
+    step_row(
+        "gateway UploadPartCopy of it all (streamed)",
+        &part_copy,
+        None,
+    );
+    println!(
+        "copy: server-side {:.3} s against streamed {:.1} s ({})",
+        copy.seconds,
+        part_copy.seconds,
+        ratio(part_copy.seconds, copy.seconds)
+    );
     if !resettable {
         println!("(peak RSS could not be reset between steps: each figure is the peak so far)");
     }
