@@ -266,6 +266,25 @@ etag=$(s3 s3api head-object --bucket "$bucket" --key large.bin --query ETag --ou
     fail "aws s3api head-object large.bin"
 [[ $etag == *-5\" ]] || fail "the ETag of a 5-part object is S3's multipart form (md5-5), got $etag"
 
+step "copies: s3api copy-object (server-side) and s3 cp between keys (part copies)"
+s3 s3api copy-object --bucket "$bucket" --key copy.bin --copy-source "$bucket/large.bin" \
+    --metadata-directive REPLACE --metadata origin=copy >/dev/null || fail "aws s3api copy-object"
+s3 s3 cp "s3://$bucket/large.bin" "s3://$bucket/cp-copy.bin" >/dev/null ||
+    fail "aws s3 cp between two keys"
+s3 s3 rm "s3://$bucket/large.bin" >/dev/null || fail "aws s3 rm large.bin"
+for copy in copy.bin cp-copy.bin; do
+    s3 s3 cp "s3://$bucket/$copy" "$work/$copy" >/dev/null || fail "aws s3 cp $copy down"
+    expect_eq "sha256 of $copy after its source was deleted" "$(sha256 "$work/large.bin")" "$(sha256 "$work/$copy")"
+done
+origin=$(s3 s3api head-object --bucket "$bucket" --key copy.bin --query Metadata.origin --output text) ||
+    fail "aws s3api head-object copy.bin"
+expect_eq "metadata of the copy" "copy" "$origin"
+copy_etag=$(s3 s3api head-object --bucket "$bucket" --key copy.bin --query ETag --output text) ||
+    fail "aws s3api head-object copy.bin"
+expect_eq "ETag of the server-side copy" "$etag" "$copy_etag"
+s3 s3 rm "s3://$bucket/copy.bin" >/dev/null || fail "aws s3 rm copy.bin"
+s3 s3 rm "s3://$bucket/cp-copy.bin" >/dev/null || fail "aws s3 rm cp-copy.bin"
+
 step "s3api multipart: create, upload-part, list-parts, list-multipart-uploads, abort"
 upload_id=$(s3 s3api create-multipart-upload --bucket "$bucket" --key pending.bin --query UploadId --output text) ||
     fail "aws s3api create-multipart-upload"
@@ -284,7 +303,6 @@ s3 s3api abort-multipart-upload --bucket "$bucket" --key pending.bin --upload-id
 uploads=$(s3 s3api list-multipart-uploads --bucket "$bucket" --query 'length(Uploads || `[]`)' --output text) ||
     fail "aws s3api list-multipart-uploads after the abort"
 expect_eq "uploads in progress after the abort" "0" "$uploads"
-s3 s3 rm "s3://$bucket/large.bin" >/dev/null || fail "aws s3 rm large.bin"
 s3 s3 rb "s3://$bucket" >/dev/null || fail "aws s3 rb s3://$bucket"
 
 step "all checks passed"

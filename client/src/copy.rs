@@ -13,7 +13,7 @@ use archipel_proto::pb;
 use crate::crypto::{self, ObjectPath};
 use crate::metainfo::Metainfo;
 use crate::upload::SealedMetadata;
-use crate::{object_info, open_object_metadata, Error, ObjectInfo};
+use crate::{object_info, Error, ObjectInfo};
 
 /// The metadata a copy gets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,13 +28,14 @@ pub enum CopyMetadata {
     },
 }
 
-/// Copies the object at `source` (bucket, name, path) to `target`.
-pub(crate) async fn copy_object(
+/// Copies the object at `source` (bucket, name, path) to `target` with the
+/// metadata `decide` chooses for the source version it is shown.
+pub(crate) async fn copy_object<E>(
     metainfo: &Metainfo,
     source: (&str, &str, ObjectPath),
     target: (&str, &str, ObjectPath),
-    metadata: CopyMetadata,
-) -> Result<ObjectInfo, Error> {
+    decide: impl FnOnce(&ObjectInfo) -> Result<CopyMetadata, E>,
+) -> Result<Result<ObjectInfo, E>, Error> {
     let (source_bucket, source_name, source_path) = source;
     let (bucket, name, target_path) = target;
     let begun = metainfo
@@ -47,8 +48,17 @@ pub(crate) async fn copy_object(
     let target_key = crypto::object_key(&target_path.key);
     let segment_keys = rewrap_segment_keys(&begun.segment_keys, &source_key, &target_key)?;
 
-    let mut sealed = open_object_metadata(&object, &source_key)?;
-    sealed.created = SystemTime::now();
+    let source_info = object_info(source_name, &object, &source_key, Vec::new())?;
+    let metadata = match decide(&source_info) {
+        Ok(metadata) => metadata,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let mut sealed = crypto::ObjectMetadata {
+        size: source_info.size,
+        created: SystemTime::now(),
+        content_type: source_info.content_type,
+        metadata: source_info.metadata,
+    };
     if let CopyMetadata::Replace {
         content_type,
         metadata,
@@ -76,7 +86,7 @@ pub(crate) async fn copy_object(
     let copy = finished
         .object
         .ok_or_else(|| Error::Protocol("the copy is missing from the answer".into()))?;
-    object_info(name, &copy, &target_key, Vec::new())
+    object_info(name, &copy, &target_key, Vec::new()).map(Ok)
 }
 
 /// Each segment key unwrapped from under `from` and wrapped under `to`, bound

@@ -525,13 +525,34 @@ impl Project {
         key: &str,
         metadata: CopyMetadata,
     ) -> Result<ObjectInfo, Error> {
+        let copied = self
+            .copy_object_if(source_bucket, source_key, bucket, key, |_| {
+                Ok::<_, std::convert::Infallible>(metadata)
+            })
+            .await?;
+        Ok(copied.unwrap_or_else(|never| match never {}))
+    }
+
+    /// [`Project::copy_object`] with the copy's metadata decided by `decide`
+    /// from the very version of the source being copied: a source replaced
+    /// after `decide` saw it fails the copy ([`Error::ObjectNotFound`]), so
+    /// conditions checked there hold for what is copied. `Ok(Err(e))` is
+    /// `decide` refusing: nothing was copied.
+    pub async fn copy_object_if<E>(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        bucket: &str,
+        key: &str,
+        decide: impl FnOnce(&ObjectInfo) -> Result<CopyMetadata, E>,
+    ) -> Result<Result<ObjectInfo, E>, Error> {
         let source = self.object_path(source_bucket, source_key).await?;
         let target = self.object_path(bucket, key).await?;
         copy::copy_object(
             &self.metainfo,
             (source_bucket, source_key, source),
             (bucket, key, target),
-            metadata,
+            decide,
         )
         .await
     }
@@ -571,20 +592,6 @@ fn start_cursor(dir: &str, prefix: &str, after: Option<&str>) -> Option<Vec<u8>>
     }
 }
 
-/// Opens an object's sealed metadata with the object's key.
-fn open_object_metadata(
-    object: &pb::Object,
-    object_key: &Key,
-) -> Result<crypto::ObjectMetadata, Error> {
-    let metadata_key = crypto::unwrap_key(
-        object_key,
-        &object.encrypted_metadata_key,
-        &object.encrypted_metadata_nonce,
-        crypto::METADATA_KEY_PURPOSE,
-    )?;
-    crypto::open_metadata(&metadata_key, &object.encrypted_metadata)
-}
-
 /// Opens an object's sealed metadata and describes it.
 fn object_info(
     key: &str,
@@ -592,7 +599,13 @@ fn object_info(
     object_key: &Key,
     segments: Vec<SegmentStat>,
 ) -> Result<ObjectInfo, Error> {
-    let metadata = open_object_metadata(object, object_key)?;
+    let metadata_key = crypto::unwrap_key(
+        object_key,
+        &object.encrypted_metadata_key,
+        &object.encrypted_metadata_nonce,
+        crypto::METADATA_KEY_PURPOSE,
+    )?;
+    let metadata = crypto::open_metadata(&metadata_key, &object.encrypted_metadata)?;
     Ok(ObjectInfo {
         key: key.to_string(),
         size: metadata.size,

@@ -44,8 +44,9 @@ pub struct PartInfo {
     sealed_tag: Vec<u8>,
 }
 
-/// A pending multipart upload as the satellite describes it, checked to be
-/// the upload of the object the caller named.
+/// A multipart upload as the satellite describes it (pending, or completed
+/// when `first_page.completed`), checked to be the upload of the object the
+/// caller named.
 struct Pending {
     stream_id: Vec<u8>,
     object_key: Key,
@@ -97,8 +98,28 @@ impl Project {
         Ok(URL_SAFE_NO_PAD.encode(begin.stream_id))
     }
 
-    /// The upload `upload_id` of `bucket`/`key`, with its parts above `after`.
+    /// The upload `upload_id` of `bucket`/`key` in progress, with its parts
+    /// above `after`.
     async fn pending(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        after: u32,
+    ) -> Result<Pending, Error> {
+        let upload = self.multipart_upload(bucket, key, upload_id, after).await?;
+        if upload.first_page.completed {
+            return Err(Error::UploadNotFound {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+        }
+        Ok(upload)
+    }
+
+    /// The upload `upload_id` of `bucket`/`key`, in progress or completed
+    /// (then as its object, while that is the object under the key).
+    async fn multipart_upload(
         &self,
         bucket: &str,
         key: &str,
@@ -132,6 +153,28 @@ impl Project {
             object_key: crypto::object_key(&path.key),
             first_page: page,
         })
+    }
+
+    /// The object upload `upload_id` was completed into, if it was and that
+    /// is still the object under `bucket`/`key`: what a completion retried
+    /// after a lost answer finds.
+    pub async fn completed_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<ObjectInfo>, Error> {
+        let upload = match self
+            .multipart_upload(bucket, key, upload_id, MAX_PART)
+            .await
+        {
+            Err(Error::UploadNotFound { .. }) => return Ok(None),
+            other => other?,
+        };
+        if !upload.first_page.completed {
+            return Ok(None);
+        }
+        crate::object_info(key, upload.object()?, &upload.object_key, Vec::new()).map(Some)
     }
 
     /// Uploads everything `reader` yields as part `number` of the upload,

@@ -14,7 +14,7 @@ use s3s::{s3_error, S3Result};
 use crate::checksums::Checksummer;
 use crate::errors::s3_error;
 use crate::metadata::{self, ObjectHeaders};
-use crate::objects::{self, Conditions};
+use crate::objects::Conditions;
 
 /// The bucket and key a copy reads from.
 pub(crate) fn source(copy_source: &CopySource) -> S3Result<(String, String)> {
@@ -57,6 +57,23 @@ pub(crate) fn source_read_error(error: Error) -> s3s::S3Error {
     }
 }
 
+/// The metadata of a copy with the REPLACE directive: the request's
+/// `headers`, and what describes the bytes (ETag, checksum) from `source`.
+fn replaced_metadata(mut headers: ObjectHeaders, source: &ObjectInfo) -> CopyMetadata {
+    headers.checksum = metadata::checksum(source).map(Checksummer::stored);
+    let mut options = headers.into_upload_options();
+    if let Some(late) = options.late_metadata.take() {
+        options.metadata.extend(late());
+    }
+    options
+        .metadata
+        .extend(metadata::etag(source).map(|etag| metadata::etag_entry(etag.value())));
+    CopyMetadata::Replace {
+        content_type: options.content_type,
+        metadata: options.metadata,
+    }
+}
+
 pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<CopyObjectOutput> {
     let (source_bucket, source_key) = source(&input.copy_source)?;
     let replace = input
@@ -69,53 +86,38 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
             "copying an object onto itself needs the REPLACE metadata directive"
         ));
     }
-    let info = objects::stat(project, &source_bucket, &source_key).await?;
-    let etag = metadata::etag(&info);
-    check_source_conditions(
-        &info,
-        Conditions {
-            if_match: input.copy_source_if_match.as_ref(),
-            if_none_match: input.copy_source_if_none_match.as_ref(),
-            if_modified_since: input.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
-        },
-    )?;
-
-    let metadata = if replace {
-        let mut options = ObjectHeaders {
-            content_type: input.content_type,
-            content_encoding: input.content_encoding,
-            content_disposition: input.content_disposition,
-            cache_control: input.cache_control,
-            expires: input.expires,
-            user: input.metadata,
-            // The bytes are the same, so are their checksum and ETag.
-            checksum: metadata::checksum(&info).map(Checksummer::stored),
-        }
-        .into_upload_options();
-        if let Some(late) = options.late_metadata.take() {
-            options.metadata.extend(late());
-        }
-        options
-            .metadata
-            .extend(etag.as_ref().map(|e| metadata::etag_entry(e.value())));
-        CopyMetadata::Replace {
-            content_type: options.content_type,
-            metadata: options.metadata,
-        }
-    } else {
-        CopyMetadata::Keep
+    let conditions = Conditions {
+        if_match: input.copy_source_if_match.as_ref(),
+        if_none_match: input.copy_source_if_none_match.as_ref(),
+        if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
+    let headers = replace.then(|| ObjectHeaders {
+        content_type: input.content_type,
+        content_encoding: input.content_encoding,
+        content_disposition: input.content_disposition,
+        cache_control: input.cache_control,
+        expires: input.expires,
+        user: input.metadata,
+        checksum: None,
+    });
+    // Conditions and metadata are decided on the very version copied.
     let copy = project
-        .copy_object(
+        .copy_object_if(
             &source_bucket,
             &source_key,
             &input.bucket,
             &input.key,
-            metadata,
+            |source| {
+                check_source_conditions(source, conditions)?;
+                Ok::<_, s3s::S3Error>(headers.map_or(CopyMetadata::Keep, |headers| {
+                    replaced_metadata(headers, source)
+                }))
+            },
         )
         .await
-        .map_err(s3_error)?;
+        .map_err(s3_error)??;
+    let etag = metadata::etag(&copy);
     Ok(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: etag,

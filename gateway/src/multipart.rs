@@ -7,11 +7,11 @@
 
 use std::collections::BTreeSet;
 
-use archipel_client::{ByteRange, MultipartUpload, PartInfo, Project};
+use archipel_client::{ByteRange, Error, MultipartUpload, PartInfo, Project};
 use md5::{Digest, Md5};
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix,
-    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyPartResult,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CompletedPart, CopyPartResult,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag, ListMultipartUploadsInput,
     ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, Part, UploadPartCopyInput,
     UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
@@ -210,10 +210,16 @@ pub(crate) async fn complete(
                 "the request names no parts to complete the upload with"
             )
         })?;
-    let recorded = project
+    let recorded = match project
         .list_parts(&input.bucket, &input.key, &input.upload_id)
         .await
-        .map_err(s3_error)?;
+    {
+        Err(gone @ Error::UploadNotFound { .. }) => {
+            let upload = (input.bucket, input.key, input.upload_id);
+            return completed_before(project, upload, &given, gone).await;
+        }
+        other => other.map_err(s3_error)?,
+    };
     let mut numbers = Vec::with_capacity(given.len());
     let mut chosen: Vec<PartInfo> = Vec::with_capacity(given.len());
     for part in &given {
@@ -267,6 +273,38 @@ pub(crate) async fn complete(
         e_tag: Some(ETag::Strong(etag)),
         ..Default::default()
     })
+}
+
+/// A completion retried after its answer was lost: if the upload was
+/// completed into the object still under its key, from the parts `given`
+/// (same ETag), S3 answers the retry as the first; otherwise the upload is
+/// `gone`.
+async fn completed_before(
+    project: &Project,
+    (bucket, key, upload_id): (String, String, String),
+    given: &[CompletedPart],
+    gone: Error,
+) -> S3Result<CompleteMultipartUploadOutput> {
+    let tags: Vec<&str> = given
+        .iter()
+        .map(|p| p.e_tag.as_ref().map_or("", |e| e.value()))
+        .collect();
+    let etag = multipart_etag(&tags);
+    let completed = project
+        .completed_multipart(&bucket, &key, &upload_id)
+        .await
+        .map_err(s3_error)?;
+    match completed {
+        Some(object) if metadata::etag(&object).is_some_and(|e| e.value() == etag) => {
+            Ok(CompleteMultipartUploadOutput {
+                bucket: Some(bucket),
+                key: Some(key),
+                e_tag: Some(ETag::Strong(etag)),
+                ..Default::default()
+            })
+        }
+        _ => Err(s3_error(gone)),
+    }
 }
 
 pub(crate) async fn abort(

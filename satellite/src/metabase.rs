@@ -1241,8 +1241,9 @@ impl Metabase {
         })
     }
 
-    /// The pending multipart upload of a stream and its parts numbered above
-    /// `after`, at most `limit` of them, and whether more follow.
+    /// The multipart upload of a stream and its parts numbered above `after`,
+    /// at most `limit` of them, and whether more follow. A completed upload
+    /// is its committed object (as long as that is there), with no parts.
     pub async fn list_parts(
         &self,
         project: &[u8],
@@ -1251,10 +1252,14 @@ impl Metabase {
         limit: usize,
     ) -> Result<(Object, Vec<Part>, bool)> {
         let object = self.object_by_stream(project, stream_id).await?;
-        if object.committed != 0 || object.multipart == 0 {
+        if object.multipart == 0 {
             return Err(Error::NotFound(
                 "a pending multipart upload for this stream".into(),
             ));
+        }
+        if object.committed != 0 {
+            // Completed: the parts are the object's now.
+            return Ok((object, Vec::new(), false));
         }
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let mut parts: Vec<Part> = on_pool!(self, pool => {

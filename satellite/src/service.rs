@@ -991,6 +991,7 @@ impl Metainfo for State {
             redundancy: Some(self.config.redundancy.to_pb()),
             max_segment_size: size_i64(self.config.max_segment_size),
             inline_threshold: size_i64(self.config.inline_threshold),
+            completed: object.committed != 0,
         }))
     }
 

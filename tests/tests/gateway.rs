@@ -256,7 +256,8 @@ async fn bucket_and_object_crud(backend: Backend) {
 on_both_backends!(
     bucket_and_object_crud,
     multipart_uploads,
-    server_side_copies_share_pieces_until_the_last_copy_goes
+    server_side_copies_share_pieces_until_the_last_copy_goes,
+    overlapping_uploads_of_a_part_never_mix
 );
 
 fn md5_of(data: &[u8]) -> u128 {
@@ -1220,6 +1221,65 @@ async fn create_upload(s3: &Client, bucket: &str, key: &str) -> String {
         .unwrap()
 }
 
+/// Two uploads of one part at once (an SDK retrying an UploadPart whose
+/// first attempt is still running), each of several segments: whatever is
+/// recorded is all of one of them, never a mix, and the completed object is
+/// exactly the body its ETag names.
+async fn overlapping_uploads_of_a_part_never_mix(backend: Backend) {
+    let fx = Fixture::start(backend).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("race").send().await.unwrap();
+    let bodies = [test_data(3 * MIB + 7, 41), test_data(3 * MIB + 7, 42)];
+    for round in 0..3 {
+        let key = format!("part-{round}");
+        let upload_id = create_upload(s3, "race", &key).await;
+        let attempts = bodies.iter().map(|body| {
+            s3.upload_part()
+                .bucket("race")
+                .key(&key)
+                .upload_id(&upload_id)
+                .part_number(1)
+                .body(ByteStream::from(body.clone()))
+                .send()
+        });
+        let answers = futures::future::join_all(attempts).await;
+        // An attempt that finds its segments mixed with the other's fails
+        // with a 500, which SDKs retry.
+        for answer in &answers {
+            if let Err(e) = answer {
+                assert_eq!(code(e), "InternalError", "{e:?}");
+            }
+        }
+        let listed = s3
+            .list_parts()
+            .bucket("race")
+            .key(&key)
+            .upload_id(&upload_id)
+            .send()
+            .await
+            .unwrap();
+        let Some(part) = listed.parts().first() else {
+            // Both attempts found their segments mixed: nothing recorded.
+            continue;
+        };
+        let etag = part.e_tag().unwrap().to_string();
+        let body = bodies
+            .iter()
+            .find(|b| format!("\"{:032x}\"", md5_of(b)) == etag)
+            .expect("the recorded part's ETag is one attempt's");
+        s3.complete_multipart_upload()
+            .bucket("race")
+            .key(&key)
+            .upload_id(&upload_id)
+            .multipart_upload(completed(&[(1, &etag)]))
+            .send()
+            .await
+            .unwrap();
+        assert!(get_bytes(s3, "race", &key).await == *body);
+    }
+    fx.shutdown().await;
+}
+
 async fn multipart_uploads(backend: Backend) {
     let fx = Fixture::start(backend).await;
     let s3 = &fx.client;
@@ -1387,6 +1447,42 @@ async fn multipart_uploads(backend: Backend) {
         .send()
         .await;
     assert_eq!(code(&gone.unwrap_err()), "NoSuchUpload");
+    // A completion retried (its answer lost) is answered as the first was;
+    // one naming other parts finds no upload.
+    let complete_again = |parts: aws_sdk_s3::types::CompletedMultipartUpload| {
+        s3.complete_multipart_upload()
+            .bucket("mpu")
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(parts)
+            .send()
+    };
+    let retried = complete_again(completed(&[(1, &first), (2, &second), (3, &third)]))
+        .await
+        .unwrap();
+    assert_eq!(retried.e_tag(), Some(expected_etag.as_str()));
+    let other = complete_again(completed(&[(1, &first), (2, &second)])).await;
+    assert_eq!(code(&other.unwrap_err()), "NoSuchUpload");
+    let part = s3
+        .upload_part()
+        .bucket("mpu")
+        .key(key)
+        .upload_id(&upload_id)
+        .part_number(4)
+        .body(ByteStream::from_static(b"late"))
+        .send()
+        .await;
+    assert_eq!(code(&part.unwrap_err()), "NoSuchUpload");
+    // Once another object replaces it, the upload is gone for good.
+    s3.put_object()
+        .bucket("mpu")
+        .key(key)
+        .body(ByteStream::from_static(b"newer"))
+        .send()
+        .await
+        .unwrap();
+    let replaced = complete_again(completed(&[(1, &first), (2, &second), (3, &third)])).await;
+    assert_eq!(code(&replaced.unwrap_err()), "NoSuchUpload");
     fx.shutdown().await;
 }
 
