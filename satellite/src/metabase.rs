@@ -658,11 +658,14 @@ fn api_key_hash(key: &str) -> Vec<u8> {
 }
 
 /// Whether a transaction that failed this way may succeed when run again:
-/// a uniqueness race or a serialization failure (SQLSTATE 40001).
+/// a uniqueness race, a serialization failure (SQLSTATE 40001) or a deadlock
+/// victim (40P01: copies in opposite directions lock the same two objects).
 fn is_retryable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(e) => {
-            e.is_unique_violation() || e.code().is_some_and(|code| code == "40001")
+            e.is_unique_violation()
+                || e.code()
+                    .is_some_and(|code| code == "40001" || code == "40P01")
         }
         _ => false,
     }

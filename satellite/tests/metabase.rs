@@ -46,6 +46,7 @@ on_both_backends!(
     concurrent_commits,
     multipart_uploads,
     server_side_copies,
+    concurrent_copies,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -966,4 +967,43 @@ async fn server_side_copies(mb: &Metabase) {
     let (_, removed) = mb.delete_object(&p, "b2", b"c").await.unwrap();
     assert_eq!(mb.unlisted(removed.clone()).await.unwrap(), removed);
     assert_eq!(removed[0].pieces, repaired);
+}
+
+/// Copies back and forth between two keys at once (each locks its source and
+/// replaces its destination): every copy either commits or finds its source
+/// replaced meanwhile, never a database error, and both keys stay objects.
+async fn concurrent_copies(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    put_object(mb, &p, "b", b"a").await;
+    put_object(mb, &p, "b", b"z").await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let mb = mb.clone();
+            let p = p.clone();
+            tokio::spawn(async move {
+                let (from, to): (&[u8], &[u8]) = if i % 2 == 0 {
+                    (b"a", b"z")
+                } else {
+                    (b"z", b"a")
+                };
+                let source = mb.get_object(&p, "b", from).await.unwrap();
+                let copy = ObjectCopy {
+                    object_key: to.to_vec(),
+                    ..copy_to("b", to, &[0], b"copied")
+                };
+                match mb.copy_object(&p, &source.stream_id, &copy).await {
+                    Ok(_) | Err(Error::NotFound(_)) => {}
+                    Err(e) => panic!("a copy failed: {e}"),
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for key in [&b"a"[..], b"z"] {
+        let object = mb.get_object(&p, "b", key).await.unwrap();
+        assert_eq!(mb.segments(&object.stream_id).await.unwrap().len(), 1);
+    }
 }
