@@ -56,16 +56,14 @@ macro_rules! remove_committed {
         .await?;
         match old {
             Some((old_stream,)) => {
+                // RETURNING: the piece lists as deleted, including any a
+                // repair swapped in after this transaction began.
                 let records: Vec<SegmentRecord> = sqlx::query_as(&format!(
-                    "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1"
+                    "DELETE FROM segments WHERE stream_id = $1 RETURNING {SEGMENT_COLUMNS}"
                 ))
                 .bind(&old_stream)
                 .fetch_all(&mut *$tx)
                 .await?;
-                sqlx::query("DELETE FROM segments WHERE stream_id = $1")
-                    .bind(&old_stream)
-                    .execute(&mut *$tx)
-                    .await?;
                 sqlx::query("DELETE FROM objects WHERE stream_id = $1")
                     .bind(&old_stream)
                     .execute(&mut *$tx)
@@ -1706,9 +1704,10 @@ impl Metabase {
         stream_id: &[u8],
         committed: i64,
     ) -> Result<Option<Vec<RemovedSegment>>> {
-        let segments_sql = format!(
-            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
-        );
+        // RETURNING: the piece lists as deleted, including any a repair
+        // swapped in after this transaction began.
+        let segments_sql =
+            format!("DELETE FROM segments WHERE stream_id = $1 RETURNING {SEGMENT_COLUMNS}");
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let deleted = sqlx::query("DELETE FROM objects WHERE stream_id = $1 AND committed = $2")
@@ -1723,10 +1722,6 @@ impl Metabase {
             }
             let records: Vec<SegmentRecord> =
                 sqlx::query_as(&segments_sql).bind(stream_id).fetch_all(&mut *tx).await?;
-            sqlx::query("DELETE FROM segments WHERE stream_id = $1")
-                .bind(stream_id)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query("DELETE FROM parts WHERE stream_id = $1")
                 .bind(stream_id)
                 .execute(&mut *tx)
