@@ -92,15 +92,7 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
-    let headers = replace.then(|| ObjectHeaders {
-        content_type: input.content_type,
-        content_encoding: input.content_encoding,
-        content_disposition: input.content_disposition,
-        cache_control: input.cache_control,
-        expires: input.expires,
-        user: input.metadata,
-        checksum: None,
-    });
+    let headers = replace.then(|| metadata::request_headers!(input, None));
     // Conditions and metadata are decided on the very version copied.
     let copy = project
         .copy_object_if(

@@ -34,6 +34,24 @@ pub(crate) struct ObjectHeaders {
     pub checksum: Option<Checksummer>,
 }
 
+/// The [`ObjectHeaders`] an upload request names (PutObject,
+/// CreateMultipartUpload and CopyObject carry the same header fields), with
+/// `$checksum` as the additional checksum.
+macro_rules! request_headers {
+    ($input:expr, $checksum:expr) => {
+        $crate::metadata::ObjectHeaders {
+            content_type: $input.content_type,
+            content_encoding: $input.content_encoding,
+            content_disposition: $input.content_disposition,
+            cache_control: $input.cache_control,
+            expires: $input.expires,
+            user: $input.metadata,
+            checksum: $checksum,
+        }
+    };
+}
+pub(crate) use request_headers;
+
 impl ObjectHeaders {
     /// The upload options that store these headers, the checksum at commit
     /// (the ETag is added at commit too, see [`etag_entry`]).

@@ -22,7 +22,7 @@ use tokio::io::AsyncRead;
 use crate::checksums::Checksummer;
 use crate::copy;
 use crate::errors::s3_error;
-use crate::metadata::{self, ObjectHeaders};
+use crate::metadata;
 use crate::objects::{self, DownloadReader, Md5Reader};
 
 /// S3's smallest part, except for the last one.
@@ -34,17 +34,9 @@ pub(crate) async fn create(
     project: &Project,
     input: CreateMultipartUploadInput,
 ) -> S3Result<CreateMultipartUploadOutput> {
-    let headers = ObjectHeaders {
-        content_type: input.content_type,
-        content_encoding: input.content_encoding,
-        content_disposition: input.content_disposition,
-        cache_control: input.cache_control,
-        expires: input.expires,
-        user: input.metadata,
-        // Multipart objects carry no whole-object checksum (S3's are
-        // composite, checksums of the parts' checksums).
-        checksum: None,
-    };
+    // Multipart objects carry no whole-object checksum (S3's are
+    // composite, checksums of the parts' checksums).
+    let headers = metadata::request_headers!(input, None);
     let upload_id = project
         .begin_multipart(&input.bucket, &input.key, headers.into_upload_options())
         .await

@@ -43,15 +43,7 @@ pub(crate) async fn put(
     condition: Option<WriteCondition>,
 ) -> S3Result<PutObjectOutput> {
     let expected_md5 = expected_md5(input.content_md5.as_deref())?;
-    let headers = ObjectHeaders {
-        content_type: input.content_type,
-        content_encoding: input.content_encoding,
-        content_disposition: input.content_disposition,
-        cache_control: input.cache_control,
-        expires: input.expires,
-        user: input.metadata,
-        checksum: checksum.clone(),
-    };
+    let headers = metadata::request_headers!(input, checksum.clone());
     let mut body = upload_body(input.body, checksum.as_ref());
     if let Some(condition) = condition {
         body = Box::new(condition.gate(

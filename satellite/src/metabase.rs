@@ -75,6 +75,35 @@ macro_rules! remove_committed {
     }};
 }
 
+/// Inserts the [`Object`] `$object` through `$executor` (a pool or a
+/// transaction); evaluates to the query's result.
+macro_rules! insert_object {
+    ($executor:expr, $object:expr) => {{
+        let object: &Object = $object;
+        sqlx::query(&format!(
+            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))
+        .bind(&object.stream_id)
+        .bind(&object.project_id)
+        .bind(&object.bucket)
+        .bind(&object.object_key)
+        .bind(object.committed)
+        .bind(object.created_at)
+        .bind(object.expires_at)
+        .bind(object.cipher)
+        .bind(object.block_size)
+        .bind(&object.encrypted_metadata)
+        .bind(&object.encrypted_metadata_key)
+        .bind(&object.encrypted_metadata_nonce)
+        .bind(object.plain_size)
+        .bind(object.segment_count)
+        .bind(object.multipart)
+        .execute($executor)
+        .await
+    }};
+}
+
 /// Starts a transaction meant to write.
 trait BeginWrite {
     type Db: sqlx::Database;
@@ -980,29 +1009,8 @@ impl Metabase {
     /// Records a pending object; its segments are attached to `stream_id`.
     pub async fn begin_object(&self, object: &Object) -> Result<()> {
         self.get_bucket(&object.project_id, &object.bucket).await?;
-        let sql = format!(
-            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        );
         on_pool!(self, pool => {
-            sqlx::query(&sql)
-                .bind(&object.stream_id)
-                .bind(&object.project_id)
-                .bind(&object.bucket)
-                .bind(&object.object_key)
-                .bind(object.committed)
-                .bind(object.created_at)
-                .bind(object.expires_at)
-                .bind(object.cipher)
-                .bind(object.block_size)
-                .bind(&object.encrypted_metadata)
-                .bind(&object.encrypted_metadata_key)
-                .bind(&object.encrypted_metadata_nonce)
-                .bind(object.plain_size)
-                .bind(object.segment_count)
-                .bind(object.multipart)
-                .execute(pool)
-                .await?;
+            insert_object!(pool, object)?;
         });
         Ok(())
     }
@@ -1535,10 +1543,6 @@ impl Metabase {
         let segments_sql = format!(
             "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
         );
-        let insert_object_sql = format!(
-            "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        );
         let insert_segment_sql = format!(
             "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -1592,24 +1596,7 @@ impl Metabase {
                 encrypted_metadata_nonce: copy.encrypted_metadata_nonce.clone(),
                 ..source
             };
-            sqlx::query(&insert_object_sql)
-                .bind(&object.stream_id)
-                .bind(&object.project_id)
-                .bind(&object.bucket)
-                .bind(&object.object_key)
-                .bind(object.committed)
-                .bind(object.created_at)
-                .bind(object.expires_at)
-                .bind(object.cipher)
-                .bind(object.block_size)
-                .bind(&object.encrypted_metadata)
-                .bind(&object.encrypted_metadata_key)
-                .bind(&object.encrypted_metadata_nonce)
-                .bind(object.plain_size)
-                .bind(object.segment_count)
-                .bind(object.multipart)
-                .execute(&mut *tx)
-                .await?;
+            insert_object!(&mut *tx, &object)?;
             for (record, key) in records.into_iter().zip(&copy.segment_keys) {
                 sqlx::query(&insert_segment_sql)
                     .bind(&object.stream_id)

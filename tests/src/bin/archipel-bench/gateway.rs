@@ -215,21 +215,7 @@ async fn gateway_large(
         Ok(())
     })
     .await?;
-    let (bytes, get) = measure(async {
-        let output = s3
-            .get_object()
-            .bucket(BUCKET)
-            .key(key)
-            .send()
-            .await
-            .map_err(s3_error)?;
-        let mut body = std::pin::pin!(output.body.into_async_read());
-        let mut sink = HashSink::default();
-        let bytes = tokio::io::copy_buf(&mut body, &mut sink).await?;
-        check_hash(hash, sink.hasher.finalize())?;
-        Ok(bytes)
-    })
-    .await?;
+    let (bytes, get) = measure(get_checked(s3, key, hash)).await?;
     Ok(Large {
         put: Transfer {
             bytes: size,
@@ -237,6 +223,23 @@ async fn gateway_large(
         },
         get: Transfer { bytes, sample: get },
     })
+}
+
+/// GETs `key` through the gateway into a hashing sink; returns the bytes
+/// read, failing unless their BLAKE3 is `hash`.
+async fn get_checked(s3: &Client, key: &str, hash: &str) -> Result<u64, BenchError> {
+    let output = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .map_err(s3_error)?;
+    let mut body = std::pin::pin!(output.body.into_async_read());
+    let mut sink = HashSink::default();
+    let bytes = tokio::io::copy_buf(&mut body, &mut sink).await?;
+    check_hash(hash, sink.hasher.finalize())?;
+    Ok(bytes)
 }
 
 /// Copies of the large object through the gateway: CopyObject (server-side:
@@ -301,17 +304,7 @@ async fn gateway_copies(s3: &Client, hash: &str) -> Result<[Sample; 2], BenchErr
     })
     .await?;
     for key in ["large/copy", "large/part-copy"] {
-        let output = s3
-            .get_object()
-            .bucket(BUCKET)
-            .key(key)
-            .send()
-            .await
-            .map_err(s3_error)?;
-        let mut body = std::pin::pin!(output.body.into_async_read());
-        let mut sink = HashSink::default();
-        tokio::io::copy_buf(&mut body, &mut sink).await?;
-        check_hash(hash, sink.hasher.finalize())?;
+        get_checked(s3, key, hash).await?;
     }
     Ok([server_side, streamed])
 }
