@@ -177,6 +177,19 @@ impl Project {
         crate::object_info(key, upload.object()?, &upload.object_key, Vec::new()).map(Some)
     }
 
+    /// The upload in progress as it was begun: its content type, expiration
+    /// and the metadata given to [`Project::begin_multipart`].
+    pub async fn multipart_info(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<ObjectInfo, Error> {
+        // Parts above the last possible one: only the upload's description.
+        let pending = self.pending(bucket, key, upload_id, MAX_PART).await?;
+        crate::object_info(key, pending.object()?, &pending.object_key, Vec::new())
+    }
+
     /// Uploads everything `reader` yields as part `number` of the upload,
     /// replacing an earlier upload of that part, and records it with the
     /// tag `tag` gives once all of the part is read.

@@ -15,8 +15,9 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine;
 use s3s::crypto::{Checksum as _, Crc32, Crc32c, Crc64Nvme, Sha1, Sha256};
 use s3s::dto::{
-    ChecksumAlgorithm, ChecksumMode, ChecksumType, GetObjectOutput, HeadObjectOutput,
-    PutObjectInput, PutObjectOutput, UploadPartInput, UploadPartOutput,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompleteMultipartUploadOutput, CopyPartResult,
+    GetObjectOutput, HeadObjectOutput, Part, PutObjectInput, PutObjectOutput, UploadPartInput,
+    UploadPartOutput,
 };
 use s3s::{s3_error, S3ErrorCode, S3Result, TrailingHeaders};
 
@@ -70,13 +71,20 @@ impl Algorithm {
             .find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
-    fn digest_len(self) -> usize {
+    pub(crate) fn digest_len(self) -> usize {
         match self {
             Algorithm::Crc32 | Algorithm::Crc32c => 4,
             Algorithm::Crc64Nvme => 8,
             Algorithm::Sha1 => 20,
             Algorithm::Sha256 => 32,
         }
+    }
+
+    /// The digest of `data`.
+    pub(crate) fn digest(self, data: &[u8]) -> Vec<u8> {
+        let mut hasher = self.hasher();
+        hasher.update(data);
+        hasher.finish()
     }
 
     fn hasher(self) -> Hasher {
@@ -91,7 +99,7 @@ impl Algorithm {
 
     /// The digest in `value` (base64, as S3 headers carry it), if it is one
     /// of this algorithm.
-    fn decode(self, value: &str) -> Option<Vec<u8>> {
+    pub(crate) fn decode(self, value: &str) -> Option<Vec<u8>> {
         base64::engine::general_purpose::STANDARD
             .decode(value.trim())
             .ok()
@@ -137,6 +145,51 @@ pub(crate) struct Checksum {
 }
 
 impl Checksum {
+    /// A checksum of `digest`.
+    pub(crate) fn of_digest(algorithm: Algorithm, digest: &[u8]) -> Checksum {
+        Checksum {
+            algorithm,
+            value: base64::engine::general_purpose::STANDARD.encode(digest),
+        }
+    }
+
+    /// Whether `other` is the same digest (base64 may be written in more
+    /// than one way).
+    pub(crate) fn same_digest(&self, other: &Checksum) -> bool {
+        self.algorithm == other.algorithm
+            && self.algorithm.decode(&self.value).is_some()
+            && self.algorithm.decode(&self.value) == other.algorithm.decode(&other.value)
+    }
+
+    /// Whether a client's `text` names this checksum: the same digest, and
+    /// for a composite checksum the same number of parts if it gives one.
+    pub(crate) fn matches_text(&self, text: &str) -> bool {
+        let (digest, parts) = match self.value.split_once('-') {
+            Some((digest, parts)) => (digest, Some(parts)),
+            None => (self.value.as_str(), None),
+        };
+        let (given_digest, given_parts) = match text.trim().split_once('-') {
+            Some((digest, parts)) => (digest, Some(parts)),
+            None => (text.trim(), None),
+        };
+        let decoded = self.algorithm.decode(given_digest);
+        decoded.is_some()
+            && decoded == self.algorithm.decode(digest)
+            && (given_parts.is_none() || given_parts == parts)
+    }
+
+    /// S3's checksum type: a multipart object's composite checksum (a
+    /// checksum of its parts' checksums) ends in `-` and the number of
+    /// parts, which base64 never contains; every other checksum is of the
+    /// whole object's bytes.
+    pub(crate) fn kind(&self) -> ChecksumType {
+        ChecksumType::from_static(if self.value.contains('-') {
+            ChecksumType::COMPOSITE
+        } else {
+            ChecksumType::FULL_OBJECT
+        })
+    }
+
     /// Sets the response's checksum headers to this one.
     pub(crate) fn set_on(&self, output: &mut impl ChecksumOutput) {
         output.set_checksum(self);
@@ -175,7 +228,7 @@ macro_rules! checksum_outputs {
         $(impl ChecksumOutput for $output {
             fn set_checksum(&mut self, checksum: &Checksum) {
                 checksum_outputs!(@values self, checksum);
-                self.checksum_type = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+                self.checksum_type = Some(checksum.kind());
             }
         })*
         $(impl ChecksumOutput for $part {
@@ -186,7 +239,10 @@ macro_rules! checksum_outputs {
     };
 }
 
-checksum_outputs!(objects: PutObjectOutput, GetObjectOutput, HeadObjectOutput; parts: UploadPartOutput);
+checksum_outputs!(
+    objects: PutObjectOutput, GetObjectOutput, HeadObjectOutput, CompleteMultipartUploadOutput;
+    parts: UploadPartOutput, CopyPartResult, Part
+);
 
 /// The checksum fields of an upload request as s3s parsed them (PutObject and
 /// UploadPart carry the same ones). s3s fills `algorithm` from
@@ -202,11 +258,19 @@ pub(crate) struct ChecksumRequest<'a> {
     pub sha256: Option<&'a str>,
 }
 
-/// The [`ChecksumRequest`] of an upload input (PutObject, UploadPart).
+/// The [`ChecksumRequest`] of an upload input (PutObject, UploadPart), or
+/// with `values only` of something that names no algorithm (a part in a
+/// CompleteMultipartUpload request, that request's own headers).
 macro_rules! checksum_request {
     ($input:expr) => {
-        ChecksumRequest {
+        $crate::checksums::ChecksumRequest {
             algorithm: $input.checksum_algorithm.as_ref(),
+            ..$crate::checksums::checksum_request!($input, values only)
+        }
+    };
+    ($input:expr, values only) => {
+        $crate::checksums::ChecksumRequest {
+            algorithm: None,
             crc32: $input.checksum_crc32.as_deref(),
             crc32c: $input.checksum_crc32c.as_deref(),
             crc64nvme: $input.checksum_crc64nvme.as_deref(),
@@ -214,6 +278,52 @@ macro_rules! checksum_request {
             sha256: $input.checksum_sha256.as_deref(),
         }
     };
+}
+pub(crate) use checksum_request;
+
+impl<'a> ChecksumRequest<'a> {
+    /// The one checksum value given, as given; several values are an
+    /// invalid request.
+    pub(crate) fn given(&self) -> S3Result<Option<(Algorithm, &'a str)>> {
+        let values = [
+            (Algorithm::Crc32, self.crc32),
+            (Algorithm::Crc32c, self.crc32c),
+            (Algorithm::Crc64Nvme, self.crc64nvme),
+            (Algorithm::Sha1, self.sha1),
+            (Algorithm::Sha256, self.sha256),
+        ];
+        let mut given = values
+            .into_iter()
+            .filter_map(|(algorithm, value)| value.map(|v| (algorithm, v)));
+        let first = given.next();
+        if given.next().is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "expecting a single x-amz-checksum- header"
+            ));
+        }
+        Ok(first)
+    }
+
+    /// The one checksum value given, checked to be a digest of its
+    /// algorithm.
+    pub(crate) fn value(&self) -> S3Result<Option<Checksum>> {
+        let Some((algorithm, value)) = self.given()? else {
+            return Ok(None);
+        };
+        if algorithm.decode(value).is_none() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the value of {} is not a base64 {} checksum",
+                algorithm.header(),
+                algorithm.name()
+            ));
+        }
+        Ok(Some(Checksum {
+            algorithm,
+            value: value.trim().to_string(),
+        }))
+    }
 }
 
 /// Where the value a body must match comes from.
@@ -250,23 +360,7 @@ impl Checksummer {
         request: ChecksumRequest<'_>,
         trailers: Option<&TrailingHeaders>,
     ) -> S3Result<Option<Checksummer>> {
-        let values = [
-            (Algorithm::Crc32, request.crc32),
-            (Algorithm::Crc32c, request.crc32c),
-            (Algorithm::Crc64Nvme, request.crc64nvme),
-            (Algorithm::Sha1, request.sha1),
-            (Algorithm::Sha256, request.sha256),
-        ];
-        let mut given = values
-            .into_iter()
-            .filter_map(|(algorithm, value)| value.map(|v| (algorithm, v)));
-        let header = given.next();
-        if given.next().is_some() {
-            return Err(s3_error!(
-                InvalidRequest,
-                "expecting a single x-amz-checksum- header"
-            ));
-        }
+        let header = request.value()?;
         let named = match request.algorithm {
             Some(name) => Some(Algorithm::parse(name.as_str()).ok_or_else(|| {
                 s3_error!(
@@ -278,7 +372,7 @@ impl Checksummer {
             None => None,
         };
         let (algorithm, expected) = match (header, named) {
-            (Some((algorithm, value)), named) => {
+            (Some(Checksum { algorithm, value }), named) => {
                 if named.is_some_and(|n| n != algorithm) {
                     return Err(s3_error!(
                         InvalidRequest,
@@ -286,15 +380,7 @@ impl Checksummer {
                         algorithm.header()
                     ));
                 }
-                if algorithm.decode(value).is_none() {
-                    return Err(s3_error!(
-                        InvalidRequest,
-                        "the value of {} is not a base64 {} checksum",
-                        algorithm.header(),
-                        algorithm.name()
-                    ));
-                }
-                (algorithm, Expected::Header(value.trim().to_string()))
+                (algorithm, Expected::Header(value))
             }
             (None, Some(algorithm)) => match trailers {
                 Some(trailers) => (algorithm, Expected::Trailer(trailers.clone())),
@@ -302,24 +388,32 @@ impl Checksummer {
             },
             (None, None) => return Ok(None),
         };
-        Ok(Some(Checksummer {
+        Ok(Some(Checksummer::expecting(algorithm, expected)))
+    }
+
+    fn expecting(algorithm: Algorithm, expected: Expected) -> Checksummer {
+        Checksummer {
             shared: Arc::new(Shared {
                 algorithm,
                 expected,
                 verified: OnceLock::new(),
             }),
-        }))
+        }
     }
 
     /// A checksum already stored with an object, for a copy of its bytes.
     pub(crate) fn stored(checksum: Checksum) -> Checksummer {
-        Checksummer {
-            shared: Arc::new(Shared {
-                algorithm: checksum.algorithm,
-                expected: Expected::Header(checksum.value),
-                verified: OnceLock::new(),
-            }),
-        }
+        Checksummer::expecting(checksum.algorithm, Expected::Header(checksum.value))
+    }
+
+    /// A checksum the gateway computes over the body (a part of an upload
+    /// created with `algorithm` whose request gave none).
+    pub(crate) fn computed(algorithm: Algorithm) -> Checksummer {
+        Checksummer::expecting(algorithm, Expected::Computed)
+    }
+
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        self.shared.algorithm
     }
 
     pub(crate) fn from_put(
@@ -408,9 +502,11 @@ impl ChecksumCheck {
         };
         match outcome {
             Ok(()) => {
-                let value = base64::engine::general_purpose::STANDARD.encode(&digest);
                 // Only this reader sets it, once.
-                let _ = self.shared.verified.set(Checksum { algorithm, value });
+                let _ = self
+                    .shared
+                    .verified
+                    .set(Checksum::of_digest(algorithm, &digest));
                 Ok(())
             }
             Err(refused) => {

@@ -1,5 +1,6 @@
-//! Conditional writes: PutObject with `If-None-Match: *` (store only if the
-//! key is free) or `If-Match: "etag"` (replace only that content).
+//! Conditional writes: PutObject and CompleteMultipartUpload with
+//! `If-None-Match: *` (store only if the key is free) or `If-Match: "etag"`
+//! (replace only that content).
 //!
 //! The satellite has no compare-and-swap commit, so the condition is checked
 //! twice: before the body is read (a failure costs no upload) and again when
@@ -7,8 +8,8 @@
 //! and commits (see [`WriteCondition::gate`]). A concurrent writer that
 //! commits between that second check and this upload's commit still wins
 //! silently or is overwritten: the window is the last segment's upload plus
-//! the commit, never the whole transfer. While PUT spools its body to a
-//! temporary file first, the second check runs before the upload starts.
+//! the commit, never the whole transfer. A completion moves no data: its
+//! condition is checked once, just before the commit.
 
 use std::future::Future;
 use std::io;
@@ -17,7 +18,7 @@ use std::task::{Context, Poll};
 
 use archipel_client::{Error, ObjectInfo, Project};
 use futures::ready;
-use s3s::dto::{ETagCondition, PutObjectInput};
+use s3s::dto::{CompleteMultipartUploadInput, ETagCondition, PutObjectInput};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -34,7 +35,22 @@ pub(crate) struct WriteCondition {
 impl WriteCondition {
     /// The request's conditions; `None` when it has none.
     pub(crate) fn from_put(input: &PutObjectInput) -> S3Result<Option<WriteCondition>> {
-        let if_none_match = match &input.if_none_match {
+        WriteCondition::new(input.if_match.as_ref(), input.if_none_match.as_ref())
+    }
+
+    /// A CompleteMultipartUpload's conditions, checked just before the
+    /// upload is completed.
+    pub(crate) fn from_complete(
+        input: &CompleteMultipartUploadInput,
+    ) -> S3Result<Option<WriteCondition>> {
+        WriteCondition::new(input.if_match.as_ref(), input.if_none_match.as_ref())
+    }
+
+    fn new(
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<Option<WriteCondition>> {
+        let if_none_match = match if_none_match {
             None => false,
             Some(ETagCondition::Any) => true,
             Some(ETagCondition::ETag(_)) => {
@@ -44,11 +60,11 @@ impl WriteCondition {
                 ))
             }
         };
-        if input.if_match.is_none() && !if_none_match {
+        if if_match.is_none() && !if_none_match {
             return Ok(None);
         }
         Ok(Some(WriteCondition {
-            if_match: input.if_match.clone(),
+            if_match: if_match.cloned(),
             if_none_match,
         }))
     }

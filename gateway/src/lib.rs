@@ -25,6 +25,7 @@ mod listing;
 mod metadata;
 mod multipart;
 mod objects;
+mod part_checksums;
 mod server;
 mod service;
 mod snapshots;

@@ -1,7 +1,9 @@
 //! S3 object headers ↔ the object's sealed metadata. Content-Type has its own
 //! field in the client library; the other standard headers, the ETag and the
-//! additional checksum (`s3:checksum-crc32` etc.) live under reserved `s3:` keys, and `x-amz-meta-*` entries under their own
-//! names (HTTP header names cannot contain `:`, so they never collide).
+//! additional checksum (`s3:checksum-crc32` etc.; a multipart upload's
+//! algorithm and type under `s3:multipart-checksum`) live under reserved
+//! `s3:` keys, and `x-amz-meta-*` entries under their own names (HTTP header
+//! names cannot contain `:`, so they never collide).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use archipel_client::{LateMetadata, ObjectInfo, UploadOptions};
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
 
 use crate::checksums::{Algorithm, Checksum, Checksummer};
+use crate::part_checksums::UploadChecksum;
 
 const ETAG: &str = "s3:etag";
 const CONTENT_ENCODING: &str = "s3:content-encoding";
@@ -17,6 +20,8 @@ const CONTENT_DISPOSITION: &str = "s3:content-disposition";
 const CACHE_CONTROL: &str = "s3:cache-control";
 const EXPIRES: &str = "s3:expires";
 const CHECKSUM_PREFIX: &str = "s3:checksum-";
+/// A multipart upload's checksum algorithm and type.
+const UPLOAD_CHECKSUM: &str = "s3:multipart-checksum";
 const RESERVED_PREFIX: &str = "s3:";
 
 /// The S3-visible description of an object, as PUT stores it and GET/HEAD
@@ -75,7 +80,7 @@ impl ObjectHeaders {
             Arc::new(move || {
                 checksum
                     .value()
-                    .map(|c| (checksum_key(c.algorithm), c.value))
+                    .map(|c| checksum_entry(&c))
                     .into_iter()
                     .collect()
             })
@@ -133,6 +138,23 @@ pub(crate) fn checksum(info: &ObjectInfo) -> Option<Checksum> {
             value: value.clone(),
         })
     })
+}
+
+/// The metadata entry that stores an object's additional checksum.
+pub(crate) fn checksum_entry(checksum: &Checksum) -> (String, String) {
+    (checksum_key(checksum.algorithm), checksum.value.clone())
+}
+
+/// The metadata entry that records a multipart upload's checksum.
+pub(crate) fn upload_checksum_entry(checksum: UploadChecksum) -> (String, String) {
+    (UPLOAD_CHECKSUM.to_string(), checksum.to_text())
+}
+
+/// The checksum a multipart upload was created with, if any.
+pub(crate) fn upload_checksum(info: &ObjectInfo) -> Option<UploadChecksum> {
+    info.metadata
+        .get(UPLOAD_CHECKSUM)
+        .and_then(|text| UploadChecksum::parse(text))
 }
 
 fn checksum_key(algorithm: Algorithm) -> String {

@@ -1,16 +1,18 @@
 //! Multipart uploads: Create, UploadPart, UploadPartCopy, Complete, Abort,
 //! ListParts and ListMultipartUploads over the client library's multipart
 //! uploads. Parts stream straight to the network (their MD5, the part ETag,
-//! is computed on the way and kept sealed with the part), so a part is never
-//! held in memory or on disk; completing moves no data. The object's ETag is
-//! S3's: the MD5 of the parts' binary MD5s, a dash and the number of parts.
+//! is computed on the way and kept sealed with the part, as is its checksum),
+//! so a part is never held in memory or on disk; completing moves no data.
+//! The object's ETag is S3's: the MD5 of the parts' binary MD5s, a dash and
+//! the number of parts; its checksum is made from the parts' (see
+//! `part_checksums`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use archipel_client::{ByteRange, Error, MultipartUpload, PartInfo, Project};
 use md5::{Digest, Md5};
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, ChecksumType, CommonPrefix,
     CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CompletedPart, CopyPartResult,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag, ListMultipartUploadsInput,
     ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, Part, UploadPartCopyInput,
@@ -19,11 +21,13 @@ use s3s::dto::{
 use s3s::{s3_error, S3Result};
 use tokio::io::AsyncRead;
 
-use crate::checksums::Checksummer;
+use crate::checksums::{checksum_request, Algorithm, Checksum, Checksummer};
+use crate::conditional::WriteCondition;
 use crate::copy;
 use crate::errors::s3_error;
 use crate::metadata;
 use crate::objects::{self, DownloadReader, Md5Reader};
+use crate::part_checksums::{Combination, PartTag, UploadChecksum};
 
 /// S3's smallest part, except for the last one.
 const MIN_PART_SIZE: u64 = 5 << 20;
@@ -34,17 +38,26 @@ pub(crate) async fn create(
     project: &Project,
     input: CreateMultipartUploadInput,
 ) -> S3Result<CreateMultipartUploadOutput> {
-    // Multipart objects carry no whole-object checksum (S3's are
-    // composite, checksums of the parts' checksums).
+    let checksum = UploadChecksum::from_create(
+        input.checksum_algorithm.as_ref(),
+        input.checksum_type.as_ref(),
+    )?;
+    // The object's checksum is made from the parts' at completion.
     let headers = metadata::request_headers!(input, None);
+    let mut options = headers.into_upload_options();
+    options
+        .metadata
+        .extend(checksum.map(metadata::upload_checksum_entry));
     let upload_id = project
-        .begin_multipart(&input.bucket, &input.key, headers.into_upload_options())
+        .begin_multipart(&input.bucket, &input.key, options)
         .await
         .map_err(s3_error)?;
     Ok(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(upload_id),
+        checksum_algorithm: checksum.map(UploadChecksum::algorithm_name),
+        checksum_type: checksum.map(UploadChecksum::type_name),
         ..Default::default()
     })
 }
@@ -61,26 +74,46 @@ fn part_number(number: i32) -> S3Result<u32> {
         })
 }
 
-/// Uploads `body` as part `number`; returns its ETag (hex MD5).
+/// Uploads `body` (read through `checksum`'s reader, if any, by the caller)
+/// as part `number`; returns its tag: ETag (hex MD5) and checksum.
 async fn store_part(
     project: &Project,
     (bucket, key, upload_id): (&str, &str, &str),
     number: u32,
     body: impl AsyncRead + Unpin + Send,
     expected_md5: Option<[u8; 16]>,
-) -> Result<String, archipel_client::Error> {
+    checksum: Option<Checksummer>,
+) -> Result<PartTag, archipel_client::Error> {
     let reader = Md5Reader::md5(body, expected_md5);
     let digest = reader.digest_slot();
     let part = project
         .upload_part(bucket, key, upload_id, number, reader, move || {
-            digest.get().map(hex::encode).unwrap_or_default()
+            PartTag {
+                etag: digest.get().map(hex::encode).unwrap_or_default(),
+                checksum: checksum.and_then(|c| c.value()),
+            }
+            .to_text()
         })
         .await?;
-    Ok(part.tag)
+    Ok(PartTag::parse(&part.tag))
 }
 
-/// Uploads a part; with a `checksum`, the body must match it, and the
-/// answer carries it.
+/// The checksum a part of the upload gets (see
+/// [`UploadChecksum::for_part`]).
+async fn part_checksum(
+    project: &Project,
+    (bucket, key, upload_id): (&str, &str, &str),
+    given: Option<Checksummer>,
+) -> S3Result<Option<Checksummer>> {
+    let upload = project
+        .multipart_info(bucket, key, upload_id)
+        .await
+        .map_err(s3_error)?;
+    UploadChecksum::for_part(metadata::upload_checksum(&upload), given)
+}
+
+/// Uploads a part; with a `checksum`, the body must match it. The answer
+/// carries the part's checksum: the request's, or the upload's algorithm's.
 pub(crate) async fn upload_part(
     project: &Project,
     input: UploadPartInput,
@@ -88,21 +121,21 @@ pub(crate) async fn upload_part(
 ) -> S3Result<UploadPartOutput> {
     let number = part_number(input.part_number)?;
     let expected_md5 = objects::expected_md5(input.content_md5.as_deref())?;
+    let upload = (
+        input.bucket.as_str(),
+        input.key.as_str(),
+        input.upload_id.as_str(),
+    );
+    let checksum = part_checksum(project, upload, checksum).await?;
     let body = objects::upload_body(input.body, checksum.as_ref());
-    let etag = store_part(
-        project,
-        (&input.bucket, &input.key, &input.upload_id),
-        number,
-        body,
-        expected_md5,
-    )
-    .await
-    .map_err(s3_error)?;
+    let tag = store_part(project, upload, number, body, expected_md5, checksum)
+        .await
+        .map_err(s3_error)?;
     let mut output = UploadPartOutput {
-        e_tag: Some(ETag::Strong(etag)),
+        e_tag: Some(ETag::Strong(tag.etag)),
         ..Default::default()
     };
-    if let Some(checksum) = checksum.and_then(|c| c.value()) {
+    if let Some(checksum) = tag.checksum {
         checksum.set_on(&mut output);
     }
     Ok(output)
@@ -128,22 +161,30 @@ pub(crate) async fn upload_part_copy(
         Some(text) => Some(copy_range(text, info.size)?),
         None => None,
     };
+    let upload = (
+        input.bucket.as_str(),
+        input.key.as_str(),
+        input.upload_id.as_str(),
+    );
+    let checksum = part_checksum(project, upload, None).await?;
     let source = DownloadReader::start(project.clone(), source_bucket, source_key, range);
-    let etag = store_part(
-        project,
-        (&input.bucket, &input.key, &input.upload_id),
-        number,
-        source,
-        None,
-    )
-    .await
-    .map_err(copy::source_read_error)?;
+    let source: Box<dyn AsyncRead + Unpin + Send> = match &checksum {
+        Some(checksum) => Box::new(checksum.reader(source)),
+        None => Box::new(source),
+    };
+    let tag = store_part(project, upload, number, source, None, checksum)
+        .await
+        .map_err(copy::source_read_error)?;
+    let mut result = CopyPartResult {
+        e_tag: Some(ETag::Strong(tag.etag)),
+        last_modified: metadata::timestamp(std::time::SystemTime::now()),
+        ..Default::default()
+    };
+    if let Some(checksum) = tag.checksum {
+        checksum.set_on(&mut result);
+    }
     Ok(UploadPartCopyOutput {
-        copy_part_result: Some(CopyPartResult {
-            e_tag: Some(ETag::Strong(etag)),
-            last_modified: metadata::timestamp(std::time::SystemTime::now()),
-            ..Default::default()
-        }),
+        copy_part_result: Some(result),
         ..Default::default()
     })
 }
@@ -194,7 +235,8 @@ pub(crate) async fn complete(
 ) -> S3Result<CompleteMultipartUploadOutput> {
     let given = input
         .multipart_upload
-        .and_then(|u| u.parts)
+        .as_ref()
+        .and_then(|u| u.parts.clone())
         .filter(|parts| !parts.is_empty())
         .ok_or_else(|| {
             s3_error!(
@@ -202,8 +244,10 @@ pub(crate) async fn complete(
                 "the request names no parts to complete the upload with"
             )
         })?;
-    let recorded = match project
-        .list_parts(&input.bucket, &input.key, &input.upload_id)
+    let condition = WriteCondition::from_complete(&input)?;
+    let whole_given = checksum_request!(input, values only).given()?;
+    let upload = match project
+        .multipart_info(&input.bucket, &input.key, &input.upload_id)
         .await
     {
         Err(gone @ Error::UploadNotFound { .. }) => {
@@ -212,33 +256,117 @@ pub(crate) async fn complete(
         }
         other => other.map_err(s3_error)?,
     };
-    let mut numbers = Vec::with_capacity(given.len());
-    let mut chosen: Vec<PartInfo> = Vec::with_capacity(given.len());
-    for part in &given {
+    let upload_checksum = metadata::upload_checksum(&upload);
+    let recorded = project
+        .list_parts(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(s3_error)?;
+    let chosen = choose_parts(&given, &recorded, upload_checksum)?;
+    let size: u64 = chosen.iter().map(|(part, _)| part.size).sum();
+    if let Some(expected) = input.mpu_object_size {
+        if u64::try_from(expected).ok() != Some(size) {
+            return Err(s3_error!(
+                InvalidRequest,
+                "x-amz-mp-object-size is {expected} but the parts make {size} bytes"
+            ));
+        }
+    }
+    let checksum = object_checksum(
+        upload_checksum,
+        &chosen,
+        input.checksum_type.as_ref(),
+        whole_given,
+    )?;
+    let tags: Vec<&str> = chosen.iter().map(|(_, tag)| tag.etag.as_str()).collect();
+    let etag = multipart_etag(&tags);
+    if let Some(condition) = condition {
+        condition.check(project, &input.bucket, &input.key).await?;
+    }
+    let parts: Vec<PartInfo> = chosen.into_iter().map(|(part, _)| part).collect();
+    let mut entries = BTreeMap::from([metadata::etag_entry(&etag)]);
+    entries.extend(checksum.as_ref().map(metadata::checksum_entry));
+    project
+        .complete_multipart(&input.bucket, &input.key, &input.upload_id, &parts, entries)
+        .await
+        .map_err(s3_error)?;
+    let mut output = CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        e_tag: Some(ETag::Strong(etag)),
+        ..Default::default()
+    };
+    if let Some(checksum) = checksum {
+        checksum.set_on(&mut output);
+    }
+    Ok(output)
+}
+
+/// The recorded parts a completion names, in order, with their tags: each
+/// must have been uploaded with the ETag named and, where the request gives
+/// a part checksum, with that checksum. An upload created with a checksum
+/// needs every part to carry one of its algorithm, and a composite one needs
+/// the request to name each part's (S3's rules).
+fn choose_parts(
+    given: &[CompletedPart],
+    recorded: &[PartInfo],
+    upload: Option<UploadChecksum>,
+) -> S3Result<Vec<(PartInfo, PartTag)>> {
+    let mut chosen: Vec<(PartInfo, PartTag)> = Vec::with_capacity(given.len());
+    for part in given {
         let number = part
             .part_number
             .ok_or_else(|| s3_error!(InvalidPart, "a part has no part number"))
             .and_then(part_number)?;
-        if numbers.last().is_some_and(|&last| number <= last) {
+        if chosen.last().is_some_and(|(last, _)| number <= last.number) {
             return Err(s3_error!(
                 InvalidPartOrder,
                 "the list of parts was not in ascending order"
             ));
         }
-        let found = recorded.iter().find(|p| p.number == number);
-        let matches = |p: &&PartInfo| part.e_tag.as_ref().is_some_and(|e| e.value() == p.tag);
-        let Some(found) = found.filter(matches) else {
+        let found = recorded
+            .iter()
+            .find(|p| p.number == number)
+            .map(|p| (p, PartTag::parse(&p.tag)))
+            .filter(|(_, tag)| part.e_tag.as_ref().is_some_and(|e| e.value() == tag.etag));
+        let Some((found, tag)) = found else {
             return Err(s3_error!(
                 InvalidPart,
                 "part {number} was not uploaded or its ETag differs"
             ));
         };
-        numbers.push(number);
-        chosen.push(found.clone());
+        match (checksum_request!(part, values only).value()?, &tag.checksum) {
+            (Some(named), Some(stored)) if named.same_digest(stored) => {}
+            (Some(named), _) => {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number} was not uploaded with the {} checksum named",
+                    named.algorithm.name()
+                ))
+            }
+            (None, _) => {
+                if let Some(upload) = upload.filter(|u| u.combination == Combination::Composite) {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {number} in the request.",
+                        upload.algorithm.name().to_ascii_lowercase()
+                    ));
+                }
+            }
+        }
+        if let Some(upload) = upload {
+            if tag.checksum.as_ref().map(|c| c.algorithm) != Some(upload.algorithm) {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number} was uploaded without a {} checksum",
+                    upload.algorithm.name()
+                ));
+            }
+        }
+        chosen.push((found.clone(), tag));
     }
-    if let Some(small) = chosen[..chosen.len() - 1]
+    if let Some((small, _)) = chosen[..chosen.len() - 1]
         .iter()
-        .find(|p| p.size < MIN_PART_SIZE)
+        .find(|(p, _)| p.size < MIN_PART_SIZE)
     {
         return Err(s3_error!(
             EntityTooSmall,
@@ -247,24 +375,72 @@ pub(crate) async fn complete(
             small.size
         ));
     }
-    let tags: Vec<&str> = chosen.iter().map(|p| p.tag.as_str()).collect();
-    let etag = multipart_etag(&tags);
-    project
-        .complete_multipart(
-            &input.bucket,
-            &input.key,
-            &input.upload_id,
-            &chosen,
-            [metadata::etag_entry(&etag)].into(),
-        )
-        .await
-        .map_err(s3_error)?;
-    Ok(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket),
-        key: Some(input.key),
-        e_tag: Some(ETag::Strong(etag)),
-        ..Default::default()
-    })
+    Ok(chosen)
+}
+
+/// The completed object's checksum, made from the `chosen` parts' as the
+/// upload was created to; a whole-object checksum or type the request
+/// names must agree with it.
+fn object_checksum(
+    upload: Option<UploadChecksum>,
+    chosen: &[(PartInfo, PartTag)],
+    type_given: Option<&ChecksumType>,
+    whole_given: Option<(Algorithm, &str)>,
+) -> S3Result<Option<Checksum>> {
+    let Some(upload) = upload else {
+        if type_given.is_some() || whole_given.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the upload was created without a checksum algorithm"
+            ));
+        }
+        return Ok(None);
+    };
+    if let Some(kind) = type_given {
+        if !kind
+            .as_str()
+            .eq_ignore_ascii_case(upload.type_name().as_str())
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the checksum type {} differs from the upload's {}",
+                kind.as_str(),
+                upload.type_name().as_str()
+            ));
+        }
+    }
+    let parts: Vec<(&Checksum, u64)> = chosen
+        .iter()
+        .filter_map(|(part, tag)| tag.checksum.as_ref().map(|c| (c, part.size)))
+        .collect();
+    let computed = upload
+        .object_checksum(&parts)
+        .filter(|_| parts.len() == chosen.len())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidPart,
+                "a part's stored checksum is not a {} checksum",
+                upload.algorithm.name()
+            )
+        })?;
+    if let Some((algorithm, value)) = whole_given {
+        if algorithm != upload.algorithm {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the upload was created using a {} checksum, not {}",
+                upload.algorithm.name(),
+                algorithm.name()
+            ));
+        }
+        if !computed.matches_text(value) {
+            return Err(s3_error!(
+                BadDigest,
+                "the {} you specified did not match the calculated checksum",
+                algorithm.name()
+            ));
+        }
+    }
+    Ok(Some(computed))
 }
 
 /// A completion retried after its answer was lost: if the upload was
@@ -288,12 +464,16 @@ async fn completed_before(
         .map_err(s3_error)?;
     match completed {
         Some(object) if metadata::etag(&object).is_some_and(|e| e.value() == etag) => {
-            Ok(CompleteMultipartUploadOutput {
+            let mut output = CompleteMultipartUploadOutput {
                 bucket: Some(bucket),
                 key: Some(key),
                 e_tag: Some(ETag::Strong(etag)),
                 ..Default::default()
-            })
+            };
+            if let Some(checksum) = metadata::checksum(&object) {
+                checksum.set_on(&mut output);
+            }
+            Ok(output)
         }
         _ => Err(s3_error(gone)),
     }
@@ -322,6 +502,11 @@ pub(crate) async fn list_parts(
     project: &Project,
     input: ListPartsInput,
 ) -> S3Result<ListPartsOutput> {
+    let upload = project
+        .multipart_info(&input.bucket, &input.key, &input.upload_id)
+        .await
+        .map_err(s3_error)?;
+    let checksum = metadata::upload_checksum(&upload);
     let parts = project
         .list_parts(&input.bucket, &input.key, &input.upload_id)
         .await
@@ -345,19 +530,26 @@ pub(crate) async fn list_parts(
             .and_then(|p| i32::try_from(p.number).ok()),
         max_parts: i32::try_from(max).ok(),
         is_truncated: Some(truncated),
-        parts: Some(
-            page.iter()
-                .map(|p| Part {
-                    part_number: i32::try_from(p.number).ok(),
-                    e_tag: Some(ETag::Strong(p.tag.clone())),
-                    size: i64::try_from(p.size).ok(),
-                    last_modified: metadata::timestamp(p.uploaded),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
+        checksum_algorithm: checksum.map(UploadChecksum::algorithm_name),
+        checksum_type: checksum.map(UploadChecksum::type_name),
+        parts: Some(page.iter().map(|p| listed_part(p)).collect()),
         ..Default::default()
     })
+}
+
+fn listed_part(part: &PartInfo) -> Part {
+    let tag = PartTag::parse(&part.tag);
+    let mut listed = Part {
+        part_number: i32::try_from(part.number).ok(),
+        e_tag: Some(ETag::Strong(tag.etag)),
+        size: i64::try_from(part.size).ok(),
+        last_modified: metadata::timestamp(part.uploaded),
+        ..Default::default()
+    };
+    if let Some(checksum) = tag.checksum {
+        checksum.set_on(&mut listed);
+    }
+    listed
 }
 
 /// One page of uploads: those after the markers, with keys rolled up to

@@ -1,5 +1,6 @@
-//! Object operations: PUT (streamed, with the MD5 ETag), GET and HEAD (ranges
-//! and conditional headers), DELETE and multi-object DELETE. Bodies stream in
+//! Object operations: PUT (streamed, with the MD5 ETag), GET and HEAD (ranges,
+//! single parts of multipart objects, conditional headers), DELETE and
+//! multi-object DELETE. Bodies stream in
 //! both directions through bounded buffers, never whole objects in memory
 //! (the MD5 ETag is computed on the way and sealed at commit, see `store`).
 
@@ -20,7 +21,7 @@ use s3s::dto::{
     ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
     PutObjectInput, PutObjectOutput, Range, StreamingBlob, Timestamp,
 };
-use s3s::{s3_error, S3Result};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -283,6 +284,83 @@ struct Selection {
     offset: u64,
     length: u64,
     content_range: Option<String>,
+    /// For a read of one part of a multipart object: how many it has.
+    parts_count: Option<i32>,
+}
+
+/// What a GET or HEAD reads: one part (`partNumber`), a range, or all of it.
+fn selection(
+    range: Option<&Range>,
+    part_number: Option<i32>,
+    info: &ObjectInfo,
+) -> S3Result<Selection> {
+    let Some(number) = part_number else {
+        return select(range, info.size);
+    };
+    if range.is_some() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    let spans = part_spans(info);
+    let (offset, length) = usize::try_from(number)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|index| spans.get(index))
+        .copied()
+        .ok_or_else(|| {
+            let mut error = S3Error::with_message(
+                S3ErrorCode::Custom("InvalidPartNumber".into()),
+                format!(
+                    "the requested part number {number} is not satisfiable: the object has {} part(s)",
+                    spans.len()
+                ),
+            );
+            if let Some(status) = S3ErrorCode::InvalidRange.status_code() {
+                error.set_status_code(status);
+            }
+            error
+        })?;
+    let multipart = info
+        .segments
+        .iter()
+        .any(|s| archipel_proto::multipart::part_of(s.position) > 0);
+    Ok(Selection {
+        offset,
+        length,
+        content_range: (length > 0)
+            .then(|| format!("bytes {offset}-{}/{}", offset + length - 1, info.size)),
+        parts_count: multipart.then(|| i32::try_from(spans.len()).unwrap_or(i32::MAX)),
+    })
+}
+
+/// The byte spans (offset, length) of a multipart object's parts in order,
+/// from its segments' positions; any other object is one part.
+fn part_spans(info: &ObjectInfo) -> Vec<(u64, u64)> {
+    let mut segments: Vec<(u32, u64)> = info
+        .segments
+        .iter()
+        .map(|s| (s.position, s.plain_size))
+        .collect();
+    segments.sort_unstable();
+    let mut spans: Vec<(u32, u64, u64)> = Vec::new();
+    let mut offset = 0;
+    for (position, size) in segments {
+        let part = archipel_proto::multipart::part_of(position);
+        match spans.last_mut() {
+            Some((last, _, length)) if *last == part => *length += size,
+            _ => spans.push((part, offset, size)),
+        }
+        offset += size;
+    }
+    if spans.iter().all(|(part, _, _)| *part == 0) {
+        return vec![(0, info.size)];
+    }
+    spans
+        .into_iter()
+        .map(|(_, offset, length)| (offset, length))
+        .collect()
 }
 
 fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
@@ -291,6 +369,7 @@ fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
             offset: 0,
             length: size,
             content_range: None,
+            parts_count: None,
         });
     };
     // s3s answers a suffix range on an empty object with an empty range
@@ -310,6 +389,7 @@ fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
         offset: bytes.start,
         length: bytes.end - bytes.start,
         content_range: Some(format!("bytes {}-{}/{size}", bytes.start, bytes.end - 1)),
+        parts_count: None,
     })
 }
 
@@ -327,7 +407,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(etag.as_ref(), info.created)?;
-    let selection = select(input.range.as_ref(), info.size)?;
+    let selection = selection(input.range.as_ref(), input.part_number, &info)?;
     let headers = ObjectHeaders::from_object(&info);
     let checksum = Checksum::for_read(
         metadata::checksum(&info),
@@ -350,6 +430,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         accept_ranges: Some("bytes".into()),
         content_length: Some(content_length(selection.length)?),
         content_range: selection.content_range,
+        parts_count: selection.parts_count,
         e_tag: etag,
         last_modified: crate::metadata::timestamp(info.created),
         content_type: input.response_content_type.or(headers.content_type),
@@ -378,7 +459,7 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(etag.as_ref(), info.created)?;
-    let selection = select(input.range.as_ref(), info.size)?;
+    let selection = selection(input.range.as_ref(), input.part_number, &info)?;
     let headers = ObjectHeaders::from_object(&info);
     let checksum = Checksum::for_read(
         metadata::checksum(&info),
@@ -389,6 +470,7 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         accept_ranges: Some("bytes".into()),
         content_length: Some(content_length(selection.length)?),
         content_range: selection.content_range,
+        parts_count: selection.parts_count,
         e_tag: etag,
         last_modified: crate::metadata::timestamp(info.created),
         content_type: headers.content_type,
@@ -674,5 +756,56 @@ mod tests {
         );
         let s = select(None, 10).unwrap();
         assert_eq!((s.offset, s.length, s.content_range), (0, 10, None));
+    }
+
+    #[test]
+    fn part_numbers_select_whole_parts() {
+        let segment = |part: u32, index: u32, plain_size: u64| archipel_client::SegmentStat {
+            position: part << archipel_proto::multipart::PART_SHIFT | index,
+            plain_size,
+            encrypted_size: plain_size,
+            inline: false,
+            redundancy: None,
+            piece_count: 0,
+            healthy_pieces: 0,
+            health: archipel_client::SegmentHealth::Healthy,
+        };
+        let object = |segments: Vec<archipel_client::SegmentStat>| ObjectInfo {
+            key: "k".into(),
+            size: segments.iter().map(|s| s.plain_size).sum(),
+            created: SystemTime::now(),
+            expires: None,
+            content_type: None,
+            metadata: Default::default(),
+            segments,
+        };
+        // Parts 1 (two segments), 3 and 4, listed out of order.
+        let multipart = object(vec![
+            segment(3, 0, 7),
+            segment(1, 1, 5),
+            segment(1, 0, 10),
+            segment(4, 0, 1),
+        ]);
+        let read = |number| selection(None, Some(number), &multipart);
+        let s = read(1).unwrap();
+        assert_eq!((s.offset, s.length, s.parts_count), (0, 15, Some(3)));
+        assert_eq!(s.content_range.as_deref(), Some("bytes 0-14/23"));
+        let s = read(2).unwrap();
+        assert_eq!((s.offset, s.length), (15, 7));
+        let s = read(3).unwrap();
+        assert_eq!(s.content_range.as_deref(), Some("bytes 22-22/23"));
+        for beyond in [0, 4, -1] {
+            let error = read(beyond).err().unwrap();
+            assert_eq!(error.code().as_str(), "InvalidPartNumber");
+            assert_eq!(error.status_code().map(|s| s.as_u16()), Some(416));
+        }
+        let range = Range::parse("bytes=0-1").unwrap();
+        let error = selection(Some(&range), Some(1), &multipart).err().unwrap();
+        assert_eq!(error.code().as_str(), "InvalidRequest");
+        // A single upload is its one part.
+        let single = object(vec![segment(0, 0, 8), segment(0, 1, 2)]);
+        let s = selection(None, Some(1), &single).unwrap();
+        assert_eq!((s.offset, s.length, s.parts_count), (0, 10, None));
+        assert!(selection(None, Some(2), &single).is_err());
     }
 }

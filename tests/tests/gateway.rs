@@ -13,7 +13,10 @@ use archipel_gateway::Config;
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete,
+    ObjectIdentifier,
+};
 use aws_sdk_s3::Client;
 use common::{code, get_bytes, s3_client, status, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -256,6 +259,7 @@ async fn bucket_and_object_crud(backend: Backend) {
 on_both_backends!(
     bucket_and_object_crud,
     multipart_uploads,
+    multipart_checksums,
     server_side_copies_share_pieces_until_the_last_copy_goes,
     overlapping_uploads_of_a_part_never_mix
 );
@@ -267,8 +271,12 @@ fn md5_of(data: &[u8]) -> u128 {
 }
 
 fn base64_md5(data: &[u8]) -> String {
+    base64(&md5_reference::digest(data))
+}
+
+/// Standard base64 with padding, as S3 headers carry digests.
+fn base64(digest: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let digest = md5_reference::digest(data);
     let mut out = String::new();
     for chunk in digest.chunks(3) {
         let b = [
@@ -1699,6 +1707,434 @@ async fn upload_part_copy_assembles_ranges_of_objects() {
         .await
         .unwrap();
     assert_eq!(get_bytes(s3, "dst", "joined").await, expected.concat());
+    fx.shutdown().await;
+}
+
+/// A bitwise reflected CRC with an all-ones start and final xor (CRC32,
+/// CRC32C, CRC64NVME), big-endian as S3 encodes it: the reference the
+/// gateway's table-driven CRCs and CRC combination are checked against.
+fn crc_reference(poly: u64, width: u32, data: &[u8]) -> Vec<u8> {
+    let mask = u64::MAX >> (64 - width);
+    let mut crc = mask;
+    for &byte in data {
+        crc ^= u64::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ poly
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    (crc ^ mask).to_be_bytes()[(8 - width as usize / 8)..].to_vec()
+}
+
+fn crc32(data: &[u8]) -> Vec<u8> {
+    crc_reference(0xEDB8_8320, 32, data)
+}
+
+fn crc64nvme(data: &[u8]) -> Vec<u8> {
+    crc_reference(0x9A6C_9329_AC4B_C9B5, 64, data)
+}
+
+fn completed_part(number: i32, etag: &str, crc32: Option<String>) -> CompletedPart {
+    CompletedPart::builder()
+        .part_number(number)
+        .e_tag(etag)
+        .set_checksum_crc32(crc32)
+        .build()
+}
+
+fn parts_list(parts: Vec<CompletedPart>) -> CompletedMultipartUpload {
+    CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build()
+}
+
+/// Multipart uploads created with a checksum: parts carry one of its
+/// algorithm (the client's, or one the gateway computes for a copied part),
+/// completion checks the parts' checksums named and makes the object's as
+/// S3 does (composite, or CRCs combined into the whole object's), and GET
+/// reads single parts.
+async fn multipart_checksums(backend: Backend) {
+    let fx = Fixture::start(backend).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("sums").send().await.unwrap();
+    assert_eq!(base64(&crc32(b"hello world")), "DUoRhQ==");
+    assert_eq!(base64(&crc64nvme(b"hello world")), "jSnVw/bqjr4=");
+    let first = test_data(5 * MIB + 3, 61);
+    let second = test_data(1000, 62);
+    let whole = [first.clone(), second.clone()].concat();
+    s3.put_object()
+        .bucket("sums")
+        .key("source")
+        .body(ByteStream::from(second.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    // CRC32, composite by default.
+    let created = s3
+        .create_multipart_upload()
+        .bucket("sums")
+        .key("composite")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.checksum_algorithm(),
+        Some(&ChecksumAlgorithm::Crc32)
+    );
+    assert_eq!(created.checksum_type(), Some(&ChecksumType::Composite));
+    let upload_id = created.upload_id.unwrap();
+    let part1 = s3
+        .upload_part()
+        .bucket("sums")
+        .key("composite")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(first.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        part1.checksum_crc32(),
+        Some(base64(&crc32(&first)).as_str())
+    );
+    // A copied part gets its checksum from the gateway.
+    let part2 = s3
+        .upload_part_copy()
+        .bucket("sums")
+        .key("composite")
+        .upload_id(&upload_id)
+        .part_number(2)
+        .copy_source("sums/source")
+        .send()
+        .await
+        .unwrap()
+        .copy_part_result
+        .unwrap();
+    assert_eq!(
+        part2.checksum_crc32(),
+        Some(base64(&crc32(&second)).as_str())
+    );
+    let listed = s3
+        .list_parts()
+        .bucket("sums")
+        .key("composite")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.checksum_algorithm(), Some(&ChecksumAlgorithm::Crc32));
+    assert_eq!(listed.checksum_type(), Some(&ChecksumType::Composite));
+    let listed_sums: Vec<Option<&str>> =
+        listed.parts().iter().map(|p| p.checksum_crc32()).collect();
+    assert_eq!(
+        listed_sums,
+        [part1.checksum_crc32(), part2.checksum_crc32()]
+    );
+    let etags = [part1.e_tag().unwrap(), part2.e_tag().unwrap()];
+    let sums = [base64(&crc32(&first)), base64(&crc32(&second))];
+    let named = |crcs: [Option<&String>; 2]| {
+        parts_list(vec![
+            completed_part(1, etags[0], crcs[0].cloned()),
+            completed_part(2, etags[1], crcs[1].cloned()),
+        ])
+    };
+    let complete = |parts| {
+        s3.complete_multipart_upload()
+            .bucket("sums")
+            .key("composite")
+            .upload_id(&upload_id)
+            .multipart_upload(parts)
+    };
+    // A composite upload's completion names every part's checksum (S3's rule).
+    let error = complete(named([Some(&sums[0]), None]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRequest");
+    let error = complete(named([Some(&sums[1]), Some(&sums[1])]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidPart");
+    // The whole object's CRC is not its composite checksum.
+    let error = complete(named([Some(&sums[0]), Some(&sums[1])]))
+        .checksum_crc32(base64(&crc32(&whole)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "BadDigest");
+    let error = complete(named([Some(&sums[0]), Some(&sums[1])]))
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRequest");
+    let error = complete(named([Some(&sums[0]), Some(&sums[1])]))
+        .mpu_object_size(whole.len() as i64 + 1)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRequest");
+    let mut digests = crc32(&first);
+    digests.extend(crc32(&second));
+    let composite = format!("{}-2", base64(&crc32(&digests)));
+    let done = complete(named([Some(&sums[0]), Some(&sums[1])]))
+        .checksum_crc32(&composite)
+        .mpu_object_size(whole.len() as i64)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.checksum_crc32(), Some(composite.as_str()));
+    assert_eq!(done.checksum_type(), Some(&ChecksumType::Composite));
+    // A retried completion answers the same.
+    let again = complete(named([Some(&sums[0]), Some(&sums[1])]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.checksum_crc32(), Some(composite.as_str()));
+    assert_eq!(again.e_tag(), done.e_tag());
+    let head = s3
+        .head_object()
+        .bucket("sums")
+        .key("composite")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.checksum_crc32(), Some(composite.as_str()));
+    assert_eq!(head.checksum_type(), Some(&ChecksumType::Composite));
+    // The SDK leaves a composite checksum unchecked; the bytes are right.
+    let got = s3
+        .get_object()
+        .bucket("sums")
+        .key("composite")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert!(got.body.collect().await.unwrap().to_vec() == whole);
+
+    // One part at a time.
+    let part = s3
+        .get_object()
+        .bucket("sums")
+        .key("composite")
+        .part_number(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.parts_count(), Some(2));
+    assert_eq!(
+        part.content_range(),
+        Some(format!("bytes 0-{}/{}", first.len() - 1, whole.len()).as_str())
+    );
+    assert!(part.body.collect().await.unwrap().to_vec() == first);
+    let head = s3
+        .head_object()
+        .bucket("sums")
+        .key("composite")
+        .part_number(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(second.len() as i64));
+    assert_eq!(head.parts_count(), Some(2));
+    let error = s3
+        .get_object()
+        .bucket("sums")
+        .key("composite")
+        .part_number(3)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidPartNumber");
+    assert_eq!(status(&error), 416);
+    let error = s3
+        .get_object()
+        .bucket("sums")
+        .key("composite")
+        .part_number(1)
+        .range("bytes=0-9")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRequest");
+
+    // CRC64NVME: always a full-object checksum, the parts' CRCs combined
+    // into the whole object's, which the SDK checks on GET.
+    let created = s3
+        .create_multipart_upload()
+        .bucket("sums")
+        .key("full")
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.checksum_type(), Some(&ChecksumType::FullObject));
+    let upload_id = created.upload_id.unwrap();
+    let mut etags = Vec::new();
+    for (number, data) in [(1, &first), (2, &second)] {
+        let part = s3
+            .upload_part()
+            .bucket("sums")
+            .key("full")
+            .upload_id(&upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            part.checksum_crc64_nvme(),
+            Some(base64(&crc64nvme(data)).as_str())
+        );
+        etags.push(part.e_tag.unwrap());
+    }
+    let full = base64(&crc64nvme(&whole));
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("sums")
+        .key("full")
+        .upload_id(&upload_id)
+        .multipart_upload(parts_list(vec![
+            completed_part(1, &etags[0], None),
+            completed_part(2, &etags[1], None),
+        ]))
+        .checksum_crc64_nvme(&full)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.checksum_crc64_nvme(), Some(full.as_str()));
+    assert_eq!(done.checksum_type(), Some(&ChecksumType::FullObject));
+    let got = s3
+        .get_object()
+        .bucket("sums")
+        .key("full")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.checksum_crc64_nvme(), Some(full.as_str()));
+    assert!(got.body.collect().await.unwrap().to_vec() == whole);
+
+    // Parts of another algorithm than the upload's are refused; so are
+    // types an algorithm cannot have.
+    let upload_id = s3
+        .create_multipart_upload()
+        .bucket("sums")
+        .key("sha")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap();
+    let error = s3
+        .upload_part()
+        .bucket("sums")
+        .key("sha")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(second.clone()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRequest");
+    for (algorithm, kind) in [
+        (ChecksumAlgorithm::Crc64Nvme, ChecksumType::Composite),
+        (ChecksumAlgorithm::Sha1, ChecksumType::FullObject),
+    ] {
+        let error = s3
+            .create_multipart_upload()
+            .bucket("sums")
+            .key("refused")
+            .checksum_algorithm(algorithm)
+            .checksum_type(kind)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "InvalidRequest");
+    }
+
+    // Without an upload checksum, parts keep theirs and a completion may
+    // name them, but there is no object checksum to give.
+    let upload_id = create_upload(s3, "sums", "plain").await;
+    let part = s3
+        .upload_part()
+        .bucket("sums")
+        .key("plain")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .checksum_algorithm(ChecksumAlgorithm::Sha1)
+        .body(ByteStream::from(second.clone()))
+        .send()
+        .await
+        .unwrap();
+    let sha1 = part.checksum_sha1().unwrap().to_string();
+    let with_sha1 = || {
+        parts_list(vec![CompletedPart::builder()
+            .part_number(1)
+            .e_tag(part.e_tag().unwrap())
+            .checksum_sha1(&sha1)
+            .build()])
+    };
+    let complete = || {
+        s3.complete_multipart_upload()
+            .bucket("sums")
+            .key("plain")
+            .upload_id(&upload_id)
+            .multipart_upload(with_sha1())
+    };
+    let error = complete()
+        .checksum_crc32(base64(&crc32(&second)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidRequest");
+
+    // Conditional completion, against an object stored meanwhile: failed
+    // conditions leave it as it was.
+    let old = s3
+        .put_object()
+        .bucket("sums")
+        .key("plain")
+        .body(ByteStream::from_static(b"old"))
+        .send()
+        .await
+        .unwrap();
+    let error = complete().if_none_match("*").send().await.unwrap_err();
+    assert_eq!(code(&error), "PreconditionFailed");
+    let error = complete()
+        .if_match("\"0123456789abcdef0123456789abcdef\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "PreconditionFailed");
+    assert_eq!(get_bytes(s3, "sums", "plain").await, b"old");
+    complete()
+        .if_match(old.e_tag().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(get_bytes(s3, "sums", "plain").await == second);
+    let head = s3
+        .head_object()
+        .bucket("sums")
+        .key("plain")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.checksum_sha1(), None);
+    assert_eq!(head.checksum_type(), None);
     fx.shutdown().await;
 }
 
