@@ -4,8 +4,8 @@
 # test build), then runs `aws s3` and `aws s3api` commands against it and
 # checks every answer. Any failed check stops the script with a message saying
 # what differed; the devnet is always stopped, and its logs' tails are printed
-# when something failed. Needs `aws` (Debian package awscli, v1 or v2) and
-# sha256sum, md5sum, diff.
+# when something failed. Needs `aws` (Debian package awscli, v1 or v2), jq,
+# python3 (which awscli depends on), sha256sum, md5sum, diff.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 trap 'echo "s3-scenario: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -56,6 +56,16 @@ expect_eq() {
 
 sha256() {
     sha256sum "$1" | cut -d' ' -f1
+}
+
+# The CRC32 of one file, or S3's composite CRC32 of several as the parts of
+# one object (the CRC32 of their big-endian CRC32s, "-N"), base64, computed by
+# Python's zlib independently of the gateway.
+crc32_b64() {
+    python3 -c 'import base64, sys, zlib
+crcs = [zlib.crc32(open(f, "rb").read()).to_bytes(4, "big") for f in sys.argv[1:]]
+value = crcs[0] if len(crcs) == 1 else zlib.crc32(b"".join(crcs)).to_bytes(4, "big")
+print(base64.b64encode(value).decode() + ("" if len(crcs) == 1 else "-%d" % len(crcs)))' "$@"
 }
 
 # ---- the network ----------------------------------------------------------
@@ -265,6 +275,14 @@ expect_eq "sha256 of large.bin after a round trip" "$(sha256 "$work/large.bin")"
 etag=$(s3 s3api head-object --bucket "$bucket" --key large.bin --query ETag --output text) ||
     fail "aws s3api head-object large.bin"
 [[ $etag == *-5\" ]] || fail "the ETag of a 5-part object is S3's multipart form (md5-5), got $etag"
+# CLIs that send checksums by default (aws-cli >= 1.37 / 2.23) create the
+# upload with CRC32: the object then has S3's composite CRC32 of its 8 MiB parts.
+checksum=$(s3 s3api head-object --bucket "$bucket" --key large.bin --checksum-mode ENABLED \
+    --query ChecksumCRC32 --output text) || fail "aws s3api head-object --checksum-mode ENABLED large.bin"
+if [[ $checksum != None ]]; then
+    split -b 8M -d "$work/large.bin" "$work/large.part."
+    expect_eq "composite CRC32 of the CLI's multipart upload" "$(crc32_b64 "$work"/large.part.*)" "$checksum"
+fi
 
 step "copies: s3api copy-object (server-side) and s3 cp between keys (part copies)"
 s3 s3api copy-object --bucket "$bucket" --key copy.bin --copy-source "$bucket/large.bin" \
@@ -303,6 +321,36 @@ s3 s3api abort-multipart-upload --bucket "$bucket" --key pending.bin --upload-id
 uploads=$(s3 s3api list-multipart-uploads --bucket "$bucket" --query 'length(Uploads || `[]`)' --output text) ||
     fail "aws s3api list-multipart-uploads after the abort"
 expect_eq "uploads in progress after the abort" "0" "$uploads"
+
+step "s3api multipart with CRC32: part checksums, the composite object checksum"
+head -c $((5 << 20)) /dev/urandom >"$work/part1.bin"
+head -c 777 /dev/urandom >"$work/part2.bin"
+upload_id=$(s3 s3api create-multipart-upload --bucket "$bucket" --key summed.bin \
+    --checksum-algorithm CRC32 --query UploadId --output text) ||
+    fail "aws s3api create-multipart-upload --checksum-algorithm CRC32"
+completed='{"Parts": ['
+for n in 1 2; do
+    answer=$(s3 s3api upload-part --bucket "$bucket" --key summed.bin --upload-id "$upload_id" \
+        --part-number $n --body "$work/part$n.bin" --checksum-algorithm CRC32 --output json) ||
+        fail "aws s3api upload-part $n with CRC32"
+    crc=$(jq -r .ChecksumCRC32 <<<"$answer")
+    expect_eq "CRC32 of part $n" "$(crc32_b64 "$work/part$n.bin")" "$crc"
+    ((n == 1)) || completed+=', '
+    completed+=$(jq -c --argjson n $n '{PartNumber: $n, ETag: .ETag, ChecksumCRC32: .ChecksumCRC32}' <<<"$answer")
+done
+completed+=']}'
+composite=$(crc32_b64 "$work/part1.bin" "$work/part2.bin")
+checksum=$(s3 s3api complete-multipart-upload --bucket "$bucket" --key summed.bin --upload-id "$upload_id" \
+    --multipart-upload "$completed" --query ChecksumCRC32 --output text) ||
+    fail "aws s3api complete-multipart-upload with the parts' CRC32s"
+expect_eq "composite CRC32 of the completed object" "$composite" "$checksum"
+checksum=$(s3 s3api head-object --bucket "$bucket" --key summed.bin --checksum-mode ENABLED \
+    --query '[ChecksumCRC32, ChecksumType]' --output text) || fail "aws s3api head-object --checksum-mode ENABLED"
+expect_eq "checksum and type on HEAD" "$composite	COMPOSITE" "$checksum"
+s3 s3 cp "s3://$bucket/summed.bin" "$work/summed.back" >/dev/null || fail "aws s3 cp summed.bin down"
+cat "$work/part1.bin" "$work/part2.bin" >"$work/summed.bin"
+expect_eq "sha256 of summed.bin" "$(sha256 "$work/summed.bin")" "$(sha256 "$work/summed.back")"
+s3 s3 rm "s3://$bucket/summed.bin" >/dev/null || fail "aws s3 rm summed.bin"
 s3 s3 rb "s3://$bucket" >/dev/null || fail "aws s3 rb s3://$bucket"
 
 step "all checks passed"
