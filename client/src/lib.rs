@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use access::Access;
 pub use copy::CopyMetadata;
 pub use error::Error;
-pub use multipart::{MultipartUpload, PartInfo};
+pub use multipart::{MultipartUpload, PartInfo, UploadParts};
 pub use upload::encode_segment;
 
 use crate::crypto::Key;

@@ -60,6 +60,19 @@ impl Pending {
             .as_ref()
             .ok_or_else(|| Error::Protocol("the upload's object is missing from the answer".into()))
     }
+
+    /// The upload's object (as begun, or as completed) under the name `key`.
+    fn info(&self, key: &str) -> Result<ObjectInfo, Error> {
+        crate::object_info(key, self.object()?, &self.object_key, Vec::new())
+    }
+}
+
+/// A multipart upload in progress as begun (content type, expiration,
+/// metadata) and its recorded parts by part number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UploadParts {
+    pub upload: ObjectInfo,
+    pub parts: Vec<PartInfo>,
 }
 
 fn check_part_number(number: u32) -> Result<(), Error> {
@@ -174,7 +187,7 @@ impl Project {
         if !upload.first_page.completed {
             return Ok(None);
         }
-        crate::object_info(key, upload.object()?, &upload.object_key, Vec::new()).map(Some)
+        upload.info(key).map(Some)
     }
 
     /// The upload in progress as it was begun: its content type, expiration
@@ -187,7 +200,7 @@ impl Project {
     ) -> Result<ObjectInfo, Error> {
         // Parts above the last possible one: only the upload's description.
         let pending = self.pending(bucket, key, upload_id, MAX_PART).await?;
-        crate::object_info(key, pending.object()?, &pending.object_key, Vec::new())
+        pending.info(key)
     }
 
     /// Uploads everything `reader` yields as part `number` of the upload,
@@ -242,22 +255,13 @@ impl Project {
         })
     }
 
-    /// The recorded parts of the upload, by part number.
+    /// The upload as begun and its recorded parts, by part number.
     pub async fn list_parts(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
-    ) -> Result<Vec<PartInfo>, Error> {
-        Ok(self.all_parts(bucket, key, upload_id).await?.1)
-    }
-
-    async fn all_parts(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<(Pending, Vec<PartInfo>), Error> {
+    ) -> Result<UploadParts, Error> {
         let pending = self.pending(bucket, key, upload_id, 0).await?;
         let mut parts = Vec::new();
         let mut page = pending.first_page.clone();
@@ -293,7 +297,12 @@ impl Project {
                         "a part listing page was empty but claimed more".into(),
                     ))
                 }
-                _ => return Ok((pending, parts)),
+                _ => {
+                    return Ok(UploadParts {
+                        upload: pending.info(key)?,
+                        parts,
+                    })
+                }
             }
         }
     }
@@ -367,7 +376,7 @@ impl Project {
         // Parts above the last possible one: only the upload's description.
         let pending = self.pending(bucket, key, upload_id, MAX_PART).await?;
         let size = parts.iter().map(|p| p.size).sum();
-        let started = crate::object_info(key, pending.object()?, &pending.object_key, Vec::new())?;
+        let started = pending.info(key)?;
         let mut user = started.metadata;
         user.extend(metadata);
         let complete = crypto::ObjectMetadata {

@@ -71,7 +71,7 @@ impl Algorithm {
             .find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
-    pub(crate) fn digest_len(self) -> usize {
+    fn digest_len(self) -> usize {
         match self {
             Algorithm::Crc32 | Algorithm::Crc32c => 4,
             Algorithm::Crc64Nvme => 8,
@@ -137,7 +137,8 @@ impl Hasher {
     }
 }
 
-/// A checksum of a whole object: its algorithm and the base64 of its digest.
+/// A checksum of an object or of a part: its algorithm and the base64 of its
+/// digest (for a multipart object's composite checksum, followed by `-N`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Checksum {
     pub algorithm: Algorithm,

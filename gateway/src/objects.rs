@@ -112,10 +112,17 @@ pub(crate) fn upload_body(
     body: Option<StreamingBlob>,
     checksum: Option<&Checksummer>,
 ) -> Box<dyn AsyncRead + Unpin + Send> {
-    let body = StreamReader::new(body_stream(body));
+    checked(StreamReader::new(body_stream(body)), checksum)
+}
+
+/// `reader` read through `checksum`'s check when there is one.
+pub(crate) fn checked(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    checksum: Option<&Checksummer>,
+) -> Box<dyn AsyncRead + Unpin + Send> {
     match checksum {
-        Some(checksum) => Box::new(checksum.reader(body)),
-        None => Box::new(body),
+        Some(checksum) => Box::new(checksum.reader(reader)),
+        None => Box::new(reader),
     }
 }
 
@@ -284,6 +291,9 @@ struct Selection {
     offset: u64,
     length: u64,
     content_range: Option<String>,
+    /// Whether it is the whole object (no range, no part): only then does
+    /// the object's checksum describe the bytes.
+    whole: bool,
     /// For a read of one part of a multipart object: how many it has.
     parts_count: Option<i32>,
 }
@@ -303,6 +313,7 @@ fn selection(
             "Cannot specify both Range header and partNumber query parameter"
         ));
     }
+    let number = crate::multipart::part_number(number)?;
     let spans = part_spans(info);
     let (offset, length) = usize::try_from(number)
         .ok()
@@ -331,6 +342,7 @@ fn selection(
         length,
         content_range: (length > 0)
             .then(|| format!("bytes {offset}-{}/{}", offset + length - 1, info.size)),
+        whole: false,
         parts_count: multipart.then(|| i32::try_from(spans.len()).unwrap_or(i32::MAX)),
     })
 }
@@ -369,6 +381,7 @@ fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
             offset: 0,
             length: size,
             content_range: None,
+            whole: true,
             parts_count: None,
         });
     };
@@ -389,6 +402,7 @@ fn select(range: Option<&Range>, size: u64) -> S3Result<Selection> {
         offset: bytes.start,
         length: bytes.end - bytes.start,
         content_range: Some(format!("bytes {}-{}/{size}", bytes.start, bytes.end - 1)),
+        whole: false,
         parts_count: None,
     })
 }
@@ -412,7 +426,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
     let checksum = Checksum::for_read(
         metadata::checksum(&info),
         input.checksum_mode.as_ref(),
-        selection.content_range.is_none(),
+        selection.whole,
     );
     let body = (selection.length > 0).then(|| {
         download_body(
@@ -464,7 +478,7 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
     let checksum = Checksum::for_read(
         metadata::checksum(&info),
         input.checksum_mode.as_ref(),
-        selection.content_range.is_none(),
+        selection.whole,
     );
     let mut output = HeadObjectOutput {
         accept_ranges: Some("bytes".into()),
@@ -789,15 +803,18 @@ mod tests {
         let read = |number| selection(None, Some(number), &multipart);
         let s = read(1).unwrap();
         assert_eq!((s.offset, s.length, s.parts_count), (0, 15, Some(3)));
+        assert!(!s.whole);
         assert_eq!(s.content_range.as_deref(), Some("bytes 0-14/23"));
         let s = read(2).unwrap();
         assert_eq!((s.offset, s.length), (15, 7));
         let s = read(3).unwrap();
         assert_eq!(s.content_range.as_deref(), Some("bytes 22-22/23"));
-        for beyond in [0, 4, -1] {
-            let error = read(beyond).err().unwrap();
-            assert_eq!(error.code().as_str(), "InvalidPartNumber");
-            assert_eq!(error.status_code().map(|s| s.as_u16()), Some(416));
+        let error = read(4).err().unwrap();
+        assert_eq!(error.code().as_str(), "InvalidPartNumber");
+        assert_eq!(error.status_code().map(|s| s.as_u16()), Some(416));
+        for invalid in [0, -1, 10_001] {
+            let error = read(invalid).err().unwrap();
+            assert_eq!(error.code().as_str(), "InvalidArgument");
         }
         let range = Range::parse("bytes=0-1").unwrap();
         let error = selection(Some(&range), Some(1), &multipart).err().unwrap();
