@@ -1737,6 +1737,25 @@ fn crc64nvme(data: &[u8]) -> Vec<u8> {
     crc_reference(0x9A6C_9329_AC4B_C9B5, 64, data)
 }
 
+async fn copy_part(
+    s3: &Client,
+    (bucket, key, upload_id): (&str, &str, &str),
+    number: i32,
+    source: &str,
+) -> aws_sdk_s3::types::CopyPartResult {
+    s3.upload_part_copy()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(number)
+        .copy_source(source)
+        .send()
+        .await
+        .unwrap()
+        .copy_part_result
+        .unwrap()
+}
+
 fn completed_part(number: i32, etag: &str, crc32: Option<String>) -> CompletedPart {
     CompletedPart::builder()
         .part_number(number)
@@ -1804,18 +1823,7 @@ async fn multipart_checksums(backend: Backend) {
         Some(base64(&crc32(&first)).as_str())
     );
     // A copied part gets its checksum from the gateway.
-    let part2 = s3
-        .upload_part_copy()
-        .bucket("sums")
-        .key("composite")
-        .upload_id(&upload_id)
-        .part_number(2)
-        .copy_source("sums/source")
-        .send()
-        .await
-        .unwrap()
-        .copy_part_result
-        .unwrap();
+    let part2 = copy_part(s3, ("sums", "composite", &upload_id), 2, "sums/source").await;
     assert_eq!(
         part2.checksum_crc32(),
         Some(base64(&crc32(&second)).as_str())
@@ -2104,18 +2112,7 @@ async fn multipart_checksums(backend: Backend) {
     // without one, or uploaded before the gateway kept part checksums)
     // leaves nothing to check a named one against: the completion goes on.
     let upload_id = create_upload(s3, "sums", "legacy").await;
-    let copied = s3
-        .upload_part_copy()
-        .bucket("sums")
-        .key("legacy")
-        .upload_id(&upload_id)
-        .part_number(1)
-        .copy_source("sums/source")
-        .send()
-        .await
-        .unwrap()
-        .copy_part_result
-        .unwrap();
+    let copied = copy_part(s3, ("sums", "legacy", &upload_id), 1, "sums/source").await;
     assert_eq!(copied.checksum_crc32(), None);
     let done = s3
         .complete_multipart_upload()
