@@ -4,7 +4,8 @@
 //! A large object (`--size`, 1 GiB by default) is generated into a file once,
 //! then goes up and comes down three ways: through the gateway with
 //! `aws-sdk-s3` (one PutObject streamed from the file, one GetObject streamed
-//! into a hashing sink), with the `archipel` binary as a subprocess
+//! into a hashing sink; then multipart PUTs of it in 16 MiB parts, without
+//! and with CRC32 part checksums, and copies), with the `archipel` binary as a subprocess
 //! (`cp FILE ap://…`, `cp ap://… -` into a pipe this process hashes), and with
 //! the client library in this process. Then small objects: N PUTs then N GETs,
 //! one at a time and with several in flight, gateway against library; the CLI
@@ -24,7 +25,8 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 use nix::sys::resource::UsageWho;
@@ -309,6 +311,88 @@ async fn gateway_copies(s3: &Client, hash: &str) -> Result<[Sample; 2], BenchErr
     Ok([server_side, streamed])
 }
 
+/// Part size and parts in flight of the multipart PUTs (the aws CLI's 8 MiB
+/// parts make a 1 GiB object 128 parts; 16 MiB keeps the same shape).
+const PART_SIZE: u64 = 16 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A multipart PUT of the large file as `aws s3 cp` sends big files: parts
+/// read from their ranges of the file, several in flight, then completed.
+/// With `checksum` the upload is created with that algorithm, every part
+/// carries one the SDK computes (the gateway verifies it and seals it with
+/// the part) and the completion names them all, as the CLI does with its
+/// default CRC32. The object is read back and compared.
+async fn gateway_multipart(
+    s3: &Client,
+    (file, size, hash): (&Path, u64, &str),
+    key: &str,
+    checksum: Option<ChecksumAlgorithm>,
+) -> Result<Sample, BenchError> {
+    let ((), sample) = measure(async {
+        let created = s3
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .set_checksum_algorithm(checksum.clone())
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let upload_id = created.upload_id().unwrap_or_default();
+        let parts: Vec<CompletedPart> = futures::stream::iter(0..size.div_ceil(PART_SIZE).max(1))
+            .map(|index| {
+                let checksum = checksum.clone();
+                async move {
+                    let offset = index * PART_SIZE;
+                    let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                    let body = ByteStream::read_from()
+                        .path(file)
+                        .offset(offset)
+                        .length(Length::Exact(PART_SIZE.min(size - offset)))
+                        .build()
+                        .await
+                        .map_err(s3_error)?;
+                    let part = s3
+                        .upload_part()
+                        .bucket(BUCKET)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .set_checksum_algorithm(checksum)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(s3_error)?;
+                    Ok::<_, BenchError>(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(part.e_tag)
+                            .set_checksum_crc32(part.checksum_crc32)
+                            .build(),
+                    )
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        s3.complete_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    })
+    .await?;
+    get_checked(s3, key, hash).await?;
+    Ok(sample)
+}
+
 /// The large transfers by the CLI, with each process's peak RSS in KiB.
 async fn cli_large(
     cli: &ArchipelCli,
@@ -578,6 +662,16 @@ pub(crate) async fn bench(
 
     eprintln!("large object: gateway…");
     let gateway_large = gateway_large(&s3, &file, size, &hash).await?;
+    eprintln!("large object: gateway multipart…");
+    let large = (file.as_path(), size, hash.as_str());
+    let multipart = gateway_multipart(&s3, large, "large/multipart", None).await?;
+    let multipart_crc32 = gateway_multipart(
+        &s3,
+        large,
+        "large/multipart-crc32",
+        Some(ChecksumAlgorithm::Crc32),
+    )
+    .await?;
     eprintln!("large object: gateway copies…");
     let [copy, part_copy] = gateway_copies(&s3, &hash).await?;
     eprintln!("large object: CLI…");
@@ -666,11 +760,30 @@ pub(crate) async fn bench(
     ] {
         step_row(name, &transfer.sample, child_rss);
     }
+    let parts = size.div_ceil(PART_SIZE).max(1);
+    step_row(
+        &format!("gateway multipart PUT, {parts} parts, {PARTS_IN_FLIGHT} in flight"),
+        &multipart,
+        None,
+    );
+    step_row(
+        &format!(
+            "gateway multipart PUT, {parts} parts, {PARTS_IN_FLIGHT} in flight, CRC32 composite"
+        ),
+        &multipart_crc32,
+        None,
+    );
     step_row("gateway CopyObject (server-side)", &copy, None);
     step_row(
         "gateway UploadPartCopy of it all (streamed)",
         &part_copy,
         None,
+    );
+    println!(
+        "multipart PUT: {:.0} MB/s, with CRC32 {:.0} MB/s, against PutObject {:.0} MB/s",
+        size as f64 / multipart.seconds / 1e6,
+        size as f64 / multipart_crc32.seconds / 1e6,
+        gateway_large.put.mb_per_s()
     );
     println!(
         "copy: server-side {:.3} s against streamed {:.1} s ({})",
