@@ -71,9 +71,13 @@ print(base64.b64encode(value).decode() + ("" if len(crcs) == 1 else "-%d" % len(
 # ---- the network ----------------------------------------------------------
 
 step "building archipel-devnet (dev profile)"
-cargo build --quiet --bin archipel-devnet
+# The very units `cargo test --workspace` builds (same targets, same feature
+# unification), so after the tests this compiles nothing; building the binary
+# alone would resolve other features and recompile much of the tree.
+cargo build --quiet --workspace --tests
+target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 step "starting the devnet in $tmp/devnet"
-cargo run --quiet --bin archipel-devnet -- --dir "$tmp/devnet" >"$tmp/devnet.out" 2>&1 &
+"$target_dir/debug/archipel-devnet" --dir "$tmp/devnet" >"$tmp/devnet.out" 2>&1 &
 devnet_pid=$!
 
 # The devnet writes s3.env once every node has checked in and the gateway listens.
