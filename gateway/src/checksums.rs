@@ -157,9 +157,10 @@ impl Checksum {
     /// Whether `other` is the same digest (base64 may be written in more
     /// than one way).
     pub(crate) fn same_digest(&self, other: &Checksum) -> bool {
+        let digest = self.algorithm.decode(&self.value);
         self.algorithm == other.algorithm
-            && self.algorithm.decode(&self.value).is_some()
-            && self.algorithm.decode(&self.value) == other.algorithm.decode(&other.value)
+            && digest.is_some()
+            && digest == other.algorithm.decode(&other.value)
     }
 
     /// Whether a client's `text` names this checksum: the same digest, and

@@ -363,10 +363,8 @@ fn choose_parts(
         }
         chosen.push((found.clone(), tag));
     }
-    if let Some((small, _)) = chosen[..chosen.len() - 1]
-        .iter()
-        .find(|(p, _)| p.size < MIN_PART_SIZE)
-    {
+    let all_but_last = chosen.split_last().map_or(&[][..], |(_, rest)| rest);
+    if let Some((small, _)) = all_but_last.iter().find(|(p, _)| p.size < MIN_PART_SIZE) {
         return Err(s3_error!(
             EntityTooSmall,
             "part {} is {} bytes; every part but the last must be at least {MIN_PART_SIZE}",

@@ -315,6 +315,12 @@ fn selection(
     }
     let number = crate::multipart::part_number(number)?;
     let spans = part_spans(info);
+    let multipart = !spans.is_empty();
+    let spans = if multipart {
+        spans
+    } else {
+        vec![(0, info.size)]
+    };
     let (offset, length) = usize::try_from(number)
         .ok()
         .and_then(|n| n.checked_sub(1))
@@ -333,10 +339,6 @@ fn selection(
             }
             error
         })?;
-    let multipart = info
-        .segments
-        .iter()
-        .any(|s| archipel_proto::multipart::part_of(s.position) > 0);
     Ok(Selection {
         offset,
         length,
@@ -348,7 +350,7 @@ fn selection(
 }
 
 /// The byte spans (offset, length) of a multipart object's parts in order,
-/// from its segments' positions; any other object is one part.
+/// from its segments' positions; none for any other object.
 fn part_spans(info: &ObjectInfo) -> Vec<(u64, u64)> {
     let mut segments: Vec<(u32, u64)> = info
         .segments
@@ -367,7 +369,7 @@ fn part_spans(info: &ObjectInfo) -> Vec<(u64, u64)> {
         offset += size;
     }
     if spans.iter().all(|(part, _, _)| *part == 0) {
-        return vec![(0, info.size)];
+        return Vec::new();
     }
     spans
         .into_iter()
