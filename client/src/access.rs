@@ -5,7 +5,7 @@
 //! `satellite id (32) ‖ root key (32) ‖ u32 BE length ‖ address ‖ u32 BE length
 //! ‖ API key`. A new layout gets a new prefix, so old grants keep parsing.
 
-use archipel_proto::NodeId;
+use archipel_proto::{NodeId, NodeUrl};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -35,17 +35,27 @@ impl std::fmt::Debug for Access {
 }
 
 impl Access {
-    /// Asks the satellite for the project's salt and id, and derives the root key
-    /// from `passphrase` with Argon2id (64 MiB, 3 passes, 1 lane).
+    /// Asks the satellite at `satellite` (`ID@HOST:PORT`: the connection is
+    /// refused unless the satellite proves that id) for the project's salt, and
+    /// derives the root key from `passphrase` with Argon2id (64 MiB, 3 passes,
+    /// 1 lane).
     pub async fn request(
-        satellite_address: &str,
+        satellite: &NodeUrl,
         api_key: &str,
         passphrase: &str,
     ) -> Result<Access, Error> {
-        let metainfo = Metainfo::connect(satellite_address, api_key).await?;
+        let metainfo = Metainfo::connect(satellite, api_key).await?;
         let info = metainfo.project_info().await?;
-        let satellite_id = NodeId::from_bytes(&info.satellite_id)
-            .map_err(|e| Error::Protocol(format!("satellite id: {e}")))?;
+        // TLS proved the id already; a satellite that says otherwise is broken.
+        match NodeId::from_bytes(&info.satellite_id) {
+            Ok(id) if id == satellite.id => {}
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "the satellite at {} does not call itself {}",
+                    satellite.address, satellite.id
+                )))
+            }
+        }
         let passphrase = passphrase.to_string();
         // Argon2 takes a noticeable moment of CPU; keep it off the async workers.
         let root_key =
@@ -53,11 +63,19 @@ impl Access {
                 .await
                 .map_err(|e| Error::Interrupted(format!("key derivation stopped: {e}")))??;
         Ok(Access {
-            satellite_address: satellite_address.to_string(),
-            satellite_id,
+            satellite_address: satellite.address.clone(),
+            satellite_id: satellite.id,
             api_key: api_key.to_string(),
             root_key,
         })
+    }
+
+    /// The satellite this grant is for, as a client dials it.
+    pub fn satellite(&self) -> NodeUrl {
+        NodeUrl {
+            id: self.satellite_id,
+            address: self.satellite_address.clone(),
+        }
     }
 
     pub fn serialize(&self) -> String {

@@ -29,7 +29,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::crypto::{self, Key, SegmentCipher, CIPHER_AES_256_GCM, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
-use crate::metainfo::{connect, Metainfo};
+use crate::metainfo::{connect_node, Metainfo};
 use crate::ranges::{RangePlan, SegmentLayout};
 use crate::upload::stripes_per_batch;
 use crate::{non_negative, ByteRange, Error, Progress};
@@ -200,9 +200,7 @@ impl PieceReader {
             .map_err(|e| format!("node {node}: {e}"))?;
         let root = to_hash(root).ok_or("the satellite's piece root is malformed")?;
 
-        let channel = connect(&address)
-            .await
-            .map_err(|e| format!("cannot reach the node at {address}: {e}"))?;
+        let channel = connect_node(limit).await?;
         let mut client = PiecestoreClient::new(channel)
             .max_decoding_message_size(MAX_NODE_MESSAGE)
             .max_encoding_message_size(MAX_NODE_MESSAGE);

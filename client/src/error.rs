@@ -79,7 +79,7 @@ pub(crate) enum Subject<'a> {
 impl Error {
     /// Turns a satellite's gRPC status into a sentence about `subject`.
     pub(crate) fn from_status(status: tonic::Status, address: &str, subject: Subject<'_>) -> Error {
-        let message = status.message().to_string();
+        let message = archipel_proto::status_reason(&status);
         let mentions_bucket = message.to_ascii_lowercase().contains("bucket");
         match (status.code(), subject) {
             (Code::Unauthenticated | Code::PermissionDenied, _) => Error::Unauthenticated,

@@ -237,7 +237,7 @@ impl Project {
     /// Connects to the satellite named in `access`.
     pub async fn open(access: &Access) -> Result<Project, Error> {
         Ok(Project {
-            metainfo: Metainfo::connect(&access.satellite_address, &access.api_key).await?,
+            metainfo: Metainfo::connect(&access.satellite(), &access.api_key).await?,
             root_key: access.root_key.clone(),
             plain_names: Arc::default(),
         })
@@ -649,7 +649,11 @@ mod tests {
             is_send(project.list("b", "", true));
             is_send(project.list_after("b", "", true, Some("a"), 10));
             is_send(project.stat("b", "k"));
-            is_send(Access::request("sat:1", "key", "pass"));
+            let satellite = archipel_proto::NodeUrl {
+                id: archipel_proto::NodeId([1; 32]),
+                address: "sat:1".into(),
+            };
+            is_send(Access::request(&satellite, "key", "pass"));
         };
     }
 }

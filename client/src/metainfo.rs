@@ -1,4 +1,5 @@
-//! A thin wrapper over the satellite's Metainfo gRPC client: one connection,
+//! A thin wrapper over the satellite's Metainfo gRPC client: one TLS
+//! connection pinned to the satellite id of the access grant,
 //! the API key put into every request, and statuses turned into [`Error`]s that
 //! name the bucket or object concerned.
 
@@ -6,52 +7,41 @@ use std::time::Duration;
 
 use archipel_proto::pb::metainfo_client::MetainfoClient;
 use archipel_proto::pb::*;
-use tonic::transport::{Channel, Endpoint};
+use archipel_proto::{transport, NodeId, NodeUrl};
+use tonic::transport::Channel;
 
 use crate::error::{Error, Subject};
 
-/// How long to wait for a TCP connection to a satellite or a node.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a satellite call may take, listings of whole levels included.
+const METAINFO_DEADLINE: Duration = Duration::from_secs(120);
 /// Largest satellite answer accepted (long listings).
 const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
-/// `host:port` → `http://host:port`; a full URI is kept as it is.
-pub(crate) fn endpoint_uri(address: &str) -> String {
-    if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
+/// Opens a channel to `address` (host:port) over TLS, refusing any peer but
+/// `expected`, and failing fast if nobody answers.
+pub(crate) async fn connect(
+    address: &str,
+    expected: NodeId,
+    deadline: Option<Duration>,
+) -> Result<Channel, String> {
+    let mut endpoint = transport::endpoint(address).map_err(|e| e.to_string())?;
+    if let Some(deadline) = deadline {
+        endpoint = endpoint.timeout(deadline);
     }
-}
-
-/// An error with its chain of causes, since transport errors alone say little.
-pub(crate) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// Opens a channel to `address` (host:port or URI), failing fast if nobody answers.
-pub(crate) async fn connect(address: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(endpoint_uri(address))
-        .map_err(|e| format!("invalid address: {}", describe(&e)))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // HTTP/2's default 64 KiB windows stall piece streams on every round
-        // trip; a few MiB keep a piece transfer flowing.
-        .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
-        .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW)
-        .connect()
+    transport::connect(&endpoint, expected)
         .await
-        .map_err(|e| describe(&e))
+        .map_err(|e| archipel_proto::error_chain(&e))
+}
+
+/// Opens a channel to the node an order limit is addressed to, refusing any
+/// peer with another identity there.
+pub(crate) async fn connect_node(limit: &AddressedOrderLimit) -> Result<Channel, String> {
+    let order = limit.limit.as_ref().ok_or("the order limit is missing")?;
+    let node = NodeId::from_bytes(&order.node_id).map_err(|e| e.to_string())?;
+    let address = &limit.node_address;
+    connect(address, node, None)
+        .await
+        .map_err(|e| format!("cannot reach node {node} at {address}: {e}"))
 }
 
 #[derive(Clone)]
@@ -73,8 +63,9 @@ macro_rules! call {
 }
 
 impl Metainfo {
-    pub(crate) async fn connect(address: &str, api_key: &str) -> Result<Metainfo, Error> {
-        let channel = connect(address)
+    pub(crate) async fn connect(satellite: &NodeUrl, api_key: &str) -> Result<Metainfo, Error> {
+        let address = &satellite.address;
+        let channel = connect(address, satellite.id, Some(METAINFO_DEADLINE))
             .await
             .map_err(|reason| Error::SatelliteUnreachable {
                 address: address.to_string(),

@@ -30,7 +30,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE, TAG_SIZE};
-use crate::metainfo::{connect, Metainfo};
+use crate::metainfo::{connect_node, Metainfo};
 use crate::ranges::{encrypted_size, max_plain_within};
 use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentHealth, SegmentStat, UploadOptions};
 
@@ -343,12 +343,11 @@ type PieceResult = (usize, Result<PieceHash, String>);
 
 /// Streams one piece to one node; returns the node's signed hash.
 async fn upload_piece(
-    address: String,
+    limit: AddressedOrderLimit,
     requests: mpsc::Receiver<PieceUploadRequest>,
 ) -> Result<PieceHash, String> {
-    let channel = connect(&address)
-        .await
-        .map_err(|e| format!("cannot reach the node at {address}: {e}"))?;
+    let channel = connect_node(&limit).await?;
+    let address = limit.node_address;
     let mut client = PiecestoreClient::new(channel)
         .max_encoding_message_size(MAX_NODE_MESSAGE)
         .max_decoding_message_size(MAX_NODE_MESSAGE);
@@ -416,8 +415,9 @@ impl PieceUploads {
             };
             // The queue is empty, so the order limit always fits.
             let queue = queue.try_send(first).is_ok().then_some(queue);
-            let address = limit.node_address.clone();
-            let task = tasks.spawn(async move { (index, upload_piece(address, requests).await) });
+            let node_limit = limit.clone();
+            let task =
+                tasks.spawn(async move { (index, upload_piece(node_limit, requests).await) });
             nodes.push(NodeUpload { limit, queue, task });
         }
         PieceUploads {

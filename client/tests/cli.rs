@@ -52,7 +52,7 @@ async fn every_command_works_and_errors_read_like_sentences() {
     let dir = tempfile::tempdir().unwrap();
     let passphrase_file = dir.path().join("passphrase");
     std::fs::write(&passphrase_file, "correct horse\n").unwrap();
-    let satellite = planet.satellite_address.to_string();
+    let satellite = planet.satellite_url().to_string();
 
     let no_access = Cli { access: "" };
     let grant = no_access

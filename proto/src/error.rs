@@ -41,6 +41,42 @@ pub enum Error {
     MissingField(&'static str),
     #[error("invalid identity file: {0}")]
     InvalidIdentityFile(String),
+    #[error("invalid node URL {0}")]
+    InvalidNodeUrl(String),
+    #[error("the peer is {found}, not the expected {expected}")]
+    PeerIdentityMismatch {
+        expected: crate::NodeId,
+        found: crate::NodeId,
+    },
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its chain of causes, since transport errors alone say little
+/// ("transport error") and the reason is underneath.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    with_causes(error.to_string(), error.source())
+}
+
+/// A gRPC status as a person reads it: its message, and for failures of the
+/// connection (a refused peer identity, a timeout) the causes under it.
+pub fn status_reason(status: &tonic::Status) -> String {
+    with_causes(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    )
+}
+
+fn with_causes(mut text: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -67,6 +67,57 @@ impl<'de> serde::Deserialize<'de> for NodeId {
     }
 }
 
+/// Where to reach a satellite or node and who must answer there: `ID@HOST:PORT`,
+/// as Storj's node URLs. Connections to it are refused unless the peer proves
+/// it holds the key of `id` (see [`crate::transport`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeUrl {
+    pub id: NodeId,
+    /// host:port.
+    pub address: String,
+}
+
+impl fmt::Display for NodeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.address)
+    }
+}
+
+impl FromStr for NodeUrl {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidNodeUrl(format!("{text:?} {why}"));
+        let (id, address) = text
+            .split_once('@')
+            .ok_or_else(|| bad("should be written ID@HOST:PORT"))?;
+        let id = id.parse().map_err(|_| bad("has a bad id"))?;
+        if address.contains("://") {
+            return Err(bad("names a scheme; write HOST:PORT"));
+        }
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(bad("has no HOST:PORT address")),
+        }
+        Ok(NodeUrl {
+            id,
+            address: address.to_string(),
+        })
+    }
+}
+
+impl serde::Serialize for NodeUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A party's key pair and the id derived from it.
 #[derive(Clone)]
 pub struct Identity {
@@ -101,6 +152,18 @@ impl Identity {
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.key.sign(message).to_bytes().to_vec()
+    }
+
+    /// The secret key as PKCS#8 v1 DER (RFC 8410), the form TLS libraries
+    /// load: a fixed prefix and the 32-byte seed.
+    pub(crate) fn pkcs8_der(&self) -> Vec<u8> {
+        const ED25519_PKCS8_PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = ED25519_PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&self.key.to_bytes());
+        der
     }
 
     /// The on-disk form: the 32-byte secret seed as hex on one line.
@@ -211,6 +274,28 @@ mod tests {
         let sig = a.sign(b"hello");
         assert!(key.verify(b"hello", &sig).is_ok());
         assert!(key.verify(b"hellp", &sig).is_err());
+    }
+
+    #[test]
+    fn node_urls_round_trip_through_their_text_form() {
+        let id = Identity::generate().id();
+        let url: NodeUrl = format!("{id}@sat.example:7070").parse().unwrap();
+        assert_eq!(url.id, id);
+        assert_eq!(url.address, "sat.example:7070");
+        assert_eq!(url.to_string().parse::<NodeUrl>().unwrap(), url);
+        for bad in [
+            format!("{id}"),
+            format!("{id}@noport"),
+            format!("{id}@:7"),
+            format!("{id}@host:port"),
+            format!("{id}@http://host:7"),
+            "abc@host:1".to_string(),
+        ] {
+            assert!(
+                matches!(bad.parse::<NodeUrl>(), Err(Error::InvalidNodeUrl(_))),
+                "{bad} parsed"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`erasure`]: Reed-Solomon coding of stripe batches;
 //! - [`hashtree`]: piece hash trees with verified range reads;
 //! - [`multipart`]: segment positions of multipart uploads' parts;
+//! - [`transport`]: TLS with pinned identities and server limits on every hop;
 //! - [`daemon`]: logging and shutdown shared by the daemons.
 
 pub mod daemon;
@@ -17,18 +18,19 @@ pub mod identity;
 pub mod multipart;
 pub mod orders;
 pub mod redundancy;
+pub mod transport;
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("archipel.v1");
 }
 
-pub use error::{Error, Result};
+pub use error::{error_chain, status_reason, Error, Result};
 
 /// HTTP/2 flow-control window of one piece stream, for both ends of a piece
 /// transfer: the 64 KiB default makes a sender wait a round trip every 64 KiB.
 pub const PIECE_STREAM_WINDOW: u32 = 4 << 20;
 /// HTTP/2 flow-control window of a whole connection carrying piece streams.
 pub const PIECE_CONNECTION_WINDOW: u32 = 8 << 20;
-pub use identity::{Identity, NodeId, PeerKey};
+pub use identity::{Identity, NodeId, NodeUrl, PeerKey};
 pub use redundancy::Redundancy;

@@ -31,7 +31,7 @@ use archipel_proto::hashtree::{self, Hash, DEFAULT_CHUNK_SIZE};
 use archipel_proto::orders::{derive_piece_id, unix_now};
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
 use archipel_proto::pb::{PieceAction, PieceDownloadRequest};
-use archipel_proto::{NodeId, PeerKey};
+use archipel_proto::{transport, NodeId, PeerKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -517,7 +517,7 @@ impl Auditor {
         };
         match tokio::time::timeout(
             self.config.timeout,
-            download_and_verify(stream, &c.node.address, request, &expected),
+            download_and_verify(stream, node, &c.node.address, request, &expected),
         )
         .await
         {
@@ -554,28 +554,25 @@ pub(crate) struct Expected<'a> {
     pub length: u64,
 }
 
-/// Speaks gRPC over an already connected stream, downloads the challenged
-/// range and checks it.
+/// Over an already connected stream: checks that the node is `node` (TLS),
+/// downloads the challenged range and checks it. A node that answers TLS as
+/// someone else is not there: offline, not failed.
 async fn download_and_verify(
     stream: tokio::net::TcpStream,
+    node: NodeId,
     address: &str,
     request: PieceDownloadRequest,
     expected: &Expected<'_>,
 ) -> Finding {
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+    let endpoint = match transport::endpoint(address) {
         Ok(endpoint) => endpoint,
         Err(e) => return Finding::Unknown(format!("the node's address is unusable: {e}")),
     };
-    let mut slot = Some(stream);
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let stream = slot.take();
-        async move {
-            stream
-                .map(hyper_util::rt::TokioIo::new)
-                .ok_or_else(|| std::io::Error::other("the audit connection was already used"))
-        }
-    });
-    let channel = match endpoint.connect_with_connector(connector).await {
+    let stream = match transport::handshake(stream, node).await {
+        Ok(stream) => stream,
+        Err(e) => return Finding::Offline(format!("the TLS handshake failed: {e}")),
+    };
+    let channel = match transport::channel_over(&endpoint, stream).await {
         Ok(channel) => channel,
         Err(e) => return Finding::NoAnswer(format!("the connection broke off: {e}")),
     };

@@ -85,14 +85,9 @@ impl PieceDeleter {
                 return 0;
             }
         };
-        let endpoint = match crate::overlay::piecestore_endpoint(&address) {
-            Ok(e) => e.timeout(REQUEST_TIMEOUT),
-            Err(e) => {
-                tracing::warn!("node {node} is unreachable: {e}");
-                return 0;
-            }
-        };
-        let mut client = match endpoint.connect().await {
+        let connected =
+            crate::overlay::connect_piecestore(&address, node, Some(REQUEST_TIMEOUT)).await;
+        let mut client = match connected {
             Ok(channel) => PiecestoreClient::new(channel),
             Err(e) => {
                 tracing::info!("cannot reach node {node} at {address} to delete pieces: {e}");

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use archipel_proto::{Identity, Redundancy};
+use archipel_proto::{transport, Identity, Redundancy};
 use tokio::net::TcpListener;
 
 pub mod admin;
@@ -174,7 +174,11 @@ impl Config {
     }
 }
 
-/// Serves the satellite's gRPC services on `listener`, and the admin API on
+/// Longest a gRPC request may take on the satellite: far more than any
+/// metadata call needs, but a bound on what a stalled client can hold.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Serves the satellite's gRPC services on `listener` (TLS with its identity), and the admin API on
 /// `admin` if given (see [`admin::AdminConfig::bind`]), until `shutdown`
 /// completes.
 pub async fn run(
@@ -190,6 +194,7 @@ pub async fn run(
             "the admin API needs a token in the [admin] section".into(),
         ));
     }
+    let tls = transport::ServerTls::new(&identity)?;
     let metabase = Metabase::connect(&config.database_url).await?;
     let orders = orders::OrderSigner::new(identity.clone(), config.order_expiration);
     let deleter = deletes::PieceDeleter::new(orders.clone(), metabase.clone());
@@ -267,15 +272,12 @@ pub async fn run(
         state.identity.id(),
         listener.local_addr()?
     );
-    let served = tonic::transport::Server::builder()
+    let served = transport::server(REQUEST_TIMEOUT)
         .add_service(archipel_proto::pb::node_server::NodeServer::from_arc(
             state.clone(),
         ))
         .add_service(archipel_proto::pb::metainfo_server::MetainfoServer::from_arc(state))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(transport::incoming(listener, tls), shutdown)
         .await;
     let _ = stop_tx.send(true);
     for worker in workers {

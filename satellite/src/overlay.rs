@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use archipel_proto::{transport, NodeId};
+use tonic::transport::Channel;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -46,18 +47,25 @@ pub fn node_network(announced: &str, remote: Option<SocketAddr>) -> String {
     }
 }
 
-/// Longest wait for a TCP connection to a node.
+/// Longest wait for a TCP connection and TLS handshake with a node.
 const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The endpoint of a node's piecestore at `address`, with HTTP/2 windows wide
-/// enough that piece streams do not stall on every round trip.
-pub fn piecestore_endpoint(address: &str) -> crate::Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| crate::Error::InvalidArgument(format!("node address {address:?}: {e}")))?
-        .connect_timeout(NODE_CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
-        .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW))
+/// Connects to the piecestore of node `id` at `address` over TLS, refusing
+/// any peer with another identity; `request_timeout` bounds each call.
+pub async fn connect_piecestore(
+    address: &str,
+    id: NodeId,
+    request_timeout: Option<Duration>,
+) -> std::result::Result<Channel, String> {
+    let mut endpoint = transport::endpoint(address)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(NODE_CONNECT_TIMEOUT);
+    if let Some(timeout) = request_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    transport::connect(&endpoint, id)
+        .await
+        .map_err(|e| format!("cannot connect: {}", archipel_proto::error_chain(&e)))
 }
 
 /// The nodes that may take a new piece of `piece_size` bytes at `now`

@@ -76,7 +76,7 @@ async fn setup_project_info_and_run() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
 
     let id = stdout(&satellite(&["info", "--config", config]));
-    assert_eq!(id.trim().len(), 64);
+    let satellite_id: archipel_proto::NodeId = id.trim().parse().unwrap();
     let key = stdout(&satellite(&[
         "project", "create", "demo", "--config", config,
     ]));
@@ -91,8 +91,9 @@ async fn setup_project_info_and_run() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut client = loop {
-        if let Ok(client) = MetainfoClient::connect(format!("http://{listen}")).await {
-            break client;
+        let endpoint = archipel_proto::transport::endpoint(&listen).unwrap();
+        if let Ok(channel) = archipel_proto::transport::connect(&endpoint, satellite_id).await {
+            break MetainfoClient::new(channel);
         }
         assert!(
             tokio::time::Instant::now() < deadline,

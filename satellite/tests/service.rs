@@ -70,7 +70,7 @@ impl Satellite {
         configure(&mut config);
         let identity = Identity::generate();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
+        let address = listener.local_addr().unwrap().to_string();
         // The project first: that migrates the database, which the satellite
         // (and its background workers) would otherwise do at the same moment.
         let api_key = archipel_satellite::create_project(database.url(), "test")
@@ -86,7 +86,8 @@ impl Satellite {
                 let _ = stopped.await;
             },
         ));
-        let channel = Channel::from_shared(address).unwrap().connect_lazy();
+        let endpoint = archipel_proto::transport::endpoint(&address).unwrap();
+        let channel = archipel_proto::transport::connect_lazy(&endpoint, identity.id());
         Satellite {
             identity,
             api_key,

@@ -62,7 +62,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_satellite(text: &str) -> Result<TrustedSatellite, String> {
-    text.parse().map_err(|e: Error| e.to_string())
+    text.parse()
+        .map_err(|e: archipel_proto::Error| e.to_string())
 }
 
 /// Runs `archipel-node` with `args` (the first being the program name), as the

@@ -2,12 +2,9 @@
 //! the binary may override the addresses), plus the satellite and byte-size
 //! notations used in it.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use archipel_proto::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -19,67 +16,12 @@ pub const DEFAULT_ALLOCATED_BYTES: u64 = 1_000_000_000_000;
 pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:7777";
 const DEFAULT_CHECK_IN_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_EXPIRATION_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Far longer than any healthy sender pauses between 64 KiB messages.
+const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A satellite this node works for: its id (which pins its public key) and the
-/// host:port of its `Node` service. Written `ID@HOST:PORT`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrustedSatellite {
-    pub id: NodeId,
-    /// host:port; `http://` is added when the node dials it.
-    pub address: String,
-}
-
-impl TrustedSatellite {
-    /// The URL the node dials: `address` with `http://` in front unless it
-    /// already names a scheme.
-    pub fn url(&self) -> String {
-        if self.address.contains("://") {
-            self.address.clone()
-        } else {
-            format!("http://{}", self.address)
-        }
-    }
-}
-
-impl fmt::Display for TrustedSatellite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.id, self.address)
-    }
-}
-
-impl FromStr for TrustedSatellite {
-    type Err = Error;
-    fn from_str(text: &str) -> Result<Self> {
-        let (id, address) = text.split_once('@').ok_or_else(|| {
-            Error::Config(format!("satellite {text:?} should be written ID@HOST:PORT"))
-        })?;
-        let id = id
-            .parse()
-            .map_err(|e| Error::Config(format!("satellite {text:?} has a bad id: {e}")))?;
-        if !address.contains(':') {
-            return Err(Error::Config(format!(
-                "satellite {text:?} has no port in its address"
-            )));
-        }
-        Ok(TrustedSatellite {
-            id,
-            address: address.to_string(),
-        })
-    }
-}
-
-impl Serialize for TrustedSatellite {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrustedSatellite {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// A satellite this node works for, written `ID@HOST:PORT`: the node dials
+/// its `Node` service there and accepts it only if it proves that id.
+pub type TrustedSatellite = archipel_proto::NodeUrl;
 
 /// Everything a storage node needs to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -114,6 +56,10 @@ pub struct Config {
         default = "default_expiration_sweep_interval"
     )]
     pub expiration_sweep_interval: Duration,
+    /// How long an upload may go without a message before the node abandons
+    /// it and releases the space it reserved, e.g. "60s".
+    #[serde(with = "humantime_serde", default = "default_upload_idle_timeout")]
+    pub upload_idle_timeout: Duration,
 }
 
 fn default_listen_address() -> String {
@@ -127,6 +73,9 @@ fn default_check_in_interval() -> Duration {
 }
 fn default_expiration_sweep_interval() -> Duration {
     DEFAULT_EXPIRATION_SWEEP_INTERVAL
+}
+fn default_upload_idle_timeout() -> Duration {
+    DEFAULT_UPLOAD_IDLE_TIMEOUT
 }
 
 impl Config {
@@ -142,6 +91,7 @@ impl Config {
             satellites: Vec::new(),
             check_in_interval: DEFAULT_CHECK_IN_INTERVAL,
             expiration_sweep_interval: DEFAULT_EXPIRATION_SWEEP_INTERVAL,
+            upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
         }
     }
 
@@ -176,6 +126,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.check_in_interval.is_zero() {
             return Err(Error::Config("check_in_interval must not be zero".into()));
+        }
+        if self.upload_idle_timeout.is_zero() {
+            return Err(Error::Config("upload_idle_timeout must not be zero".into()));
         }
         if self.expiration_sweep_interval.is_zero() {
             return Err(Error::Config(
@@ -274,7 +227,6 @@ mod tests {
         let sat: TrustedSatellite = format!("{id}@sat.example:7070").parse().unwrap();
         assert_eq!(sat.id, id);
         assert_eq!(sat.address, "sat.example:7070");
-        assert_eq!(sat.url(), "http://sat.example:7070");
         assert_eq!(sat.to_string().parse::<TrustedSatellite>().unwrap(), sat);
         assert!(format!("{id}").parse::<TrustedSatellite>().is_err());
         assert!(format!("{id}@noport").parse::<TrustedSatellite>().is_err());

@@ -12,9 +12,9 @@ use std::time::Duration;
 use archipel_proto::orders;
 use archipel_proto::pb::node_client::NodeClient;
 use archipel_proto::pb::CheckInRequest;
-use archipel_proto::Identity;
+use archipel_proto::{transport, Identity};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::TrustedSatellite;
 use crate::error::{Error, Result};
@@ -22,7 +22,6 @@ use crate::store::PieceStore;
 use crate::trust::SatelliteKeys;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every check-in loop needs.
@@ -44,17 +43,16 @@ pub struct SatelliteContact {
 
 impl SatelliteContact {
     pub fn new(satellite: TrustedSatellite) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(satellite.url())
+        let endpoint = transport::endpoint(&satellite.address)
             .map_err(|e| {
                 Error::Config(format!(
                     "satellite address {:?} is not usable: {e}",
                     satellite.address
                 ))
             })?
-            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
         Ok(SatelliteContact {
-            client: NodeClient::new(endpoint.connect_lazy()),
+            client: NodeClient::new(transport::connect_lazy(&endpoint, satellite.id)),
             satellite,
         })
     }
@@ -172,11 +170,12 @@ pub(crate) mod tests {
         listener: TcpListener,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        let tls = transport::ServerTls::new(&satellite.identity).unwrap();
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            transport::server(Duration::from_secs(10))
                 .add_service(NodeServer::new(satellite))
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    transport::incoming(listener, tls),
                     stop.cancelled_owned(),
                 )
                 .await
@@ -253,10 +252,11 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_satellite_presenting_a_foreign_key_is_not_learned() {
+    async fn an_impostor_satellite_is_refused_and_its_key_not_learned() {
         let dir = tempfile::tempdir().unwrap();
         let configured = Identity::generate();
         let impostor = Identity::generate();
+        let impostor_id = impostor.id();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let trusted = TrustedSatellite {
             id: configured.id(),
@@ -286,10 +286,12 @@ pub(crate) mod tests {
             interval: Duration::from_secs(1),
         };
         let mut contact = SatelliteContact::new(trusted).unwrap();
-        assert!(matches!(
-            contact.check_in(&context).await,
-            Err(Error::SatelliteKey { .. })
-        ));
+        // TLS refuses the impostor before a check-in is sent.
+        let error = contact.check_in(&context).await.unwrap_err();
+        assert!(matches!(error, Error::CheckIn { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains(&configured.id().to_string()), "{text}");
+        assert!(text.contains(&impostor_id.to_string()), "{text}");
         assert!(keys.key(configured.id(), Duration::ZERO).await.is_err());
         stop.cancel();
         server.await.unwrap();

@@ -42,7 +42,10 @@ pub enum Error {
     SatelliteKeyUnknown(NodeId),
     #[error("the order limit with serial number {0} was already used")]
     ReplayedSerial(String),
-    #[error("check-in with satellite {satellite} failed: {}", status.message())]
+    #[error(
+        "check-in with satellite {satellite} failed: {}",
+        archipel_proto::status_reason(status)
+    )]
     CheckIn {
         satellite: NodeId,
         #[source]
@@ -58,6 +61,8 @@ pub enum Error {
     InvalidRequest(String),
     #[error("the upload ended before its last message (done = true); nothing was stored")]
     UploadIncomplete,
+    #[error("the upload sent nothing for {0:?} and was abandoned")]
+    UploadIdle(std::time::Duration),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot read the configuration file {path}: {source}")]
@@ -82,6 +87,8 @@ pub enum Error {
     IdentityExists(PathBuf),
     #[error("the gRPC server failed: {0}")]
     Server(#[from] tonic::transport::Error),
+    #[error("cannot serve TLS with the node's identity: {0}")]
+    Tls(#[source] archipel_proto::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -111,6 +118,7 @@ impl Error {
             Error::UntrustedSatellite(_) | Error::ReplayedSerial(_) => Code::PermissionDenied,
             Error::SatelliteKeyUnknown(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::UploadIncomplete => Code::InvalidArgument,
+            Error::UploadIdle(_) => Code::DeadlineExceeded,
             Error::Order(inner) => match inner {
                 P::BadSignature
                 | P::KeyIdMismatch(_)
@@ -133,7 +141,8 @@ impl Error {
             | Error::ConfigParse { .. }
             | Error::Identity { .. }
             | Error::IdentityExists(_)
-            | Error::Server(_) => Code::Internal,
+            | Error::Server(_)
+            | Error::Tls(_) => Code::Internal,
         }
     }
 }

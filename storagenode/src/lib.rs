@@ -25,10 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_proto::pb::piecestore_server::PiecestoreServer;
-use archipel_proto::{orders, Identity};
+use archipel_proto::{orders, transport, Identity};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, TrustedSatellite};
@@ -39,7 +38,11 @@ use contact::{CheckInContext, SatelliteContact};
 use piecestore::{PiecestoreService, MAX_UPLOAD_MESSAGE_SIZE};
 use trust::SatelliteKeys;
 
-/// Runs a storage node on `listener` until `shutdown` completes: opens the
+/// Longest a piece transfer may take: a whole piece of a 64 MiB segment
+/// over a slow link fits, a client holding a request open forever does not.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs a storage node on `listener` (TLS with its identity) until `shutdown` completes: opens the
 /// piece store, starts check-ins with every trusted satellite and the
 /// expiration sweep, and serves the piecestore. On shutdown it stops taking
 /// requests, lets running ones finish, and stops the background loops.
@@ -94,14 +97,18 @@ pub async fn run(
         cancel.clone(),
     ));
 
-    let service = PiecestoreServer::new(PiecestoreService::new(identity, store, keys))
-        .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);
+    let tls = transport::ServerTls::new(&identity).map_err(Error::Tls)?;
+    let service = PiecestoreServer::new(PiecestoreService::new(
+        identity,
+        store,
+        keys,
+        config.upload_idle_timeout,
+    ))
+    .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);
     let stop = cancel.clone();
-    let served = tonic::transport::Server::builder()
-        .initial_stream_window_size(archipel_proto::PIECE_STREAM_WINDOW)
-        .initial_connection_window_size(archipel_proto::PIECE_CONNECTION_WINDOW)
+    let served = transport::server(REQUEST_TIMEOUT)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(transport::incoming(listener, tls), async move {
             shutdown.await;
             tracing::info!("storage node shutting down");
             stop.cancel();

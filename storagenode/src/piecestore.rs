@@ -52,6 +52,7 @@ pub struct PiecestoreService {
     store: PieceStore,
     keys: Arc<SatelliteKeys>,
     serials: UsedSerials,
+    upload_idle_timeout: Duration,
 }
 
 /// An order limit that passed every check.
@@ -64,12 +65,18 @@ struct Authorized {
 }
 
 impl PiecestoreService {
-    pub fn new(identity: Identity, store: PieceStore, keys: Arc<SatelliteKeys>) -> Self {
+    pub fn new(
+        identity: Identity,
+        store: PieceStore,
+        keys: Arc<SatelliteKeys>,
+        upload_idle_timeout: Duration,
+    ) -> Self {
         PiecestoreService {
             identity,
             store,
             keys,
             serials: UsedSerials::default(),
+            upload_idle_timeout,
         }
     }
 
@@ -99,12 +106,24 @@ impl PiecestoreService {
         })
     }
 
+    /// The next upload message, or an error once none came for the idle
+    /// timeout: a stalled uploader must not hold its space reservation.
+    async fn next_message(
+        &self,
+        stream: &mut Streaming<PieceUploadRequest>,
+    ) -> Result<Option<PieceUploadRequest>, Status> {
+        match tokio::time::timeout(self.upload_idle_timeout, stream.message()).await {
+            Ok(message) => message,
+            Err(_) => Err(Error::UploadIdle(self.upload_idle_timeout).into()),
+        }
+    }
+
     async fn upload(
         &self,
         mut stream: Streaming<PieceUploadRequest>,
     ) -> Result<PieceUploadResponse, Status> {
-        let mut first = stream
-            .message()
+        let mut first = self
+            .next_message(&mut stream)
             .await?
             .ok_or_else(|| Error::InvalidRequest("the upload stream is empty".into()))?;
         let order = self.authorize(first.limit.take(), UPLOAD_ACTIONS).await?;
@@ -130,7 +149,10 @@ impl PiecestoreService {
             }
             // Ending without `done`, or with a transport error, drops the
             // writer, which discards the upload.
-            message = stream.message().await?.ok_or(Error::UploadIncomplete)?;
+            message = self
+                .next_message(&mut stream)
+                .await?
+                .ok_or(Error::UploadIncomplete)?;
             if message.limit.is_some() {
                 return Err(Error::InvalidRequest(
                     "only the first upload message may carry an order limit".into(),
@@ -304,6 +326,8 @@ mod tests {
     use tonic::transport::Channel;
     use tonic::Code;
 
+    const TEST_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
     /// A test satellite (a real `Node` gRPC server) and one storage node
     /// started with [`crate::run`], each on 127.0.0.1:0.
     struct Network {
@@ -336,6 +360,7 @@ mod tests {
             let mut config = Config::new(dir.path().join("storage"));
             config.allocated_bytes = allocated;
             config.check_in_interval = Duration::from_secs(1);
+            config.upload_idle_timeout = TEST_UPLOAD_IDLE_TIMEOUT;
             config.satellites = vec![TrustedSatellite {
                 id: satellite.id(),
                 address: satellite_address.to_string(),
@@ -388,9 +413,12 @@ mod tests {
         }
 
         async fn client(&self) -> PiecestoreClient<Channel> {
-            PiecestoreClient::connect(format!("http://{}", self.address))
-                .await
-                .unwrap()
+            let endpoint = archipel_proto::transport::endpoint(&self.address.to_string()).unwrap();
+            PiecestoreClient::new(
+                archipel_proto::transport::connect(&endpoint, self.node.id())
+                    .await
+                    .unwrap(),
+            )
         }
 
         fn order(&self, action: PieceAction, piece: u8, limit: i64) -> OrderLimit {
@@ -830,6 +858,62 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(got.data, data(60_000));
+        net.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stalled_upload_is_abandoned_and_releases_its_space() {
+        let allocated = crate::store::piece_file_size(60_000, hashtree::DEFAULT_CHUNK_SIZE);
+        let net = Network::start(allocated).await;
+        let mut client = net.client().await;
+        // Sends its order limit, then nothing, holding the whole allocation.
+        let (sender, receiver) = mpsc::channel(1);
+        sender
+            .send(PieceUploadRequest {
+                limit: Some(net.signed(PieceAction::Put, 7, 60_000)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut stalled_client = client.clone();
+        let stalled = tokio::spawn(async move {
+            stalled_client
+                .upload(ReceiverStream::new(receiver))
+                .await
+                .map(|_| ())
+        });
+        // Until the stalled upload holds the space, a probe (an upload that
+        // ends without `done`, so stores nothing) fits.
+        let held = loop {
+            let probe = upload(
+                &mut client,
+                net.signed(PieceAction::Put, 8, 60_000),
+                &[],
+                1,
+                false,
+            )
+            .await
+            .unwrap_err();
+            match probe.code() {
+                Code::InvalidArgument => tokio::time::sleep(Duration::from_millis(20)).await,
+                code => break code,
+            }
+        };
+        assert_eq!(held, Code::ResourceExhausted);
+        let status = stalled.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(status.message().contains("sent nothing"), "{status:?}");
+        drop(sender);
+        // Its reservation is gone: a piece of the whole allocation fits.
+        upload(
+            &mut client,
+            net.signed(PieceAction::Put, 9, 60_000),
+            &data(60_000),
+            10_000,
+            true,
+        )
+        .await
+        .unwrap();
         net.shutdown().await;
     }
 

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use archipel_client::{Access, Project};
-use archipel_proto::{Identity, NodeId, Redundancy};
+use archipel_proto::{transport, Identity, NodeId, NodeUrl, Redundancy};
 pub use archipel_satellite::testing::Backend;
 use archipel_satellite::testing::FreshDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 
 pub mod churn;
 
@@ -34,6 +35,10 @@ pub enum PlanetError {
     Node(#[from] archipel_storagenode::Error),
     #[error("client: {0}")]
     Client(#[from] archipel_client::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] archipel_proto::Error),
+    #[error("connection: {}", archipel_proto::error_chain(.0))]
+    Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Other(String),
 }
@@ -211,12 +216,11 @@ impl Planet {
             });
         }
         wait_for_check_ins(&database, config.nodes).await?;
-        let access = Access::request(
-            &satellite_address.to_string(),
-            &api_key,
-            "planet passphrase",
-        )
-        .await?;
+        let satellite_url = archipel_proto::NodeUrl {
+            id: satellite_identity.id(),
+            address: satellite_address.to_string(),
+        };
+        let access = Access::request(&satellite_url, &api_key, "planet passphrase").await?;
         Ok(Planet {
             satellite_identity,
             satellite_address,
@@ -249,6 +253,22 @@ impl Planet {
     /// A client connected with the planet's access grant.
     pub async fn project(&self) -> Result<Project> {
         Ok(Project::open(&self.access).await?)
+    }
+
+    /// The satellite as clients dial it: `ID@127.0.0.1:PORT`.
+    pub fn satellite_url(&self) -> NodeUrl {
+        self.access.satellite()
+    }
+
+    /// A gRPC channel to the satellite, over TLS pinned to its id, for tests
+    /// that speak the protocol themselves.
+    pub async fn satellite_channel(&self) -> Result<Channel> {
+        pinned_channel(&self.satellite_address, self.satellite_identity.id()).await
+    }
+
+    /// A gRPC channel to node `i`'s piecestore, over TLS pinned to its id.
+    pub async fn node_channel(&self, i: usize) -> Result<Channel> {
+        pinned_channel(&self.nodes[i].address, self.nodes[i].id()).await
     }
 
     /// The satellite's admin API, e.g. `http://127.0.0.1:PORT`.
@@ -298,6 +318,22 @@ impl Planet {
         Ok(())
     }
 
+    /// Stops node `i` and starts in its place, on its address, a real storage
+    /// node with another identity and an empty disk, trusting the same
+    /// satellite: an impostor that clients and the satellite meet when they
+    /// dial node `i`.
+    pub async fn impersonate_node(&mut self, i: usize) -> Result<Impostor> {
+        self.stop_node(i).await?;
+        let storage_dir = self._dir.path().join(format!("impostor{i}"));
+        std::fs::create_dir_all(&storage_dir)?;
+        let mut config = self.nodes[i].config.clone();
+        config.storage_dir = storage_dir;
+        let identity = Identity::generate();
+        let listener = TcpListener::bind(self.nodes[i].address).await?;
+        let server = start_node(config, identity.clone(), listener);
+        Ok(Impostor { identity, server })
+    }
+
     /// Index of the node with this id.
     pub fn node_index(&self, id: NodeId) -> Option<usize> {
         self.nodes.iter().position(|n| n.id() == id)
@@ -312,6 +348,19 @@ impl Planet {
             satellite.stop().await?;
         }
         Ok(())
+    }
+}
+
+/// A real storage node answering on another node's address; see
+/// [`Planet::impersonate_node`].
+pub struct Impostor {
+    pub identity: Identity,
+    server: RunningServer,
+}
+
+impl Impostor {
+    pub async fn stop(self) -> Result<()> {
+        self.server.stop().await
     }
 }
 
@@ -390,6 +439,11 @@ async fn wait_for_check_ins(database: &FreshDatabase, count: usize) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn pinned_channel(address: &SocketAddr, id: NodeId) -> Result<Channel> {
+    let endpoint = transport::endpoint(&address.to_string())?;
+    Ok(transport::connect(&endpoint, id).await?)
 }
 
 /// Polls `check` every 100 ms until it holds; panics with `what` after a

@@ -112,8 +112,7 @@ async fn wrong_api_key_is_rejected(backend: Backend) {
     let planet = Planet::start(PlanetConfig::with_backend(backend))
         .await
         .unwrap();
-    let address = planet.satellite_address.to_string();
-    let error = Access::request(&address, "ak_not-a-real-key", "pass")
+    let error = Access::request(&planet.satellite_url(), "ak_not-a-real-key", "pass")
         .await
         .unwrap_err();
     assert!(
@@ -149,9 +148,7 @@ async fn upload_piece(
     node: usize,
     limit: OrderLimit,
 ) -> Result<(), tonic::Status> {
-    let mut client = PiecestoreClient::connect(format!("http://{}", planet.nodes[node].address))
-        .await
-        .unwrap();
+    let mut client = PiecestoreClient::new(planet.node_channel(node).await.unwrap());
     let messages = vec![
         PieceUploadRequest {
             limit: Some(limit),
@@ -235,9 +232,7 @@ async fn bad_order_limits_are_refused(backend: Backend) {
     );
 
     // Downloads are checked the same way.
-    let mut client = PiecestoreClient::connect(format!("http://{}", planet.nodes[0].address))
-        .await
-        .unwrap();
+    let mut client = PiecestoreClient::new(planet.node_channel(0).await.unwrap());
     let forged_get = sign_order_limit(
         &Identity::generate(),
         limit(&planet, 0, PieceAction::Get, later),

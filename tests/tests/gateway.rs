@@ -784,7 +784,7 @@ async fn authentication() {
 async fn credentials_are_bound_to_their_grants() {
     let planet = Planet::start(PlanetConfig::default()).await.unwrap();
     let other_access = archipel_client::Access::request(
-        &planet.satellite_address.to_string(),
+        &planet.satellite_url(),
         &planet.api_key,
         "another passphrase",
     )

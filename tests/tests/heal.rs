@@ -132,9 +132,7 @@ async fn a_bad_piece_read_is_audited_at_once(backend: Backend) {
 }
 
 async fn metainfo(planet: &Planet) -> MetainfoClient<Channel> {
-    MetainfoClient::connect(format!("http://{}", planet.satellite_address))
-        .await
-        .unwrap()
+    MetainfoClient::new(planet.satellite_channel().await.unwrap())
 }
 
 fn header(api_key: &str) -> Option<pb::RequestHeader> {
@@ -190,13 +188,9 @@ async fn reports_of_pieces_not_given_are_ignored(backend: Backend) {
     let other_key = archipel_satellite::create_project(planet.database_url(), "other")
         .await
         .unwrap();
-    let other_access = Access::request(
-        &planet.satellite_address.to_string(),
-        &other_key,
-        "other passphrase",
-    )
-    .await
-    .unwrap();
+    let other_access = Access::request(&planet.satellite_url(), &other_key, "other passphrase")
+        .await
+        .unwrap();
     let other_project = Project::open(&other_access).await.unwrap();
     other_project.create_bucket("theirs").await.unwrap();
     let theirs = upload_new(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use archipel_client::{
     Access, BucketOptions, ByteRange, Error, ListEntry, ObjectInfo, Project, UploadOptions,
 };
+use archipel_proto::NodeUrl;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -77,16 +78,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AccessCommand {
-    /// Create an access grant from a satellite address, an API key and a passphrase.
+    /// Create an access grant from a satellite's URL, an API key and a passphrase.
     Create {
-        #[arg(long)]
-        satellite: String,
+        /// The satellite as ID@HOST:PORT (`archipel-satellite info` prints the
+        /// id); the connection is refused unless the satellite proves that id.
+        #[arg(long, value_parser = parse_node_url)]
+        satellite: NodeUrl,
         #[arg(long, env = "ARCHIPEL_API_KEY", hide_env_values = true)]
         api_key: String,
         /// Read the passphrase from this file instead of prompting.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+}
+
+fn parse_node_url(text: &str) -> Result<NodeUrl, String> {
+    text.parse()
+        .map_err(|e: archipel_proto::Error| e.to_string())
 }
 
 /// Failures of the CLI itself, beside the library's.

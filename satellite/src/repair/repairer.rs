@@ -600,11 +600,9 @@ async fn read_piece(
     request: PieceDownloadRequest,
     expected: &Expected<'_>,
 ) -> std::result::Result<Vec<u8>, FetchError> {
-    let channel = overlay::piecestore_endpoint(address)
-        .map_err(|e| FetchError::Unreachable(e.to_string()))?
-        .connect()
+    let channel = overlay::connect_piecestore(address, expected.key.id(), None)
         .await
-        .map_err(|e| FetchError::Unreachable(format!("cannot connect: {e}")))?;
+        .map_err(FetchError::Unreachable)?;
     let judge = |status: tonic::Status| match status.code() {
         tonic::Code::NotFound | tonic::Code::DataLoss => {
             FetchError::Bad(format!("{:?}: {}", status.code(), status.message()))
@@ -646,11 +644,7 @@ async fn store_piece(
     let mut builder = TreeBuilder::new(DEFAULT_CHUNK_SIZE);
     builder.update(&data);
     let (root, _) = builder.finish();
-    let channel = overlay::piecestore_endpoint(&node.address)
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+    let channel = overlay::connect_piecestore(&node.address, id, None).await?;
     let data = Arc::new(data);
     let chunks = size.div_ceil(UPLOAD_MESSAGE).max(1);
     let first = PieceUploadRequest {

@@ -322,7 +322,11 @@ async fn ensure_access(dir: &Path, satellite: &SatelliteEntry) -> Result<PathBuf
     let passphrase = format!("devnet-{}", hex::encode(rand::random::<[u8; 8]>()));
     write_file(&dir.join("passphrase"), &format!("{passphrase}\n"))?;
     write_file(&dir.join("api-key"), &format!("{api_key}\n"))?;
-    let access = Access::request(&satellite.address, &api_key, &passphrase).await?;
+    let satellite_url = archipel_proto::NodeUrl {
+        id: satellite.id,
+        address: satellite.address.clone(),
+    };
+    let access = Access::request(&satellite_url, &api_key, &passphrase).await?;
     write_file(&access_file, &format!("{}\n", access.serialize()))?;
     Ok(access_file)
 }
