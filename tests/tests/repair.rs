@@ -13,13 +13,14 @@ use std::time::Duration;
 use archipel_client::{CopyMetadata, UploadOptions};
 use archipel_proto::orders::derive_piece_id;
 use archipel_proto::{NodeId, Redundancy};
-use archipel_satellite::audit::AuditConfig;
+use archipel_satellite::audit::{AuditConfig, AuditResult, Auditor, PieceRef};
 use archipel_satellite::deletes::PieceDeleter;
 use archipel_satellite::health::{self, NetworkView};
 use archipel_satellite::metabase::{Piece, QueuedSegment, Segment, SegmentKey};
 use archipel_satellite::metrics::Metrics;
 use archipel_satellite::orders::OrderSigner;
 use archipel_satellite::repair::repairer::Repairer;
+use archipel_satellite::reputation::AuditOutcome;
 use archipel_satellite::testing::FreshDatabase;
 use archipel_satellite::Metabase;
 use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
@@ -313,6 +314,72 @@ async fn repair_moves_data_off_disqualified_nodes(backend: Backend) {
     planet.shutdown().await.unwrap();
 }
 
+/// Repair checked where it counts: it must rebuild from exactly `k`
+/// originals, and then every original holder is stopped, so the object reads
+/// back (byte for byte) only through the rebuilt pieces, which also pass
+/// audits. A repair that stored garbage fails here.
+async fn repaired_pieces_alone_rebuild_the_object(backend: Backend) {
+    let mut planet = Planet::start_with(planet_config(backend, 14), fast_repair)
+        .await
+        .unwrap();
+    let k = usize::from(planet.satellite_config.redundancy.required);
+    let project = planet.project().await.unwrap();
+    project.create_bucket(BUCKET).await.unwrap();
+    let data = test_data(300_000, 9);
+    upload(&planet, "object", &data).await;
+    let original = segments(&planet).await.remove(0);
+    let original_nodes: HashSet<NodeId> = original.pieces.iter().map(|p| p.node).collect();
+
+    let stopped = stop_holders(&mut planet, original.pieces.len() - k).await;
+    wait_until_offline(&planet, &stopped).await;
+    wait_for("the segment holds k rebuilt pieces", || async {
+        let segment = segments(&planet).await.remove(0);
+        let rebuilt = segment.pieces.iter();
+        rebuilt
+            .filter(|p| !original_nodes.contains(&p.node))
+            .count()
+            >= k
+    })
+    .await;
+    let repaired = segments(&planet).await.remove(0);
+    let rebuilt: Vec<Piece> = repaired
+        .pieces
+        .iter()
+        .filter(|p| !original_nodes.contains(&p.node))
+        .cloned()
+        .collect();
+
+    for node in original_nodes.difference(&stopped) {
+        let i = planet.node_index(*node).unwrap();
+        planet.stop_node(i).await.unwrap();
+    }
+    assert!(original_nodes
+        .iter()
+        .all(|n| !planet.nodes[planet.node_index(*n).unwrap()].is_running()));
+    assert_eq!(download(&planet, "object").await, data);
+
+    let metabase = planet.metabase().await.unwrap();
+    let auditor = Auditor::new(
+        OrderSigner::new(
+            planet.satellite_identity.clone(),
+            planet.satellite_config.order_expiration,
+        ),
+        metabase.clone(),
+        planet.satellite_config.audit.clone(),
+        planet.satellite_config.reputation.clone(),
+        Arc::new(Metrics::default()),
+    );
+    for piece in &rebuilt {
+        let target = PieceRef {
+            segment: repaired.key(),
+            num: piece.num,
+        };
+        let result = auditor.audit_piece_now(piece.node, &target).await.unwrap();
+        assert_eq!(result, AuditResult::Audited(AuditOutcome::Success));
+    }
+    planet.shutdown().await.unwrap();
+}
+
 /// A repairer of the planet's satellite, driven by the test.
 fn repairer(planet: &Planet, metabase: &Metabase) -> Repairer {
     let orders = OrderSigner::new(
@@ -449,6 +516,7 @@ on_both_backends!(
     repair_restores_segments_after_nodes_stop,
     repair_moves_data_off_disqualified_nodes,
     repair_racing_delete_and_overwrite_resurrects_nothing,
+    repaired_pieces_alone_rebuild_the_object,
     piece_list_swaps_compare_and_set,
     claims_give_each_segment_to_one_worker,
 );
