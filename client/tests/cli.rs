@@ -194,6 +194,22 @@ async fn every_command_works_and_errors_read_like_sentences() {
         ])
         .await;
     assert!(message.contains("API key"), "{message}");
+    // A satellite named without its id is refused before anything is dialled.
+    let out = no_access
+        .run(&[
+            "access",
+            "create",
+            "--satellite",
+            &planet.satellite_address.to_string(),
+            "--api-key",
+            &planet.api_key,
+            "--passphrase-file",
+            passphrase_file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("ID@HOST:PORT"), "{message}");
 
     cli.ok(&["rm", "ap://photos/2026/holiday.jpg"]).await;
     cli.ok(&["rm", "ap://photos/notes.txt"]).await;
