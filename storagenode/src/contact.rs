@@ -216,6 +216,7 @@ pub(crate) mod tests {
         let node_id = context.identity.id();
         let looping = tokio::spawn(contact.run(context, cancel.clone()));
 
+        // The satellite stays down for a few retries.
         tokio::time::sleep(Duration::from_millis(700)).await;
         let check_ins = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
@@ -239,8 +240,11 @@ pub(crate) mod tests {
         assert!(first.free_bytes > 0 && first.free_bytes <= 5_000_000);
 
         // Later check-ins keep coming at the interval.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert!(check_ins.lock().unwrap().len() >= 2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while check_ins.lock().unwrap().len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no second check-in");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), looping)
