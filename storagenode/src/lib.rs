@@ -6,7 +6,7 @@
 //! - [`piecestore`]: the `Piecestore` gRPC service (upload, ranged download, delete);
 //! - [`contact`]: periodic check-in with each trusted satellite;
 //! - [`trust`]: trusted satellites and their cached public keys;
-//! - [`serials`]: memory of used order serials (replay protection);
+//! - [`serials`]: used order serials, kept on disk (replay protection);
 //! - [`error`]: the crate's error type and its gRPC status mapping.
 //!
 //! [`run`] wires them together on a bound listener until shutdown.
@@ -37,12 +37,14 @@ pub use store::{is_piece_file, piece_path, PieceStore, PIECE_HEADER_SIZE};
 
 use contact::{CheckInContext, SatelliteContact};
 use piecestore::{PiecestoreService, MAX_UPLOAD_MESSAGE_SIZE};
+use serials::UsedSerials;
 use trust::SatelliteKeys;
 
 /// Runs a storage node on `listener` until `shutdown` completes: opens the
-/// piece store, starts check-ins with every trusted satellite and the
-/// expiration sweep, and serves the piecestore. On shutdown it stops taking
-/// requests, lets running ones finish, and stops the background loops.
+/// piece store and the log of used serials, starts check-ins with every
+/// trusted satellite and the expiration sweep, and serves the piecestore. On
+/// shutdown it stops taking requests, lets running ones finish, and stops the
+/// background loops.
 pub async fn run(
     config: Config,
     identity: Identity,
@@ -73,6 +75,7 @@ pub async fn run(
         .collect::<Result<Vec<_>>>()?;
 
     let store = PieceStore::open(config.storage_dir.clone(), config.allocated_bytes).await?;
+    let serials = UsedSerials::open(&config.storage_dir, orders::unix_now()).await?;
     let keys = Arc::new(SatelliteKeys::load(&config.storage_dir, config.satellites.clone()).await?);
     tracing::info!(node = %identity.id(), %local, advertised = %address, "storage node starting");
 
@@ -94,7 +97,7 @@ pub async fn run(
         cancel.clone(),
     ));
 
-    let service = PiecestoreServer::new(PiecestoreService::new(identity, store, keys))
+    let service = PiecestoreServer::new(PiecestoreService::new(identity, store, keys, serials))
         .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);
     let stop = cancel.clone();
     let served = tonic::transport::Server::builder()
