@@ -26,6 +26,8 @@ pub enum Error {
     PieceNotFound(String),
     #[error("piece {0} has expired")]
     PieceExpired(String),
+    #[error("piece {0} is already stored on this node, and a stored piece is never replaced")]
+    PieceExists(String),
     #[error("piece file {path} is damaged: {reason}")]
     DamagedPiece { path: PathBuf, reason: String },
     #[error("the requested range {offset}..{end} is outside the piece of {piece_size} bytes")]
@@ -42,6 +44,8 @@ pub enum Error {
     SatelliteKeyUnknown(NodeId),
     #[error("the order limit with serial number {0} was already used")]
     ReplayedSerial(String),
+    #[error("the log of used order serials {path} is unreadable ({reason}); move it away to start the node, knowing that order limits still valid could then be honoured once more")]
+    SerialLog { path: PathBuf, reason: String },
     #[error(
         "check-in with satellite {satellite} failed: {}",
         archipel_proto::status_reason(status)
@@ -113,6 +117,7 @@ impl Error {
         match self {
             Error::DiskFull { .. } | Error::NotEnoughSpace { .. } => Code::ResourceExhausted,
             Error::PieceNotFound(_) | Error::PieceExpired(_) => Code::NotFound,
+            Error::PieceExists(_) => Code::AlreadyExists,
             Error::DamagedPiece { .. } => Code::DataLoss,
             Error::RangeOutOfBounds { .. } => Code::OutOfRange,
             Error::UntrustedSatellite(_) | Error::ReplayedSerial(_) => Code::PermissionDenied,
@@ -134,6 +139,7 @@ impl Error {
                 _ => Code::Internal,
             },
             Error::Io { .. }
+            | Error::SerialLog { .. }
             | Error::CheckIn { .. }
             | Error::SatelliteKey { .. }
             | Error::Config(_)

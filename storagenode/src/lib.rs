@@ -6,7 +6,7 @@
 //! - [`piecestore`]: the `Piecestore` gRPC service (upload, ranged download, delete);
 //! - [`contact`]: periodic check-in with each trusted satellite;
 //! - [`trust`]: trusted satellites and their cached public keys;
-//! - [`serials`]: memory of used order serials (replay protection);
+//! - [`serials`]: used order serials, kept on disk (replay protection);
 //! - [`error`]: the crate's error type and its gRPC status mapping.
 //!
 //! [`run`] wires them together on a bound listener until shutdown.
@@ -36,16 +36,18 @@ pub use store::{is_piece_file, piece_path, PieceStore, PIECE_HEADER_SIZE};
 
 use contact::{CheckInContext, SatelliteContact};
 use piecestore::{PiecestoreService, MAX_UPLOAD_MESSAGE_SIZE};
+use serials::UsedSerials;
 use trust::SatelliteKeys;
 
 /// Longest a piece transfer may take: a whole piece of a 64 MiB segment
 /// over a slow link fits, a client holding a request open forever does not.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Runs a storage node on `listener` (TLS with its identity) until `shutdown` completes: opens the
-/// piece store, starts check-ins with every trusted satellite and the
-/// expiration sweep, and serves the piecestore. On shutdown it stops taking
-/// requests, lets running ones finish, and stops the background loops.
+/// Runs a storage node on `listener` (TLS with its identity) until `shutdown`
+/// completes: opens the piece store and the log of used serials, starts
+/// check-ins with every trusted satellite and the expiration sweep, and serves
+/// the piecestore. On shutdown it stops taking requests, lets running ones
+/// finish, and stops the background loops.
 pub async fn run(
     config: Config,
     identity: Identity,
@@ -76,6 +78,7 @@ pub async fn run(
         .collect::<Result<Vec<_>>>()?;
 
     let store = PieceStore::open(config.storage_dir.clone(), config.allocated_bytes).await?;
+    let serials = UsedSerials::open(&config.storage_dir, orders::unix_now()).await?;
     let keys = Arc::new(SatelliteKeys::load(&config.storage_dir, config.satellites.clone()).await?);
     tracing::info!(node = %identity.id(), %local, advertised = %address, "storage node starting");
 
@@ -102,6 +105,7 @@ pub async fn run(
         identity,
         store,
         keys,
+        serials,
         config.upload_idle_timeout,
     ))
     .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);

@@ -69,13 +69,14 @@ impl PiecestoreService {
         identity: Identity,
         store: PieceStore,
         keys: Arc<SatelliteKeys>,
+        serials: UsedSerials,
         upload_idle_timeout: Duration,
     ) -> Self {
         PiecestoreService {
             identity,
             store,
             keys,
-            serials: UsedSerials::default(),
+            serials,
             upload_idle_timeout,
         }
     }
@@ -97,7 +98,8 @@ impl PiecestoreService {
             Error::InvalidRequest(format!("the order limit allows {} bytes", limit.limit))
         })?;
         self.serials
-            .record(satellite, &limit.serial_number, limit.order_expiration, now)?;
+            .record(satellite, &limit.serial_number, limit.order_expiration, now)
+            .await?;
         Ok(Authorized {
             satellite,
             piece_id,
@@ -755,27 +757,75 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_serial_is_honoured_once() {
-        let net = Network::start(1 << 30).await;
+    async fn a_serial_is_honoured_once_even_across_restarts() {
+        let mut net = Network::start(1 << 30).await;
         let mut client = net.client().await;
         let put = net.signed(PieceAction::Put, 5, 1000);
         upload(&mut client, put.clone(), &data(100), 100, true)
             .await
             .unwrap();
-        let status = upload(&mut client, put, &data(100), 100, true)
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-        assert!(
-            status.message().contains("already used"),
-            "{}",
-            status.message()
-        );
-
         let get = net.signed(PieceAction::Get, 5, 1000);
         download(&mut client, get.clone(), 0, 100).await.unwrap();
-        let status = download(&mut client, get, 0, 100).await.err().unwrap();
-        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        for restarted in [false, true] {
+            let status = upload(&mut client, put.clone(), &data(100), 100, true)
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(
+                status.message().contains("already used"),
+                "restarted {restarted}: {}",
+                status.message()
+            );
+            let status = download(&mut client, get.clone(), 0, 100)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(status.message().contains("already used"), "{status:?}");
+            if !restarted {
+                net.restart_node().await;
+                client = net.client().await;
+            }
+        }
+        net.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_a_stored_piece_is_refused() {
+        let net = Network::start(1 << 30).await;
+        let mut client = net.client().await;
+        let hash = upload(
+            &mut client,
+            net.signed(PieceAction::Put, 12, 1000),
+            &data(1000),
+            300,
+            true,
+        )
+        .await
+        .unwrap();
+        let stored = std::fs::read(net.piece_file(12)).unwrap();
+        for action in [PieceAction::Put, PieceAction::PutRepair] {
+            let status = upload(
+                &mut client,
+                net.signed(action, 12, 1000),
+                &[0xee; 500],
+                300,
+                true,
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+            assert!(
+                status.message().contains("already stored"),
+                "{}",
+                status.message()
+            );
+        }
+        assert_eq!(std::fs::read(net.piece_file(12)).unwrap(), stored);
+        let got = download(&mut client, net.signed(PieceAction::Get, 12, 1000), 0, 1000)
+            .await
+            .unwrap();
+        assert_eq!(verify(&hash, &got, 0, 1000).unwrap(), data(1000));
         net.shutdown().await;
     }
 

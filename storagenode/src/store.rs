@@ -19,6 +19,14 @@
 //! then renamed into place (and its directory fsynced). So a crash, a dropped
 //! connection or a full disk never leaves a half piece under a piece name.
 //!
+//! A stored piece is never replaced: an upload of a piece id the store holds
+//! already fails with [`Error::PieceExists`], early when the piece is there at
+//! [`PieceStore::create`], and for good at [`PieceWriter::commit`], which
+//! checks that the name is free and renames under the lock every rename and
+//! removal of a piece file takes. So of two concurrent uploads of one piece
+//! exactly one is stored, and the other leaves it intact. (The lock is the
+//! process's: a storage directory serves one node process.)
+//!
 //! Space: every piece file counts with its full size. An upload reserves room
 //! for the most its order limit allows before it writes a byte, and trades the
 //! reservation for the real size when it commits, so concurrent uploads cannot
@@ -112,7 +120,8 @@ struct Space {
     /// Bytes promised to uploads in progress.
     reserved: u64,
     /// (expiration, satellite, piece) of pieces that expire. An entry may be
-    /// stale (piece deleted or replaced); the sweep checks the file itself.
+    /// stale (piece deleted, perhaps stored again since); the sweep checks the
+    /// file itself.
     expirations: BTreeSet<(i64, NodeId, PieceId)>,
 }
 
@@ -123,7 +132,8 @@ struct Inner {
     chunk_size: u32,
     space: Mutex<Space>,
     /// Serializes renames and removals of piece files, so that the size read
-    /// before one is the size it changes.
+    /// before one is the size it changes, and a name found free before a
+    /// rename is still free at it.
     namespace: Mutex<()>,
 }
 
@@ -267,6 +277,10 @@ impl PieceStore {
         let piece_id = orders::piece_id_from_bytes(&limit.piece_id)?;
         let chunk_size = self.inner.chunk_size;
         let requested = piece_file_size(max_size, chunk_size);
+        refuse_existing(
+            &piece_path(&self.inner.dir, &satellite, &piece_id),
+            &piece_id,
+        )?;
         let disk_free = self.disk_free()?;
         {
             // Checked and reserved under one lock, so two uploads cannot both
@@ -432,8 +446,8 @@ impl PieceStore {
             let mut report = SweepReport::default();
             for (_, satellite, piece_id) in due {
                 let path = piece_path(&store.inner.dir, &satellite, &piece_id);
-                // The entry may be stale: the piece may be gone or replaced by
-                // an upload with a later expiration (which has its own entry).
+                // The entry may be stale: the piece may be gone, or deleted and
+                // stored again with a later expiration (which has its own entry).
                 let expiration = match read_header_blocking(&path) {
                     Ok(header) => header.order_limit.map_or(0, |l| l.piece_expiration),
                     Err(Error::PieceNotFound(_)) => continue,
@@ -457,7 +471,7 @@ impl PieceStore {
 }
 
 /// Runs blocking file system work off the async threads.
-async fn spawn_blocking<T: Send + 'static>(
+pub(crate) async fn spawn_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
@@ -466,6 +480,21 @@ async fn spawn_blocking<T: Send + 'static>(
             context: "a file system task failed".into(),
             source: std::io::Error::other(e.to_string()),
         })?
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it)
+/// survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Fails with [`Error::PieceExists`] if a piece file is at `path`.
+fn refuse_existing(path: &Path, piece_id: &PieceId) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Err(Error::PieceExists(hex::encode(piece_id))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot check for {}", path.display()))(e)),
+    }
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -581,8 +610,9 @@ impl PieceWriter {
     }
 
     /// Finishes the piece: writes its leaf hashes and header, makes it durable
-    /// and visible under its name (replacing an older copy), and returns the
-    /// piece hash signed by `node`.
+    /// and visible under its name, and returns the piece hash signed by
+    /// `node`. Fails with [`Error::PieceExists`], leaving the stored piece as
+    /// it is, if the piece was stored meanwhile.
     pub async fn commit(mut self, node: &Identity) -> Result<PieceHash> {
         let tree = std::mem::replace(&mut self.tree, TreeBuilder::new(self.chunk_size));
         let piece_size = tree.size();
@@ -629,7 +659,9 @@ impl PieceWriter {
             std::fs::create_dir_all(parent)
                 .map_err(Error::io(format!("cannot create {}", parent.display())))?;
             let _namespace = store.namespace();
-            let replaced = std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
+            // Under the lock, no other commit can take the name between the
+            // check and the rename.
+            refuse_existing(&final_path, &entry.2)?;
             std::fs::rename(&temp, &final_path).map_err(Error::io(format!(
                 "cannot move the finished piece to {}",
                 final_path.display()
@@ -637,13 +669,13 @@ impl PieceWriter {
             // The reservation is given back by Drop, which runs whatever
             // happens to this future.
             let mut space = store.space();
-            space.used = space.used.saturating_sub(replaced) + size;
+            space.used += size;
             if entry.0 != 0 {
                 space.expirations.insert(entry);
             }
             drop(space);
             // Without this the rename itself might not survive a crash.
-            if let Err(e) = std::fs::File::open(parent).and_then(|dir| dir.sync_all()) {
+            if let Err(e) = sync_dir(parent) {
                 tracing::warn!(dir = %parent.display(), "cannot sync a piece directory: {e}");
             }
             Ok(())
@@ -970,18 +1002,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn replacing_a_piece_counts_only_the_new_copy() {
+    async fn a_stored_piece_is_never_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
             .await
             .unwrap();
         let (sat, node) = (Identity::generate(), Identity::generate());
-        put(&store, &node, limit(&sat, 10, 0), &data(50_000)).await;
-        put(&store, &node, limit(&sat, 10, 0), &data(20_000)).await;
+        let path = piece_path(dir.path(), &sat.id(), &[10; 32]);
+
+        // Two uploads of one piece under way at once: both pass the early
+        // check, the first to commit stores the piece, the other is refused.
+        let mut first = store.create(limit(&sat, 10, 0), 50_000).await.unwrap();
+        let mut second = store.create(limit(&sat, 10, 0), 50_000).await.unwrap();
+        first.write(&data(50_000)).await.unwrap();
+        second.write(&vec![0xee; 20_000]).await.unwrap();
+        let hash = first.commit(&node).await.unwrap();
+        let stored = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            second.commit(&node).await,
+            Err(Error::PieceExists(id)) if id == hex::encode([10; 32])
+        ));
+        // A later upload is refused before it writes a byte.
+        assert!(matches!(
+            store.create(limit(&sat, 10, 0), 20_000).await,
+            Err(Error::PieceExists(_))
+        ));
+
+        assert_eq!(std::fs::read(&path).unwrap(), stored);
+        assert_eq!(
+            read_range(&store, sat.id(), 10, 0, 50_000).await,
+            data(50_000)
+        );
+        assert_eq!(
+            store.open_piece(sat.id(), [10; 32]).await.unwrap().hash(),
+            &hash
+        );
         assert_eq!(
             store.used_bytes(),
-            piece_file_size(20_000, hashtree::DEFAULT_CHUNK_SIZE)
+            piece_file_size(50_000, hashtree::DEFAULT_CHUNK_SIZE)
         );
+        assert_eq!(store.reserved_bytes(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("temp")).unwrap().count(),
+            0
+        );
+
+        // Once deleted, the piece may be stored again.
+        store.delete(sat.id(), [10; 32]).await.unwrap();
+        put(&store, &node, limit(&sat, 10, 0), &data(20_000)).await;
         assert_eq!(
             read_range(&store, sat.id(), 10, 0, 20_000).await,
             data(20_000)
