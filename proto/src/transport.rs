@@ -97,15 +97,14 @@ impl ServerCertVerifier for PinnedIdentity {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let found = certificate_identity(end_entity)
-            .map_err(|e| rustls::Error::Other(rustls::OtherError(Arc::new(e))))?;
+        // Typed, so that callers can downcast the reason out of the I/O error.
+        let refuse = |e: Error| rustls::Error::Other(rustls::OtherError(Arc::new(e)));
+        let found = certificate_identity(end_entity).map_err(refuse)?;
         if found != self.expected {
-            return Err(rustls::Error::Other(rustls::OtherError(Arc::new(
-                Error::PeerIdentityMismatch {
-                    expected: self.expected,
-                    found,
-                },
-            ))));
+            return Err(refuse(Error::PeerIdentityMismatch {
+                expected: self.expected,
+                found,
+            }));
         }
         Ok(ServerCertVerified::assertion())
     }

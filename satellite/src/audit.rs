@@ -517,7 +517,7 @@ impl Auditor {
         };
         match tokio::time::timeout(
             self.config.timeout,
-            download_and_verify(stream, node, &c.node.address, request, &expected),
+            download_and_verify(stream, &c.node.address, request, &expected),
         )
         .await
         {
@@ -554,12 +554,12 @@ pub(crate) struct Expected<'a> {
     pub length: u64,
 }
 
-/// Over an already connected stream: checks that the node is `node` (TLS),
-/// downloads the challenged range and checks it. A node that answers TLS as
-/// someone else is not there: offline, not failed.
+/// Over an already connected stream: checks (TLS) that the node is the one
+/// whose key must sign the answer, downloads the challenged range and checks
+/// it. A node that answers TLS as someone else is not there: offline, not
+/// failed.
 async fn download_and_verify(
     stream: tokio::net::TcpStream,
-    node: NodeId,
     address: &str,
     request: PieceDownloadRequest,
     expected: &Expected<'_>,
@@ -568,7 +568,7 @@ async fn download_and_verify(
         Ok(endpoint) => endpoint,
         Err(e) => return Finding::Unknown(format!("the node's address is unusable: {e}")),
     };
-    let stream = match transport::handshake(stream, node).await {
+    let stream = match transport::handshake(stream, expected.key.id()).await {
         Ok(stream) => stream,
         Err(e) => return Finding::Offline(format!("the TLS handshake failed: {e}")),
     };
