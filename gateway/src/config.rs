@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use archipel_client::Access;
 use rand::distributions::{Alphanumeric, Distribution, Uniform};
@@ -15,6 +16,12 @@ use crate::Error;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
 /// The region S3 clients sign for and `GetBucketLocation` reports.
 pub const DEFAULT_REGION: &str = "us-east-1";
+/// How long a client may take to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request body may go without a byte arriving.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client connections served at once; more wait to be accepted.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// The whole configuration file.
 ///
@@ -56,6 +63,17 @@ pub struct Config {
     /// contents and metadata stay encrypted. Existing buckets keep their mode.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unencrypted_names: Vec<String>,
+    /// How long a client may take to send a request's headers, e.g. "30s":
+    /// a client that trickles them in (slowloris) is cut off.
+    #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// How long an upload's body may go without a byte arriving, e.g. "60s";
+    /// the request then fails and the connection closes.
+    #[serde(with = "humantime_serde", default = "default_body_idle_timeout")]
+    pub body_idle_timeout: Duration,
+    /// Client connections served at once; further ones wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// One S3 key pair and the Archipel access grant it acts with.
@@ -98,6 +116,18 @@ fn default_region() -> String {
     DEFAULT_REGION.to_string()
 }
 
+fn default_header_read_timeout() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
+
+fn default_body_idle_timeout() -> Duration {
+    DEFAULT_BODY_IDLE_TIMEOUT
+}
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
 impl Config {
     /// A configuration with the defaults and the given credentials.
     pub fn new(credentials: Vec<Credential>) -> Config {
@@ -109,6 +139,9 @@ impl Config {
             domain_names: Vec::new(),
             tls_certificate: None,
             tls_key: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -119,6 +152,20 @@ impl Config {
         } else {
             "http"
         }
+    }
+
+    /// Checks what the file format cannot: limits that would stop all service.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.header_read_timeout.is_zero() {
+            return Err(Error::ZeroLimit("header_read_timeout"));
+        }
+        if self.body_idle_timeout.is_zero() {
+            return Err(Error::ZeroLimit("body_idle_timeout"));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::ZeroLimit("max_connections"));
+        }
+        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Config, Error> {

@@ -77,4 +77,6 @@ pub enum Error {
         "{0:?} in domain_names is not a domain name (give names only, without a port or scheme)"
     )]
     InvalidDomainName(String),
+    #[error("{0} in the configuration must be positive")]
+    ZeroLimit(&'static str),
 }

@@ -2,18 +2,36 @@
 //! serves the S3 service on the listener (over TLS when the configuration
 //! names a certificate) until `shutdown` completes, letting requests in
 //! flight finish.
+//!
+//! Nobody can hold the gateway up for free: at most `max_connections` are
+//! served at once, a client must send its headers within
+//! `header_read_timeout` (slowloris), an upload body that stalls for
+//! `body_idle_timeout` fails, idle HTTP/2 connections are pinged and dropped
+//! when dead, and presigned URLs valid for more than seven days are refused,
+//! as AWS refuses them.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use archipel_client::{Access, Project};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{HttpError, HttpResponse};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::service::Gateway;
@@ -24,6 +42,12 @@ use crate::{auth, tls, Config, Error};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keepalive: a ping this often on an idle connection, and the
+/// connection dropped when one goes unanswered this long.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest validity a presigned URL may ask for: seven days, as on AWS.
+pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 604_800;
 
 /// Serves S3 on `listener` (the configured `listen` address is for the
 /// binary; tests pass 127.0.0.1:0) until `shutdown` completes.
@@ -35,6 +59,7 @@ pub async fn run(
     if config.credentials.is_empty() {
         return Err(Error::NoCredentials);
     }
+    config.validate()?;
     let tls = match (&config.tls_certificate, &config.tls_key) {
         (Some(certificate), Some(key)) => Some(tls::acceptor(certificate, key)?),
         (None, None) => None,
@@ -69,12 +94,31 @@ pub async fn run(
     if let Some(hosts) = hosts {
         builder.set_host(hosts);
     }
-    let service = builder.build();
+    let service = Limited {
+        s3: builder.build(),
+        body_idle_timeout: config.body_idle_timeout,
+    };
 
-    let http = ConnectionBuilder::new(TokioExecutor::new());
+    let mut http = ConnectionBuilder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        // At the cap, new clients wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // never closed
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -93,6 +137,7 @@ pub async fn run(
             http.clone(),
             service.clone(),
             graceful.watcher(),
+            permit,
         ));
     }
     drop(listener);
@@ -113,8 +158,9 @@ async fn serve(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     http: ConnectionBuilder<TokioExecutor>,
-    service: S3Service,
+    service: Limited,
     watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
 ) {
     let Some(acceptor) = tls else {
         return serve_http(stream, &http, service, watcher).await;
@@ -129,7 +175,7 @@ async fn serve(
 async fn serve_http(
     stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     http: &ConnectionBuilder<TokioExecutor>,
-    service: S3Service,
+    service: Limited,
     watcher: Watcher,
 ) {
     let connection = http
@@ -137,5 +183,138 @@ async fn serve_http(
         .into_owned();
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!("connection ended with an error: {e}");
+    }
+}
+
+/// The S3 service behind the gateway's own request checks: presigned URL
+/// validity, and request bodies that may not stall.
+#[derive(Clone)]
+struct Limited {
+    s3: S3Service,
+    body_idle_timeout: Duration,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Limited {
+    type Response = HttpResponse;
+    type Error = HttpError;
+    type Future = BoxFuture<'static, Result<HttpResponse, HttpError>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        if presigned_expiry(request.uri()).is_some_and(|secs| secs > MAX_PRESIGNED_EXPIRY_SECS) {
+            return Box::pin(std::future::ready(Ok(presigned_too_long())));
+        }
+        let timeout = self.body_idle_timeout;
+        let request =
+            request.map(|body| s3s::Body::http_body_unsync(IdleTimeout::new(body, timeout)));
+        let s3 = self.s3.clone();
+        Box::pin(async move { s3.call(request).await })
+    }
+}
+
+/// The `X-Amz-Expires` of a presigned URL, if it has a numeric one.
+fn presigned_expiry(uri: &http::Uri) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?
+        .parse()
+        .ok()
+}
+
+/// AWS's answer to a presigned URL valid for more than seven days.
+fn presigned_too_long() -> HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\
+         <Code>AuthorizationQueryParametersError</Code>\
+         <Message>X-Amz-Expires must be less than a week (in seconds) that is; \
+         {MAX_PRESIGNED_EXPIRY_SECS}</Message></Error>"
+    );
+    let mut response = HttpResponse::new(s3s::Body::from(body));
+    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    response
+}
+
+/// A request body that fails when the client sends nothing for `timeout`
+/// while the gateway waits for it. Time the gateway spends elsewhere (storing
+/// what it already has) does not count.
+struct IdleTimeout {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+    waiting: bool,
+}
+
+impl IdleTimeout {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|frame| frame.map_err(io::Error::other)))
+            }
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = Instant::now() + this.timeout;
+                    this.deadline.as_mut().reset(deadline);
+                }
+                match this.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the request body sent nothing for {:?}", this.timeout),
+                    )))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presigned_expiries_are_read_from_the_query() {
+        let uri = |q: &str| format!("http://h/b/k?{q}").parse::<http::Uri>().unwrap();
+        assert_eq!(
+            presigned_expiry(&uri("X-Amz-Expires=604800&a=b")),
+            Some(604_800)
+        );
+        assert_eq!(
+            presigned_expiry(&uri("a=b&X-Amz-Expires=604801")),
+            Some(604_801)
+        );
+        assert_eq!(presigned_expiry(&uri("X-Amz-Expires=soon")), None);
+        assert_eq!(presigned_expiry(&uri("x-X-Amz-Expires=1")), None);
+        assert_eq!(presigned_expiry(&"http://h/b/k".parse().unwrap()), None);
     }
 }

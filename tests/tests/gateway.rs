@@ -777,6 +777,115 @@ async fn authentication() {
     fx.shutdown().await;
 }
 
+/// Reads from `stream` until the server closes it; fails the test if that
+/// takes longer than `deadline` (the server never cut the client off).
+async fn until_closed(stream: &mut tokio::net::TcpStream, deadline: Duration) -> Vec<u8> {
+    let mut response = Vec::new();
+    tokio::time::timeout(deadline, stream.read_to_end(&mut response))
+        .await
+        .expect("the gateway kept a stalled connection open")
+        .ok();
+    response
+}
+
+/// Nobody holds the gateway up for free: headers trickled in a byte at a time
+/// are cut off, an upload whose body stalls fails without storing anything,
+/// and a presigned URL valid for more than seven days is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stall_are_cut_off() {
+    let fx = Fixture::start_with(Backend::Sqlite, |config, _| {
+        config.header_read_timeout = Duration::from_secs(1);
+        config.body_idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("limits").send().await.unwrap();
+    let host = fx.endpoint.strip_prefix("http://").unwrap().to_string();
+
+    // Slowloris: one byte of the request head every 200 ms would take 20 s.
+    let head = format!(
+        "GET /limits HTTP/1.1\r\nHost: {host}\r\nX-Padding: {}\r\n\r\n",
+        "x".repeat(60)
+    );
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let mut sent = 0;
+    for byte in head.bytes() {
+        if stream.write_all(&[byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        let mut probe = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {
+                until_closed(&mut stream, Duration::from_secs(10)).await;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(sent < head.len(), "the whole trickled head was taken");
+
+    // An upload that sends 10 of its 1000 bytes and stalls.
+    let presigned = s3
+        .put_object()
+        .bucket("limits")
+        .key("stalled")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let path = presigned
+        .uri()
+        .strip_prefix(&fx.endpoint)
+        .unwrap()
+        .to_string();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let request =
+        format!("PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n0123456789");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = until_closed(&mut stream, Duration::from_secs(30)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(!response.starts_with("HTTP/1.1 200"), "{response}");
+    let e = s3
+        .head_object()
+        .bucket("limits")
+        .key("stalled")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 404);
+
+    // Presigned URLs: seven days is the most, as on AWS.
+    s3.put_object()
+        .bucket("limits")
+        .key("shared")
+        .body(ByteStream::from_static(b"for a week"))
+        .send()
+        .await
+        .unwrap();
+    let week = s3
+        .get_object()
+        .bucket("limits")
+        .key("shared")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(604_800)).unwrap())
+        .await
+        .unwrap();
+    let path = week.uri().strip_prefix(&fx.endpoint).unwrap().to_string();
+    assert!(path.contains("X-Amz-Expires=604800"), "{path}");
+    let (status_code, body) = raw_get(&fx.endpoint, &path).await;
+    assert_eq!(status_code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"for a week");
+    let longer = path.replace("X-Amz-Expires=604800", "X-Amz-Expires=604801");
+    let (status_code, body) = raw_get(&fx.endpoint, &longer).await;
+    assert_eq!(status_code, 400);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("<Code>AuthorizationQueryParametersError</Code>"),
+        "{body}"
+    );
+    fx.shutdown().await;
+}
+
 /// Each configured key pair acts with its own grant: two grants with
 /// different passphrases share the project's buckets but cannot read each
 /// other's objects.
