@@ -5,7 +5,8 @@
 //! - `pipeline`: [`archipel_client::encode_segment`] (the upload's own path:
 //!   AES-256-GCM blocks → stripes → Reed-Solomon batches) with every piece fed
 //!   into a [`TreeBuilder`] as it comes out, i.e. encrypt + encode + the hash
-//!   trees the nodes compute;
+//!   trees the upload builds to check each node's signed root (the upload
+//!   hashes each node's stream on its own task; here one thread does all);
 //! - `encrypt`: `ring` sealing the segment in place in 64 KiB blocks, no copies;
 //! - `encode`: [`BatchEncoder::encode`] over the ciphertext, cut into batches of
 //!   the size the pipeline uses;

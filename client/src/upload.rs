@@ -11,14 +11,22 @@
 //! signed piece hashes that arrive until `success` are in plus
 //! [`LONG_TAIL_GRACE`]; the remaining uploads are cancelled.
 //!
+//! What a node signs is checked against what was sent: each piece's hash tree
+//! is built from the bytes as they stream out, and a node whose signed root
+//! differs (it stored, or claims, other data) is left out of the commit as if
+//! it had failed. The satellite so records only roots the client computed
+//! itself, and audits hold nodes to them.
+//!
 //! A segment whose ciphertext fits the satellite's inline threshold goes inline
 //! (to decide, up to threshold + 1 bytes are buffered). Every other segment
 //! reserves the size of a full segment with the satellite (a short last segment
 //! uses less).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use archipel_proto::erasure::BatchEncoder;
+use archipel_proto::hashtree::{Hash, TreeBuilder, DEFAULT_CHUNK_SIZE};
 use archipel_proto::orders;
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
 use archipel_proto::pb::{self, AddressedOrderLimit, PieceHash, PieceUploadRequest};
@@ -339,34 +347,61 @@ impl NodeUpload {
     }
 }
 
-type PieceResult = (usize, Result<PieceHash, String>);
+type PieceResult = (usize, Result<SentPiece, String>);
 
-/// Streams one piece to one node; returns the node's signed hash.
+/// What a node signed for a piece, with the root of what was sent to it.
+struct SentPiece {
+    hash: PieceHash,
+    sent_root: Hash,
+}
+
+/// Streams one piece to one node, building the piece's hash tree from the
+/// bytes as they leave; returns the node's signed hash and that root.
 async fn upload_piece(
     limit: AddressedOrderLimit,
     requests: mpsc::Receiver<PieceUploadRequest>,
-) -> Result<PieceHash, String> {
+) -> Result<SentPiece, String> {
     let channel = connect_node(&limit).await?;
     let address = limit.node_address;
     let mut client = PiecestoreClient::new(channel)
         .max_encoding_message_size(MAX_NODE_MESSAGE)
         .max_decoding_message_size(MAX_NODE_MESSAGE);
+    // Hashing happens as tonic takes each message, on whichever worker drives
+    // this node's stream, so the n trees are built in parallel. The node
+    // answers only after `done`, by which time every message went through.
+    let tree = Arc::new(Mutex::new(TreeBuilder::new(DEFAULT_CHUNK_SIZE)));
+    let hashing = Arc::clone(&tree);
+    let requests = ReceiverStream::new(requests).map(move |request| {
+        if let Ok(mut tree) = hashing.lock() {
+            tree.update(&request.data);
+        }
+        request
+    });
     let response = client
-        .upload(ReceiverStream::new(requests))
+        .upload(requests)
         .await
         .map_err(|s| format!("the node at {address} refused the piece: {}", s.message()))?;
-    response
+    let hash = response
         .into_inner()
         .hash
-        .ok_or_else(|| format!("the node at {address} sent no piece hash"))
+        .ok_or_else(|| format!("the node at {address} sent no piece hash"))?;
+    let tree = std::mem::replace(
+        &mut *tree
+            .lock()
+            .map_err(|_| "the piece hash tree was poisoned".to_string())?,
+        TreeBuilder::new(DEFAULT_CHUNK_SIZE),
+    );
+    let (sent_root, _) = tree.finish();
+    Ok(SentPiece { hash, sent_root })
 }
 
-/// Checks a node's signed statement of what it stored.
+/// Checks a node's signed statement of what it stored against what was sent.
 fn check_piece_hash(
     limit: &AddressedOrderLimit,
-    hash: &PieceHash,
+    sent: &SentPiece,
     piece_size: u64,
 ) -> Result<(), String> {
+    let hash = &sent.hash;
     let order = limit.limit.as_ref().ok_or("the order limit is missing")?;
     let node = NodeId::from_bytes(&order.node_id).map_err(|e| e.to_string())?;
     let key = PeerKey::for_id(node, &limit.node_public_key).map_err(|e| e.to_string())?;
@@ -381,8 +416,10 @@ fn check_piece_hash(
             hash.piece_size
         ));
     }
-    if hash.root.len() != 32 {
-        return Err(format!("node {node} sent a malformed piece hash"));
+    if hash.root != sent.sent_root {
+        return Err(format!(
+            "node {node} signed the hash of other data than the piece it was sent"
+        ));
     }
     Ok(())
 }
@@ -541,9 +578,9 @@ impl PieceUploads {
                 continue; // cancelled as too slow
             };
             let limit = &self.nodes[index].limit;
-            let checked = result.and_then(|hash| {
-                check_piece_hash(limit, &hash, piece_size)?;
-                Ok(hash)
+            let checked = result.and_then(|sent| {
+                check_piece_hash(limit, &sent, piece_size)?;
+                Ok(sent.hash)
             });
             match checked {
                 Ok(hash) => pieces.push(pb::SegmentPieceUpload {
