@@ -1,5 +1,11 @@
 //! Ed25519 identities of satellites and storage nodes, and the 32-byte ids derived
 //! from their public keys.
+//!
+//! An id's difficulty is its number of trailing zero bits: a proof of work,
+//! since finding a key whose id has `d` of them takes about 2^d key
+//! generations, while checking it takes one hash. Satellites refuse nodes
+//! below a minimum difficulty, so minting thousands of identities costs real
+//! CPU time (Storj's identities work the same way).
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +37,18 @@ impl NodeId {
 
     pub fn to_vec(&self) -> Vec<u8> {
         self.0.to_vec()
+    }
+
+    /// Trailing zero bits of the id, counted from its last byte.
+    pub fn difficulty(&self) -> u32 {
+        let mut bits = 0;
+        for byte in self.0.iter().rev() {
+            bits += byte.trailing_zeros();
+            if *byte != 0 {
+                break;
+            }
+        }
+        bits
     }
 }
 
@@ -135,6 +153,32 @@ impl fmt::Debug for Identity {
 impl Identity {
     pub fn generate() -> Self {
         Self::from_signing_key(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// Generates identities until one's id has at least `difficulty` trailing
+    /// zero bits: about 2^difficulty tries, spread over every core.
+    pub fn generate_with_difficulty(difficulty: u32) -> Self {
+        let found = std::sync::OnceLock::new();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    // The thread's CSPRNG (seeded from the OS) saves a system
+                    // call per try.
+                    let mut rng = rand::thread_rng();
+                    while found.get().is_none() {
+                        let identity = Self::from_signing_key(SigningKey::generate(&mut rng));
+                        if identity.id.difficulty() >= difficulty {
+                            let _ = found.set(identity);
+                        }
+                    }
+                });
+            }
+        });
+        // The threads only stop once one of them has found an identity.
+        found
+            .into_inner()
+            .expect("the search ends only when an identity is found")
     }
 
     fn from_signing_key(key: SigningKey) -> Self {
@@ -247,6 +291,22 @@ impl PeerKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn difficulty_counts_trailing_zero_bits() {
+        let mut id = [0xffu8; 32];
+        assert_eq!(NodeId(id).difficulty(), 0);
+        id[31] = 0b1000_0000;
+        assert_eq!(NodeId(id).difficulty(), 7);
+        id[31] = 0;
+        id[30] = 0b0000_0100;
+        assert_eq!(NodeId(id).difficulty(), 10);
+        assert_eq!(NodeId([0; 32]).difficulty(), 256);
+        for difficulty in [0, 4, 9] {
+            let identity = Identity::generate_with_difficulty(difficulty);
+            assert!(identity.id().difficulty() >= difficulty);
+        }
+    }
 
     #[test]
     fn identity_round_trips_through_its_file_form() {

@@ -33,4 +33,8 @@ pub const PIECE_STREAM_WINDOW: u32 = 4 << 20;
 /// HTTP/2 flow-control window of a whole connection carrying piece streams.
 pub const PIECE_CONNECTION_WINDOW: u32 = 8 << 20;
 pub use identity::{Identity, NodeId, NodeUrl, PeerKey};
+/// The identity difficulty (trailing zero bits of a node id) new satellites
+/// require and `archipel-node setup` generates: about 2^20 key generations,
+/// some seconds of CPU for one node, hours for thousands.
+pub const DEFAULT_IDENTITY_DIFFICULTY: u32 = 20;
 pub use redundancy::Redundancy;

@@ -5,15 +5,16 @@
 //! against the root it committed. The outcome moves the node's reputation
 //! ([`crate::reputation`]).
 //!
-//! What gets audited: a node chosen uniformly among the nodes not disqualified,
-//! then a random committed segment holding a piece on it. Choosing the node first
-//! audits every node about equally often, whatever it stores; choosing a segment
-//! first would audit a node in proportion to its share of the pieces, and a small
-//! node might never be audited. The segment is found by scanning the segments
-//! from a random stream id (bounded: [`SCAN_BATCH`] × [`SCAN_BATCHES`] rows).
-//! Prompt audits ([`AuditRequests`]) name the node, and may name the piece to
-//! challenge (one a client found bad while reading); a random piece of the
-//! node stands in when that piece is no longer on it.
+//! What gets audited: a piece chosen at random among the pieces of committed
+//! segments ([`PIECE_SAMPLE`] segments read from a random stream id), so each
+//! node is audited in proportion to the pieces it holds. A node without pieces
+//! costs no audit, and identities made up by the thousand (each with an empty
+//! disk) do not thin out the audits of the nodes that hold data; a node's
+//! share of audits is its share of the data at stake. Prompt audits
+//! ([`AuditRequests`]) name the node, and may name the piece to challenge (one
+//! a client found bad while reading); a random piece of the node stands in
+//! when that piece is no longer on it, found by scanning the segments from a
+//! random stream id (bounded: [`SCAN_BATCH`] × [`SCAN_BATCHES`] rows).
 //!
 //! Outcomes: the bytes verify (success); wrong bytes, a bad proof, a missing or
 //! damaged piece (failure); no TCP connection (offline: no reputation change, a
@@ -21,7 +22,11 @@
 //! timeout, or a connection that breaks off) (containment: the node owes exactly that challenge, which its next audits ask
 //! again first; after [`AuditConfig::max_reverify_count`] unanswered retries it
 //! is a failure, and being offline meanwhile does not clear it); any other error
-//! (unknown: the unknown-error reputation, which leads to suspension).
+//! (unknown: the unknown-error reputation, which leads to suspension). Before a
+//! failure counts, the piece is looked up again: if its segment was deleted or
+//! its piece replaced while the audit ran, or its object expired, the node may
+//! rightly have dropped it, and the audit counts for nothing. Expired objects
+//! are never chosen for audits.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -46,6 +51,8 @@ use crate::{Error, Metabase, Result};
 /// Largest hash chunk a node may claim: bounds what an audit buffers.
 const MAX_HASH_CHUNK_SIZE: u32 = 1 << 20;
 
+/// Segments read to choose a random piece to audit.
+pub const PIECE_SAMPLE: usize = 64;
 /// Segments read per query while looking for a piece of the audited node.
 pub const SCAN_BATCH: usize = 500;
 /// Queries per search before the node is skipped for this round.
@@ -120,8 +127,9 @@ pub enum AuditResult {
     Audited(AuditOutcome),
     /// The node did not answer in time and now owes the challenge (or still does).
     Contained { reverify_count: u32 },
-    /// Nothing to audit: unknown or disqualified node, no piece on it, or an
-    /// audit of it already running.
+    /// Nothing to audit: unknown or disqualified node, no piece on it, an
+    /// audit of it already running, or a piece that stopped being owed while
+    /// it was audited (deleted, repaired away or expired).
     Skipped,
 }
 
@@ -190,25 +198,42 @@ impl Auditor {
         })
     }
 
-    /// Audits a node chosen at random among those not disqualified.
-    pub async fn audit_random_node(&self) -> Result<AuditResult> {
-        let nodes = self.metabase.auditable_nodes().await?;
-        let candidates: Vec<NodeId> = {
-            let in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            nodes
-                .iter()
-                .filter_map(|n| NodeId::from_bytes(&n.id).ok())
-                .filter(|id| !in_flight.contains(id))
-                .collect()
-        };
-        if candidates.is_empty() {
+    /// Audits a piece chosen at random among the pieces of committed
+    /// segments, on its node (which answers its pending challenge first if it
+    /// is contained).
+    pub async fn audit_random_piece(&self) -> Result<AuditResult> {
+        let now = unix_now();
+        let start: [u8; 16] = rand::random();
+        let mut sample = self
+            .metabase
+            .committed_remote_segments_from(&start, PIECE_SAMPLE, now)
+            .await?;
+        if sample.len() < PIECE_SAMPLE {
+            // Wrap around to the lowest stream ids.
+            let rest = PIECE_SAMPLE - sample.len();
+            let wrapped = self
+                .metabase
+                .committed_remote_segments_from(&[], rest, now)
+                .await?;
+            for segment in wrapped {
+                if !sample.iter().any(|s| s.key() == segment.key()) {
+                    sample.push(segment);
+                }
+            }
+        }
+        let pieces: Vec<(&Segment, &Piece)> = sample
+            .iter()
+            .flat_map(|s| s.pieces.iter().map(move |p| (s, p)))
+            .collect();
+        if pieces.is_empty() {
             return Ok(AuditResult::Skipped);
         }
-        let node = candidates[rand::thread_rng().gen_range(0..candidates.len())];
-        self.audit_node_now(node).await
+        let (segment, piece) = pieces[rand::thread_rng().gen_range(0..pieces.len())];
+        let wanted = PieceRef {
+            segment: segment.key(),
+            num: piece.num,
+        };
+        self.audit_now(piece.node, Some(&wanted)).await
     }
 
     /// Audits `node` at once: its pending challenge if it is contained, else a
@@ -294,8 +319,35 @@ impl Auditor {
             }
             other => self.outcome_of(node, other),
         };
+        if outcome == AuditOutcome::Failure && !self.still_owed(&challenge, now).await? {
+            return Ok(AuditResult::Skipped);
+        }
         self.record(node, outcome, now).await?;
         Ok(AuditResult::Audited(outcome))
+    }
+
+    /// Whether the challenged piece is still one the node must keep: its
+    /// segment still lists it and its object has not expired. A piece deleted,
+    /// repaired away or expired while the audit ran may rightly be gone from
+    /// the node, so its failure counts for nothing.
+    async fn still_owed(&self, c: &Challenge, now: i64) -> Result<bool> {
+        let segment = match self
+            .metabase
+            .segment(&c.segment.stream_id, c.segment.position)
+            .await
+        {
+            Ok(segment) => segment,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !segment.pieces.contains(&c.piece) {
+            return Ok(false);
+        }
+        let expiration = self
+            .metabase
+            .stream_expiration(&c.segment.stream_id)
+            .await?;
+        Ok(expiration.is_some_and(|at| at == 0 || at > now))
     }
 
     /// Asks a contained node its pending challenge again.
@@ -335,6 +387,9 @@ impl Auditor {
             other => self.outcome_of(node, other),
         };
         self.metabase.release(&node).await?;
+        if outcome == AuditOutcome::Failure && !self.still_owed(&challenge, now).await? {
+            return Ok(AuditResult::Skipped);
+        }
         self.record(node, outcome, now).await?;
         Ok(AuditResult::Audited(outcome))
     }
@@ -432,7 +487,7 @@ impl Auditor {
         for _ in 0..SCAN_BATCHES {
             let batch = self
                 .metabase
-                .committed_remote_segments_from(&from, SCAN_BATCH)
+                .committed_remote_segments_from(&from, SCAN_BATCH, unix_now())
                 .await?;
             let full = batch.len() == SCAN_BATCH;
             let next = batch.last().map(|s| next_stream_id(&s.stream_id));
@@ -756,7 +811,7 @@ impl Work for AuditWorker {
                 piece: Some(piece),
             }) => self.auditor.audit_piece_now(node, &piece).await?,
             Some(AuditRequest { node, piece: None }) => self.auditor.audit_node_now(node).await?,
-            None => self.auditor.audit_random_node().await?,
+            None => self.auditor.audit_random_piece().await?,
         };
         // The pause is the wait above.
         Ok(Progress::Busy)

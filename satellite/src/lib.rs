@@ -2,7 +2,8 @@
 //! [`metabase`]), the registry of storage nodes ([`overlay`]), and serves the
 //! `Node` (check-in) and `Metainfo` gRPC services on one listener ([`service`]).
 //! Pieces of removed segments are deleted from their nodes in the background
-//! ([`deletes`]); abandoned uploads are swept by a cleanup worker ([`worker`]).
+//! ([`deletes`]); abandoned uploads and expired objects are swept by a cleanup
+//! worker ([`worker`]).
 //! Audit workers check that nodes keep their pieces ([`audit`]) and move their
 //! reputation ([`reputation`]), which node selection heeds. The repair checker
 //! and repairers ([`repair`]) keep every segment above its repair threshold,
@@ -71,12 +72,19 @@ pub struct Config {
     /// with their parts.
     #[serde(with = "humantime_serde")]
     pub multipart_upload_expiration: Duration,
-    /// How often the cleanup worker looks for expired uploads.
+    /// How often the cleanup worker looks for abandoned uploads and expired objects.
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
     /// The check-in interval the satellite asks nodes to keep.
     #[serde(with = "humantime_serde")]
     pub check_in_interval: Duration,
+    /// Check-ins from node ids with fewer trailing zero bits are refused: a
+    /// proof of work that makes mass-produced identities cost CPU time
+    /// (`archipel-node setup --difficulty`). A file written before this
+    /// setting existed reads as 0, so an upgrade never locks existing nodes
+    /// out; new configurations get [`archipel_proto::DEFAULT_IDENTITY_DIFFICULTY`].
+    #[serde(default)]
+    pub min_identity_difficulty: u32,
     /// Audits: whether, how often, how patiently (the `[audit]` section).
     pub audit: audit::AuditConfig,
     /// Reputation, disqualification, suspension and vetting (the `[reputation]` section).
@@ -139,6 +147,7 @@ impl Default for Config {
             multipart_upload_expiration: Duration::from_secs(7 * 24 * 3600),
             cleanup_interval: Duration::from_secs(600),
             check_in_interval: Duration::from_secs(3600),
+            min_identity_difficulty: archipel_proto::DEFAULT_IDENTITY_DIFFICULTY,
             audit: audit::AuditConfig::default(),
             reputation: reputation::ReputationConfig::default(),
             repair: repair::RepairConfig::default(),
@@ -256,10 +265,10 @@ pub async fn run(
     });
     let state = Arc::new(state);
     workers.push(tokio::spawn(worker::run_worker(
-        "pending object cleanup",
+        "cleanup of abandoned uploads and expired objects",
         config.cleanup_interval,
         stop_rx,
-        worker::PendingCleanup::new(
+        worker::Cleanup::new(
             metabase.clone(),
             deleter,
             config.pending_object_expiration,

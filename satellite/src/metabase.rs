@@ -625,6 +625,18 @@ impl TryFrom<PendingAuditRow> for PendingAudit {
     }
 }
 
+/// What a listing asks for: the entries under `prefix` strictly after
+/// `cursor` (relative to the prefix), in key byte order; unless `recursive`,
+/// keys with a further '/' collapse into one prefix entry per component; at
+/// most `limit` of them (0: as many as allowed).
+#[derive(Clone, Copy, Debug)]
+pub struct Listing<'a> {
+    pub prefix: &'a [u8],
+    pub cursor: &'a [u8],
+    pub recursive: bool,
+    pub limit: usize,
+}
+
 /// What a listing returns, relative to the listed prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListEntry {
@@ -1552,12 +1564,14 @@ impl Metabase {
             // Lock the source's rows before reading them (PostgreSQL): a delete
             // of the source or a repair's piece swap then waits for the copy,
             // and sees its segments when it decides which pieces are garbage.
+            // An expired source is gone, even before the cleanup removes it.
             let touched = sqlx::query(
                 "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
-                 AND project_id = $2 AND committed = 1",
+                 AND project_id = $2 AND committed = 1 AND (expires_at = 0 OR expires_at > $3)",
             )
             .bind(source_stream)
             .bind(project)
+            .bind(copy.created_at)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -1647,14 +1661,26 @@ impl Metabase {
         Ok(unlisted)
     }
 
-    /// The committed object under a key.
-    pub async fn get_object(&self, project: &[u8], bucket: &str, key: &[u8]) -> Result<Object> {
+    /// The committed object under a key, unless it expired by `now`.
+    pub async fn get_object(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Object> {
         let sql = format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-             AND object_key = $3 AND committed = 1"
+             AND object_key = $3 AND committed = 1 AND (expires_at = 0 OR expires_at > $4)"
         );
         let object: Option<Object> = on_pool!(self, pool => {
-            sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).fetch_optional(pool).await?
+            sqlx::query_as(&sql)
+                .bind(project)
+                .bind(bucket)
+                .bind(key)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
         });
         object.ok_or_else(|| Error::NotFound("the object".into()))
     }
@@ -1747,19 +1773,46 @@ impl Metabase {
         Ok((streams.len(), removed))
     }
 
-    /// Lists committed objects of a bucket under `prefix`, strictly after
-    /// `cursor` (relative to the prefix), in key byte order. Unless `recursive`,
-    /// keys with a further '/' collapse into one prefix entry per component.
-    /// Returns at most `limit` entries (capped at [`MAX_LIST_LIMIT`]) and whether more follow.
+    /// Deletes up to `batch` committed objects that expired by `now`, with
+    /// their segments; returns how many went and the remote segments they had.
+    pub async fn delete_expired(
+        &self,
+        now: i64,
+        batch: usize,
+    ) -> Result<(usize, Vec<RemovedSegment>)> {
+        let streams: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE expires_at <> 0 AND expires_at <= $1 \
+                 AND committed = 1 ORDER BY expires_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(batch as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut removed = Vec::new();
+        for (stream_id,) in &streams {
+            removed.extend(self.delete_stream(stream_id, 1).await?.unwrap_or_default());
+        }
+        Ok((streams.len(), removed))
+    }
+
+    /// Lists committed objects of a bucket not expired by `now`, as `listing`
+    /// asks. Returns at most `listing.limit` entries (capped at
+    /// [`MAX_LIST_LIMIT`]) and whether more follow.
     pub async fn list_objects(
         &self,
         project: &[u8],
         bucket: &str,
-        prefix: &[u8],
-        cursor: &[u8],
-        recursive: bool,
-        limit: usize,
+        listing: &Listing<'_>,
+        now: i64,
     ) -> Result<(Vec<ListEntry>, bool)> {
+        let &Listing {
+            prefix,
+            cursor,
+            recursive,
+            limit,
+        } = listing;
         let limit = if limit == 0 {
             MAX_LIST_LIMIT
         } else {
@@ -1783,14 +1836,14 @@ impl Metabase {
         let sql_lower = |inclusive: bool| {
             let op = if inclusive { ">=" } else { ">" };
             let upper_clause = if upper.is_some() {
-                " AND object_key < $5"
+                " AND object_key < $6"
             } else {
                 ""
             };
             format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-                 AND committed = 1 AND object_key {op} $3{upper_clause} \
-                 ORDER BY object_key LIMIT $4"
+                 AND committed = 1 AND (expires_at = 0 OR expires_at > $5) \
+                 AND object_key {op} $3{upper_clause} ORDER BY object_key LIMIT $4"
             )
         };
         let mut entries = Vec::new();
@@ -1802,7 +1855,8 @@ impl Metabase {
                     .bind(project)
                     .bind(bucket)
                     .bind(&lower)
-                    .bind(want);
+                    .bind(want)
+                    .bind(now);
                 if let Some(upper) = &upper {
                     query = query.bind(upper);
                 }
@@ -2135,18 +2189,14 @@ impl Metabase {
             .collect()
     }
 
-    /// The nodes that may be audited: every node not disqualified.
-    pub async fn auditable_nodes(&self) -> Result<Vec<Node>> {
-        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE disqualified_at IS NULL");
-        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
-    }
-
-    /// Up to `limit` remote segments of committed objects, in (stream id,
-    /// position) order from the first whose stream id is at least `from`.
+    /// Up to `limit` remote segments of committed objects not expired by
+    /// `now`, in (stream id, position) order from the first whose stream id is
+    /// at least `from`.
     pub async fn committed_remote_segments_from(
         &self,
         from: &[u8],
         limit: usize,
+        now: i64,
     ) -> Result<Vec<Segment>> {
         let columns = SEGMENT_COLUMNS
             .split(", ")
@@ -2156,12 +2206,14 @@ impl Metabase {
         let sql = format!(
             "SELECT {columns} FROM segments s JOIN objects o ON o.stream_id = s.stream_id \
              WHERE o.committed = 1 AND s.redundancy IS NOT NULL AND s.stream_id >= $1 \
+             AND (o.expires_at = 0 OR o.expires_at > $3) \
              ORDER BY s.stream_id, s.position LIMIT $2"
         );
         let records: Vec<SegmentRecord> = on_pool!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(from)
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(now)
                 .fetch_all(pool)
                 .await?
         });

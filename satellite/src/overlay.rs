@@ -2,7 +2,7 @@
 //! choice of nodes for a new segment's pieces, and how to reach a node.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use archipel_proto::{transport, NodeId};
@@ -31,20 +31,31 @@ pub fn network_of(ip: IpAddr) -> String {
     }
 }
 
-/// The network of a node: from the IP of the address it announced, or, when
-/// that is a host name or an unspecified address, from where it connected from.
-pub fn node_network(announced: &str, remote: Option<SocketAddr>) -> String {
-    match announced.parse::<SocketAddr>() {
-        Ok(addr) if !addr.ip().is_unspecified() => network_of(addr.ip()),
-        _ => match remote {
-            Some(remote) => network_of(remote.ip()),
-            // Without an IP, the host name stands for the network.
-            None => announced
-                .rsplit_once(':')
-                .map_or(announced, |(host, _)| host)
-                .to_string(),
-        },
+/// Dials a node that checked in back at the address it announced and
+/// completes a TLS handshake pinned to its id (Storj's ping-back): only a node
+/// that holds its key and is reachable where it says gets recorded. Returns
+/// the IP reached, whose network is the node's for diversity, so a node
+/// cannot pick its subnet by announcing someone else's address.
+pub async fn ping_back(address: &str, id: NodeId) -> std::result::Result<IpAddr, String> {
+    // 0.0.0.0 would reach the satellite's own host, not the node.
+    if address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+    {
+        return Err(format!(
+            "{address} is not an address others can reach; announce a reachable one"
+        ));
     }
+    let stream = tokio::time::timeout(NODE_CONNECT_TIMEOUT, transport::dial(address, id))
+        .await
+        .map_err(|_| format!("no TLS handshake within {NODE_CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| archipel_proto::error_chain(&e))?;
+    let reached = stream
+        .get_ref()
+        .0
+        .peer_addr()
+        .map_err(|e| format!("the connection has no peer address: {e}"))?;
+    Ok(reached.ip())
 }
 
 /// Longest wait for a TCP connection and TLS handshake with a node.
@@ -198,12 +209,10 @@ mod tests {
             network_of("2001:db8:1:2:3::4".parse().unwrap()),
             "2001:db8:1:2::/64"
         );
-        assert_eq!(node_network("127.0.5.9:80", None), "127.0.5.0/24");
         assert_eq!(
-            node_network("0.0.0.0:80", Some("192.0.2.7:5".parse().unwrap())),
-            "192.0.2.0/24"
+            network_of("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.0/24"
         );
-        assert_eq!(node_network("node.example:80", None), "node.example");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::{AuditRequests, PieceRef};
 use crate::deletes::PieceDeleter;
 use crate::health::{self, NetworkView};
-use crate::metabase::{self, ListEntry, Piece, Project, Segment};
+use crate::metabase::{self, ListEntry, Listing, Piece, Project, Segment};
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::tokens::{self, SegmentToken, StreamToken};
@@ -457,7 +457,9 @@ impl State {
         }
     }
 
-    /// The committed object of `stream`, which must belong to `project`.
+    /// The committed object of `stream`, which must belong to `project` and
+    /// not have expired: an expired object is gone for its owner even before
+    /// the cleanup deletes it (its nodes may have dropped its pieces already).
     async fn committed_object(
         &self,
         project: &Project,
@@ -467,7 +469,8 @@ impl State {
             .metabase
             .object_by_stream(&project.id, &stream.stream)
             .await?;
-        if object.committed == 0 {
+        let expired = object.expires_at != 0 && object.expires_at <= unix_now();
+        if object.committed == 0 || expired {
             return Err(Error::NotFound("a committed object for this stream".into()));
         }
         Ok(object)
@@ -629,7 +632,6 @@ impl Node for State {
         &self,
         request: Request<pb::CheckInRequest>,
     ) -> Result<Response<pb::CheckInResponse>, Status> {
-        let remote = request.remote_addr();
         let r = request.into_inner();
         let key = verify_check_in(&r)
             .map_err(|e| Status::unauthenticated(format!("the check-in is not signed: {e}")))?;
@@ -645,11 +647,31 @@ impl Node for State {
                 "a check-in needs an address and non-negative space figures",
             ));
         }
+        let difficulty = key.id().difficulty();
+        if difficulty < self.config.min_identity_difficulty {
+            return Err(Status::permission_denied(format!(
+                "node {}'s identity has difficulty {difficulty}, below this satellite's minimum of {}; \
+                 create one with `archipel-node setup --difficulty {}`",
+                key.id(),
+                self.config.min_identity_difficulty,
+                self.config.min_identity_difficulty,
+            )));
+        }
+        let reached = overlay::ping_back(&r.address, key.id())
+            .await
+            .map_err(|e| {
+                tracing::info!(node = %key.id(), address = %r.address, "ping-back failed: {e}");
+                Status::failed_precondition(format!(
+                    "the satellite cannot reach node {} at {}: {e}",
+                    key.id(),
+                    r.address
+                ))
+            })?;
         self.metabase
             .upsert_node(&metabase::Node {
                 id: key.id().to_vec(),
                 public_key: key.public_key().to_vec(),
-                last_net: overlay::node_network(&r.address, remote),
+                last_net: overlay::network_of(reached),
                 address: r.address,
                 capacity_bytes: r.capacity_bytes,
                 free_bytes: r.free_bytes,
@@ -847,7 +869,7 @@ impl Metainfo for State {
         let project = self.authenticate(r.header.as_ref()).await?;
         let object = self
             .metabase
-            .get_object(&project.id, &r.bucket, &r.encrypted_object_key)
+            .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
             .await?;
         let segments = self.metabase.segments(&object.stream_id).await?;
         let view = self.view_for(&segments).await?;
@@ -881,10 +903,13 @@ impl Metainfo for State {
             .list_objects(
                 &project.id,
                 &r.bucket,
-                &r.encrypted_prefix,
-                &r.cursor,
-                r.recursive,
-                r.limit as usize,
+                &Listing {
+                    prefix: &r.encrypted_prefix,
+                    cursor: &r.cursor,
+                    recursive: r.recursive,
+                    limit: r.limit as usize,
+                },
+                unix_now(),
             )
             .await?;
         let items = entries
@@ -1057,7 +1082,7 @@ impl Metainfo for State {
         let project = self.authenticate(r.header.as_ref()).await?;
         let object = self
             .metabase
-            .get_object(&project.id, &r.bucket, &r.encrypted_object_key)
+            .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
             .await?;
         let segments = self.metabase.segments(&object.stream_id).await?;
         Ok(Response::new(pb::BeginCopyObjectResponse {

@@ -1,5 +1,6 @@
 //! The one shape of background loop: do one unit of work, sleep while idle,
-//! stop when told. And the loop's first user: the sweep of abandoned uploads.
+//! stop when told. And the loop's first user: the cleanup of abandoned uploads
+//! and of expired objects.
 
 use std::time::Duration;
 
@@ -55,22 +56,24 @@ pub async fn run_worker(
 
 const CLEANUP_BATCH: usize = 100;
 
-/// Deletes pending objects older than the expiration, with their pieces.
-pub struct PendingCleanup {
+/// Deletes pending objects older than the expiration, and committed objects
+/// past their own expiration, with their pieces. (Nodes drop expired pieces
+/// on their own too; the deletes free the space of those that sweep late.)
+pub struct Cleanup {
     metabase: Metabase,
     deleter: PieceDeleter,
     expiration: Duration,
     multipart_expiration: Duration,
 }
 
-impl PendingCleanup {
+impl Cleanup {
     pub fn new(
         metabase: Metabase,
         deleter: PieceDeleter,
         expiration: Duration,
         multipart_expiration: Duration,
     ) -> Self {
-        PendingCleanup {
+        Cleanup {
             metabase,
             deleter,
             expiration,
@@ -83,10 +86,10 @@ fn cutoff(now: i64, age: Duration) -> i64 {
     now.saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
 }
 
-impl Work for PendingCleanup {
+impl Work for Cleanup {
     async fn run_once(&mut self) -> Result<Progress> {
         let now = archipel_proto::orders::unix_now();
-        let (count, removed) = self
+        let (abandoned, removed) = self
             .metabase
             .delete_pending_before(
                 cutoff(now, self.expiration),
@@ -94,11 +97,16 @@ impl Work for PendingCleanup {
                 CLEANUP_BATCH,
             )
             .await?;
-        if count > 0 {
-            tracing::info!("deleted {count} abandoned uploads");
+        if abandoned > 0 {
+            tracing::info!("deleted {abandoned} abandoned uploads");
         }
         self.deleter.delete(removed);
-        Ok(if count == CLEANUP_BATCH {
+        let (expired, removed) = self.metabase.delete_expired(now, CLEANUP_BATCH).await?;
+        if expired > 0 {
+            tracing::info!("deleted {expired} expired objects");
+        }
+        self.deleter.delete(removed);
+        Ok(if abandoned == CLEANUP_BATCH || expired == CLEANUP_BATCH {
             Progress::Busy
         } else {
             Progress::Idle

@@ -7,7 +7,8 @@
 use archipel_proto::multipart::position;
 use archipel_proto::{NodeId, Redundancy};
 use archipel_satellite::metabase::{
-    ListEntry, Metabase, Node, Object, ObjectCopy, Piece, Segment, SegmentKey, WrappedSegmentKey,
+    ListEntry, Listing, Metabase, Node, Object, ObjectCopy, Piece, Segment, SegmentKey,
+    WrappedSegmentKey,
 };
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Error;
@@ -42,6 +43,7 @@ on_both_backends!(
     listing,
     listing_many_keys,
     pending_cleanup,
+    expired_objects,
     nodes,
     concurrent_commits,
     multipart_uploads,
@@ -205,7 +207,7 @@ async fn objects_and_segments(mb: &Metabase) {
     let object = pending(&p, "b", b"enc/key", NOW);
     mb.begin_object(&object).await.unwrap();
     assert!(matches!(
-        mb.get_object(&p, "b", b"enc/key").await,
+        mb.get_object(&p, "b", b"enc/key", NOW).await,
         Err(Error::NotFound(_))
     ));
 
@@ -241,7 +243,10 @@ async fn objects_and_segments(mb: &Metabase) {
     assert_eq!(committed.plain_size, 1000 + 500 + 24);
     assert_eq!(committed.segment_count, 3);
     assert_eq!(committed.encrypted_metadata, b"meta");
-    assert_eq!(mb.get_object(&p, "b", b"enc/key").await.unwrap(), committed);
+    assert_eq!(
+        mb.get_object(&p, "b", b"enc/key", NOW).await.unwrap(),
+        committed
+    );
 
     let segments = mb.segments(&object.stream_id).await.unwrap();
     let offsets: Vec<_> = segments.iter().map(|s| s.plain_offset).collect();
@@ -296,7 +301,7 @@ async fn commit_replaces_the_committed_object(mb: &Metabase) {
         .await
         .unwrap();
     assert_eq!(
-        mb.get_object(&p, "b", b"key").await.unwrap().stream_id,
+        mb.get_object(&p, "b", b"key", NOW).await.unwrap().stream_id,
         old.stream_id
     );
     let (committed, replaced) = mb
@@ -307,11 +312,24 @@ async fn commit_replaces_the_committed_object(mb: &Metabase) {
     assert_eq!(replaced.len(), 1);
     assert_eq!(replaced[0].root_piece_id, old_segment.root_piece_id);
     assert_eq!(replaced[0].pieces, old_segment.pieces);
-    let current = mb.get_object(&p, "b", b"key").await.unwrap();
+    let current = mb.get_object(&p, "b", b"key", NOW).await.unwrap();
     assert_eq!(current.encrypted_metadata, b"new");
     assert_eq!(current.plain_size, 7);
     assert!(mb.segments(&old.stream_id).await.unwrap().is_empty());
-    let (listed, _) = mb.list_objects(&p, "b", b"", b"", true, 10).await.unwrap();
+    let (listed, _) = mb
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: true,
+                limit: 10,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
 }
 
@@ -347,10 +365,13 @@ async fn listing(mb: &Metabase) {
             .list_objects(
                 project_ref,
                 "b",
-                prefix.as_bytes(),
-                cursor.as_bytes(),
-                recursive,
-                limit,
+                &Listing {
+                    prefix: prefix.as_bytes(),
+                    cursor: cursor.as_bytes(),
+                    recursive,
+                    limit,
+                },
+                NOW,
             )
             .await
             .unwrap();
@@ -388,7 +409,17 @@ async fn listing(mb: &Metabase) {
         let mut cursor = String::new();
         loop {
             let (entries, more) = mb
-                .list_objects(&p, "b", b"", cursor.as_bytes(), recursive, 2)
+                .list_objects(
+                    &p,
+                    "b",
+                    &Listing {
+                        prefix: b"",
+                        cursor: cursor.as_bytes(),
+                        recursive,
+                        limit: 2,
+                    },
+                    NOW,
+                )
                 .await
                 .unwrap();
             assert!(entries.len() <= 2);
@@ -402,7 +433,17 @@ async fn listing(mb: &Metabase) {
     }
     // The object returned carries its full key.
     let (entries, _) = mb
-        .list_objects(&p, "b", b"a/", b"1", false, 1)
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"a/",
+                cursor: b"1",
+                recursive: false,
+                limit: 1,
+            },
+            NOW,
+        )
         .await
         .unwrap();
     match &entries[0] {
@@ -416,7 +457,17 @@ async fn listing(mb: &Metabase) {
     put_object(mb, &p, "other", &[0xFF, b'/', 1]).await;
     put_object(mb, &p, "other", &[0x80]).await;
     let (entries, _) = mb
-        .list_objects(&p, "other", b"", b"", false, 0)
+        .list_objects(
+            &p,
+            "other",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: false,
+                limit: 0,
+            },
+            NOW,
+        )
         .await
         .unwrap();
     let got: Vec<&[u8]> = entries.iter().map(|e| e.key()).collect();
@@ -431,14 +482,37 @@ async fn listing_many_keys(mb: &Metabase) {
             put_object(mb, &p, "b", format!("d{dir}/f{file:03}").as_bytes()).await;
         }
     }
-    let (entries, more) = mb.list_objects(&p, "b", b"", b"", false, 0).await.unwrap();
+    let (entries, more) = mb
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: false,
+                limit: 0,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(entries.len(), 10);
     assert!(!more);
     let mut all = Vec::new();
     let mut cursor = Vec::new();
     loop {
         let (entries, more) = mb
-            .list_objects(&p, "b", b"", &cursor, true, 300)
+            .list_objects(
+                &p,
+                "b",
+                &Listing {
+                    prefix: b"",
+                    cursor: &cursor,
+                    recursive: true,
+                    limit: 300,
+                },
+                NOW,
+            )
             .await
             .unwrap();
         cursor = entries.last().unwrap().key().to_vec();
@@ -450,7 +524,17 @@ async fn listing_many_keys(mb: &Metabase) {
     assert_eq!(all.len(), 1000);
     assert!(all.windows(2).all(|w| w[0] < w[1]));
     let (entries, more) = mb
-        .list_objects(&p, "b", b"d3/", b"", false, 5000)
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"d3/",
+                cursor: b"",
+                recursive: false,
+                limit: 5000,
+            },
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!(entries.len(), 100);
@@ -485,13 +569,94 @@ async fn pending_cleanup(mb: &Metabase) {
     ));
     assert!(mb.segments(&old.stream_id).await.unwrap().is_empty());
     assert!(mb.object_by_stream(&p, &fresh.stream_id).await.is_ok());
-    assert!(mb.get_object(&p, "b", b"kept").await.is_ok());
+    assert!(mb.get_object(&p, "b", b"kept", NOW).await.is_ok());
     assert_eq!(
         mb.delete_pending_before(NOW - 500, NOW - 500, 10)
             .await
             .unwrap()
             .0,
         0
+    );
+}
+
+/// An object past its expiration is gone for reads, listings, copies and
+/// audits at once, and the cleanup deletes it with its pieces.
+async fn expired_objects(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let expires_at = NOW + 100;
+    let object = Object {
+        expires_at,
+        ..pending(&p, "b", b"short-lived", NOW)
+    };
+    mb.begin_object(&object).await.unwrap();
+    let segment = remote_segment(&object.stream_id, 0, 10);
+    mb.put_segment(&p, &segment).await.unwrap();
+    mb.commit_object(&p, &object.stream_id, b"", b"", b"", &[])
+        .await
+        .unwrap();
+    let lasting = put_object(mb, &p, "b", b"lasting").await;
+
+    let listed = |now| {
+        let p = p.clone();
+        async move {
+            let (entries, _) = mb
+                .list_objects(
+                    &p,
+                    "b",
+                    &Listing {
+                        prefix: b"",
+                        cursor: b"",
+                        recursive: true,
+                        limit: 0,
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+            keys(&entries)
+        }
+    };
+    let audited = |now| async move {
+        mb.committed_remote_segments_from(&[], 10, now)
+            .await
+            .unwrap()
+            .len()
+    };
+    // Alive until the second it expires.
+    let before = expires_at - 1;
+    assert!(mb.get_object(&p, "b", b"short-lived", before).await.is_ok());
+    assert_eq!(listed(before).await, ["lasting", "short-lived"]);
+    assert_eq!(audited(before).await, 1);
+    assert_eq!(mb.delete_expired(before, 10).await.unwrap().0, 0);
+
+    assert!(matches!(
+        mb.get_object(&p, "b", b"short-lived", expires_at).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(listed(expires_at).await, ["lasting"]);
+    assert_eq!(audited(expires_at).await, 0);
+    let copy = ObjectCopy {
+        created_at: expires_at,
+        ..copy_to("b", b"copy", &[0], b"")
+    };
+    assert!(matches!(
+        mb.copy_object(&p, &object.stream_id, &copy).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let (count, removed) = mb.delete_expired(expires_at, 10).await.unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].pieces, segment.pieces);
+    assert!(mb.segments(&object.stream_id).await.unwrap().is_empty());
+    assert_eq!(mb.stream_expiration(&object.stream_id).await.unwrap(), None);
+    assert_eq!(mb.delete_expired(NOW + 1000, 10).await.unwrap().0, 0);
+    assert_eq!(
+        mb.get_object(&p, "b", b"lasting", NOW + 1000)
+            .await
+            .unwrap(),
+        lasting
     );
 }
 
@@ -565,7 +730,20 @@ async fn concurrent_commits(mb: &Metabase) {
     for task in tasks {
         task.await.unwrap();
     }
-    let (entries, _) = mb.list_objects(&p, "b", b"", b"", true, 0).await.unwrap();
+    let (entries, _) = mb
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: true,
+                limit: 0,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(entries.len(), 9);
 }
 
@@ -751,7 +929,7 @@ async fn multipart_uploads(mb: &Metabase) {
     let (completed, parts, more) = mb.list_parts(&p, stream, 0, 10).await.unwrap();
     assert_eq!((completed.committed, parts.len(), more), (1, 0, false));
     assert_eq!(
-        mb.get_object(&p, "b", b"k").await.unwrap().stream_id,
+        mb.get_object(&p, "b", b"k", NOW).await.unwrap().stream_id,
         *stream
     );
     // A single upload is never completed with parts.
@@ -859,7 +1037,7 @@ async fn server_side_copies(mb: &Metabase) {
         );
     }
     assert!(matches!(
-        mb.get_object(&p, "b2", b"c").await.unwrap_err(),
+        mb.get_object(&p, "b2", b"c", NOW).await.unwrap_err(),
         Error::NotFound(_)
     ));
     // The source must be a committed object of the same project, the bucket exist.
@@ -909,7 +1087,7 @@ async fn server_side_copies(mb: &Metabase) {
         (1, 150 + 14, 3)
     );
     assert_eq!(copy.encrypted_metadata, b"copied");
-    assert_eq!(mb.get_object(&p, "b2", b"c").await.unwrap(), copy);
+    assert_eq!(mb.get_object(&p, "b2", b"c", NOW).await.unwrap(), copy);
     let copied = mb.segments(&copy.stream_id).await.unwrap();
     assert_eq!(copied.len(), originals.len());
     for ((copied, original), key) in copied.iter().zip(&originals).zip(&request.segment_keys) {
@@ -938,7 +1116,7 @@ async fn server_side_copies(mb: &Metabase) {
     assert!(mb.unlisted(replaced).await.unwrap().is_empty());
     assert!(mb.segments(&copy.stream_id).await.unwrap().is_empty());
     assert_eq!(
-        mb.get_object(&p, "b2", b"c")
+        mb.get_object(&p, "b2", b"c", NOW)
             .await
             .unwrap()
             .encrypted_metadata,
@@ -987,7 +1165,7 @@ async fn concurrent_copies(mb: &Metabase) {
                 } else {
                     (b"z", b"a")
                 };
-                let source = mb.get_object(&p, "b", from).await.unwrap();
+                let source = mb.get_object(&p, "b", from, NOW).await.unwrap();
                 let copy = ObjectCopy {
                     object_key: to.to_vec(),
                     ..copy_to("b", to, &[0], b"copied")
@@ -1003,7 +1181,7 @@ async fn concurrent_copies(mb: &Metabase) {
         task.await.unwrap();
     }
     for key in [&b"a"[..], b"z"] {
-        let object = mb.get_object(&p, "b", key).await.unwrap();
+        let object = mb.get_object(&p, "b", key, NOW).await.unwrap();
         assert_eq!(mb.segments(&object.stream_id).await.unwrap().len(), 1);
     }
 }

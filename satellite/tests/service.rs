@@ -1,10 +1,13 @@
 //! The satellite's gRPC services end to end: `run` on 127.0.0.1:0 over a fresh
 //! database of each backend, called with the generated clients. Storage nodes
-//! are test identities that check in and sign piece hashes like real ones.
+//! are test identities that check in and sign piece hashes like real ones,
+//! each answering the satellite's ping-back with a TLS listener of its own
+//! (every 127.x.y.z address is loopback, so each can have its own /24).
 
 // Test helpers outside #[test] functions unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use archipel_proto::orders::{
@@ -14,9 +17,11 @@ use archipel_proto::orders::{
 use archipel_proto::pb::metainfo_client::MetainfoClient;
 use archipel_proto::pb::node_client::NodeClient;
 use archipel_proto::pb::{self, PieceAction};
-use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
+use archipel_proto::{transport, Identity, NodeId, PeerKey, Redundancy};
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Config;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -36,6 +41,8 @@ macro_rules! on_both_backends {
 on_both_backends!(
     api_keys_are_required,
     check_in_updates_the_node_registry,
+    check_ins_are_pinged_back,
+    weak_identities_are_refused,
     upload_commit_download_list_delete,
     invalid_commits_are_refused,
     selection_respects_subnets,
@@ -51,7 +58,9 @@ struct Satellite {
     metainfo: MetainfoClient<Channel>,
     node: NodeClient<Channel>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<archipel_satellite::Result<()>>>,
+    server: Option<JoinHandle<archipel_satellite::Result<()>>>,
+    /// The TLS listeners test nodes answer ping-backs on.
+    listeners: Mutex<Vec<JoinHandle<()>>>,
     database: FreshDatabase,
     _dir: tempfile::TempDir,
 }
@@ -67,6 +76,7 @@ impl Satellite {
         let mut config = Config::new(database.url());
         config.redundancy = redundancy();
         config.distinct_subnets = false;
+        config.min_identity_difficulty = 0;
         configure(&mut config);
         let identity = Identity::generate();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,6 +105,7 @@ impl Satellite {
             node: NodeClient::new(channel),
             stop: Some(stop),
             server: Some(server),
+            listeners: Mutex::default(),
             database,
             _dir: dir,
         }
@@ -110,17 +121,33 @@ impl Satellite {
         PeerKey::from_public_key(&self.identity.public_key()).unwrap()
     }
 
-    async fn check_in(
+    /// Serves TLS as `node` on a free port of `ip`, where the satellite's
+    /// ping-back finds it; returns the address.
+    async fn listen_as(&self, node: &Identity, ip: &str) -> String {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let tls = transport::ServerTls::new(node).unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = transport::incoming(listener, tls);
+            while connections.next().await.is_some() {}
+        });
+        self.listeners.lock().unwrap().push(task);
+        address
+    }
+
+    /// Checks `node` in from `address` with `free_bytes` of free space.
+    async fn send_check_in(
         &self,
         node: &Identity,
         address: &str,
+        free_bytes: i64,
     ) -> Result<pb::CheckInResponse, tonic::Status> {
         let request = sign_check_in(
             node,
             pb::CheckInRequest {
                 address: address.into(),
                 capacity_bytes: 1 << 30,
-                free_bytes: 1 << 29,
+                free_bytes,
                 version: "test".into(),
                 timestamp: unix_now(),
                 ..Default::default()
@@ -133,12 +160,22 @@ impl Satellite {
             .map(|r| r.into_inner())
     }
 
+    /// Checks `node` in, listening on a free port of `ip`.
+    async fn check_in(
+        &self,
+        node: &Identity,
+        ip: &str,
+    ) -> Result<pb::CheckInResponse, tonic::Status> {
+        let address = self.listen_as(node, ip).await;
+        self.send_check_in(node, &address, 1 << 29).await
+    }
+
     /// Checks in `count` nodes, each in its own /24.
     async fn add_nodes(&self, count: usize) -> Vec<Identity> {
         let mut nodes = Vec::new();
         for i in 0..count {
             let node = Identity::generate();
-            self.check_in(&node, &format!("127.0.{}.1:7000", i + 1))
+            self.check_in(&node, &format!("127.0.{}.1", i + 1))
                 .await
                 .unwrap();
             nodes.push(node);
@@ -238,6 +275,9 @@ impl Satellite {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.server.take().unwrap().await.unwrap().unwrap();
+        for listener in self.listeners.lock().unwrap().drain(..) {
+            listener.abort();
+        }
     }
 }
 
@@ -338,10 +378,83 @@ async fn api_keys_are_required(backend: Backend) {
     sat.stop().await;
 }
 
+/// A check-in is recorded only once the satellite reached the node at the
+/// address it announced and found the same identity there.
+async fn check_ins_are_pinged_back(backend: Backend) {
+    let sat = Satellite::start(backend, |_| {}).await;
+    let metabase = sat.database.metabase().await.unwrap();
+    let node = Identity::generate();
+
+    // Nobody listens at the announced address.
+    let vacant = {
+        let listener = tokio::net::TcpListener::bind("127.0.4.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let status = sat
+        .send_check_in(&node, &vacant, 1 << 29)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("cannot reach"), "{status:?}");
+    assert!(status.message().contains(&vacant), "{status:?}");
+
+    // Another identity answers there: announcing someone else's address
+    // (to borrow its subnet, or to point clients at it) fails.
+    let other = Identity::generate();
+    let borrowed = sat.listen_as(&other, "127.0.5.1").await;
+    let status = sat
+        .send_check_in(&node, &borrowed, 1 << 29)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains(&node.id().to_string()),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains(&other.id().to_string()),
+        "{status:?}"
+    );
+
+    // An unspecified address would lead back to the satellite's own host.
+    let status = sat
+        .send_check_in(&node, "0.0.0.0:7000", 1 << 29)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(metabase.node_count().await.unwrap(), 0);
+
+    sat.check_in(&node, "127.0.6.1").await.unwrap();
+    assert_eq!(metabase.node_count().await.unwrap(), 1);
+    sat.stop().await;
+}
+
+/// Nodes must bring an identity of the configured difficulty.
+async fn weak_identities_are_refused(backend: Backend) {
+    let sat = Satellite::start(backend, |c| c.min_identity_difficulty = 8).await;
+    let weak = std::iter::repeat_with(Identity::generate)
+        .find(|i| i.id().difficulty() < 8)
+        .unwrap();
+    let status = sat.check_in(&weak, "127.0.7.1").await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("below this satellite's minimum of 8"),
+        "{status:?}"
+    );
+    let strong = Identity::generate_with_difficulty(8);
+    sat.check_in(&strong, "127.0.7.2").await.unwrap();
+    let metabase = sat.database.metabase().await.unwrap();
+    assert_eq!(metabase.node_count().await.unwrap(), 1);
+    sat.stop().await;
+}
+
 async fn check_in_updates_the_node_registry(backend: Backend) {
     let sat = Satellite::start(backend, |_| {}).await;
     let node = Identity::generate();
-    let response = sat.check_in(&node, "127.0.3.4:7000").await.unwrap();
+    let address = sat.listen_as(&node, "127.0.3.4").await;
+    let response = sat.send_check_in(&node, &address, 1 << 29).await.unwrap();
     assert_eq!(
         response.satellite_public_key,
         sat.identity.public_key().to_vec()
@@ -349,16 +462,17 @@ async fn check_in_updates_the_node_registry(backend: Backend) {
     assert!(response.next_check_in_seconds > 0);
     let metabase = sat.database.metabase().await.unwrap();
     let row = metabase.node(&node.id()).await.unwrap().unwrap();
-    assert_eq!(row.address, "127.0.3.4:7000");
+    assert_eq!(row.address, address);
     assert_eq!(row.last_net, "127.0.3.0/24");
     assert_eq!(row.public_key, node.public_key().to_vec());
     assert_eq!(row.free_bytes, 1 << 29);
 
-    sat.check_in(&node, "127.0.9.4:7001").await.unwrap();
+    let moved = sat.listen_as(&node, "127.0.9.4").await;
+    sat.send_check_in(&node, &moved, 1 << 29).await.unwrap();
     let row = metabase.node(&node.id()).await.unwrap().unwrap();
     assert_eq!(
         (row.address.as_str(), row.last_net.as_str()),
-        ("127.0.9.4:7001", "127.0.9.0/24")
+        (moved.as_str(), "127.0.9.0/24")
     );
     assert_eq!(metabase.node_count().await.unwrap(), 1);
 
@@ -720,7 +834,7 @@ async fn selection_respects_subnets(backend: Backend) {
     let mut nodes = Vec::new();
     for i in 0..10 {
         let node = Identity::generate();
-        sat.check_in(&node, &format!("127.0.{}.{}:7000", i % 4, i + 1))
+        sat.check_in(&node, &format!("127.0.{}.{}", i % 4, i + 1))
             .await
             .unwrap();
         nodes.push(node);
@@ -740,9 +854,7 @@ async fn selection_respects_subnets(backend: Backend) {
 
     for i in 0..4 {
         let node = Identity::generate();
-        sat.check_in(&node, &format!("127.1.{i}.1:7000"))
-            .await
-            .unwrap();
+        sat.check_in(&node, &format!("127.1.{i}.1")).await.unwrap();
         nodes.push(node);
     }
     // 8 networks: enough to succeed, fewer than total.
@@ -762,17 +874,8 @@ async fn selection_respects_subnets(backend: Backend) {
 
     // Nodes without room for the pieces are not chosen.
     let full = Identity::generate();
-    let request = sign_check_in(
-        &full,
-        pb::CheckInRequest {
-            address: "127.2.0.1:7000".into(),
-            capacity_bytes: 1 << 30,
-            free_bytes: 10,
-            timestamp: unix_now(),
-            ..Default::default()
-        },
-    );
-    sat.node.clone().check_in(request).await.unwrap();
+    let address = sat.listen_as(&full, "127.2.0.1").await;
+    sat.send_check_in(&full, &address, 10).await.unwrap();
     for _ in 0..5 {
         let segment = sat.begin_segment(&object.stream_id, 0, 4096).await.unwrap();
         assert!(segment

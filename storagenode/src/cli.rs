@@ -36,6 +36,10 @@ enum Command {
         /// A trusted satellite as ID@HOST:PORT; may be repeated.
         #[arg(long = "satellite", value_parser = parse_satellite)]
         satellites: Vec<TrustedSatellite>,
+        /// Trailing zero bits the new node id must have: a proof of work
+        /// satellites ask for (each bit doubles the time to create it).
+        #[arg(long, default_value_t = archipel_proto::DEFAULT_IDENTITY_DIFFICULTY)]
+        difficulty: u32,
     },
     /// Runs the node until Ctrl-C or SIGTERM.
     Run {
@@ -81,7 +85,17 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             advertise,
             allocated,
             satellites,
-        } => setup(&dir, listen, advertise, allocated, satellites),
+            difficulty,
+        } => setup(
+            &dir,
+            SetupOptions {
+                listen,
+                advertise,
+                allocated,
+                satellites,
+                difficulty,
+            },
+        ),
         Command::Run {
             config,
             listen,
@@ -98,13 +112,23 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     }
 }
 
-fn setup(
-    dir: &Path,
+/// What `setup` writes besides the directory.
+struct SetupOptions {
     listen: String,
     advertise: Option<String>,
     allocated: Option<u64>,
     satellites: Vec<TrustedSatellite>,
-) -> Result<(), Error> {
+    difficulty: u32,
+}
+
+fn setup(dir: &Path, options: SetupOptions) -> Result<(), Error> {
+    let SetupOptions {
+        listen,
+        advertise,
+        allocated,
+        satellites,
+        difficulty,
+    } = options;
     std::fs::create_dir_all(dir)
         .map_err(|source| io_error(format!("cannot create {}", dir.display()), source))?;
     let dir = dir
@@ -138,7 +162,10 @@ fn setup(
             source,
         )
     })?;
-    let identity = Identity::generate();
+    if difficulty > 0 {
+        println!("creating an identity of difficulty {difficulty} (about 2^{difficulty} tries)…");
+    }
+    let identity = Identity::generate_with_difficulty(difficulty);
     identity.save(&identity_path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             Error::IdentityExists(identity_path.clone())

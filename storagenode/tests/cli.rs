@@ -16,6 +16,7 @@ fn setup_writes_identity_and_config_and_refuses_to_overwrite() {
         .args(["setup", "--dir"])
         .arg(&node_dir)
         .args(["--listen", "127.0.0.1:0", "--allocated", "2GB"])
+        .args(["--difficulty", "8"])
         .arg("--satellite")
         .arg(format!("{satellite}@127.0.0.1:7070"))
         .output()
@@ -33,6 +34,7 @@ fn setup_writes_identity_and_config_and_refuses_to_overwrite() {
     assert_eq!(config.satellites[0].id, satellite);
     assert_eq!(config.listen_address, "127.0.0.1:0");
     let identity = archipel_proto::Identity::load(&config.identity_path).unwrap();
+    assert!(identity.id().difficulty() >= 8, "{}", identity.id());
 
     let output = node()
         .args(["info", "--config"])
@@ -92,7 +94,7 @@ fn run_serves_until_sigterm_and_exits_cleanly() {
     let status = node()
         .args(["setup", "--dir"])
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--difficulty", "0"])
         .stdout(Stdio::null())
         .status()
         .unwrap();

@@ -45,6 +45,10 @@ pub enum PlanetError {
 
 pub type Result<T> = std::result::Result<T, PlanetError>;
 
+/// The identity difficulty planets require of nodes: low, so that start-up
+/// stays fast, but not zero, so that the check runs.
+pub const PLANET_IDENTITY_DIFFICULTY: u32 = 4;
+
 #[derive(Clone, Debug)]
 pub struct PlanetConfig {
     pub nodes: usize,
@@ -174,6 +178,7 @@ impl Planet {
         satellite_config.max_segment_size = config.max_segment_size;
         satellite_config.inline_threshold = config.inline_threshold;
         satellite_config.distinct_subnets = false;
+        satellite_config.min_identity_difficulty = PLANET_IDENTITY_DIFFICULTY;
         satellite_config.audit.enabled = false;
         satellite_config.repair.enabled = false;
         let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -204,9 +209,11 @@ impl Planet {
                 address: satellite_address.to_string(),
             }];
             node_config.check_in_interval = Duration::from_secs(1);
+            // Expired pieces leave the disk within moments, as tests expect.
+            node_config.expiration_sweep_interval = Duration::from_millis(200);
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
-            let identity = Identity::generate();
+            let identity = Identity::generate_with_difficulty(PLANET_IDENTITY_DIFFICULTY);
             let server = start_node(node_config.clone(), identity.clone(), listener);
             nodes.push(StorageNode {
                 identity,

@@ -2,17 +2,22 @@
 //! corrupted or deleted pieces are disqualified within the bound the reputation
 //! arithmetic gives, offline nodes are not punished, and a node that connects
 //! but never answers is contained, asked the same challenge again, and fails
-//! after the retry limit whether or not it goes offline meanwhile. Also the
-//! metabase's reputation bookkeeping, directly, on both backends.
+//! after the retry limit whether or not it goes offline meanwhile. Pieces that
+//! stop being owed (expired, or deleted while audited) cost honest nodes
+//! nothing. Also the metabase's reputation bookkeeping, directly, on both
+//! backends.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use archipel_client::UploadOptions;
+use archipel_client::{CopyMetadata, Error, UploadOptions};
+use archipel_proto::orders::unix_now;
 use archipel_proto::NodeId;
-use archipel_satellite::audit::AuditConfig;
+use archipel_satellite::audit::{AuditConfig, AuditResult, Auditor};
 use archipel_satellite::metabase::{Node, PendingAudit};
+use archipel_satellite::metrics::Metrics;
+use archipel_satellite::orders::OrderSigner;
 use archipel_satellite::reputation::{AuditOutcome, NodeHealth, ReputationConfig};
 use archipel_satellite::testing::FreshDatabase;
 use archipel_satellite::Metabase;
@@ -68,7 +73,7 @@ async fn holders(planet: &Planet) -> Vec<usize> {
         .metabase()
         .await
         .unwrap()
-        .committed_remote_segments_from(&[], 1000)
+        .committed_remote_segments_from(&[], 1000, unix_now())
         .await
         .unwrap();
     let mut holders: Vec<usize> = segments
@@ -79,6 +84,14 @@ async fn holders(planet: &Planet) -> Vec<usize> {
     holders.sort_unstable();
     holders.dedup();
     holders
+}
+
+async fn holder_ids(planet: &Planet) -> Vec<NodeId> {
+    holders(planet)
+        .await
+        .into_iter()
+        .map(|i| planet.nodes[i].id())
+        .collect()
 }
 
 async fn health(planet: &Planet, node: NodeId) -> NodeHealth {
@@ -216,7 +229,8 @@ async fn nodes_losing_data_are_disqualified(backend: Backend) {
     let settled = health(&planet, planet.nodes[corrupt].id())
         .await
         .audit_total;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let others: Vec<NodeId> = held[2..].iter().map(|&i| planet.nodes[i].id()).collect();
+    wait_for_audits(&planet, &others, 3).await;
     assert_eq!(
         health(&planet, planet.nodes[corrupt].id())
             .await
@@ -232,15 +246,19 @@ async fn offline_nodes_are_not_punished(backend: Backend) {
     let node = holders(&planet).await[0];
     let id = planet.nodes[node].id();
     planet.stop_node(node).await.unwrap();
-    // An audit running while the node stopped may still finish.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stopped = health(&planet, id).await;
     wait_for("offline audits are recorded", || async {
         health(&planet, id).await.last_contact_failure > 0
     })
     .await;
-    // Stay away a while longer: several audits find the node offline.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Audits of one node never overlap: once one found it offline, none that
+    // began while it was up can still finish.
+    let stopped = health(&planet, id).await;
+    // Stay away a while longer: audits keep finding the node offline over
+    // two more seconds.
+    wait_for("more offline audits", || async {
+        health(&planet, id).await.last_contact_failure >= stopped.last_contact_failure + 2
+    })
+    .await;
     let away = health(&planet, id).await;
     assert_eq!(away.audit_total, stopped.audit_total, "{away:?}");
     assert_eq!(away.audit, stopped.audit);
@@ -262,6 +280,240 @@ async fn offline_nodes_are_not_punished(backend: Backend) {
     let back = health(&planet, id).await;
     assert_eq!(back.audit_total, back.audit_success);
     assert!(back.disqualified_at.is_none() && back.last_contact_success > 0);
+    planet.shutdown().await.unwrap();
+}
+
+/// Asserts that every node of the planet passed every audit it had.
+async fn no_audit_failed(planet: &Planet) {
+    for node in &planet.nodes {
+        let h = health(planet, node.id()).await;
+        assert_eq!(h.audit_total, h.audit_success, "{}: {h:?}", node.id());
+        assert!(h.disqualified_at.is_none() && h.suspended_at.is_none());
+    }
+}
+
+/// Waits until each of `nodes` had `more` further audits: proof that audit
+/// rounds went on, where a fixed sleep would only hope so.
+async fn wait_for_audits(planet: &Planet, nodes: &[NodeId], more: i64) {
+    let mut targets = Vec::new();
+    for &id in nodes {
+        targets.push((id, health(planet, id).await.audit_total + more));
+    }
+    wait_for("further audits of every node named", || async {
+        let mut all = true;
+        for (id, target) in &targets {
+            all &= health(planet, *id).await.audit_total >= *target;
+        }
+        all
+    })
+    .await;
+}
+
+async fn expired_objects_are_gone_and_cost_nodes_nothing(backend: Backend) {
+    // The cleanup runs seldom enough that the expired object's metadata stays
+    // a while after the nodes dropped its pieces: audits must not pick it.
+    let planet = Planet::start_with(PlanetConfig::with_backend(backend), |config| {
+        fast_audits(config);
+        config.cleanup_interval = Duration::from_secs(4);
+    })
+    .await
+    .unwrap();
+    let project = planet.project().await.unwrap();
+    project.create_bucket("expiry").await.unwrap();
+    let lasting = test_data(200_000, 1);
+    project
+        .upload("expiry", "lasting", &lasting[..], UploadOptions::default())
+        .await
+        .unwrap();
+    let metabase = planet.metabase().await.unwrap();
+    let before = metabase
+        .committed_remote_segments_from(&[], 1000, unix_now())
+        .await
+        .unwrap();
+    let expires = SystemTime::now() + Duration::from_secs(2);
+    project
+        .upload(
+            "expiry",
+            "short-lived",
+            &test_data(200_000, 2)[..],
+            UploadOptions {
+                expires: Some(expires),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let short_lived = metabase
+        .committed_remote_segments_from(&[], 1000, unix_now())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| !before.contains(s))
+        .unwrap()
+        .stream_id;
+    let pieces =
+        |planet: &Planet| -> usize { planet.nodes.iter().map(|n| n.piece_files().len()).sum() };
+    let all_pieces = pieces(&planet);
+
+    // The nodes drop the expired pieces on their own.
+    wait_for("the nodes sweeping the expired pieces", || async {
+        pieces(&planet) < all_pieces
+    })
+    .await;
+    // Expirations are whole seconds.
+    let expires_at = expires
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(unix_now() >= expires_at as i64);
+    let gone = |e: &Error| matches!(e, Error::ObjectNotFound { .. });
+    let e = project.stat("expiry", "short-lived").await.unwrap_err();
+    assert!(gone(&e), "{e}");
+    let e = project
+        .download("expiry", "short-lived", None, &mut Vec::new(), None)
+        .await
+        .unwrap_err();
+    assert!(gone(&e), "{e}");
+    let e = project
+        .copy_object(
+            "expiry",
+            "short-lived",
+            "expiry",
+            "copy",
+            CopyMetadata::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(gone(&e), "{e}");
+    let listed: Vec<_> = project
+        .list("expiry", "", true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(listed, ["lasting"]);
+
+    // Audits go on, and find nothing wrong with any node.
+    wait_for_audits(&planet, &holder_ids(&planet).await, 5).await;
+    no_audit_failed(&planet).await;
+    // The cleanup deletes the object's metadata; the other object stays.
+    wait_for("the cleanup deleting the expired object", || async {
+        metabase
+            .stream_expiration(&short_lived)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let mut out = Vec::new();
+    project
+        .download("expiry", "lasting", None, &mut out, None)
+        .await
+        .unwrap();
+    assert!(out == lasting);
+    no_audit_failed(&planet).await;
+    planet.shutdown().await.unwrap();
+}
+
+async fn deletes_during_audits_cost_nodes_nothing(backend: Backend) {
+    let planet = Planet::start_with(PlanetConfig::with_backend(backend), |config| {
+        fast_audits(config);
+        config.audit.interval = Duration::from_millis(10);
+    })
+    .await
+    .unwrap();
+    let project = planet.project().await.unwrap();
+    project.create_bucket("churn").await.unwrap();
+    project
+        .upload(
+            "churn",
+            "kept",
+            &test_data(100_000, 0)[..],
+            UploadOptions::default(),
+        )
+        .await
+        .unwrap();
+    // Objects come and go while audits run back to back: some audits pick a
+    // piece that its node deletes before it answers.
+    for round in 0..20u64 {
+        let key = format!("object-{round}");
+        project
+            .upload(
+                "churn",
+                &key,
+                &test_data(100_000, round)[..],
+                UploadOptions::default(),
+            )
+            .await
+            .unwrap();
+        project.delete_object("churn", &key).await.unwrap();
+    }
+    wait_for_audits(&planet, &holder_ids(&planet).await, 3).await;
+    no_audit_failed(&planet).await;
+    planet.shutdown().await.unwrap();
+}
+
+/// Runs `rounds` random audits with `auditor`; returns how many audited a
+/// node (rather than finding nothing to audit).
+async fn audits_done(auditor: &Auditor, rounds: usize) -> usize {
+    let mut done = 0;
+    for _ in 0..rounds {
+        if let AuditResult::Audited(_) = auditor.audit_random_piece().await.unwrap() {
+            done += 1;
+        }
+    }
+    done
+}
+
+async fn empty_identities_do_not_dilute_audits(backend: Backend) {
+    // The planet's own audit workers are off: only this test's auditor runs,
+    // on the planet's metabase and against its real nodes.
+    let planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    upload_objects(&planet).await;
+    let config = &planet.satellite_config;
+    let metabase = planet.metabase().await.unwrap().clone();
+    let auditor = Auditor::new(
+        OrderSigner::new(planet.satellite_identity.clone(), config.order_expiration),
+        metabase.clone(),
+        AuditConfig {
+            timeout: Duration::from_secs(5),
+            ..AuditConfig::default()
+        },
+        config.reputation.clone(),
+        std::sync::Arc::new(Metrics::default()),
+    );
+    const ROUNDS: usize = 100;
+    let before = audits_done(&auditor, ROUNDS).await;
+
+    // 2000 registered identities, online, with room and no pieces.
+    let now = unix_now();
+    for i in 0..2000u32 {
+        let identity = archipel_proto::Identity::generate();
+        metabase
+            .upsert_node(&Node {
+                id: identity.id().to_vec(),
+                public_key: identity.public_key().to_vec(),
+                address: format!("127.3.{}.{}:7000", i / 250, i % 250 + 1),
+                last_net: format!("127.3.{}.0/24", i / 250),
+                capacity_bytes: 1 << 40,
+                free_bytes: 1 << 40,
+                version: "sybil".into(),
+                last_contact: now,
+                created_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    let after = audits_done(&auditor, ROUNDS).await;
+    assert!(
+        after * 10 >= before * 9,
+        "audits of real holders fell from {before} to {after} of {ROUNDS}"
+    );
+    assert!(before >= ROUNDS * 9 / 10, "{before} of {ROUNDS}");
+    no_audit_failed(&planet).await;
     planet.shutdown().await.unwrap();
 }
 
@@ -315,8 +567,14 @@ async fn silent_nodes_are_contained_then_fail(backend: Backend) {
     // Going offline does not clear the debt, nor count as an answer. (A retry
     // running now sees its connection break off: one more unanswered retry,
     // still short of the limit.)
+    let stopped_at = unix_now();
     silent.stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A contact failure recorded after the stop comes from an audit that
+    // began after any retry that was running (they never overlap).
+    wait_for("an audit finding the node offline", || async {
+        health(&planet, id).await.last_contact_failure > stopped_at
+    })
+    .await;
     let offline_since = pending(metabase.clone()).await.unwrap();
     assert_eq!(challenge_of(&offline_since), challenge_of(&first));
     assert!((1..CONTAINMENT_RETRIES).contains(&offline_since.reverify_count));
@@ -326,7 +584,10 @@ async fn silent_nodes_are_contained_then_fail(backend: Backend) {
         "timeouts are not yet failures"
     );
     let failures_seen = health(&planet, id).await.last_contact_failure;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("offline audits over two more seconds", || async {
+        health(&planet, id).await.last_contact_failure >= failures_seen + 2
+    })
+    .await;
     let still = pending(metabase.clone()).await.unwrap();
     assert_eq!(challenge_of(&still), challenge_of(&first));
     assert_eq!(still.reverify_count, offline_since.reverify_count);
@@ -482,7 +743,6 @@ async fn metabase_keeps_reputation(backend: Backend) {
         );
     }
     assert_eq!(mb.disqualified_nodes().await.unwrap(), vec![a]);
-    assert_eq!(mb.auditable_nodes().await.unwrap().len(), 1);
     let eligible = mb.eligible_nodes(0, 0).await.unwrap();
     assert_eq!(eligible.len(), 1);
     assert_eq!(eligible[0].id, b.to_vec());
@@ -514,6 +774,9 @@ async fn metabase_keeps_reputation(backend: Backend) {
 
 on_both_backends!(
     honest_nodes_pass_their_audits,
+    expired_objects_are_gone_and_cost_nodes_nothing,
+    deletes_during_audits_cost_nodes_nothing,
+    empty_identities_do_not_dilute_audits,
     nodes_losing_data_are_disqualified,
     offline_nodes_are_not_punished,
     silent_nodes_are_contained_then_fail,

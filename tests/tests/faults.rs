@@ -1,16 +1,19 @@
 //! Fault tests on the real servers: stopped nodes, corrupted pieces, forged,
-//! expired and misdirected order limits, wrong API keys.
+//! expired, misdirected and replayed order limits (also across a node
+//! restart), wrong API keys.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
 
 use archipel_client::{Access, Project, UploadOptions};
-use archipel_proto::orders::{new_serial, sign_order_limit, unix_now};
+use archipel_proto::orders::{derive_piece_id, new_serial, sign_order_limit, unix_now};
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
 use archipel_proto::pb::{OrderLimit, PieceAction, PieceDownloadRequest, PieceUploadRequest};
 use archipel_proto::Identity;
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use archipel_satellite::audit::AuditConfig;
+use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
 
 /// Uploads one single-segment object and returns its bytes and the indexes of
 /// the nodes that hold its pieces.
@@ -143,16 +146,18 @@ fn limit(planet: &Planet, node: usize, action: PieceAction, expires: i64) -> Ord
     }
 }
 
+/// Uploads 1000 bytes of `fill` with `limit`.
 async fn upload_piece(
     planet: &Planet,
     node: usize,
     limit: OrderLimit,
+    fill: u8,
 ) -> Result<(), tonic::Status> {
     let mut client = PiecestoreClient::new(planet.node_channel(node).await.unwrap());
     let messages = vec![
         PieceUploadRequest {
             limit: Some(limit),
-            data: vec![1; 1000],
+            data: vec![fill; 1000],
             done: false,
         },
         PieceUploadRequest {
@@ -175,18 +180,18 @@ async fn bad_order_limits_are_refused(backend: Backend) {
     let later = unix_now() + 600;
 
     let good = sign_order_limit(satellite, limit(&planet, 0, PieceAction::Put, later));
-    upload_piece(&planet, 0, good.clone())
+    upload_piece(&planet, 0, good.clone(), 1)
         .await
         .expect("a valid order limit is honoured");
 
-    let replayed = upload_piece(&planet, 0, good.clone()).await.unwrap_err();
+    let replayed = upload_piece(&planet, 0, good.clone(), 1).await.unwrap_err();
     assert_eq!(
         replayed.code(),
         tonic::Code::PermissionDenied,
         "{replayed:?}"
     );
 
-    let to_other_node = upload_piece(&planet, 1, good).await.unwrap_err();
+    let to_other_node = upload_piece(&planet, 1, good, 1).await.unwrap_err();
     assert_eq!(
         to_other_node.code(),
         tonic::Code::PermissionDenied,
@@ -197,28 +202,28 @@ async fn bad_order_limits_are_refused(backend: Backend) {
         &Identity::generate(),
         limit(&planet, 0, PieceAction::Put, later),
     );
-    let error = upload_piece(&planet, 0, forged).await.unwrap_err();
+    let error = upload_piece(&planet, 0, forged, 1).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
 
     let mut tampered = sign_order_limit(satellite, limit(&planet, 0, PieceAction::Put, later));
     tampered.limit *= 1000;
-    let error = upload_piece(&planet, 0, tampered).await.unwrap_err();
+    let error = upload_piece(&planet, 0, tampered, 1).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
 
     let expired = sign_order_limit(
         satellite,
         limit(&planet, 0, PieceAction::Put, unix_now() - 1),
     );
-    let error = upload_piece(&planet, 0, expired).await.unwrap_err();
+    let error = upload_piece(&planet, 0, expired, 1).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
 
     let get_for_put = sign_order_limit(satellite, limit(&planet, 0, PieceAction::Get, later));
-    let error = upload_piece(&planet, 0, get_for_put).await.unwrap_err();
+    let error = upload_piece(&planet, 0, get_for_put, 1).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied, "{error:?}");
 
     let mut small = limit(&planet, 0, PieceAction::Put, later);
     small.limit = 10;
-    let error = upload_piece(&planet, 0, sign_order_limit(satellite, small))
+    let error = upload_piece(&planet, 0, sign_order_limit(satellite, small), 1)
         .await
         .unwrap_err();
     assert!(
@@ -250,10 +255,93 @@ async fn bad_order_limits_are_refused(backend: Backend) {
     planet.shutdown().await.unwrap();
 }
 
+async fn orders_cannot_be_replayed_after_a_restart(backend: Backend) {
+    let mut planet = Planet::start_with(PlanetConfig::with_backend(backend), |config| {
+        config.audit = AuditConfig {
+            enabled: true,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(5),
+            max_reverify_count: 3,
+            concurrency: 1,
+        };
+    })
+    .await
+    .unwrap();
+    let (data, _) = upload_one_segment(&planet, "kept").await;
+    let segment = planet
+        .metabase()
+        .await
+        .unwrap()
+        .committed_remote_segments_from(&[], 10, unix_now())
+        .await
+        .unwrap()
+        .remove(0);
+    let piece = segment.pieces[0];
+    let node = planet.node_index(piece.node).unwrap();
+    let stored_id = derive_piece_id(&segment.root_piece_id, &piece.node, piece.num.into());
+    let stored_file = archipel_storagenode::piece_path(
+        &planet.nodes[node].config.storage_dir,
+        &planet.satellite_identity.id(),
+        &stored_id,
+    );
+    let stored = std::fs::read(&stored_file).unwrap();
+
+    // An order used once, then the node restarts and forgets its memory.
+    let satellite = planet.satellite_identity.clone();
+    let order = sign_order_limit(
+        &satellite,
+        limit(&planet, node, PieceAction::Put, unix_now() + 600),
+    );
+    upload_piece(&planet, node, order.clone(), 1).await.unwrap();
+    planet.stop_node(node).await.unwrap();
+    planet.restart_node(node).await.unwrap();
+
+    let replayed = upload_piece(&planet, node, order, 2).await.unwrap_err();
+    assert_eq!(
+        replayed.code(),
+        tonic::Code::PermissionDenied,
+        "{replayed:?}"
+    );
+    assert!(
+        replayed.message().contains("was already used"),
+        "{replayed:?}"
+    );
+
+    // A fresh order for a stored piece does not replace it either.
+    let overwrite = sign_order_limit(
+        &satellite,
+        OrderLimit {
+            piece_id: stored_id.to_vec(),
+            ..limit(&planet, node, PieceAction::Put, unix_now() + 600)
+        },
+    );
+    let refused = upload_piece(&planet, node, overwrite, 3).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("a stored piece is never replaced"),
+        "{refused:?}"
+    );
+    assert!(std::fs::read(&stored_file).unwrap() == stored);
+
+    // The object reads back, and the node passes audits of what it keeps.
+    assert!(download(&planet, "kept").await.unwrap() == data);
+    let id = planet.nodes[node].id();
+    wait_for("three audits of the restarted node", || async {
+        planet.node_health(id).await.unwrap().audit_total >= 3
+    })
+    .await;
+    let health = planet.node_health(id).await.unwrap();
+    assert_eq!(health.audit_success, health.audit_total, "{health:?}");
+    planet.shutdown().await.unwrap();
+}
+
 on_both_backends!(
     download_survives_stopped_holders,
     upload_survives_down_nodes,
     corrupted_pieces_are_routed_around,
     wrong_api_key_is_rejected,
     bad_order_limits_are_refused,
+    orders_cannot_be_replayed_after_a_restart,
 );

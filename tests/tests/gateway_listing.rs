@@ -280,7 +280,17 @@ async fn unencrypted_names_through_the_gateway(backend: Backend) {
         let project = project.id.clone();
         async move {
             let (entries, more) = metabase
-                .list_objects(&project, bucket, b"", b"", true, 1000)
+                .list_objects(
+                    &project,
+                    bucket,
+                    &archipel_satellite::metabase::Listing {
+                        prefix: b"",
+                        cursor: b"",
+                        recursive: true,
+                        limit: 1000,
+                    },
+                    archipel_proto::orders::unix_now(),
+                )
                 .await
                 .unwrap();
             assert!(!more);

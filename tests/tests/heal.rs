@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use archipel_client::{Access, Project, UploadOptions};
-use archipel_proto::orders::derive_piece_id;
+use archipel_proto::orders::{derive_piece_id, unix_now};
 use archipel_proto::pb::metainfo_client::MetainfoClient;
 use archipel_proto::pb::{self, BadPieceReason};
 use archipel_proto::NodeId;
@@ -42,7 +42,7 @@ async fn remote_segments(planet: &Planet) -> Vec<Segment> {
         .metabase()
         .await
         .unwrap()
-        .committed_remote_segments_from(&[], 1000)
+        .committed_remote_segments_from(&[], 1000, unix_now())
         .await
         .unwrap()
 }

@@ -1,7 +1,9 @@
 //! Trust on the wire: every hop is TLS, and a peer is accepted only if it
 //! proves the identity the caller meant to reach. Impostors are real servers
 //! (a satellite or storage node with another identity) on the expected
-//! address; the eavesdropper is a TCP proxy that records every byte.
+//! address; the eavesdropper is a TCP proxy that records every byte; the liar
+//! is a piecestore with a node's own identity that signs the root of other
+//! data than it was sent.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
@@ -9,10 +11,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use archipel_client::{Access, Project, UploadOptions};
-use archipel_proto::transport;
+use archipel_proto::hashtree::{TreeBuilder, DEFAULT_CHUNK_SIZE};
+use archipel_proto::pb::piecestore_server::{Piecestore, PiecestoreServer};
+use archipel_proto::pb::{
+    PieceDeleteRequest, PieceDeleteResponse, PieceDownloadRequest, PieceDownloadResponse,
+    PieceHash, PieceUploadRequest, PieceUploadResponse,
+};
+use archipel_proto::{orders, transport, Identity};
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use futures::stream::BoxStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Asserts that `text` names both the id that was expected and the one found.
 fn names_both(text: &str, expected: impl ToString, found: impl ToString) {
@@ -98,6 +109,152 @@ async fn an_impostor_node_is_refused(backend: Backend) {
         .unwrap();
     assert!(out == data);
     impostor.stop().await.unwrap();
+    planet.shutdown().await.unwrap();
+}
+
+/// A storage node that lies about what it stored: it takes a piece, flips a
+/// bit of it, and signs the hash tree of the altered bytes with the node's
+/// own key — a signature every check of the signature alone accepts, for data
+/// an audit against that root would find intact.
+struct LyingPiecestore {
+    identity: Identity,
+}
+
+#[tonic::async_trait]
+impl Piecestore for LyingPiecestore {
+    async fn upload(
+        &self,
+        request: Request<Streaming<PieceUploadRequest>>,
+    ) -> Result<Response<PieceUploadResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut piece_id = Vec::new();
+        let mut tree = TreeBuilder::new(DEFAULT_CHUNK_SIZE);
+        while let Some(mut message) = stream.message().await? {
+            if let Some(limit) = message.limit {
+                piece_id = limit.piece_id;
+            }
+            if let Some(byte) = message.data.first_mut() {
+                *byte ^= 1;
+            }
+            tree.update(&message.data);
+            if message.done {
+                break;
+            }
+        }
+        let piece_size = tree.size() as i64;
+        let (root, _) = tree.finish();
+        let hash = orders::sign_piece_hash(
+            &self.identity,
+            PieceHash {
+                piece_id,
+                root: root.to_vec(),
+                piece_size,
+                timestamp: orders::unix_now(),
+                node_signature: Vec::new(),
+            },
+        );
+        Ok(Response::new(PieceUploadResponse { hash: Some(hash) }))
+    }
+
+    type DownloadStream = BoxStream<'static, Result<PieceDownloadResponse, Status>>;
+
+    async fn download(
+        &self,
+        _: Request<PieceDownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        Err(Status::not_found("this node keeps nothing"))
+    }
+
+    async fn delete(
+        &self,
+        _: Request<PieceDeleteRequest>,
+    ) -> Result<Response<PieceDeleteResponse>, Status> {
+        Ok(Response::new(PieceDeleteResponse {}))
+    }
+}
+
+/// Stops node `i` and serves a [`LyingPiecestore`] with its identity on its
+/// address; the returned sender stops the liar.
+async fn replace_with_liar(planet: &mut Planet, i: usize) -> oneshot::Sender<()> {
+    planet.stop_node(i).await.unwrap();
+    let identity = planet.nodes[i].identity.clone();
+    let listener = TcpListener::bind(planet.nodes[i].address).await.unwrap();
+    let tls = transport::ServerTls::new(&identity).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        transport::server(std::time::Duration::from_secs(60))
+            .add_service(PiecestoreServer::new(LyingPiecestore { identity }))
+            .serve_with_incoming_shutdown(transport::incoming(listener, tls), async {
+                let _ = stopped.await;
+            }),
+    );
+    stop
+}
+
+async fn a_node_that_signs_other_data_is_left_out(backend: Backend) {
+    // Every upload goes to all ten nodes and needs eight of them.
+    let mut planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let liar = planet.nodes[0].id();
+    let mut liars = vec![replace_with_liar(&mut planet, 0).await];
+    let project = planet.project().await.unwrap();
+    project.create_bucket("trust").await.unwrap();
+    let data = test_data(300_000, 11);
+    project
+        .upload("trust", "object", &data[..], UploadOptions::default())
+        .await
+        .unwrap();
+
+    // The segment committed from the nine honest nodes; the liar's root was
+    // never recorded, so no audit or repair can ever hold it up as valid.
+    let segments = planet
+        .metabase()
+        .await
+        .unwrap()
+        .committed_remote_segments_from(&[], 1000, orders::unix_now())
+        .await
+        .unwrap();
+    assert_eq!(segments.len(), 1);
+    let holders: Vec<_> = segments[0].pieces.iter().map(|p| p.node).collect();
+    assert_eq!(holders.len(), 9, "{holders:?}");
+    assert!(!holders.contains(&liar));
+    let mut out = Vec::new();
+    project
+        .download("trust", "object", None, &mut out, None)
+        .await
+        .unwrap();
+    assert!(out == data);
+
+    // With three liars only seven honest pieces are left: the upload fails
+    // and says why, rather than committing pieces nobody can check.
+    for i in 1..3 {
+        liars.push(replace_with_liar(&mut planet, i).await);
+    }
+    let error = project
+        .upload("trust", "other", &data[..], UploadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            archipel_client::Error::UploadFailed {
+                stored: 7,
+                needed: 8,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("signed the hash of other data than the piece it was sent"),
+        "{error}"
+    );
+    for stop in liars {
+        let _ = stop.send(());
+    }
     planet.shutdown().await.unwrap();
 }
 
@@ -196,4 +353,5 @@ on_both_backends!(
     an_impostor_satellite_is_refused,
     an_impostor_node_is_refused,
     an_eavesdropper_sees_no_api_key_and_no_order_limit,
+    a_node_that_signs_other_data_is_left_out,
 );

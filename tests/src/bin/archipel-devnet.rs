@@ -154,11 +154,16 @@ fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DevnetError> {
     write_file(path, &text)
 }
 
-fn identity_at(path: &Path) -> Result<Identity, DevnetError> {
+/// The identity difficulty the devnet's satellite requires and its nodes
+/// have: enough to exercise the check, little enough to start at once.
+const DEVNET_IDENTITY_DIFFICULTY: u32 = 8;
+
+/// Loads the identity at `path`, or creates one of `difficulty` there.
+fn identity_at(path: &Path, difficulty: u32) -> Result<Identity, DevnetError> {
     if path.exists() {
         return Identity::load(path).map_err(|e| DevnetError::Message(e.to_string()));
     }
-    let identity = Identity::generate();
+    let identity = Identity::generate_with_difficulty(difficulty);
     identity.save(path).map_err(io_err("write", path))?;
     Ok(identity)
 }
@@ -167,7 +172,7 @@ fn identity_at(path: &Path) -> Result<Identity, DevnetError> {
 fn prepare_satellite(dir: &Path, redundancy: Redundancy) -> Result<SatelliteEntry, DevnetError> {
     let sat_dir = dir.join("satellite");
     std::fs::create_dir_all(&sat_dir).map_err(io_err("create", &sat_dir))?;
-    let identity = identity_at(&sat_dir.join("identity"))?;
+    let identity = identity_at(&sat_dir.join("identity"), 0)?;
     let config_path = sat_dir.join("config.toml");
     let config: archipel_satellite::Config = if config_path.exists() {
         let text = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
@@ -184,6 +189,7 @@ fn prepare_satellite(dir: &Path, redundancy: Redundancy) -> Result<SatelliteEntr
         config.redundancy = redundancy;
         config.distinct_subnets = true;
         config.check_in_interval = CHECK_IN_INTERVAL;
+        config.min_identity_difficulty = DEVNET_IDENTITY_DIFFICULTY;
         config.node_online_window = Duration::from_secs(10);
         config.audit.interval = Duration::from_secs(5);
         config.repair.checker_interval = Duration::from_secs(2);
@@ -216,7 +222,7 @@ fn prepare_node(
 ) -> Result<NodeEntry, DevnetError> {
     let node_dir = dir.join(format!("node{i}"));
     std::fs::create_dir_all(&node_dir).map_err(io_err("create", &node_dir))?;
-    let identity = identity_at(&node_dir.join("identity"))?;
+    let identity = identity_at(&node_dir.join("identity"), DEVNET_IDENTITY_DIFFICULTY)?;
     let config_path = node_dir.join("config.toml");
     let config: archipel_storagenode::Config = if config_path.exists() {
         let text = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
