@@ -241,9 +241,15 @@ impl PieceReader {
         if hash.root != root || hash.piece_size != piece_size as i64 {
             return Err(bad("holds a piece other than the one committed"));
         }
-        let chunk_size = first.chunk_size as u64;
+        // Roots do not bind the chunk size, and every committed root is of a
+        // tree of DEFAULT_CHUNK_SIZE chunks (the upload builds it so): another
+        // size would shape the tree so that one chunk could pass for another.
+        if first.chunk_size != hashtree::DEFAULT_CHUNK_SIZE {
+            return Err(bad("sent a bad chunk layout"));
+        }
+        let chunk_size = u64::from(first.chunk_size);
         let aligned = u64::try_from(first.aligned_offset).map_err(|_| bad("sent a bad offset"))?;
-        if chunk_size == 0 || !aligned.is_multiple_of(chunk_size) || aligned > offset {
+        if !aligned.is_multiple_of(chunk_size) || aligned > offset {
             return Err(bad("sent a bad chunk layout"));
         }
         let leaves: Vec<Hash> = first

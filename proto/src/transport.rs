@@ -352,19 +352,31 @@ impl AsyncWrite for ServerStream {
     }
 }
 
+/// The stream of connections [`incoming`] accepts.
+pub type Connections = tokio_stream::wrappers::ReceiverStream<io::Result<ServerStream>>;
+
+/// The task that accepts connections for [`incoming`]; it owns the listener.
+pub struct Accepting(tokio::task::JoinHandle<()>);
+
+impl Accepting {
+    /// Waits until accepting has stopped (the connection stream was dropped)
+    /// and the listener is closed, so that its address may be bound again.
+    pub async fn closed(self) {
+        let _ = self.0.await;
+    }
+}
+
 /// The TLS connections accepted on `listener`, for
 /// `Server::serve_with_incoming_shutdown`. Handshakes run concurrently, each
 /// within [`HANDSHAKE_TIMEOUT`] and at most [`MAX_HANDSHAKES`] at once; a
 /// failed one is logged and dropped. Accepting stops when the stream is
-/// dropped.
-pub fn incoming(
-    listener: TcpListener,
-    tls: ServerTls,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<ServerStream>> {
+/// dropped; a server that returns should wait for [`Accepting::closed`] so
+/// that its listener is gone when it does.
+pub fn incoming(listener: TcpListener, tls: ServerTls) -> (Connections, Accepting) {
     let (sender, receiver) = mpsc::channel(16);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
                 _ = sender.closed() => return,
@@ -401,7 +413,10 @@ pub fn incoming(
             });
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
+    (
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+        Accepting(task),
+    )
 }
 
 fn log_failed_handshake(peer: SocketAddr, why: &str) {
@@ -416,7 +431,7 @@ mod tests {
     async fn echo_server(identity: &Identity) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let mut connections = incoming(listener, ServerTls::new(identity).unwrap());
+        let (mut connections, _) = incoming(listener, ServerTls::new(identity).unwrap());
         tokio::spawn(async move {
             use tokio_stream::StreamExt;
             while let Some(Ok(mut stream)) = connections.next().await {

@@ -48,9 +48,6 @@ use crate::reputation::{AuditOutcome, ReputationConfig};
 use crate::worker::{Progress, Work};
 use crate::{Error, Metabase, Result};
 
-/// Largest hash chunk a node may claim: bounds what an audit buffers.
-const MAX_HASH_CHUNK_SIZE: u32 = 1 << 20;
-
 /// Segments read to choose a random piece to audit.
 pub const PIECE_SAMPLE: usize = 64;
 /// Segments read per query while looking for a piece of the audited node.
@@ -641,8 +638,10 @@ async fn download_and_verify(
         Ok(None) => return Finding::Failed("the node sent no answer".into()),
         Err(status) => return judge_status(&status),
     };
+    // The chunk size is checked (against the one roots are built with) before
+    // it bounds what is buffered here.
     let chunk_size = u64::from(header.chunk_size);
-    if chunk_size > u64::from(MAX_HASH_CHUNK_SIZE) {
+    if header.chunk_size != DEFAULT_CHUNK_SIZE {
         return Finding::Failed(format!("the node claims {chunk_size}-byte hash chunks"));
     }
     let mut data = header.data.clone();
@@ -698,9 +697,18 @@ pub(crate) fn verify_answer(
     {
         return Err("the signed piece hash is not the committed one".into());
     }
+    // Roots do not bind the chunk size; every committed root is of a tree of
+    // DEFAULT_CHUNK_SIZE chunks (clients build it so). Another size would
+    // shape the tree so that one chunk could pass for another.
+    if header.chunk_size != DEFAULT_CHUNK_SIZE {
+        return Err(format!(
+            "the answer claims {}-byte hash chunks, not {DEFAULT_CHUNK_SIZE}",
+            header.chunk_size
+        ));
+    }
     let chunk = u64::from(header.chunk_size);
     let aligned = u64::try_from(header.aligned_offset).map_err(|_| "a negative offset")?;
-    if chunk == 0 || aligned % chunk != 0 || aligned > expected.offset {
+    if aligned % chunk != 0 || aligned > expected.offset {
         return Err("the answer's chunk layout is invalid".into());
     }
     if aligned + (data.len() as u64) < expected.offset + expected.length {
@@ -954,6 +962,12 @@ mod tests {
         let mut a = answer(size, 0);
         a.header.hash = None;
         assert!(check(&a, 0).is_err());
+
+        // Roots do not bind the chunk size: any other than the one roots are
+        // built with is refused, since it would let one chunk pass for another.
+        let mut a = answer(size, 1);
+        a.header.chunk_size = 3 * DEFAULT_CHUNK_SIZE;
+        assert!(check(&a, 1).unwrap_err().contains("hash chunks"));
     }
 
     #[test]

@@ -281,13 +281,15 @@ pub async fn run(
         state.identity.id(),
         listener.local_addr()?
     );
+    let (connections, accepting) = transport::incoming(listener, tls);
     let served = transport::server(REQUEST_TIMEOUT)
         .add_service(archipel_proto::pb::node_server::NodeServer::from_arc(
             state.clone(),
         ))
         .add_service(archipel_proto::pb::metainfo_server::MetainfoServer::from_arc(state))
-        .serve_with_incoming_shutdown(transport::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(connections, shutdown)
         .await;
+    accepting.closed().await;
     let _ = stop_tx.send(true);
     for worker in workers {
         if let Err(e) = worker.await {

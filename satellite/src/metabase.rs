@@ -1766,11 +1766,25 @@ impl Metabase {
             .fetch_all(pool)
             .await?
         });
+        Ok((streams.len(), self.delete_streams(&streams, 0).await?))
+    }
+
+    /// Deletes each of `streams` still in the `committed` state with its
+    /// segments; returns the remote segments removed.
+    async fn delete_streams(
+        &self,
+        streams: &[(Vec<u8>,)],
+        committed: i64,
+    ) -> Result<Vec<RemovedSegment>> {
         let mut removed = Vec::new();
-        for (stream_id,) in &streams {
-            removed.extend(self.delete_stream(stream_id, 0).await?.unwrap_or_default());
+        for (stream_id,) in streams {
+            removed.extend(
+                self.delete_stream(stream_id, committed)
+                    .await?
+                    .unwrap_or_default(),
+            );
         }
-        Ok((streams.len(), removed))
+        Ok(removed)
     }
 
     /// Deletes up to `batch` committed objects that expired by `now`, with
@@ -1790,11 +1804,7 @@ impl Metabase {
             .fetch_all(pool)
             .await?
         });
-        let mut removed = Vec::new();
-        for (stream_id,) in &streams {
-            removed.extend(self.delete_stream(stream_id, 1).await?.unwrap_or_default());
-        }
-        Ok((streams.len(), removed))
+        Ok((streams.len(), self.delete_streams(&streams, 1).await?))
     }
 
     /// Lists committed objects of a bucket not expired by `now`, as `listing`

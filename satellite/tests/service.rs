@@ -128,7 +128,7 @@ impl Satellite {
         let address = listener.local_addr().unwrap().to_string();
         let tls = transport::ServerTls::new(node).unwrap();
         let task = tokio::spawn(async move {
-            let mut connections = transport::incoming(listener, tls);
+            let (mut connections, _) = transport::incoming(listener, tls);
             while connections.next().await.is_some() {}
         });
         self.listeners.lock().unwrap().push(task);

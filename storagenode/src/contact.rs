@@ -175,7 +175,7 @@ pub(crate) mod tests {
             transport::server(Duration::from_secs(10))
                 .add_service(NodeServer::new(satellite))
                 .serve_with_incoming_shutdown(
-                    transport::incoming(listener, tls),
+                    transport::incoming(listener, tls).0,
                     stop.cancelled_owned(),
                 )
                 .await

@@ -110,14 +110,16 @@ pub async fn run(
     ))
     .max_decoding_message_size(MAX_UPLOAD_MESSAGE_SIZE);
     let stop = cancel.clone();
+    let (connections, accepting) = transport::incoming(listener, tls);
     let served = transport::server(REQUEST_TIMEOUT)
         .add_service(service)
-        .serve_with_incoming_shutdown(transport::incoming(listener, tls), async move {
+        .serve_with_incoming_shutdown(connections, async move {
             shutdown.await;
             tracing::info!("storage node shutting down");
             stop.cancel();
         })
         .await;
+    accepting.closed().await;
     cancel.cancel();
     while background.join_next().await.is_some() {}
     served?;

@@ -317,11 +317,7 @@ async fn conditional_writes() {
         .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
         .await
         .unwrap();
-    let path = presigned
-        .uri()
-        .strip_prefix(&fx.endpoint)
-        .unwrap()
-        .to_string();
+    let path = fx.path_of(&presigned);
     let host = fx.endpoint.strip_prefix("http://").unwrap();
     let body = test_data(100_000, 4);
     let mut stream = TcpStream::connect(host).await.unwrap();

@@ -184,7 +184,7 @@ async fn replace_with_liar(planet: &mut Planet, i: usize) -> oneshot::Sender<()>
     tokio::spawn(
         transport::server(std::time::Duration::from_secs(60))
             .add_service(PiecestoreServer::new(LyingPiecestore { identity }))
-            .serve_with_incoming_shutdown(transport::incoming(listener, tls), async {
+            .serve_with_incoming_shutdown(transport::incoming(listener, tls).0, async {
                 let _ = stopped.await;
             }),
     );

@@ -120,6 +120,16 @@ impl Fixture {
         Client::from_conf(config)
     }
 
+    /// The path and query of a presigned request to this gateway, for a raw
+    /// HTTP client.
+    pub fn path_of(&self, presigned: &aws_sdk_s3::presigning::PresignedRequest) -> String {
+        presigned
+            .uri()
+            .strip_prefix(&self.endpoint)
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn shutdown(self) {
         self.stop.send(()).unwrap();
         self.gateway.await.unwrap().unwrap();
