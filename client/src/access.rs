@@ -147,6 +147,9 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
+
     use super::*;
 
     fn sample() -> Access {
@@ -193,5 +196,59 @@ mod tests {
                 "{bad:?} parsed"
             );
         }
+    }
+
+    fn access() -> impl Strategy<Value = Access> {
+        (
+            hostile::text(),
+            any::<[u8; 32]>(),
+            hostile::text(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(
+                |(satellite_address, satellite_id, api_key, root_key)| Access {
+                    satellite_address,
+                    satellite_id: NodeId(satellite_id),
+                    api_key,
+                    root_key: Key(root_key),
+                },
+            )
+    }
+
+    /// A grant pasted or read from a file: refused with `InvalidAccess`, or
+    /// parsed into one that serializes to a grant parsing to the same.
+    fn grant_is_checked((original, text): (Access, String)) -> Result<(), TestCaseError> {
+        let intact = text == original.serialize();
+        let access = match Access::parse(&text) {
+            Ok(access) => access,
+            Err(Error::InvalidAccess(_)) => {
+                prop_assert!(!intact || original.satellite_address.is_empty());
+                return Ok(());
+            }
+            Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
+        };
+        let again = Access::parse(&access.serialize()).unwrap();
+        prop_assert_eq!(&again.satellite_address, &access.satellite_address);
+        prop_assert_eq!(again.satellite_id, access.satellite_id);
+        prop_assert_eq!(&again.api_key, &access.api_key);
+        prop_assert_eq!(&again.root_key, &access.root_key);
+        if intact {
+            prop_assert_eq!(&access.satellite_address, &original.satellite_address);
+            prop_assert_eq!(access.satellite_id, original.satellite_id);
+            prop_assert_eq!(&access.api_key, &original.api_key);
+            prop_assert_eq!(&access.root_key, &original.root_key);
+        }
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_grants_are_refused_or_round_trip: access().prop_flat_map(|access| {
+            let text = access.serialize();
+            // Damage to the bytes under the base64 reaches the fields' lengths.
+            let bytes = URL_SAFE_NO_PAD.decode(&text[PREFIX_V1.len()..]).unwrap();
+            let damaged = hostile::mutated(bytes)
+                .prop_map(|bytes| format!("{PREFIX_V1}{}", URL_SAFE_NO_PAD.encode(bytes)));
+            (Just(access), prop_oneof![hostile::text_or_mutated(text), damaged])
+        }) => grant_is_checked;
     }
 }

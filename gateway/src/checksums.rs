@@ -556,6 +556,8 @@ impl BodyCheck for ChecksumCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
     use tokio::io::AsyncReadExt;
 
     fn request<'a>(algorithm: Algorithm, value: &'a str) -> ChecksumRequest<'a> {
@@ -697,5 +699,69 @@ mod tests {
             output.checksum_type.as_ref().map(ChecksumType::as_str),
             Some(ChecksumType::FULL_OBJECT)
         );
+    }
+
+    /// An algorithm's name, and its digest of some bytes as S3 headers carry
+    /// it (base64), each damaged or replaced.
+    fn names_and_values() -> impl Strategy<Value = (Algorithm, String, String, String)> {
+        (
+            prop::sample::select(Algorithm::ALL.to_vec()),
+            hostile::bytes(40),
+        )
+            .prop_flat_map(|(algorithm, data)| {
+                let value = Checksum::of_digest(algorithm, &algorithm.digest(&data)).value;
+                (
+                    Just(algorithm),
+                    Just(value.clone()),
+                    hostile::text_or_mutated(algorithm.name().to_string()),
+                    hostile::text_or_mutated(value),
+                )
+            })
+    }
+
+    /// A name parses only to the algorithm it names; a value decodes only to
+    /// a digest of its algorithm's length, and is refused in a request
+    /// otherwise; an intact value is accepted and matches itself.
+    fn name_and_value_are_checked(
+        (algorithm, intact, name, value): (Algorithm, String, String, String),
+    ) -> Result<(), TestCaseError> {
+        if let Some(parsed) = Algorithm::parse(&name) {
+            prop_assert!(parsed.name().eq_ignore_ascii_case(&name));
+        }
+        for each in Algorithm::ALL {
+            if let Some(digest) = each.decode(&value) {
+                prop_assert_eq!(digest.len(), each.digest_len());
+            }
+        }
+        let given = request(algorithm, &value).value();
+        match (&given, algorithm.decode(&value)) {
+            (Ok(Some(checksum)), Some(_)) => prop_assert_eq!(checksum.algorithm, algorithm),
+            (Err(_), None) => {}
+            _ => prop_assert!(false, "{value:?} as {algorithm:?} gave {given:?}"),
+        }
+        let _ = Checksummer::new(request(algorithm, &value), None);
+        // A stored checksum (from the object's metadata) against a client's text.
+        let stored = Checksum {
+            algorithm,
+            value: value.clone(),
+        };
+        let _ = stored.kind();
+        let _ = stored.matches_text(&intact);
+        let intact = Checksum {
+            algorithm,
+            value: intact,
+        };
+        prop_assert!(intact.matches_text(&intact.value));
+        prop_assert_eq!(
+            intact.matches_text(&value),
+            algorithm.decode(&value) == algorithm.decode(&intact.value)
+        );
+        prop_assert_eq!(stored.same_digest(&intact), intact.same_digest(&stored));
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_checksum_names_and_values_are_refused_or_decoded:
+            names_and_values() => name_and_value_are_checked;
     }
 }

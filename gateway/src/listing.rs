@@ -403,6 +403,8 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
 
     fn object(key: &str) -> ListEntry {
         ListEntry {
@@ -491,5 +493,28 @@ mod tests {
         assert_eq!(Encoder::new(None).text("a b"), "a b");
         assert_eq!(decode_token(&encode_token("x/ü")).unwrap(), "x/ü");
         assert!(decode_token("!!").is_err());
+    }
+
+    /// A continuation token as a client sends it back: refused as an invalid
+    /// argument, or decoded into a key whose token decodes to it again; the
+    /// token of a page decodes to its last key.
+    fn token_is_checked((last, token): (String, String)) -> Result<(), TestCaseError> {
+        match decode_token(&token) {
+            Ok(key) => prop_assert_eq!(decode_token(&encode_token(&key)).unwrap(), key),
+            Err(error) => prop_assert_eq!(error.code().as_str(), "InvalidArgument"),
+        }
+        if token == encode_token(&last) {
+            prop_assert_eq!(decode_token(&token).unwrap(), last);
+        }
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_continuation_tokens_are_refused_or_round_trip:
+            hostile::text().prop_flat_map(|last| {
+                let token = hostile::text_or_mutated(encode_token(&last));
+                (Just(last), token)
+            })
+            => token_is_checked;
     }
 }

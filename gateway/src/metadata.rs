@@ -180,6 +180,8 @@ fn http_date(time: &Timestamp) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
 
     #[test]
     fn headers_survive_the_round_trip_through_metadata() {
@@ -231,5 +233,56 @@ mod tests {
         assert_eq!(stored.algorithm, Algorithm::Sha1);
         assert_eq!(stored.value, "Kq5sNclPz7QV2+lfQIuc6R7oRu0=");
         assert_eq!(back.checksum.unwrap().value(), Some(stored));
+    }
+
+    /// An object's metadata as the satellite returns it (other tools may
+    /// have written it): read back as headers, its ETag, its checksums and
+    /// stored again as in a copy, never a panic; what is read as a checksum
+    /// comes from an entry of that algorithm.
+    fn stored_metadata_is_checked(metadata: BTreeMap<String, String>) -> Result<(), TestCaseError> {
+        let info = ObjectInfo {
+            key: "k".into(),
+            size: 0,
+            created: std::time::SystemTime::UNIX_EPOCH,
+            expires: None,
+            content_type: metadata.get("content-type").cloned(),
+            metadata,
+            segments: Vec::new(),
+        };
+        let _ = etag(&info);
+        if let Some(stored) = checksum(&info) {
+            let key = format!("{CHECKSUM_PREFIX}{}", stored.algorithm.name());
+            let entry = info
+                .metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&key));
+            prop_assert!(entry.is_some());
+        }
+        if let Some(upload) = upload_checksum(&info) {
+            prop_assert_eq!(UploadChecksum::parse(&upload.to_text()), Some(upload));
+        }
+        let _ = ObjectHeaders::from_object(&info).into_upload_options();
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_stored_metadata_is_read_without_panics: prop::collection::btree_map(
+            prop_oneof![
+                prop::sample::select(vec![
+                    ETAG, CONTENT_ENCODING, CONTENT_DISPOSITION, CACHE_CONTROL, EXPIRES,
+                    UPLOAD_CHECKSUM, "s3:checksum-crc32", "s3:checksum-SHA256", "content-type",
+                ])
+                .prop_map(str::to_string),
+                hostile::text_or_mutated("s3:checksum-crc64nvme".into()),
+                hostile::text(),
+            ],
+            prop_oneof![
+                hostile::text_or_mutated("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+                hostile::text_or_mutated("CRC32 COMPOSITE".into()),
+                hostile::text_or_mutated("DUoRhQ==".into()),
+                hostile::text(),
+            ],
+            0..6,
+        ) => stored_metadata_is_checked;
     }
 }

@@ -672,6 +672,8 @@ pub(crate) async fn list_uploads(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
     use std::time::{Duration, SystemTime};
 
     #[test]
@@ -752,5 +754,45 @@ mod tests {
         let page = paginate_uploads(all, "", Some("/"), (Some("b/"), None), 3);
         assert_eq!(keys(&page), ["c#5"]);
         assert!(page.prefixes.is_empty() && !page.truncated);
+    }
+
+    /// An x-amz-copy-source-range header and a part number as a client sends
+    /// them, and part tags as stored (other tools may have written them):
+    /// refused, or a non-empty range within the source and a part number S3
+    /// allows; a multipart ETag of any tags.
+    fn part_request_is_checked(
+        (range, size, number, tags): (String, u64, i32, Vec<String>),
+    ) -> Result<(), TestCaseError> {
+        if let Ok(range) = copy_range(&range, size) {
+            let length = range.length.unwrap_or(0);
+            prop_assert!(length > 0);
+            prop_assert!(range
+                .offset
+                .checked_add(length)
+                .is_some_and(|end| end <= size));
+        }
+        if let Ok(number) = part_number(number) {
+            prop_assert!((1..=10_000).contains(&number));
+        }
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let etag = multipart_etag(&tags);
+        let parts = format!("-{}", tags.len());
+        prop_assert!(etag.ends_with(&parts), "{etag}");
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_copy_ranges_part_numbers_and_part_tags_are_refused_or_valid: (
+            prop_oneof![
+                hostile::text_or_mutated("bytes=0-9".into()),
+                (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("bytes={a}-{b}")),
+            ],
+            prop_oneof![0u64..20, any::<u64>()],
+            prop_oneof![-2i32..10_003, any::<i32>()],
+            prop::collection::vec(
+                hostile::text_or_mutated("5d41402abc4b2a76b9719d911017c592".into()),
+                0..4,
+            ),
+        ) => part_request_is_checked;
     }
 }

@@ -638,6 +638,8 @@ pub(crate) async fn delete_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]
@@ -826,5 +828,81 @@ mod tests {
         let s = selection(None, Some(1), &single).unwrap();
         assert_eq!((s.offset, s.length, s.parts_count), (0, 10, None));
         assert!(selection(None, Some(2), &single).is_err());
+    }
+
+    /// A Content-MD5 header: refused as an invalid digest, or decoded into
+    /// the 16 bytes it encodes; intact, into the digest it was made of.
+    fn content_md5_is_checked((digest, text): ([u8; 16], String)) -> Result<(), TestCaseError> {
+        let encode = |digest: &[u8]| base64::engine::general_purpose::STANDARD.encode(digest);
+        match decode_md5(&text) {
+            Ok(decoded) => prop_assert_eq!(decode_md5(&encode(&decoded)).unwrap(), decoded),
+            Err(error) => prop_assert_eq!(error.code().as_str(), "InvalidDigest"),
+        }
+        if text == encode(&digest) {
+            prop_assert_eq!(expected_md5(Some(&text)).unwrap(), Some(digest));
+        }
+        Ok(())
+    }
+
+    /// Range headers a client may send, damaged, and ones with extreme numbers.
+    fn range_headers() -> impl Strategy<Value = String> {
+        prop_oneof![
+            hostile::text_or_mutated("bytes=2-5".into()),
+            hostile::text_or_mutated("bytes=-4".into()),
+            (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("bytes={a}-{b}")),
+            any::<u64>().prop_map(|a| format!("bytes={a}-")),
+            any::<u64>().prop_map(|a| format!("bytes=-{a}")),
+        ]
+    }
+
+    /// A GET's Range header and partNumber against an object of up to eight
+    /// segments in up to four parts (or a single upload), of sizes the
+    /// satellite can hold: refused, or a selection within the object.
+    fn read_is_checked(
+        (range, part_number, segments): (String, Option<i32>, Vec<(u32, u32, u64)>),
+    ) -> Result<(), TestCaseError> {
+        let segments: Vec<archipel_client::SegmentStat> = segments
+            .into_iter()
+            .map(|(part, index, plain_size)| archipel_client::SegmentStat {
+                position: part << archipel_proto::multipart::PART_SHIFT | index,
+                plain_size,
+                encrypted_size: plain_size,
+                inline: false,
+                redundancy: None,
+                piece_count: 0,
+                healthy_pieces: 0,
+                health: archipel_client::SegmentHealth::Healthy,
+            })
+            .collect();
+        let info = ObjectInfo {
+            key: "k".into(),
+            size: segments.iter().map(|s| s.plain_size).sum(),
+            created: SystemTime::UNIX_EPOCH,
+            expires: None,
+            content_type: None,
+            metadata: Default::default(),
+            segments,
+        };
+        let range = Range::parse(&range).ok();
+        if let Ok(selected) = selection(range.as_ref(), part_number, &info) {
+            let end = selected.offset.checked_add(selected.length);
+            prop_assert!(end.is_some_and(|end| end <= info.size), "{end:?}");
+            prop_assert!(range.is_none() || selected.length > 0);
+        }
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_content_md5s_are_refused_or_decoded:
+            any::<[u8; 16]>().prop_flat_map(|digest| {
+                let text = base64::engine::general_purpose::STANDARD.encode(digest);
+                (Just(digest), hostile::text_or_mutated(text))
+            })
+            => content_md5_is_checked;
+        hostile_ranges_and_part_numbers_are_refused_or_select_within_the_object: (
+            range_headers(),
+            prop_oneof![Just(None), (-2i32..6).prop_map(Some), any::<i32>().prop_map(Some)],
+            prop::collection::vec((0u32..5, 0u32..3, 0u64..1 << 40), 0..8),
+        ) => read_is_checked;
     }
 }

@@ -314,6 +314,7 @@ impl PartTag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
     use proptest::prelude::*;
 
     fn upload(algorithm: Algorithm, combination: Combination) -> UploadChecksum {
@@ -459,5 +460,93 @@ mod tests {
         };
         assert_eq!(PartTag::parse(&without.to_text()), without);
         assert_eq!(PartTag::parse("some other tool's tag").checksum, None);
+    }
+
+    const ALGORITHMS: [Algorithm; 5] = [
+        Algorithm::Crc32,
+        Algorithm::Crc32c,
+        Algorithm::Crc64Nvme,
+        Algorithm::Sha1,
+        Algorithm::Sha256,
+    ];
+
+    fn uploads() -> impl Strategy<Value = UploadChecksum> {
+        (
+            prop::sample::select(ALGORITHMS.to_vec()),
+            prop::sample::select(vec![Combination::Composite, Combination::FullObject]),
+        )
+            .prop_map(|(algorithm, combination)| upload(algorithm, combination))
+    }
+
+    /// A part's tag as stored with it: its ETag and a checksum of some bytes.
+    fn part_tags() -> impl Strategy<Value = PartTag> {
+        (
+            prop::sample::select(ALGORITHMS.to_vec()),
+            hostile::bytes(40),
+        )
+            .prop_map(|(algorithm, data)| PartTag {
+                etag: hex::encode(<md5::Md5 as md5::Digest>::digest(&data)),
+                checksum: Some(checksum_of(algorithm, &data)),
+            })
+    }
+
+    /// Texts sealed in an upload's metadata and in its parts' tags, damaged
+    /// (other tools may write them, and the satellite returns them): what
+    /// parses prints back as itself, and a tag that is not ours is its ETag.
+    fn sealed_texts_are_checked(
+        (upload_text, combination, tag_text): (String, String, String),
+    ) -> Result<(), TestCaseError> {
+        if let Some(upload) = UploadChecksum::parse(&upload_text) {
+            prop_assert_eq!(UploadChecksum::parse(&upload.to_text()), Some(upload));
+        }
+        if let Some(parsed) = Combination::parse(&combination) {
+            prop_assert!(parsed.name().eq_ignore_ascii_case(&combination));
+        }
+        let tag = PartTag::parse(&tag_text);
+        prop_assert_eq!(PartTag::parse(&tag.to_text()), tag.clone());
+        if tag.checksum.is_none() {
+            prop_assert_eq!(tag.etag, tag_text);
+        }
+        Ok(())
+    }
+
+    /// An object's checksum from its parts' sealed checksums, damaged: none,
+    /// or one of the upload's algorithm whose digest decodes.
+    fn object_checksum_is_checked(
+        (upload, parts): (UploadChecksum, Vec<(String, u64)>),
+    ) -> Result<(), TestCaseError> {
+        let tags: Vec<(PartTag, u64)> = parts
+            .iter()
+            .map(|(text, size)| (PartTag::parse(text), *size))
+            .collect();
+        let checksums: Vec<(&Checksum, u64)> = tags
+            .iter()
+            .filter_map(|(tag, size)| Some((tag.checksum.as_ref()?, *size)))
+            .collect();
+        if let Some(checksum) = upload.object_checksum(&checksums) {
+            prop_assert_eq!(checksum.algorithm, upload.algorithm);
+            let digest = checksum.value.split('-').next().unwrap_or_default();
+            prop_assert!(upload.algorithm.decode(digest).is_some());
+        }
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_sealed_checksum_texts_are_refused_or_round_trip: (
+            uploads().prop_flat_map(|upload| hostile::text_or_mutated(upload.to_text())),
+            prop::sample::select(vec![ChecksumType::COMPOSITE, ChecksumType::FULL_OBJECT])
+                .prop_flat_map(|name| hostile::text_or_mutated(name.to_string())),
+            part_tags().prop_flat_map(|tag| hostile::text_or_mutated(tag.to_text())),
+        ) => sealed_texts_are_checked;
+        hostile_part_checksums_make_no_object_checksum_or_a_valid_one: (
+            uploads(),
+            prop::collection::vec(
+                (
+                    part_tags().prop_flat_map(|tag| hostile::text_or_mutated(tag.to_text())),
+                    0u64..1 << 12,
+                ),
+                1..4,
+            ),
+        ) => object_checksum_is_checked;
     }
 }

@@ -80,6 +80,8 @@ impl S3Host for VirtualHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
 
     #[test]
     fn buckets_come_from_configured_domains_only() {
@@ -112,5 +114,43 @@ mod tests {
         ] {
             assert!(VirtualHosts::new(&[bad.to_string()]).is_err(), "{bad:?}");
         }
+    }
+
+    /// A Host header against configured domains (refused at start-up unless
+    /// domain names): always answered, and a bucket only when the host, less
+    /// its port, is that bucket under a configured domain.
+    fn host_is_checked((domains, host): (Vec<String>, String)) -> Result<(), TestCaseError> {
+        let Ok(hosts) = VirtualHosts::new(&domains) else {
+            return Ok(());
+        };
+        let Ok(parsed) = hosts.parse_host_header(&host) else {
+            return Err(TestCaseError::fail("the Host header was refused"));
+        };
+        if let Some(bucket) = parsed.bucket() {
+            prop_assert!(!bucket.is_empty());
+            prop_assert!(hosts.domains.iter().any(|d| d == parsed.domain()));
+            let name = without_port(&host).to_ascii_lowercase();
+            prop_assert_eq!(name, format!("{bucket}.{}", parsed.domain()));
+        }
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_host_headers_name_a_bucket_only_under_a_configured_domain: (
+            prop::collection::vec(
+                prop_oneof![
+                    Just("s3.localhost".to_string()),
+                    Just("Storage.Example".to_string()),
+                    "[a-z0-9-]{1,6}(\\.[a-zA-Z0-9-]{1,6}){0,2}",
+                    hostile::text(),
+                ],
+                0..3,
+            ),
+            prop_oneof![
+                hostile::text_or_mutated("photos.s3.localhost:7480".into()),
+                hostile::text_or_mutated("Photos.Storage.Example".into()),
+                "[a-z.]{0,12}\\.(s3\\.localhost|storage\\.example)(:[0-9]{1,6})?",
+            ],
+        ) => host_is_checked;
     }
 }

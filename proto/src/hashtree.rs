@@ -149,14 +149,22 @@ pub fn verify_range(
     leaves: &[Hash],
     proof: &[Hash],
 ) -> Result<()> {
+    // The chunk size and the first leaf come from the peer whose answer is
+    // checked: refuse what the arithmetic below cannot take.
+    if chunk_size == 0 {
+        return Err(Error::HashTree("the chunk size is zero".into()));
+    }
     let mut len = leaf_count(piece_size, chunk_size);
     let mut lo = first;
-    let mut hi = first + leaves.len() as u64;
-    if leaves.is_empty() || hi > len {
-        return Err(Error::HashTree(format!(
-            "leaves {lo}..{hi} are not within 0..{len}"
-        )));
-    }
+    let count = leaves.len() as u64;
+    let mut hi = match first.checked_add(count) {
+        Some(hi) if count > 0 && hi <= len => hi,
+        _ => {
+            return Err(Error::HashTree(format!(
+                "{count} leaves from leaf {first} are not within 0..{len}"
+            )))
+        }
+    };
     let mut level = leaves.to_vec();
     let mut siblings = proof.iter();
     let mut next = || {
@@ -193,6 +201,7 @@ pub fn verify_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostile;
     use proptest::prelude::*;
 
     fn tree(data: &[u8], chunk: u32, split: usize) -> (Hash, Vec<Hash>) {
@@ -229,6 +238,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A range of a piece's leaves with its proof, as a node sends it.
+    #[derive(Clone, Debug)]
+    struct ProvenRange {
+        root: Hash,
+        size: u64,
+        chunk: u32,
+        /// All the piece's leaves: what a verified range must be part of.
+        all: Vec<Hash>,
+        first: u64,
+        leaves: Vec<Hash>,
+        proof: Vec<Hash>,
+    }
+
+    fn proven_range() -> impl Strategy<Value = ProvenRange> {
+        (
+            0usize..3000,
+            1u32..300,
+            any::<prop::sample::Index>(),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(size, chunk, a, b)| {
+                let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+                let (root, all) = tree(&data, chunk, size / 2);
+                let lo = a.index(all.len());
+                let hi = lo + 1 + b.index(all.len() - lo);
+                ProvenRange {
+                    root,
+                    size: size as u64,
+                    chunk,
+                    first: lo as u64,
+                    leaves: all[lo..hi].to_vec(),
+                    proof: range_proof(&all, lo, hi),
+                    all,
+                }
+            })
+    }
+
+    /// Hashes from bytes, a trailing partial hash dropped.
+    fn hashes(bytes: &[u8]) -> Vec<Hash> {
+        bytes
+            .chunks_exact(32)
+            .map(|h| h.try_into().unwrap())
+            .collect()
+    }
+
+    fn arbitrary_range_is_checked(
+        (root, size, chunk, first, leaves, proof): (Hash, u64, u32, u64, Vec<Hash>, Vec<Hash>),
+    ) -> Result<(), TestCaseError> {
+        let _ = verify_range(&root, size, chunk, first, &leaves, &proof);
+        Ok(())
+    }
+
+    /// A range with damaged leaves, proof or position verifies only if its
+    /// leaves are still the piece's own at the position it claims.
+    fn damaged_range_verifies_only_as_the_true_leaves(
+        (range, leaves, proof, shift): (ProvenRange, Vec<u8>, Vec<u8>, i64),
+    ) -> Result<(), TestCaseError> {
+        let (leaves, proof) = (hashes(&leaves), hashes(&proof));
+        let first = range.first.saturating_add_signed(shift);
+        if verify_range(&range.root, range.size, range.chunk, first, &leaves, &proof).is_ok() {
+            let start = usize::try_from(first).unwrap();
+            prop_assert_eq!(&range.all[start..start + leaves.len()], &leaves[..]);
+        }
+        Ok(())
+    }
+
+    crate::hostile_tests! {
+        verify_range_survives_arbitrary_input: (
+            any::<Hash>(),
+            prop_oneof![0u64..100_000, any::<u64>()],
+            prop_oneof![Just(0u32), 1u32..100, any::<u32>()],
+            prop_oneof![0u64..8, u64::MAX - 8..=u64::MAX, any::<u64>()],
+            prop::collection::vec(any::<Hash>(), 0..8),
+            prop::collection::vec(any::<Hash>(), 0..80),
+        ) => arbitrary_range_is_checked;
+        damaged_ranges_verify_only_as_the_true_leaves: proven_range().prop_flat_map(|range| {
+            let leaves = range.leaves.concat();
+            let proof = range.proof.concat();
+            (
+                Just(range),
+                prop_oneof![Just(leaves.clone()), hostile::mutated(leaves)],
+                prop_oneof![Just(proof.clone()), hostile::mutated(proof)],
+                prop_oneof![Just(0i64), -2i64..=2],
+            )
+        }) => damaged_range_verifies_only_as_the_true_leaves;
     }
 
     #[test]

@@ -290,7 +290,12 @@ impl PeerKey {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::hostile;
 
     #[test]
     fn difficulty_counts_trailing_zero_bits() {
@@ -363,5 +368,63 @@ mod tests {
         let id = Identity::generate().id();
         assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
         assert!("zz".parse::<NodeId>().is_err());
+    }
+
+    /// A fixed identity, so that strategies and properties agree on its key.
+    static PEER: LazyLock<Identity> =
+        LazyLock::new(|| Identity::from_file_text(&hex::encode([3; 32])).unwrap());
+
+    /// Ids and public keys off the wire (order limits, check-ins, the
+    /// satellite's database), and signatures made with such keys.
+    fn keys_and_signatures_are_checked(
+        (id, key, signature): (Vec<u8>, Vec<u8>, Vec<u8>),
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(NodeId::from_bytes(&id).is_ok(), id.len() == 32);
+        if let Ok(peer) = PeerKey::from_public_key(&key) {
+            prop_assert_eq!(peer.id(), NodeId::from_public_key(&peer.public_key()));
+        }
+        if let Ok(id) = NodeId::from_bytes(&id) {
+            if let Ok(peer) = PeerKey::for_id(id, &key) {
+                prop_assert_eq!(peer.id(), id);
+            }
+        }
+        // Only the peer's own key belongs to its id.
+        if PeerKey::for_id(PEER.id(), &key).is_ok() {
+            prop_assert_eq!(key, PEER.public_key().to_vec());
+        }
+        let peer = PeerKey::from_public_key(&PEER.public_key()).unwrap();
+        if peer.verify(b"hello", &signature).is_ok() {
+            prop_assert_eq!(signature, PEER.sign(b"hello"));
+        }
+        Ok(())
+    }
+
+    /// Node ids and URLs from configuration, the command line and access
+    /// grants, and identity files: what parses prints back as itself.
+    fn texts_are_checked((id, url, file): (String, String, String)) -> Result<(), TestCaseError> {
+        if let Ok(parsed) = id.parse::<NodeId>() {
+            prop_assert_eq!(parsed.to_string().parse::<NodeId>().unwrap(), parsed);
+        }
+        if let Ok(parsed) = url.parse::<NodeUrl>() {
+            prop_assert_eq!(parsed.to_string().parse::<NodeUrl>().unwrap(), parsed);
+        }
+        if let Ok(identity) = Identity::from_file_text(&file) {
+            let again = Identity::from_file_text(&identity.to_file_text()).unwrap();
+            prop_assert_eq!(again.id(), identity.id());
+        }
+        Ok(())
+    }
+
+    crate::hostile_tests! {
+        hostile_ids_keys_and_signatures_are_refused_or_genuine: (
+            hostile::bytes_or_mutated(PEER.id().to_vec()),
+            hostile::bytes_or_mutated(PEER.public_key().to_vec()),
+            hostile::bytes_or_mutated(PEER.sign(b"hello")),
+        ) => keys_and_signatures_are_checked;
+        hostile_id_url_and_identity_texts_are_refused_or_round_trip: (
+            hostile::text_or_mutated(PEER.id().to_string()),
+            hostile::text_or_mutated(format!("{}@sat.example:7070", PEER.id())),
+            hostile::text_or_mutated(PEER.to_file_text()),
+        ) => texts_are_checked;
     }
 }

@@ -8,12 +8,16 @@
 //! - [`hashtree`]: piece hash trees with verified range reads;
 //! - [`multipart`]: segment positions of multipart uploads' parts;
 //! - [`transport`]: TLS with pinned identities and server limits on every hop;
-//! - [`daemon`]: logging and shutdown shared by the daemons.
+//! - [`daemon`]: logging and shutdown shared by the daemons;
+//! - `hostile` (tests, and the `testing` feature): hostile inputs for the
+//!   property tests of every decoder of network or disk input.
 
 pub mod daemon;
 pub mod erasure;
 mod error;
 pub mod hashtree;
+#[cfg(any(test, feature = "testing"))]
+pub mod hostile;
 pub mod identity;
 pub mod multipart;
 pub mod orders;

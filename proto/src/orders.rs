@@ -132,7 +132,12 @@ pub fn new_serial() -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::hostile;
 
     fn limit_for(node: NodeId, action: PieceAction, expires: i64) -> OrderLimit {
         OrderLimit {
@@ -236,5 +241,152 @@ mod tests {
         assert_ne!(derive_piece_id(&root, &a, 0), derive_piece_id(&root, &b, 0));
         assert_ne!(derive_piece_id(&root, &a, 0), derive_piece_id(&root, &a, 1));
         assert_eq!(derive_piece_id(&root, &a, 3), derive_piece_id(&root, &a, 3));
+    }
+
+    /// Fixed identities, so that strategies (which sign) and properties (which
+    /// verify), plain functions both, agree on the keys.
+    static SATELLITE: LazyLock<Identity> = LazyLock::new(|| fixed_identity(1));
+    static NODE: LazyLock<Identity> = LazyLock::new(|| fixed_identity(2));
+
+    fn fixed_identity(seed: u8) -> Identity {
+        Identity::from_file_text(&hex::encode([seed; 32])).unwrap()
+    }
+
+    const ACTIONS: [PieceAction; 7] = [
+        PieceAction::Invalid,
+        PieceAction::Put,
+        PieceAction::Get,
+        PieceAction::GetAudit,
+        PieceAction::GetRepair,
+        PieceAction::PutRepair,
+        PieceAction::Delete,
+    ];
+
+    /// `message`, signed by `sign`, with its encoding damaged or replaced.
+    fn signed_then_damaged<M: Message + Clone + std::fmt::Debug + 'static>(
+        message: impl Strategy<Value = M>,
+        sign: fn(M) -> M,
+    ) -> impl Strategy<Value = (M, Vec<u8>)> {
+        message.prop_map(sign).prop_flat_map(|signed| {
+            let bytes = signed.encode_to_vec();
+            (Just(signed), hostile::bytes_or_mutated(bytes))
+        })
+    }
+
+    fn order_limits() -> impl Strategy<Value = (OrderLimit, Vec<u8>)> {
+        let limit = (
+            hostile::bytes(20),
+            any::<bool>(),
+            hostile::bytes(40),
+            -1i32..8,
+            any::<i64>(),
+            any::<i64>(),
+            prop_oneof![Just(unix_now() + 60), any::<i64>()],
+        )
+            .prop_map(
+                |(serial_number, ours, piece_id, action, limit, piece_exp, order_exp)| OrderLimit {
+                    serial_number,
+                    node_id: if ours {
+                        NODE.id().to_vec()
+                    } else {
+                        vec![7; 32]
+                    },
+                    piece_id,
+                    action,
+                    limit,
+                    piece_expiration: piece_exp,
+                    order_expiration: order_exp,
+                    order_creation: unix_now(),
+                    ..Default::default()
+                },
+            );
+        signed_then_damaged(limit, |limit| sign_order_limit(&SATELLITE, limit))
+    }
+
+    fn piece_hashes() -> impl Strategy<Value = (PieceHash, Vec<u8>)> {
+        let hash = (
+            hostile::bytes(40),
+            hostile::bytes(40),
+            any::<i64>(),
+            any::<i64>(),
+        )
+            .prop_map(|(piece_id, root, piece_size, timestamp)| PieceHash {
+                piece_id,
+                root,
+                piece_size,
+                timestamp,
+                node_signature: Vec::new(),
+            });
+        signed_then_damaged(hash, |hash| sign_piece_hash(&NODE, hash))
+    }
+
+    fn check_ins() -> impl Strategy<Value = (CheckInRequest, Vec<u8>)> {
+        let request = (hostile::text(), any::<i64>(), any::<i64>(), hostile::text()).prop_map(
+            |(address, capacity_bytes, free_bytes, version)| CheckInRequest {
+                address,
+                capacity_bytes,
+                free_bytes,
+                version,
+                timestamp: unix_now(),
+                ..Default::default()
+            },
+        );
+        signed_then_damaged(request, |request| sign_check_in(&NODE, request))
+    }
+
+    // Protobuf has more than one encoding of a message (fields in any order,
+    // repeated, unknown ones), so damaged bytes may still decode to the signed
+    // message; they must never decode to another message that verifies.
+
+    /// What a storage node runs on an order limit off the wire.
+    fn order_limit_is_checked(
+        ((signed, bytes), allowed, now): ((OrderLimit, Vec<u8>), Vec<PieceAction>, i64),
+    ) -> Result<(), TestCaseError> {
+        let Ok(limit) = OrderLimit::decode(bytes.as_slice()) else {
+            return Ok(());
+        };
+        let satellite = PeerKey::from_public_key(&SATELLITE.public_key()).unwrap();
+        let verified = verify_order_limit_signature(&satellite, &limit).is_ok();
+        let _ = check_order_limit_fields(&limit, NODE.id(), &allowed, now);
+        let _ = NodeId::from_bytes(&limit.satellite_id);
+        let _ = piece_id_from_bytes(&limit.piece_id);
+        prop_assert!(!verified || limit == signed, "{limit:?} verified");
+        Ok(())
+    }
+
+    /// What a client and a satellite run on a node's piece hash.
+    fn piece_hash_is_checked((signed, bytes): (PieceHash, Vec<u8>)) -> Result<(), TestCaseError> {
+        let Ok(hash) = PieceHash::decode(bytes.as_slice()) else {
+            return Ok(());
+        };
+        let node = PeerKey::from_public_key(&NODE.public_key()).unwrap();
+        let verified = verify_piece_hash(&node, &hash).is_ok();
+        let _ = piece_id_from_bytes(&hash.piece_id);
+        prop_assert!(!verified || hash == signed, "{hash:?} verified");
+        Ok(())
+    }
+
+    /// What a satellite runs on a check-in.
+    fn check_in_is_checked(
+        (signed, bytes): (CheckInRequest, Vec<u8>),
+    ) -> Result<(), TestCaseError> {
+        let Ok(request) = CheckInRequest::decode(bytes.as_slice()) else {
+            return Ok(());
+        };
+        if let Ok(key) = verify_check_in(&request) {
+            prop_assert_eq!(key.id(), NODE.id());
+            prop_assert_eq!(request, signed);
+        }
+        Ok(())
+    }
+
+    crate::hostile_tests! {
+        hostile_order_limits_are_refused_or_the_signed_one: (
+            order_limits(),
+            prop::sample::subsequence(ACTIONS.to_vec(), 1..=3),
+            prop_oneof![Just(unix_now()), any::<i64>()],
+        ) => order_limit_is_checked;
+        hostile_piece_hashes_are_refused_or_the_signed_one: piece_hashes() => piece_hash_is_checked;
+        hostile_check_ins_are_refused_or_the_signed_one: check_ins() => check_in_is_checked;
     }
 }

@@ -149,7 +149,10 @@ pub const MAX_SHARE_SIZE: u32 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::hostile;
 
     #[test]
     fn sizes() {
@@ -173,5 +176,46 @@ mod tests {
         ] {
             assert!(s.parse::<Redundancy>().is_err(), "{s}");
         }
+    }
+
+    /// Schemes from configuration (text) and from the satellite (protobuf):
+    /// what parses is valid, prints back as itself, and sizes any segment
+    /// the satellite accepts (at most `i64::MAX` bytes) without overflow.
+    fn schemes_are_checked((text, pb, size): (String, [u32; 5], u64)) -> Result<(), TestCaseError> {
+        if let Ok(scheme) = text.parse::<Redundancy>() {
+            prop_assert!(scheme.validate().is_ok());
+            let again: Redundancy = format!(
+                "{}/{}/{}/{}/{}",
+                scheme.required, scheme.repair, scheme.success, scheme.total, scheme.share_size
+            )
+            .parse()
+            .unwrap();
+            prop_assert_eq!(again, scheme);
+        }
+        let [required, repair, success, total, share_size] = pb;
+        let pb = RedundancyScheme {
+            required,
+            repair,
+            success,
+            total,
+            share_size,
+        };
+        if let Ok(scheme) = Redundancy::from_pb(&pb) {
+            prop_assert_eq!(scheme.to_pb(), pb);
+            prop_assert!(scheme.piece_size(size) >= size / u64::from(scheme.required));
+        }
+        Ok(())
+    }
+
+    crate::hostile_tests! {
+        hostile_schemes_are_refused_or_valid: (
+            hostile::text_or_mutated("4/6/8/10/4096".into()),
+            prop_oneof![
+                any::<[u32; 5]>(),
+                (1u32..8, 0u32..4, 0u32..4, 0u32..4, 0u32..20)
+                    .prop_map(|(k, a, b, c, s)| [k, k + a, k + a + b, k + a + b + c, s * 64]),
+            ],
+            0..=i64::MAX as u64,
+        ) => schemes_are_checked;
     }
 }

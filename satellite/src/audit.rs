@@ -851,6 +851,9 @@ pub fn spawn_workers(
 }
 
 #[cfg(test)]
+mod hostile_answers;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use archipel_proto::orders::sign_piece_hash;

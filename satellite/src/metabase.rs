@@ -2581,6 +2581,9 @@ impl Metabase {
 
 #[cfg(test)]
 mod tests {
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -2613,5 +2616,32 @@ mod tests {
         ];
         assert_eq!(decode_pieces(&encode_pieces(&pieces)).unwrap(), pieces);
         assert!(decode_pieces(&[0; 65]).is_err());
+    }
+
+    /// A piece list off the database: refused unless a whole number of
+    /// records, and then decoded into pieces that encode back to it exactly.
+    fn piece_list_is_checked(blob: Vec<u8>) -> Result<(), TestCaseError> {
+        match decode_pieces(&blob) {
+            Ok(pieces) => prop_assert_eq!(encode_pieces(&pieces), blob),
+            Err(Error::Corrupt(_)) => prop_assert!(!blob.len().is_multiple_of(PIECE_RECORD)),
+            Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
+        }
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_piece_lists_are_refused_or_decoded_exactly:
+            prop::collection::vec(
+                (any::<u16>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(num, node, root)| {
+                    Piece {
+                        num,
+                        node: NodeId(node),
+                        root,
+                    }
+                }),
+                0..5,
+            )
+            .prop_flat_map(|pieces| hostile::bytes_or_mutated(encode_pieces(&pieces)))
+            => piece_list_is_checked;
     }
 }

@@ -103,6 +103,11 @@ pub fn open_segment(key: &PeerKey, segment_id: &[u8]) -> Result<SegmentToken> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::LazyLock;
+
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -129,5 +134,126 @@ mod tests {
         let other = Identity::generate();
         assert!(open_stream(&key, &seal_stream(&other, &stream)).is_err());
         assert!(open_stream(&key, b"garbage").is_err());
+    }
+
+    /// A fixed satellite, so that strategies (which seal) and properties
+    /// (which open), plain functions both, agree on its key.
+    static SATELLITE: LazyLock<Identity> =
+        LazyLock::new(|| Identity::from_file_text(&hex::encode([6; 32])).unwrap());
+
+    fn stream_tokens() -> impl Strategy<Value = StreamToken> {
+        (
+            hostile::bytes(20),
+            hostile::text(),
+            hostile::bytes(40),
+            hostile::bytes(20),
+            any::<i64>(),
+            any::<i64>(),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(
+                |(
+                    project_id,
+                    bucket,
+                    object_key,
+                    stream,
+                    created_at,
+                    expires_at,
+                    cipher,
+                    block_size,
+                )| {
+                    StreamToken {
+                        project_id,
+                        bucket,
+                        object_key,
+                        stream,
+                        created_at,
+                        expires_at,
+                        cipher,
+                        block_size,
+                    }
+                },
+            )
+    }
+
+    fn segment_tokens() -> impl Strategy<Value = SegmentToken> {
+        (
+            hostile::bytes(20),
+            hostile::bytes(20),
+            any::<u32>(),
+            hostile::bytes(40),
+            hostile::text(),
+            prop::collection::vec((any::<u32>(), hostile::bytes(40)), 0..5),
+            any::<i64>(),
+            any::<i64>(),
+        )
+            .prop_map(
+                |(
+                    project_id,
+                    stream,
+                    position,
+                    root_piece_id,
+                    redundancy,
+                    pieces,
+                    max_piece_size,
+                    created_at,
+                )| {
+                    let (piece_nums, node_ids) = pieces.into_iter().unzip();
+                    SegmentToken {
+                        project_id,
+                        stream,
+                        position,
+                        root_piece_id,
+                        redundancy,
+                        piece_nums,
+                        node_ids,
+                        max_piece_size,
+                        created_at,
+                    }
+                },
+            )
+    }
+
+    /// A token as a client sends it back: the sealed one, damaged or replaced.
+    fn sealed_then_damaged<T: Clone + std::fmt::Debug + 'static>(
+        token: impl Strategy<Value = T>,
+        seal: fn(&Identity, &T) -> Vec<u8>,
+    ) -> impl Strategy<Value = (T, Vec<u8>)> {
+        token.prop_flat_map(move |token| {
+            let sealed = seal(&SATELLITE, &token);
+            (Just(token), hostile::bytes_or_mutated(sealed))
+        })
+    }
+
+    // Protobuf has more than one encoding of a message (unknown fields, a
+    // field repeated), so damaged bytes may still carry the sealed token;
+    // they must never open to another token, nor as the other kind.
+
+    fn stream_id_is_checked((sealed, bytes): (StreamToken, Vec<u8>)) -> Result<(), TestCaseError> {
+        let key = PeerKey::from_public_key(&SATELLITE.public_key()).unwrap();
+        if let Ok(opened) = open_stream(&key, &bytes) {
+            prop_assert_eq!(opened, sealed);
+        }
+        prop_assert!(open_segment(&key, &bytes).is_err());
+        Ok(())
+    }
+
+    fn segment_id_is_checked(
+        (sealed, bytes): (SegmentToken, Vec<u8>),
+    ) -> Result<(), TestCaseError> {
+        let key = PeerKey::from_public_key(&SATELLITE.public_key()).unwrap();
+        if let Ok(opened) = open_segment(&key, &bytes) {
+            prop_assert_eq!(opened, sealed);
+        }
+        prop_assert!(open_stream(&key, &bytes).is_err());
+        Ok(())
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_stream_ids_open_only_as_the_sealed_token:
+            sealed_then_damaged(stream_tokens(), seal_stream) => stream_id_is_checked;
+        hostile_segment_ids_open_only_as_the_sealed_token:
+            sealed_then_damaged(segment_tokens(), seal_segment) => segment_id_is_checked;
     }
 }

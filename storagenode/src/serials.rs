@@ -367,6 +367,9 @@ fn replace_log(path: &Path, bytes: &[u8]) -> Result<File> {
 
 #[cfg(test)]
 mod tests {
+    use archipel_proto::hostile;
+    use proptest::prelude::*;
+
     use super::*;
 
     const A: NodeId = NodeId([1; 32]);
@@ -520,5 +523,80 @@ mod tests {
         let serials = UsedSerials::open(dir.path(), 0).await.unwrap();
         assert_eq!(log_len(dir.path()), HEADER_SIZE);
         serials.record(A, &[1; 16], 100, 10).await.unwrap();
+    }
+
+    fn record() -> impl Strategy<Value = (i64, Key)> {
+        (any::<i64>(), any::<[u8; 32]>(), any::<Serial>())
+            .prop_map(|(expiration, satellite, serial)| (expiration, (NodeId(satellite), serial)))
+    }
+
+    /// A record decodes, to what it holds, only while intact: its checksum
+    /// catches every damage (but with a chance of 2^-64).
+    fn record_is_checked(
+        ((expiration, key), damaged): ((i64, Key), [u8; RECORD_SIZE]),
+    ) -> Result<(), TestCaseError> {
+        let intact = damaged == encode_record(expiration, &key);
+        prop_assert_eq!(decode_record(&damaged), intact.then_some((expiration, key)));
+        Ok(())
+    }
+
+    /// A log of used serials, damaged, in a file of its own.
+    struct LogFile(tempfile::TempDir);
+
+    impl LogFile {
+        /// Loads `damaged`, a damaged log of `records`: a file that is not a
+        /// log is refused by name, and of one that is only intact records of
+        /// orders not expired by `now` are remembered.
+        fn check(
+            &self,
+            (records, now, damaged): (Vec<(i64, Key)>, i64, Vec<u8>),
+        ) -> Result<(), TestCaseError> {
+            let path = self.0.path().join(LOG_NAME);
+            std::fs::write(&path, &damaged).unwrap();
+            let memory = match load(&path, now) {
+                Ok(memory) => memory,
+                Err(Error::SerialLog { .. }) => return Ok(()),
+                Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
+            };
+            prop_assert_eq!(memory.used.len(), memory.by_expiration.len());
+            for remembered in &memory.by_expiration {
+                prop_assert!(remembered.0 > now);
+                prop_assert!(
+                    records.contains(remembered),
+                    "{remembered:?} was not in the log"
+                );
+            }
+            Ok(())
+        }
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_records_are_refused_unless_intact: record().prop_flat_map(|(expiration, key)| {
+            let intact = encode_record(expiration, &key);
+            let damaged = hostile::mutated(intact.to_vec()).prop_map(|mut bytes| {
+                bytes.resize(RECORD_SIZE, 0);
+                <[u8; RECORD_SIZE]>::try_from(bytes).unwrap()
+            });
+            (
+                Just((expiration, key)),
+                prop_oneof![Just(intact), any::<[u8; RECORD_SIZE]>(), damaged],
+            )
+        }) => record_is_checked;
+        hostile_logs_are_refused_or_yield_only_their_intact_records: (
+            prop::collection::vec(record(), 0..6),
+            prop_oneof![Just(i64::MIN), any::<i64>()],
+        )
+            .prop_flat_map(|(records, now)| {
+                let mut log = MAGIC.to_vec();
+                log.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+                for (expiration, key) in &records {
+                    log.extend_from_slice(&encode_record(*expiration, key));
+                }
+                (Just(records), Just(now), hostile::bytes_or_mutated(log))
+            })
+            => {
+                let file = LogFile(tempfile::tempdir().unwrap());
+                move |case| file.check(case)
+            };
     }
 }

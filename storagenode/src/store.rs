@@ -785,8 +785,13 @@ impl StoredPiece {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::LazyLock;
+
+    use archipel_proto::hostile;
     use archipel_proto::pb::PieceAction;
+    use proptest::prelude::*;
+
+    use super::*;
 
     fn limit(satellite: &Identity, piece: u8, expiration: i64) -> OrderLimit {
         orders::sign_order_limit(
@@ -1131,5 +1136,179 @@ mod tests {
         assert!(!is_piece_file(
             &dir.join("satellites").join(format!("{sat}.key"))
         ));
+    }
+
+    const SATELLITE: NodeId = NodeId([4; 32]);
+    const PIECE: PieceId = [5; 32];
+
+    /// A header with arbitrary values in every field (a piece's signatures
+    /// are not checked when it is read back), and the region it encodes to.
+    fn header_and_region(max_piece_size: i64) -> impl Strategy<Value = (PieceHeader, Vec<u8>)> {
+        let limit = (
+            hostile::bytes(20),
+            hostile::bytes(40),
+            any::<i32>(),
+            any::<i64>(),
+            prop_oneof![Just(0i64), any::<i64>()],
+        )
+            .prop_map(
+                |(serial_number, piece_id, action, limit, piece_expiration)| OrderLimit {
+                    serial_number,
+                    satellite_id: SATELLITE.to_vec(),
+                    piece_id,
+                    action,
+                    limit,
+                    piece_expiration,
+                    ..Default::default()
+                },
+            );
+        let hash = (
+            hostile::bytes(40),
+            hostile::bytes(40),
+            prop_oneof![0..=max_piece_size, any::<i64>()],
+            hostile::bytes(70),
+        )
+            .prop_map(|(piece_id, root, piece_size, node_signature)| PieceHash {
+                piece_id,
+                root,
+                piece_size,
+                timestamp: 1,
+                node_signature,
+            });
+        let chunk_size = prop_oneof![
+            Just(0u32),
+            1u32..5000,
+            Just(hashtree::DEFAULT_CHUNK_SIZE),
+            any::<u32>()
+        ];
+        (prop::option::of(limit), prop::option::of(hash), chunk_size).prop_map(
+            |(order_limit, hash, chunk_size)| {
+                let header = PieceHeader {
+                    order_limit,
+                    hash,
+                    chunk_size,
+                };
+                let region = encode_header(&header).unwrap();
+                (header, region)
+            },
+        )
+    }
+
+    /// A region decodes to the header it encodes while intact; damaged, to
+    /// an error or some header, never a panic.
+    fn header_region_is_checked(
+        ((header, region), damaged): ((PieceHeader, Vec<u8>), Vec<u8>),
+    ) -> Result<(), TestCaseError> {
+        let decoded = decode_header(&damaged);
+        if damaged == region {
+            prop_assert_eq!(decoded, Ok(header));
+        }
+        Ok(())
+    }
+
+    /// A piece file as a node commits it: 100 bytes of data.
+    static PIECE_FILE: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        let dir = tempfile::tempdir().unwrap();
+        runtime().block_on(async {
+            let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+                .await
+                .unwrap();
+            let (sat, node) = (Identity::generate(), Identity::generate());
+            put(&store, &node, limit(&sat, 1, 0), &data(100)).await;
+            std::fs::read(piece_path(dir.path(), &sat.id(), &[1; 32])).unwrap()
+        })
+    });
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Damaged piece files: the committed one damaged anywhere, or in the
+    /// header it uses (the rest of the region is padding), and files whose
+    /// length fits their header's arbitrary field values, which get past the
+    /// size check to the leaves and the data.
+    fn piece_files() -> impl Strategy<Value = Vec<u8>> {
+        let file = PIECE_FILE.clone();
+        let used = PREAMBLE_SIZE + u32::from_le_bytes(file[10..14].try_into().unwrap()) as usize;
+        let (head, rest) = (file[..used].to_vec(), file[used..].to_vec());
+        let fitting = header_and_region(4000).prop_map(|(header, mut file)| {
+            if let Some(hash) = &header.hash {
+                if header.chunk_size > 0 && (0..=4000).contains(&hash.piece_size) {
+                    let size = piece_file_size(hash.piece_size as u64, header.chunk_size);
+                    file.resize(size as usize, 0x5a);
+                }
+            }
+            file
+        });
+        prop_oneof![
+            hostile::bytes_or_mutated(file),
+            hostile::mutated(head).prop_map(move |head| [head, rest.clone()].concat()),
+            fitting,
+        ]
+    }
+
+    /// A store to read hostile piece files from, at one piece's path.
+    struct PieceReader {
+        dir: tempfile::TempDir,
+        runtime: tokio::runtime::Runtime,
+        store: PieceStore,
+    }
+
+    impl PieceReader {
+        fn new() -> PieceReader {
+            let dir = tempfile::tempdir().unwrap();
+            let runtime = runtime();
+            let store = runtime
+                .block_on(PieceStore::open(dir.path().to_path_buf(), 1 << 30))
+                .unwrap();
+            let path = piece_path(dir.path(), &SATELLITE, &PIECE);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            PieceReader {
+                dir,
+                runtime,
+                store,
+            }
+        }
+
+        /// Reads `file` back as a node does: its header alone when the store
+        /// opens or sweeps, then the piece, its leaves and its data, which must
+        /// stay within the file.
+        fn check(&self, file: Vec<u8>) -> Result<(), TestCaseError> {
+            let path = piece_path(self.dir.path(), &SATELLITE, &PIECE);
+            std::fs::write(&path, &file).unwrap();
+            let _ = read_header_blocking(&path);
+            self.runtime.block_on(async {
+                let mut piece = match self.store.open_piece(SATELLITE, PIECE).await {
+                    Ok(piece) => piece,
+                    Err(Error::DamagedPiece { .. } | Error::PieceExpired(_)) => return Ok(()),
+                    Err(other) => return Err(TestCaseError::fail(format!("{other}"))),
+                };
+                let (size, chunk) = (piece.piece_size(), piece.chunk_size());
+                let leaves = piece.leaves().await.unwrap();
+                prop_assert_eq!(leaves.len() as u64, hashtree::leaf_count(size, chunk));
+                let mut data = Vec::new();
+                let mut reader = piece.into_data_reader(0, size).await.unwrap();
+                reader.read_to_end(&mut data).await.unwrap();
+                let start = PIECE_HEADER_SIZE as usize;
+                prop_assert_eq!(&data[..], &file[start..start + size as usize]);
+                Ok(())
+            })
+        }
+    }
+
+    archipel_proto::hostile_tests! {
+        hostile_header_regions_are_refused_or_decoded:
+            header_and_region(1 << 40).prop_flat_map(|(header, region)| {
+                let damaged = hostile::bytes_or_mutated(region.clone());
+                (Just((header, region)), damaged)
+            })
+            => header_region_is_checked;
+        hostile_piece_files_are_refused_or_read_within_bounds: piece_files() => {
+            let reader = PieceReader::new();
+            move |file| reader.check(file)
+        };
     }
 }
