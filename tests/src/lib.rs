@@ -297,6 +297,16 @@ impl Planet {
         Ok(self._database.metabase().await?)
     }
 
+    /// Every remote segment of committed objects not expired now (up to a
+    /// thousand), in (stream id, position) order.
+    pub async fn remote_segments(&self) -> Result<Vec<archipel_satellite::metabase::Segment>> {
+        Ok(self
+            .metabase()
+            .await?
+            .committed_remote_segments_from(&[], 1000, archipel_proto::orders::unix_now())
+            .await?)
+    }
+
     /// Stops node `i` and puts a [`SilentListener`] on its address instead.
     pub async fn silence_node(&mut self, i: usize) -> Result<SilentListener> {
         self.stop_node(i).await?;

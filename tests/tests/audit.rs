@@ -69,13 +69,7 @@ async fn upload_objects(planet: &Planet) -> Vec<Vec<u8>> {
 
 /// Indexes of the nodes holding pieces of committed segments.
 async fn holders(planet: &Planet) -> Vec<usize> {
-    let segments = planet
-        .metabase()
-        .await
-        .unwrap()
-        .committed_remote_segments_from(&[], 1000, unix_now())
-        .await
-        .unwrap();
+    let segments = planet.remote_segments().await.unwrap();
     let mut holders: Vec<usize> = segments
         .iter()
         .flat_map(|s| s.pieces.iter())
@@ -326,10 +320,7 @@ async fn expired_objects_are_gone_and_cost_nodes_nothing(backend: Backend) {
         .await
         .unwrap();
     let metabase = planet.metabase().await.unwrap();
-    let before = metabase
-        .committed_remote_segments_from(&[], 1000, unix_now())
-        .await
-        .unwrap();
+    let before = planet.remote_segments().await.unwrap();
     let expires = SystemTime::now() + Duration::from_secs(2);
     project
         .upload(
@@ -343,8 +334,8 @@ async fn expired_objects_are_gone_and_cost_nodes_nothing(backend: Backend) {
         )
         .await
         .unwrap();
-    let short_lived = metabase
-        .committed_remote_segments_from(&[], 1000, unix_now())
+    let short_lived = planet
+        .remote_segments()
         .await
         .unwrap()
         .into_iter()

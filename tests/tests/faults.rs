@@ -266,14 +266,7 @@ async fn orders_cannot_be_replayed_after_a_restart(backend: Backend) {
     .await
     .unwrap();
     let (data, _) = upload_one_segment(&planet, "kept").await;
-    let segment = planet
-        .metabase()
-        .await
-        .unwrap()
-        .committed_remote_segments_from(&[], 10, unix_now())
-        .await
-        .unwrap()
-        .remove(0);
+    let segment = planet.remote_segments().await.unwrap().remove(0);
     let piece = segment.pieces[0];
     let node = planet.node_index(piece.node).unwrap();
     let stored_id = derive_piece_id(&segment.root_piece_id, &piece.node, piece.num.into());

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use archipel_client::{Access, Project, UploadOptions};
-use archipel_proto::orders::{derive_piece_id, unix_now};
+use archipel_proto::orders::derive_piece_id;
 use archipel_proto::pb::metainfo_client::MetainfoClient;
 use archipel_proto::pb::{self, BadPieceReason};
 use archipel_proto::NodeId;
@@ -36,17 +36,6 @@ async fn health(planet: &Planet, node: NodeId) -> NodeHealth {
     planet.node_health(node).await.unwrap()
 }
 
-/// Every committed remote segment, by stream and position.
-async fn remote_segments(planet: &Planet) -> Vec<Segment> {
-    planet
-        .metabase()
-        .await
-        .unwrap()
-        .committed_remote_segments_from(&[], 1000, unix_now())
-        .await
-        .unwrap()
-}
-
 /// Uploads `data` as `bucket`/`key` and returns the segments that appeared.
 async fn upload_new(
     planet: &Planet,
@@ -55,12 +44,12 @@ async fn upload_new(
     key: &str,
     data: &[u8],
 ) -> Vec<Segment> {
-    let before = remote_segments(planet).await;
+    let before = planet.remote_segments().await.unwrap();
     project
         .upload(bucket, key, data, UploadOptions::default())
         .await
         .unwrap();
-    let mut after = remote_segments(planet).await;
+    let mut after = planet.remote_segments().await.unwrap();
     after.retain(|s| !before.contains(s));
     after
 }
@@ -101,8 +90,10 @@ async fn a_bad_piece_read_is_audited_at_once(backend: Backend) {
     }
     // Piece 0 is a data piece: the download reads it first.
     let bad_node = corrupt_piece(&planet, &segments[0], 0);
-    let held = remote_segments(&planet)
+    let held = planet
+        .remote_segments()
         .await
+        .unwrap()
         .iter()
         .filter(|s| s.pieces.iter().any(|p| p.node == bad_node))
         .count();

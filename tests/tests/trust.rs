@@ -208,13 +208,7 @@ async fn a_node_that_signs_other_data_is_left_out(backend: Backend) {
 
     // The segment committed from the nine honest nodes; the liar's root was
     // never recorded, so no audit or repair can ever hold it up as valid.
-    let segments = planet
-        .metabase()
-        .await
-        .unwrap()
-        .committed_remote_segments_from(&[], 1000, orders::unix_now())
-        .await
-        .unwrap();
+    let segments = planet.remote_segments().await.unwrap();
     assert_eq!(segments.len(), 1);
     let holders: Vec<_> = segments[0].pieces.iter().map(|p| p.node).collect();
     assert_eq!(holders.len(), 9, "{holders:?}");
