@@ -328,7 +328,7 @@ mod tests {
     use tonic::transport::Channel;
     use tonic::Code;
 
-    const TEST_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+    const TEST_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
     /// A test satellite (a real `Node` gRPC server) and one storage node
     /// started with [`crate::run`], each on 127.0.0.1:0.
@@ -341,6 +341,8 @@ mod tests {
         address: SocketAddr,
         node_stop: CancellationToken,
         node_task: Option<JoinHandle<Result<()>>>,
+        /// Every check-in the satellite received.
+        check_ins: Arc<std::sync::Mutex<Vec<archipel_proto::pb::CheckInRequest>>>,
         _dir: tempfile::TempDir,
     }
 
@@ -351,10 +353,11 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let satellite_address = listener.local_addr().unwrap();
             let satellite_stop = CancellationToken::new();
+            let check_ins = Arc::default();
             let satellite_task = serve_satellite(
                 TestSatellite {
                     identity: satellite.clone(),
-                    check_ins: Arc::default(),
+                    check_ins: Arc::clone(&check_ins),
                 },
                 listener,
                 satellite_stop.clone(),
@@ -378,6 +381,7 @@ mod tests {
                 address,
                 node_stop: CancellationToken::new(),
                 node_task: None,
+                check_ins,
                 _dir: dir,
             };
             network.start_node(listener);
@@ -916,40 +920,42 @@ mod tests {
         let allocated = crate::store::piece_file_size(60_000, hashtree::DEFAULT_CHUNK_SIZE);
         let net = Network::start(allocated).await;
         let mut client = net.client().await;
-        // Sends its order limit, then nothing, holding the whole allocation.
-        let (sender, receiver) = mpsc::channel(1);
-        sender
-            .send(PieceUploadRequest {
-                limit: Some(net.signed(PieceAction::Put, 7, 60_000)),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut stalled_client = client.clone();
-        let stalled = tokio::spawn(async move {
-            stalled_client
-                .upload(ReceiverStream::new(receiver))
+        // Sends its order limit, then nothing, holding the whole allocation:
+        // seen when a check-in reports no free space while it runs. Started
+        // again if it ends first (refused before the node learned the
+        // satellite's key at its first check-in, or abandoned before a
+        // check-in came).
+        let (sender, stalled) = loop {
+            let seen = net.check_ins.lock().unwrap().len();
+            let (sender, receiver) = mpsc::channel(1);
+            sender
+                .send(PieceUploadRequest {
+                    limit: Some(net.signed(PieceAction::Put, 7, 60_000)),
+                    ..Default::default()
+                })
                 .await
-                .map(|_| ())
-        });
-        // Until the stalled upload holds the space, a probe (an upload that
-        // ends without `done`, so stores nothing) fits.
-        let held = loop {
-            let probe = upload(
-                &mut client,
-                net.signed(PieceAction::Put, 8, 60_000),
-                &[],
-                1,
-                false,
-            )
-            .await
-            .unwrap_err();
-            match probe.code() {
-                Code::InvalidArgument => tokio::time::sleep(Duration::from_millis(20)).await,
-                code => break code,
+                .unwrap();
+            let mut stalled_client = client.clone();
+            let stalled = tokio::spawn(async move {
+                stalled_client
+                    .upload(ReceiverStream::new(receiver))
+                    .await
+                    .map(|_| ())
+            });
+            let held = loop {
+                let reported_full = net.check_ins.lock().unwrap()[seen..]
+                    .iter()
+                    .any(|c| c.free_bytes == 0);
+                if reported_full || stalled.is_finished() {
+                    break reported_full && !stalled.is_finished();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if held {
+                break (sender, stalled);
             }
+            let _ = stalled.await;
         };
-        assert_eq!(held, Code::ResourceExhausted);
         let status = stalled.await.unwrap().unwrap_err();
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
         assert!(status.message().contains("sent nothing"), "{status:?}");
