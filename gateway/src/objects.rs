@@ -776,9 +776,9 @@ mod tests {
         assert_eq!((s.offset, s.length, s.content_range), (0, 10, None));
     }
 
-    #[test]
-    fn part_numbers_select_whole_parts() {
-        let segment = |part: u32, index: u32, plain_size: u64| archipel_client::SegmentStat {
+    /// A healthy segment of `plain_size` bytes, segment `index` of `part`.
+    fn segment(part: u32, index: u32, plain_size: u64) -> archipel_client::SegmentStat {
+        archipel_client::SegmentStat {
             position: part << archipel_proto::multipart::PART_SHIFT | index,
             plain_size,
             encrypted_size: plain_size,
@@ -787,16 +787,24 @@ mod tests {
             piece_count: 0,
             healthy_pieces: 0,
             health: archipel_client::SegmentHealth::Healthy,
-        };
-        let object = |segments: Vec<archipel_client::SegmentStat>| ObjectInfo {
+        }
+    }
+
+    /// An object made of `segments`.
+    fn object(segments: Vec<archipel_client::SegmentStat>) -> ObjectInfo {
+        ObjectInfo {
             key: "k".into(),
             size: segments.iter().map(|s| s.plain_size).sum(),
-            created: SystemTime::now(),
+            created: SystemTime::UNIX_EPOCH,
             expires: None,
             content_type: None,
             metadata: Default::default(),
             segments,
-        };
+        }
+    }
+
+    #[test]
+    fn part_numbers_select_whole_parts() {
         // Parts 1 (two segments), 3 and 4, listed out of order.
         let multipart = object(vec![
             segment(3, 0, 7),
@@ -861,28 +869,12 @@ mod tests {
     fn read_is_checked(
         (range, part_number, segments): (String, Option<i32>, Vec<(u32, u32, u64)>),
     ) -> Result<(), TestCaseError> {
-        let segments: Vec<archipel_client::SegmentStat> = segments
-            .into_iter()
-            .map(|(part, index, plain_size)| archipel_client::SegmentStat {
-                position: part << archipel_proto::multipart::PART_SHIFT | index,
-                plain_size,
-                encrypted_size: plain_size,
-                inline: false,
-                redundancy: None,
-                piece_count: 0,
-                healthy_pieces: 0,
-                health: archipel_client::SegmentHealth::Healthy,
-            })
-            .collect();
-        let info = ObjectInfo {
-            key: "k".into(),
-            size: segments.iter().map(|s| s.plain_size).sum(),
-            created: SystemTime::UNIX_EPOCH,
-            expires: None,
-            content_type: None,
-            metadata: Default::default(),
-            segments,
-        };
+        let info = object(
+            segments
+                .into_iter()
+                .map(|(part, index, plain_size)| segment(part, index, plain_size))
+                .collect(),
+        );
         let range = Range::parse(&range).ok();
         if let Ok(selected) = selection(range.as_ref(), part_number, &info) {
             let end = selected.offset.checked_add(selected.length);
