@@ -33,22 +33,33 @@ use nix::sys::resource::UsageWho;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
+use crate::latency::{timed, Latencies, PutGet};
+use crate::stages::{self, Stages};
 use crate::{cpu_seconds, peak_rss_kib, vm_hwm_kib, BenchError, Generator, HashSink, BUCKET};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Small objects written then read, per gateway or library run.
-    #[arg(long, default_value_t = 500)]
+    /// Small objects written then read per size, path and concurrency.
+    #[arg(long, default_value_t = 200)]
     small_count: usize,
-    /// Size of a small object in bytes.
-    #[arg(long, default_value_t = 4096)]
-    small_size: usize,
+    /// Sizes of the small objects in bytes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [4096, 65536, 1 << 20])]
+    small_sizes: Vec<usize>,
     /// Small objects written then read by the CLI, one process per operation.
     #[arg(long, default_value_t = 50)]
     cli_small_count: usize,
     /// Operations in flight in the concurrent small-object runs.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Measure only the small objects through the gateway and the library
+    /// (no large object, no CLI).
+    #[arg(long)]
+    small_only: bool,
+    /// Instead of measuring, break small PUTs and GETs down into their stages
+    /// (gateway, satellite calls, node transfers), one at a time, with the
+    /// debug spans of every component enabled.
+    #[arg(long)]
+    pub(crate) stages: bool,
     /// The `archipel` CLI binary [default: `archipel` next to this program].
     #[arg(long)]
     archipel: Option<PathBuf>,
@@ -455,124 +466,102 @@ async fn library_large(project: &Project, file: &Path, hash: &str) -> Result<Lar
     })
 }
 
-/// Operations per second of one small-object batch.
-struct Rate {
-    put: f64,
-    get: f64,
-}
-
-async fn gateway_small(
+async fn gateway_puts(
     s3: &Client,
     prefix: &str,
     objects: &[Vec<u8>],
     in_flight: usize,
-) -> Result<Rate, BenchError> {
-    let ((), put) = measure(
-        futures::stream::iter(objects.iter().enumerate())
-            .map(|(i, data)| async move {
-                s3.put_object()
-                    .bucket(BUCKET)
-                    .key(format!("{prefix}/{i}"))
-                    .body(ByteStream::from(data.clone()))
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(s3_error)
-            })
-            .buffer_unordered(in_flight)
-            .try_collect(),
-    )
-    .await?;
-    let ((), get) = measure(
-        futures::stream::iter(objects.iter().enumerate())
-            .map(|(i, data)| async move {
-                let output = s3
-                    .get_object()
-                    .bucket(BUCKET)
-                    .key(format!("{prefix}/{i}"))
-                    .send()
-                    .await
-                    .map_err(s3_error)?;
-                let body = output.body.collect().await.map_err(s3_error)?;
-                check_bytes(data, &body.into_bytes())
-            })
-            .buffer_unordered(in_flight)
-            .try_collect(),
-    )
-    .await?;
-    Ok(Rate {
-        put: objects.len() as f64 / put.seconds,
-        get: objects.len() as f64 / get.seconds,
+) -> Result<Latencies, BenchError> {
+    timed(objects.len(), in_flight, |i| async move {
+        s3.put_object()
+            .bucket(BUCKET)
+            .key(format!("{prefix}/{i}"))
+            .body(ByteStream::from(objects[i].clone()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(s3_error)
     })
+    .await
 }
 
-async fn library_small(
+async fn gateway_gets(
+    s3: &Client,
+    prefix: &str,
+    objects: &[Vec<u8>],
+    in_flight: usize,
+) -> Result<Latencies, BenchError> {
+    timed(objects.len(), in_flight, |i| async move {
+        let output = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(format!("{prefix}/{i}"))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let body = output.body.collect().await.map_err(s3_error)?;
+        check_bytes(&objects[i], &body.into_bytes())
+    })
+    .await
+}
+
+async fn library_puts(
     project: &Project,
     prefix: &str,
     objects: &[Vec<u8>],
     in_flight: usize,
-) -> Result<Rate, BenchError> {
-    let ((), put) = measure(
-        futures::stream::iter(objects.iter().enumerate())
-            .map(|(i, data)| async move {
-                project
-                    .upload(
-                        BUCKET,
-                        &format!("{prefix}/{i}"),
-                        data.as_slice(),
-                        UploadOptions::default(),
-                    )
-                    .await
-                    .map(drop)
-                    .map_err(BenchError::from)
-            })
-            .buffer_unordered(in_flight)
-            .try_collect(),
-    )
-    .await?;
-    let ((), get) = measure(
-        futures::stream::iter(objects.iter().enumerate())
-            .map(|(i, data)| async move {
-                let mut out = Vec::with_capacity(data.len());
-                project
-                    .download(BUCKET, &format!("{prefix}/{i}"), None, &mut out, None)
-                    .await?;
-                check_bytes(data, &out)
-            })
-            .buffer_unordered(in_flight)
-            .try_collect(),
-    )
-    .await?;
-    Ok(Rate {
-        put: objects.len() as f64 / put.seconds,
-        get: objects.len() as f64 / get.seconds,
+) -> Result<Latencies, BenchError> {
+    timed(objects.len(), in_flight, |i| async move {
+        project
+            .upload(
+                BUCKET,
+                &format!("{prefix}/{i}"),
+                objects[i].as_slice(),
+                UploadOptions::default(),
+            )
+            .await
+            .map(drop)
+            .map_err(BenchError::from)
     })
+    .await
+}
+
+async fn library_gets(
+    project: &Project,
+    prefix: &str,
+    objects: &[Vec<u8>],
+    in_flight: usize,
+) -> Result<Latencies, BenchError> {
+    timed(objects.len(), in_flight, |i| async move {
+        let mut out = Vec::with_capacity(objects[i].len());
+        project
+            .download(BUCKET, &format!("{prefix}/{i}"), None, &mut out, None)
+            .await?;
+        check_bytes(&objects[i], &out)
+    })
+    .await
 }
 
 /// One process per operation, one at a time.
-async fn cli_small(cli: &ArchipelCli, objects: &[Vec<u8>]) -> Result<Rate, BenchError> {
+async fn cli_small(cli: &ArchipelCli, objects: &[Vec<u8>]) -> Result<PutGet, BenchError> {
     let location = |i: usize| format!("ap://{BUCKET}/small/cli/{i}");
-    let ((), put) = measure(async {
-        for (i, data) in objects.iter().enumerate() {
-            cli.run(&["cp", "-", &location(i)], data, &mut tokio::io::sink())
-                .await?;
-        }
-        Ok(())
+    let put = timed(objects.len(), 1, |i| async move {
+        cli.run(
+            &["cp", "-", &location(i)],
+            &objects[i],
+            &mut tokio::io::sink(),
+        )
+        .await
+        .map(drop)
     })
     .await?;
-    let ((), get) = measure(async {
-        for (i, data) in objects.iter().enumerate() {
-            let mut out = Vec::with_capacity(data.len());
-            cli.run(&["cp", &location(i), "-"], &[], &mut out).await?;
-            check_bytes(data, &out)?;
-        }
-        Ok(())
+    let get = timed(objects.len(), 1, |i| async move {
+        let mut out = Vec::with_capacity(objects[i].len());
+        cli.run(&["cp", &location(i), "-"], &[], &mut out).await?;
+        check_bytes(&objects[i], &out)
     })
     .await?;
-    Ok(Rate {
-        put: objects.len() as f64 / put.seconds,
-        get: objects.len() as f64 / get.seconds,
-    })
+    Ok(PutGet { put, get })
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -584,11 +573,12 @@ fn mib(kib: u64) -> String {
 }
 
 /// One row of the large-object step table.
-fn step_row(name: &str, sample: &Sample, child_rss_kib: Option<u64>) {
+fn step_row(name: &str, sample: &Sample, gb: f64, child_rss_kib: Option<u64>) {
     println!(
-        "| {name} | {:.3} | {:.1} | {} | {} |",
+        "| {name} | {:.3} | {:.1} | {:.1} | {} | {} |",
         sample.seconds,
         sample.cpu,
+        sample.cpu / gb,
         mib(sample.peak_rss_kib),
         child_rss_kib.map_or("–".to_string(), mib)
     );
@@ -600,6 +590,7 @@ pub(crate) async fn bench(
     size: u64,
     args: &Args,
     setting: &str,
+    stages: Option<Stages>,
 ) -> Result<(), BenchError> {
     let exe = match &args.archipel {
         Some(exe) => exe.clone(),
@@ -611,7 +602,6 @@ pub(crate) async fn bench(
             exe.display()
         )));
     }
-    let resettable = reset_peak_rss();
     let access = planet.access().serialize();
     let cli = ArchipelCli { exe, access };
     let project = planet.project().await?;
@@ -651,8 +641,148 @@ pub(crate) async fn bench(
         },
     ));
 
+    println!("{setting}; gateway, SDK client and library in this process, CLI as child processes");
+    if let Some(stages) = stages {
+        breakdown(&s3, &project, &stages, args).await?;
+        let _ = stop.send(());
+        return gateway
+            .await
+            .map_err(|e| BenchError::Child(format!("the gateway task failed: {e}")))?
+            .map_err(BenchError::from);
+    }
+    if !args.small_only {
+        large_objects(&s3, &cli, &project, dir.path(), size).await?;
+    }
+
+    let in_flight = args.concurrency.max(1);
+    let mut rows = Vec::new();
+    for &object_size in &args.small_sizes {
+        let objects: Vec<Vec<u8>> = (0..args.small_count)
+            .map(|i| archipel_tests::test_data(object_size, i as u64))
+            .collect();
+        eprintln!("{object_size}-byte objects: gateway…");
+        for n in [1, in_flight] {
+            let prefix = format!("small/{object_size}/gateway-{n}");
+            let batch = PutGet {
+                put: gateway_puts(&s3, &prefix, &objects, n).await?,
+                get: gateway_gets(&s3, &prefix, &objects, n).await?,
+            };
+            rows.push((object_size, "S3 gateway", n, batch));
+        }
+        eprintln!("{object_size}-byte objects: library…");
+        for n in [1, in_flight] {
+            let prefix = format!("small/{object_size}/library-{n}");
+            let batch = PutGet {
+                put: library_puts(&project, &prefix, &objects, n).await?,
+                get: library_gets(&project, &prefix, &objects, n).await?,
+            };
+            rows.push((object_size, "client library", n, batch));
+        }
+        if !args.small_only && rows.len() == 4 {
+            eprintln!("{object_size}-byte objects: CLI…");
+            let count = args.cli_small_count.min(objects.len());
+            let batch = cli_small(&cli, &objects[..count]).await?;
+            rows.push((object_size, "CLI, process per op", 1, batch));
+        }
+    }
+
+    let _ = stop.send(());
+    gateway
+        .await
+        .map_err(|e| BenchError::Child(format!("the gateway task failed: {e}")))??;
+
+    println!();
+    println!("| object B | path | in flight | ops | PUT p50 ms | PUT p99 ms | PUT ops/s | PUT CPU ms/op | GET p50 ms | GET p99 ms | GET ops/s | GET CPU ms/op |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (object_size, path, n, batch) in &rows {
+        println!(
+            "| {object_size} | {path} | {n} | {} | {} | {} |",
+            batch.put.count(),
+            batch.put.cells(),
+            batch.get.cells()
+        );
+    }
+    for (object_size, path, n, batch) in &rows {
+        if *n > 1 {
+            let one = rows
+                .iter()
+                .find(|(s, p, n, _)| s == object_size && p == path && *n == 1);
+            if let Some((_, _, _, one)) = one {
+                println!(
+                    "{object_size} B, {path}: {n} in flight give {} × the PUT rate and {} × the GET rate of one at a time",
+                    ratio(batch.put.ops_per_s(), one.put.ops_per_s()),
+                    ratio(batch.get.ops_per_s(), one.get.ops_per_s()),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints where the time of small PUTs and GETs goes, one at a time, per size:
+/// each stage's count and milliseconds per operation (spans nest, so stages
+/// overlap: the gateway's `s3` span holds the client's, which hold the
+/// satellite's and the nodes').
+async fn breakdown(
+    s3: &Client,
+    project: &Project,
+    stages: &Stages,
+    args: &Args,
+) -> Result<(), BenchError> {
+    println!();
+    println!("| operation | stage | per op | ms per op |");
+    println!("|---|---|---:|---:|");
+    for &object_size in &args.small_sizes {
+        let objects: Vec<Vec<u8>> = (0..args.small_count)
+            .map(|i| archipel_tests::test_data(object_size, i as u64))
+            .collect();
+        let count = objects.len();
+        let gateway = format!("stages/{object_size}/gateway");
+        let library = format!("stages/{object_size}/library");
+        // First uploads, unmeasured, let each path learn the satellite's limits.
+        gateway_puts(s3, &format!("{gateway}-warm"), &objects[..1], 1).await?;
+        library_puts(project, &format!("{library}-warm"), &objects[..1], 1).await?;
+        stages.take();
+        gateway_puts(s3, &gateway, &objects, 1).await?;
+        stages::print(
+            &format!("{object_size} B PUT, gateway"),
+            count,
+            &stages.take(),
+        );
+        gateway_gets(s3, &gateway, &objects, 1).await?;
+        stages::print(
+            &format!("{object_size} B GET, gateway"),
+            count,
+            &stages.take(),
+        );
+        library_puts(project, &library, &objects, 1).await?;
+        stages::print(
+            &format!("{object_size} B PUT, library"),
+            count,
+            &stages.take(),
+        );
+        library_gets(project, &library, &objects, 1).await?;
+        stages::print(
+            &format!("{object_size} B GET, library"),
+            count,
+            &stages.take(),
+        );
+    }
+    Ok(())
+}
+
+/// The 1 GiB comparison: PUT and GET through the gateway, the CLI and the
+/// library, then multipart PUTs and copies through the gateway.
+async fn large_objects(
+    s3: &Client,
+    cli: &ArchipelCli,
+    project: &Project,
+    dir: &Path,
+    size: u64,
+) -> Result<(), BenchError> {
+    let resettable = reset_peak_rss();
     eprintln!("writing the {size}-byte object to a file…");
-    let file = dir.path().join("large");
+    let file = dir.join("large");
     let mut generator = Generator::new(size);
     let mut out = tokio::fs::File::create(&file).await?;
     tokio::io::copy(&mut generator, &mut out).await?;
@@ -661,46 +791,25 @@ pub(crate) async fn bench(
     let hash = generator.hasher.finalize().to_hex().to_string();
 
     eprintln!("large object: gateway…");
-    let gateway_large = gateway_large(&s3, &file, size, &hash).await?;
+    let gateway_large = gateway_large(s3, &file, size, &hash).await?;
     eprintln!("large object: gateway multipart…");
     let large = (file.as_path(), size, hash.as_str());
-    let multipart = gateway_multipart(&s3, large, "large/multipart", None).await?;
+    let multipart = gateway_multipart(s3, large, "large/multipart", None).await?;
     let multipart_crc32 = gateway_multipart(
-        &s3,
+        s3,
         large,
         "large/multipart-crc32",
         Some(ChecksumAlgorithm::Crc32),
     )
     .await?;
     eprintln!("large object: gateway copies…");
-    let [copy, part_copy] = gateway_copies(&s3, &hash).await?;
+    let [copy, part_copy] = gateway_copies(s3, &hash).await?;
     eprintln!("large object: CLI…");
-    let (cli_large, cli_rss) = cli_large(&cli, &file, size, &hash).await?;
+    let (cli_large, cli_rss) = cli_large(cli, &file, size, &hash).await?;
     eprintln!("large object: library…");
-    let library_large = library_large(&project, &file, &hash).await?;
-
-    let objects: Vec<Vec<u8>> = (0..args.small_count)
-        .map(|i| archipel_tests::test_data(args.small_size, i as u64))
-        .collect();
-    let in_flight = args.concurrency.max(1);
-    eprintln!("small objects: gateway…");
-    let gateway_seq = gateway_small(&s3, "small/gateway-1", &objects, 1).await?;
-    let gateway_par = gateway_small(&s3, "small/gateway-n", &objects, in_flight).await?;
-    eprintln!("small objects: library…");
-    let library_seq = library_small(&project, "small/library-1", &objects, 1).await?;
-    let library_par = library_small(&project, "small/library-n", &objects, in_flight).await?;
-    eprintln!("small objects: CLI…");
-    let cli_count = args.cli_small_count.min(objects.len());
-    let cli_seq = cli_small(&cli, &objects[..cli_count]).await?;
-
-    let _ = stop.send(());
-    gateway
-        .await
-        .map_err(|e| BenchError::Child(format!("the gateway task failed: {e}")))??;
+    let library_large = library_large(project, &file, &hash).await?;
 
     let gb = size as f64 / 1e9;
-    let small = args.small_size;
-    println!("{setting}; gateway, SDK client and library in this process, CLI as child processes");
     println!();
     println!(
         "| work | S3 gateway | archipel CLI | client library | gateway / CLI | gateway / library |"
@@ -726,30 +835,9 @@ pub(crate) async fn bench(
             ratio(g, l)
         );
     }
-    for (op, g, c, l) in [
-        ("PUT", gateway_seq.put, cli_seq.put, library_seq.put),
-        ("GET", gateway_seq.get, cli_seq.get, library_seq.get),
-    ] {
-        println!(
-            "| {op} {small} B × {}, one at a time, ops/s | {g:.1} | {c:.1} (process per op, {cli_count} ops) | {l:.1} | {} | {} |",
-            objects.len(),
-            ratio(g, c),
-            ratio(g, l)
-        );
-    }
-    for (op, g, l) in [
-        ("PUT", gateway_par.put, library_par.put),
-        ("GET", gateway_par.get, library_par.get),
-    ] {
-        println!(
-            "| {op} {small} B × {}, {in_flight} in flight, ops/s | {g:.1} | – | {l:.1} | – | {} |",
-            objects.len(),
-            ratio(g, l)
-        );
-    }
     println!();
-    println!("| large-object step | s | CPU s (all processes) | this process's peak RSS MiB | CLI process's peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| large-object step | s | CPU s (all processes) | CPU s per GB | this process's peak RSS MiB | CLI process's peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, transfer, child_rss) in [
         ("gateway PUT", &gateway_large.put, None),
         ("gateway GET", &gateway_large.get, None),
@@ -758,12 +846,13 @@ pub(crate) async fn bench(
         ("library PUT", &library_large.put, None),
         ("library GET", &library_large.get, None),
     ] {
-        step_row(name, &transfer.sample, child_rss);
+        step_row(name, &transfer.sample, gb, child_rss);
     }
     let parts = size.div_ceil(PART_SIZE).max(1);
     step_row(
         &format!("gateway multipart PUT, {parts} parts, {PARTS_IN_FLIGHT} in flight"),
         &multipart,
+        gb,
         None,
     );
     step_row(
@@ -771,12 +860,14 @@ pub(crate) async fn bench(
             "gateway multipart PUT, {parts} parts, {PARTS_IN_FLIGHT} in flight, CRC32 composite"
         ),
         &multipart_crc32,
+        gb,
         None,
     );
-    step_row("gateway CopyObject (server-side)", &copy, None);
+    step_row("gateway CopyObject (server-side)", &copy, gb, None);
     step_row(
         "gateway UploadPartCopy of it all (streamed)",
         &part_copy,
+        gb,
         None,
     );
     println!(

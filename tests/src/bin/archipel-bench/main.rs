@@ -13,6 +13,8 @@
 //! the client library instead (see the `gateway` module).
 
 mod gateway;
+mod latency;
+mod stages;
 
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -51,6 +53,9 @@ struct Cli {
     /// Keep the metabase in PostgreSQL (`ARCHIPEL_TEST_POSTGRES`) instead of SQLite.
     #[arg(long)]
     postgres: bool,
+    /// The satellite's inline threshold in bytes [default: the satellite's default].
+    #[arg(long)]
+    inline_threshold: Option<u64>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -302,7 +307,9 @@ async fn start_planet(cli: &Cli) -> Result<Planet, BenchError> {
         },
         redundancy: Redundancy::new(4, 6, 8, 10, 4096).expect("a valid scheme"),
         max_segment_size: 64 << 20,
-        inline_threshold: 4096,
+        inline_threshold: cli
+            .inline_threshold
+            .unwrap_or(archipel_satellite::DEFAULT_INLINE_THRESHOLD),
     })
     .await?;
     planet.project().await?.create_bucket(BUCKET).await?;
@@ -312,8 +319,10 @@ async fn start_planet(cli: &Cli) -> Result<Planet, BenchError> {
 /// What the tables' first line says about the network.
 fn setting(cli: &Cli) -> String {
     format!(
-        "{} nodes, 4/6/8/10 × 4096, 64 MiB segments, {}",
+        "{} nodes, 4/6/8/10 × 4096, 64 MiB segments, inline up to {} B, {}",
         cli.nodes,
+        cli.inline_threshold
+            .unwrap_or(archipel_satellite::DEFAULT_INLINE_THRESHOLD),
         if cli.postgres { "PostgreSQL" } else { "SQLite" }
     )
 }
@@ -365,8 +374,9 @@ fn main() -> ExitCode {
     };
     let result = match &cli.role {
         Some(Role::Gateway(args)) => runtime.block_on(async {
+            let stages = args.stages.then(stages::install);
             let planet = start_planet(&cli).await?;
-            gateway::bench(&planet, cli.size, args, &setting(&cli)).await?;
+            gateway::bench(&planet, cli.size, args, &setting(&cli), stages).await?;
             planet.shutdown().await?;
             Ok(())
         }),
