@@ -75,8 +75,20 @@ async fn execute(command: Command) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            let metrics = match config.metrics_listen {
+                Some(address) => Some(
+                    tokio::net::TcpListener::bind(address)
+                        .await
+                        .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?,
+                ),
+                None => None,
+            };
             tracing::info!("serving S3 on {}://{}", config.scheme(), config.listen);
-            crate::run(config, listener, archipel_proto::daemon::shutdown_signal())
+            if let Some(address) = config.metrics_listen {
+                tracing::info!("serving metrics on http://{address}/metrics");
+            }
+            let shutdown = archipel_proto::daemon::shutdown_signal();
+            crate::run_with_metrics(config, listener, metrics, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -74,6 +74,10 @@ pub struct Config {
     /// Client connections served at once; further ones wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Where Prometheus metrics (latency histograms of S3 operations) are
+    /// served as `GET /metrics`, e.g. "127.0.0.1:7481"; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One S3 key pair and the Archipel access grant it acts with.
@@ -142,6 +146,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            metrics_listen: None,
         }
     }
 

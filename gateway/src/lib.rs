@@ -11,7 +11,8 @@
 //!   error codes);
 //! - `snapshots`: listings kept between the pages of a walk;
 //! - [`run`]: the HTTP(S) server with graceful shutdown, `tls` (rustls) and
-//!   `vhost` (virtual-hosted-style bucket names).
+//!   `vhost` (virtual-hosted-style bucket names);
+//! - `metrics`: latency histograms of S3 operations, served for Prometheus.
 
 mod auth;
 mod buckets;
@@ -23,6 +24,7 @@ mod copy;
 mod errors;
 mod listing;
 mod metadata;
+mod metrics;
 mod multipart;
 mod objects;
 mod part_checksums;
@@ -33,7 +35,7 @@ mod tls;
 mod vhost;
 
 pub use config::{Config, Credential};
-pub use server::run;
+pub use server::{run, run_with_metrics};
 
 /// Everything the gateway can fail with outside of single S3 requests.
 #[derive(Debug, thiserror::Error)]

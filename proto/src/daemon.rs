@@ -2,13 +2,16 @@
 //! way: log setup and the shutdown signal. It lives in the bottom crate only
 //! because the daemons must not depend on each other.
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Does nothing if a
-/// logger is already installed.
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Spans the filter
+/// lets through (the stages of a request, at debug level) are logged when
+/// they close, with how long they took. Does nothing if a logger is already
+/// installed.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(std::io::stderr)
         .try_init();
 }

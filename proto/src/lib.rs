@@ -9,6 +9,7 @@
 //! - [`multipart`]: segment positions of multipart uploads' parts;
 //! - [`transport`]: TLS with pinned identities and server limits on every hop;
 //! - [`daemon`]: logging and shutdown shared by the daemons;
+//! - [`latency`]: request latency histograms and the layer that records gRPC calls;
 //! - `hostile` (tests, and the `testing` feature): hostile inputs for the
 //!   property tests of every decoder of network or disk input.
 
@@ -19,6 +20,7 @@ pub mod hashtree;
 #[cfg(any(test, feature = "testing"))]
 pub mod hostile;
 pub mod identity;
+pub mod latency;
 pub mod multipart;
 pub mod orders;
 pub mod redundancy;

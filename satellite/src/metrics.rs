@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use archipel_proto::latency::Latencies;
 
 use crate::health::NodeStatus;
 use crate::reputation::AuditOutcome;
@@ -31,6 +33,8 @@ pub struct Metrics {
     /// Bad or missing pieces reported by clients.
     pub bad_piece_reports: AtomicU64,
     checker: Mutex<Option<CheckerPass>>,
+    /// How long each gRPC call took, by method.
+    pub rpc_latencies: Arc<Latencies>,
 }
 
 /// What one complete pass of the repair checker over all segments found.
@@ -265,6 +269,12 @@ impl Metrics {
                 pass.segments,
             );
         }
+        self.rpc_latencies.render(
+            "archipel_satellite_rpc_duration_seconds",
+            "method",
+            "Time from a gRPC request's arrival to its response, by method.",
+            &mut out.text,
+        );
         out.text
     }
 }
@@ -286,6 +296,9 @@ mod tests {
             repair_queue_length: 3,
             segments_lost: 1,
         };
+        metrics
+            .rpc_latencies
+            .record("BeginObject", std::time::Duration::from_millis(2));
         let text = metrics.render_prometheus(&gauges);
         for line in [
             "# HELP archipel_nodes Known storage nodes by status.",
@@ -298,6 +311,10 @@ mod tests {
             "archipel_audits_total{outcome=\"offline\"} 1",
             "archipel_audits_total{outcome=\"contained\"} 0",
             "archipel_repairs_total{result=\"succeeded\"} 1",
+            "# TYPE archipel_satellite_rpc_duration_seconds histogram",
+            "archipel_satellite_rpc_duration_seconds_bucket{method=\"BeginObject\",le=\"0.001\"} 0",
+            "archipel_satellite_rpc_duration_seconds_bucket{method=\"BeginObject\",le=\"0.0025\"} 1",
+            "archipel_satellite_rpc_duration_seconds_count{method=\"BeginObject\"} 1",
             "archipel_repairs_total{result=\"superseded\"} 0",
             "archipel_repaired_bytes_total 4096",
             "archipel_repair_queue_length 3",
@@ -316,6 +333,9 @@ mod tests {
             healthy_pieces: BTreeMap::from([(3, 1), (8, 2), (10, 3)]),
             ..CheckerPass::default()
         });
+        metrics
+            .rpc_latencies
+            .record("BeginObject", std::time::Duration::from_millis(2));
         let text = metrics.render_prometheus(&gauges);
         let histogram: Vec<&str> = text
             .lines()

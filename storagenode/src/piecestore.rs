@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::serials::UsedSerials;
@@ -128,7 +129,10 @@ impl PiecestoreService {
             .next_message(&mut stream)
             .await?
             .ok_or_else(|| Error::InvalidRequest("the upload stream is empty".into()))?;
-        let order = self.authorize(first.limit.take(), UPLOAD_ACTIONS).await?;
+        let order = self
+            .authorize(first.limit.take(), UPLOAD_ACTIONS)
+            .instrument(tracing::debug_span!("order check"))
+            .await?;
         let expiration = order.limit.piece_expiration;
         if expiration != 0 && expiration <= orders::unix_now() {
             return Err(Error::InvalidRequest("the piece would already be expired".into()).into());
@@ -140,7 +144,10 @@ impl PiecestoreService {
                 writer.write(&message.data).await?;
             }
             if message.done {
-                let hash = writer.commit(&self.identity).await?;
+                let hash = writer
+                    .commit(&self.identity)
+                    .instrument(tracing::debug_span!("piece commit"))
+                    .await?;
                 tracing::debug!(
                     piece = %hex::encode(order.piece_id),
                     satellite = %order.satellite,

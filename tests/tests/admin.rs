@@ -7,65 +7,13 @@
 
 use std::time::Duration;
 
+mod common;
+
 use archipel_client::UploadOptions;
 use archipel_proto::NodeId;
 use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use common::admin::AdminApi;
 use serde_json::Value;
-
-/// An HTTP client for one planet's admin API.
-struct AdminApi {
-    url: String,
-    token: String,
-}
-
-impl AdminApi {
-    fn of(planet: &Planet) -> AdminApi {
-        AdminApi {
-            url: planet.admin_url(),
-            token: planet.admin_token().to_string(),
-        }
-    }
-
-    /// Status and body of `method path`, with `token` as the bearer token.
-    async fn send(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let response = client
-            .request(request.body(Empty::new()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    /// Status and body of `method path` with the right token.
-    async fn call(&self, method: &str, path: &str) -> (u16, String) {
-        self.send(method, path, Some(&self.token)).await
-    }
-
-    /// The JSON answer of a request that must succeed.
-    async fn json(&self, method: &str, path: &str) -> Value {
-        let (status, body) = self.call(method, path).await;
-        assert_eq!(status, 200, "{method} {path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        let (status, body) = self.call("GET", "/metrics").await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-}
 
 fn status_of(node: &Value) -> &str {
     node["status"].as_str().unwrap()

@@ -573,3 +573,49 @@ async fn https() {
     assert_eq!(buckets.buckets().len(), 1);
     fx.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_are_timed_on_the_metrics_page() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("timed").send().await.unwrap();
+    for i in 0..3 {
+        s3.put_object()
+            .bucket("timed")
+            .key(format!("k{i}"))
+            .body(ByteStream::from(test_data(100, i)))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(get_bytes(s3, "timed", "k1").await, test_data(100, 1));
+    let missing = s3.head_object().bucket("timed").key("nope").send().await;
+    assert_eq!(status(&missing.unwrap_err()), 404);
+    // An unsigned request is refused, and timed as well.
+    let (unsigned, _) =
+        common::admin::request("GET", &format!("{}/timed", fx.endpoint), None).await;
+    assert_eq!(unsigned, 403);
+
+    let (code, page) = common::admin::request("GET", &fx.metrics_url, None).await;
+    assert_eq!(code, 200);
+    let count = |operation: &str| {
+        common::admin::histogram_count(
+            &page,
+            "archipel_gateway_request_duration_seconds",
+            "operation",
+            operation,
+        )
+    };
+    assert_eq!(count("CreateBucket"), 1);
+    assert_eq!(count("PutObject"), 3);
+    assert_eq!(count("GetObject"), 1);
+    assert_eq!(count("HeadObject"), 1);
+    assert_eq!(count("ListObjects"), 1);
+    assert!(page.contains(
+        "archipel_gateway_request_duration_seconds_bucket{operation=\"PutObject\",le=\"+Inf\"} 3"
+    ));
+    // The S3 endpoint itself knows no such page: a bucket may be named so.
+    let (code, _) = common::admin::request("GET", &format!("{}/metrics", fx.endpoint), None).await;
+    assert_eq!(code, 403);
+    fx.shutdown().await;
+}

@@ -1,9 +1,12 @@
-//! The gateway fixture the S3 test files share: a planet, the gateway
-//! in-process on 127.0.0.1:0 configured by `setup`, and an `aws-sdk-s3`
-//! client for it.
+//! What the whole-network test files share: the gateway fixture (a planet,
+//! the gateway in-process on 127.0.0.1:0 configured by `setup`, and an
+//! `aws-sdk-s3` client for it) and, in [`admin`], HTTP clients for admin and
+//! metrics pages.
 
 // Each test file that includes this module uses a different part of it.
 #![allow(dead_code)]
+
+pub mod admin;
 
 use std::path::Path;
 
@@ -25,6 +28,8 @@ pub struct Fixture {
     pub port: u16,
     /// A path-style client for `endpoint` with the configured key pair.
     pub client: Client,
+    /// `http://127.0.0.1:PORT/metrics`: the gateway's Prometheus metrics.
+    pub metrics_url: String,
     stop: oneshot::Sender<()>,
     gateway: JoinHandle<Result<(), archipel_gateway::Error>>,
     /// The gateway's directory (config.toml and any files `start_with` adds).
@@ -68,10 +73,13 @@ impl Fixture {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let endpoint = format!("{}://127.0.0.1:{port}", config_loaded.scheme());
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let gateway = tokio::spawn(archipel_gateway::run(
+        let gateway = tokio::spawn(archipel_gateway::run_with_metrics(
             config_loaded.clone(),
             listener,
+            Some(metrics),
             async move {
                 let _ = stopped.await;
             },
@@ -88,6 +96,7 @@ impl Fixture {
             endpoint,
             port,
             client,
+            metrics_url,
             stop,
             gateway,
             dir,

@@ -1,0 +1,83 @@
+//! HTTP clients for the tests: the satellite's admin API, and Prometheus
+//! histogram counts read off a metrics page.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use archipel_tests::Planet;
+use serde_json::Value;
+
+/// Status and body of `method url`, with `token` as a bearer token.
+pub async fn request(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = hyper::Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The observation count of one series (`label`=`value`) of the histogram
+/// `metric` on a Prometheus text page; 0 when it has none yet.
+pub fn histogram_count(page: &str, metric: &str, label: &str, value: &str) -> u64 {
+    let series = format!("{metric}_count{{{label}=\"{value}\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |count| count.parse().unwrap())
+}
+
+/// An HTTP client for one planet's admin API.
+pub struct AdminApi {
+    url: String,
+    token: String,
+}
+
+impl AdminApi {
+    pub fn of(planet: &Planet) -> AdminApi {
+        AdminApi {
+            url: planet.admin_url(),
+            token: planet.admin_token().to_string(),
+        }
+    }
+
+    /// Status and body of `method path`, with `token` as the bearer token.
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        request(method, &format!("{}{path}", self.url), token).await
+    }
+
+    /// Status and body of `method path` with the right token.
+    pub async fn call(&self, method: &str, path: &str) -> (u16, String) {
+        self.send(method, path, Some(&self.token)).await
+    }
+
+    /// The JSON answer of a request that must succeed.
+    pub async fn json(&self, method: &str, path: &str) -> Value {
+        let (status, body) = self.call(method, path).await;
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.call("GET", "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// How many calls of the satellite's gRPC `method` its latency histogram counted.
+    pub async fn rpc_calls(&self, method: &str) -> u64 {
+        histogram_count(
+            &self.metrics().await,
+            "archipel_satellite_rpc_duration_seconds",
+            "method",
+            method,
+        )
+    }
+}
