@@ -27,12 +27,14 @@ use archipel_proto::pb::{
 use archipel_proto::{NodeId, PeerKey, Redundancy};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
 
 use crate::crypto::{self, Key, SegmentCipher, CIPHER_AES_256_GCM, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
-use crate::metainfo::{connect_node, Metainfo};
+use crate::metainfo::Metainfo;
+use crate::nodes::NodePool;
 use crate::ranges::{RangePlan, SegmentLayout};
 use crate::upload::stripes_per_batch;
-use crate::{non_negative, ByteRange, Error, Progress};
+use crate::{non_negative, ByteRange, Error, ObjectInfo, Progress};
 
 /// How long one batch of one piece may take before another piece replaces it.
 const PIECE_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,6 +189,7 @@ fn to_hash(bytes: &[u8]) -> Option<Hash> {
 
 impl PieceReader {
     async fn open(
+        nodes: &NodePool,
         limit: &AddressedOrderLimit,
         root: &[u8],
         piece_size: u64,
@@ -200,7 +203,7 @@ impl PieceReader {
             .map_err(|e| format!("node {node}: {e}"))?;
         let root = to_hash(root).ok_or("the satellite's piece root is malformed")?;
 
-        let channel = connect_node(limit).await?;
+        let channel = nodes.channel(limit).await?;
         let mut client = PiecestoreClient::new(channel)
             .max_decoding_message_size(MAX_NODE_MESSAGE)
             .max_encoding_message_size(MAX_NODE_MESSAGE);
@@ -216,7 +219,7 @@ impl PieceReader {
                     &s,
                     format!(
                         "the node at {address} refused the download: {}",
-                        s.message()
+                        archipel_proto::status_reason(&s)
                     ),
                 )
             })?
@@ -225,7 +228,13 @@ impl PieceReader {
             .message()
             .await
             .map_err(|s| {
-                PieceFailure::status(&s, format!("the node at {address} failed: {}", s.message()))
+                PieceFailure::status(
+                    &s,
+                    format!(
+                        "the node at {address} failed: {}",
+                        archipel_proto::status_reason(&s)
+                    ),
+                )
             })?
             .ok_or_else(|| format!("the node at {address} sent nothing"))?;
 
@@ -352,7 +361,11 @@ impl PieceReader {
                 .map_err(|s| {
                     PieceFailure::status(
                         &s,
-                        format!("the node at {} failed: {}", self.address, s.message()),
+                        format!(
+                            "the node at {} failed: {}",
+                            self.address,
+                            archipel_proto::status_reason(&s)
+                        ),
                     )
                 })?
                 .ok_or_else(|| format!("the node at {} ended the piece early", self.address))?;
@@ -393,6 +406,7 @@ impl BatchLayout {
 
 /// Reads batch `batch` of a piece, opening the piece at that batch if needed.
 async fn read_batch(
+    nodes: &NodePool,
     mut slot: PieceSlot,
     batches: BatchLayout,
     batch: u64,
@@ -401,6 +415,7 @@ async fn read_batch(
     let work = async {
         if slot.reader.is_none() {
             let reader = PieceReader::open(
+                nodes,
                 &slot.limit,
                 &slot.root,
                 batches.piece_size,
@@ -415,7 +430,8 @@ async fn read_batch(
             None => Err("the piece reader vanished".into()),
         }
     };
-    let result = match tokio::time::timeout(PIECE_READ_TIMEOUT, work).await {
+    let span = tracing::debug_span!("piece read", piece = slot.piece_num, batch);
+    let result = match tokio::time::timeout(PIECE_READ_TIMEOUT, work.instrument(span)).await {
         Ok(result) => result,
         Err(_) => Err(format!("the node at {} stalled", slot.limit.node_address).into()),
     };
@@ -424,7 +440,9 @@ async fn read_batch(
 
 /// Downloads `plan` of a remote segment and writes its plaintext; adds the
 /// pieces that proved bad to `bad`, whatever the outcome.
+#[allow(clippy::too_many_arguments)]
 async fn download_remote(
+    nodes: &NodePool,
     segment: pb::DownloadSegmentResponse,
     scheme: Redundancy,
     layout: SegmentLayout,
@@ -480,7 +498,7 @@ async fn download_remote(
     for _ in 0..(k + extra_pieces(k)) {
         let Some(slot) = candidates.pop() else { break };
         running[slot.piece_num] = Some(0);
-        in_flight.push(read_batch(slot, batches, 0));
+        in_flight.push(read_batch(nodes, slot, batches, 0));
     }
     let mut idle: Vec<PieceSlot> = Vec::new();
     let mut last_error = None;
@@ -489,7 +507,7 @@ async fn download_remote(
     for batch in 0..batches.count() {
         for slot in idle.drain(..) {
             running[slot.piece_num] = Some(batch);
-            in_flight.push(read_batch(slot, batches, batch));
+            in_flight.push(read_batch(nodes, slot, batches, batch));
         }
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut have = 0;
@@ -518,7 +536,7 @@ async fn download_remote(
                     for _ in have..k {
                         let Some(slot) = candidates.pop() else { break };
                         running[slot.piece_num] = Some(batch);
-                        in_flight.push(read_batch(slot, batches, batch));
+                        in_flight.push(read_batch(nodes, slot, batches, batch));
                     }
                     if in_flight.is_empty() {
                         return Err(Error::NotEnoughPieces {
@@ -537,7 +555,7 @@ async fn download_remote(
                     } else {
                         // Behind the others: catch up.
                         running[slot.piece_num] = Some(read + 1);
-                        in_flight.push(read_batch(slot, batches, read + 1));
+                        in_flight.push(read_batch(nodes, slot, batches, read + 1));
                     }
                 }
                 Some((slot, _, Err(failure))) => {
@@ -552,7 +570,7 @@ async fn download_remote(
                     last_error = Some(failure.message);
                     if let Some(next) = candidates.pop() {
                         running[next.piece_num] = Some(batch);
-                        in_flight.push(read_batch(next, batches, batch));
+                        in_flight.push(read_batch(nodes, next, batches, batch));
                     }
                 }
             }
@@ -610,21 +628,43 @@ pub(crate) fn resolve_range(range: Option<ByteRange>, size: u64) -> Result<(u64,
     Ok((range.offset, end))
 }
 
-pub(crate) async fn download_object(
+/// An object opened for reading: what the satellite said of it, the version
+/// pinned by its stream id, and the download of one segment already in hand.
+pub(crate) struct OpenObject {
+    metainfo: Metainfo,
+    bucket: String,
+    key: String,
+    object: pb::Object,
+    object_key: Key,
+    pub(crate) info: ObjectInfo,
+    block_size: u64,
+    /// In position order.
+    segments: Vec<pb::SegmentInfo>,
+    prefetched: Option<pb::DownloadSegmentResponse>,
+}
+
+/// Opens an object with one request, which also prepares the download of the
+/// segment holding plaintext `offset`.
+pub(crate) async fn open_object(
     metainfo: &Metainfo,
     path: crypto::ObjectPath,
     bucket: &str,
     key: &str,
-    range: Option<ByteRange>,
-    writer: impl AsyncWrite + Unpin + Send,
-    progress: Option<Progress>,
-) -> Result<u64, Error> {
+    offset: u64,
+) -> Result<OpenObject, Error> {
     let object_key = crypto::object_key(&path.key);
-    let response = metainfo.get_object(bucket, key, &path.stored).await?;
+    let response = metainfo
+        .get_object(bucket, key, &path.stored, Some(offset))
+        .await?;
     let object = response
         .object
         .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
-    let info = crate::object_info(key, &object, &object_key, Vec::new())?;
+    let stats = response
+        .segments
+        .iter()
+        .map(crate::segment_stat)
+        .collect::<Result<Vec<_>, _>>()?;
+    let info = crate::object_info(key, &object, &object_key, stats)?;
     let encryption = object.encryption.unwrap_or_default();
     if encryption.cipher != CIPHER_AES_256_GCM
         || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&encryption.block_size)
@@ -634,8 +674,6 @@ pub(crate) async fn download_object(
             encryption.cipher, encryption.block_size
         )));
     }
-    let block_size = encryption.block_size as u64;
-
     let mut segments = response.segments;
     segments.sort_by_key(|s| s.position);
     let mut total = 0u64;
@@ -657,57 +695,105 @@ pub(crate) async fn download_object(
             info.size
         )));
     }
-    let (start, end) = resolve_range(range, info.size)?;
-
-    let mut sink = Sink {
-        writer,
-        written: 0,
-        progress: progress.as_ref(),
-    };
-    let mut segment_start = 0u64;
-    for segment in &segments {
-        let plain_size = segment.plain_size as u64;
-        let segment_end = segment_start + plain_size;
-        let (lo, hi) = (start.max(segment_start), end.min(segment_end));
-        if lo < hi {
-            download_segment(
-                metainfo,
-                &object,
-                &object_key,
-                segment.position,
-                SegmentLayout {
-                    plain_size,
-                    block_size,
-                },
-                (lo - segment_start, hi - segment_start),
-                &mut sink,
-                (bucket, key),
-            )
-            .await?;
-        }
-        segment_start = segment_end;
-    }
-    sink.writer.flush().await.map_err(Error::Write)?;
-    Ok(sink.written)
+    Ok(OpenObject {
+        metainfo: metainfo.clone(),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        object,
+        object_key,
+        info,
+        block_size: encryption.block_size as u64,
+        segments,
+        prefetched: response.download,
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
+impl OpenObject {
+    /// Writes the object (or `range` of it) to `writer`; returns the bytes
+    /// written. See [`crate::Project::download`].
+    pub(crate) async fn download(
+        mut self,
+        range: Option<ByteRange>,
+        writer: impl AsyncWrite + Unpin + Send,
+        progress: Option<Progress>,
+    ) -> Result<u64, Error> {
+        let (start, end) = resolve_range(range, self.info.size)?;
+        let mut sink = Sink {
+            writer,
+            written: 0,
+            progress: progress.as_ref(),
+        };
+        let mut segment_start = 0u64;
+        for segment in &self.segments {
+            let plain_size = segment.plain_size as u64;
+            let segment_end = segment_start + plain_size;
+            let (lo, hi) = (start.max(segment_start), end.min(segment_end));
+            if lo < hi {
+                let prefetched = self.prefetched.take_if(|download| {
+                    download
+                        .segment
+                        .as_ref()
+                        .is_some_and(|s| s.position == segment.position)
+                });
+                let response = match prefetched {
+                    Some(response) => response,
+                    None => {
+                        self.metainfo
+                            .download_segment(
+                                &self.object.stream_id,
+                                segment.position,
+                                &self.bucket,
+                                &self.key,
+                            )
+                            .await?
+                    }
+                };
+                if response.segment.as_ref().map(|s| s.position) != Some(segment.position) {
+                    return Err(Error::Protocol(format!(
+                        "the download of segment {} is for another segment",
+                        segment.position
+                    )));
+                }
+                download_segment(
+                    &self.metainfo,
+                    &self.object,
+                    &self.object_key,
+                    response,
+                    SegmentLayout {
+                        plain_size,
+                        block_size: self.block_size,
+                    },
+                    (lo - segment_start, hi - segment_start),
+                    &mut sink,
+                )
+                .instrument(tracing::debug_span!(
+                    "segment download",
+                    position = segment.position
+                ))
+                .await?;
+            }
+            segment_start = segment_end;
+        }
+        sink.writer.flush().await.map_err(Error::Write)?;
+        Ok(sink.written)
+    }
+}
+
+/// Reads `start..end` of the segment whose download the satellite answered
+/// with `response`.
 async fn download_segment(
     metainfo: &Metainfo,
     object: &pb::Object,
     object_key: &Key,
-    position: u32,
+    response: pb::DownloadSegmentResponse,
     layout: SegmentLayout,
     (start, end): (u64, u64),
     sink: &mut Sink<'_, impl AsyncWrite + Unpin>,
-    (bucket, key): (&str, &str),
 ) -> Result<(), Error> {
-    let response = metainfo
-        .download_segment(&object.stream_id, position, bucket, key)
-        .await?;
     let info = response
         .segment
-        .ok_or_else(|| Error::Protocol(format!("segment {position} is missing")))?;
+        .ok_or_else(|| Error::Protocol("a segment download names no segment".into()))?;
+    let position = info.position;
     if info.plain_size as u64 != layout.plain_size
         || info.encrypted_size as u64 != layout.encrypted_size()
     {
@@ -752,7 +838,17 @@ async fn download_segment(
     )
     .map_err(|e| Error::Protocol(format!("segment {position}: {e}")))?;
     let mut bad = Vec::new();
-    let result = download_remote(response, scheme, layout, plan, cipher, sink, &mut bad).await;
+    let result = download_remote(
+        &metainfo.nodes,
+        response,
+        scheme,
+        layout,
+        plan,
+        cipher,
+        sink,
+        &mut bad,
+    )
+    .await;
     if !bad.is_empty() {
         // Awaited, not spawned: a command-line download would exit before a
         // background report went out. Bounded, and errors are ignored: the

@@ -6,6 +6,7 @@
 //! - `crypto`: key derivation, name encryption, block encryption, sealed metadata;
 //! - `ranges`: size and range arithmetic (plaintext → blocks → stripes → pieces);
 //! - `metainfo`: the satellite's Metainfo API with errors mapped to sentences;
+//! - `nodes`: the pooled channels to storage nodes;
 //! - `upload` / `download`: the data paths, streaming with bounded memory;
 //! - `multipart`: uploads whose parts arrive separately, in any order;
 //! - `copy`: server-side copies (only keys are rewrapped, no data moves).
@@ -17,6 +18,7 @@ mod download;
 mod error;
 mod metainfo;
 mod multipart;
+mod nodes;
 mod ranges;
 mod upload;
 
@@ -180,6 +182,27 @@ pub struct Project {
     plain_names: Arc<Mutex<HashMap<String, bool>>>,
 }
 
+/// An object opened by [`Project::open_object`], ready to be read.
+pub struct ObjectDownload(download::OpenObject);
+
+impl ObjectDownload {
+    /// The object, as [`Project::stat`] describes it.
+    pub fn info(&self) -> &ObjectInfo {
+        &self.0.info
+    }
+
+    /// Writes the object (or `range` of it) to `writer`, as
+    /// [`Project::download`] does; returns the bytes written.
+    pub async fn download(
+        self,
+        range: Option<ByteRange>,
+        writer: impl AsyncWrite + Unpin + Send,
+        progress: Option<Progress>,
+    ) -> Result<u64, Error> {
+        self.0.download(range, writer, progress).await
+    }
+}
+
 /// Times in JSON output as RFC 3339 text, which people and scripts can read.
 mod rfc3339 {
     use std::time::SystemTime;
@@ -209,7 +232,7 @@ pub(crate) fn to_unix(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn segment_stat(info: &pb::SegmentInfo) -> Result<SegmentStat, Error> {
+pub(crate) fn segment_stat(info: &pb::SegmentInfo) -> Result<SegmentStat, Error> {
     let redundancy = match (&info.redundancy, info.inline) {
         (Some(scheme), false) => Some(
             Redundancy::from_pb(scheme)
@@ -352,13 +375,35 @@ impl Project {
         writer: impl AsyncWrite + Unpin + Send,
         progress: Option<Progress>,
     ) -> Result<u64, Error> {
+        let offset = range.map_or(0, |range| range.offset);
+        self.open_object(bucket, key, offset)
+            .await?
+            .download(range, writer, progress)
+            .await
+    }
+
+    /// Opens an object for reading: one request to the satellite describes
+    /// it (as [`Project::stat`] does) and prepares the read of the segment
+    /// holding plaintext `offset`, so that a small object is read with one
+    /// satellite round trip. The download reads this very version of the
+    /// object, even if it is replaced meanwhile.
+    pub async fn open_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+    ) -> Result<ObjectDownload, Error> {
         let path = self.object_path(bucket, key).await?;
-        download::download_object(&self.metainfo, path, bucket, key, range, writer, progress).await
+        let open = download::open_object(&self.metainfo, path, bucket, key, offset).await?;
+        Ok(ObjectDownload(open))
     }
 
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
         let path = self.object_path(bucket, key).await?;
-        let response = self.metainfo.get_object(bucket, key, &path.stored).await?;
+        let response = self
+            .metainfo
+            .get_object(bucket, key, &path.stored, None)
+            .await?;
         let object = response
             .object
             .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
@@ -593,7 +638,7 @@ fn start_cursor(dir: &str, prefix: &str, after: Option<&str>) -> Option<Vec<u8>>
 }
 
 /// Opens an object's sealed metadata and describes it.
-fn object_info(
+pub(crate) fn object_info(
     key: &str,
     object: &pb::Object,
     object_key: &Key,

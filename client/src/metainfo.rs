@@ -1,16 +1,20 @@
 //! A thin wrapper over the satellite's Metainfo gRPC client: one TLS
 //! connection pinned to the satellite id of the access grant,
 //! the API key put into every request, and statuses turned into [`Error`]s that
-//! name the bucket or object concerned.
+//! name the bucket or object concerned. It also carries the client's pool of
+//! node channels, so that everything a transfer needs comes with it.
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use archipel_proto::pb::metainfo_client::MetainfoClient;
 use archipel_proto::pb::*;
 use archipel_proto::{transport, NodeId, NodeUrl};
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::error::{Error, Subject};
+use crate::nodes::NodePool;
 
 /// Longest a satellite call may take, listings of whole levels included.
 const METAINFO_DEADLINE: Duration = Duration::from_secs(120);
@@ -33,15 +37,11 @@ pub(crate) async fn connect(
         .map_err(|e| archipel_proto::error_chain(&e))
 }
 
-/// Opens a channel to the node an order limit is addressed to, refusing any
-/// peer with another identity there.
-pub(crate) async fn connect_node(limit: &AddressedOrderLimit) -> Result<Channel, String> {
-    let order = limit.limit.as_ref().ok_or("the order limit is missing")?;
-    let node = NodeId::from_bytes(&order.node_id).map_err(|e| e.to_string())?;
-    let address = &limit.node_address;
-    connect(address, node, None)
-        .await
-        .map_err(|e| format!("cannot reach node {node} at {address}: {e}"))
+/// What the satellite said about new objects when it last began one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UploadLimits {
+    pub(crate) max_segment_size: u64,
+    pub(crate) inline_threshold: u64,
 }
 
 #[derive(Clone)]
@@ -49,14 +49,36 @@ pub(crate) struct Metainfo {
     client: MetainfoClient<Channel>,
     api_key: String,
     address: String,
+    /// Channels to the storage nodes that transfers reach.
+    pub(crate) nodes: NodePool,
+    upload_limits: Arc<Mutex<Option<UploadLimits>>>,
 }
 
+/// Whether a call failed before its request left this process: the
+/// connection it was queued on closed (the satellite restarted, say), so
+/// the satellite never saw it and sending it again is safe. A cancellation
+/// the satellite sent has no local cause.
+fn never_sent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled && std::error::Error::source(status).is_some()
+}
+
+/// Makes a call, sent once more on a fresh connection if the first attempt
+/// never left (see [`never_sent`]).
 macro_rules! call {
     ($self:ident, $method:ident, $request:expr, $subject:expr) => {{
+        let request = $request;
         let mut client = $self.client.clone();
-        client
-            .$method($request)
-            .await
+        let span = tracing::debug_span!("satellite call", method = stringify!($method));
+        let answer = async {
+            let answer = client.$method(request.clone()).await;
+            match answer {
+                Err(status) if never_sent(&status) => client.$method(request).await,
+                answer => answer,
+            }
+        }
+        .instrument(span)
+        .await;
+        answer
             .map(tonic::Response::into_inner)
             .map_err(|status| Error::from_status(status, &$self.address, $subject))
     }};
@@ -77,7 +99,30 @@ impl Metainfo {
                 .max_encoding_message_size(MAX_MESSAGE_SIZE),
             api_key: api_key.to_string(),
             address: address.to_string(),
+            nodes: NodePool::default(),
+            upload_limits: Arc::default(),
         })
+    }
+
+    fn limits(&self) -> MutexGuard<'_, Option<UploadLimits>> {
+        // Two numbers stay valid whatever panicked while they were locked.
+        self.upload_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The satellite's upload limits as last heard, if they were.
+    pub(crate) fn upload_limits(&self) -> Option<UploadLimits> {
+        *self.limits()
+    }
+
+    pub(crate) fn remember_upload_limits(&self, limits: UploadLimits) {
+        *self.limits() = Some(limits);
+    }
+
+    /// Forgets limits the satellite has shown to be out of date.
+    pub(crate) fn forget_upload_limits(&self) {
+        *self.limits() = None;
     }
 
     pub(crate) fn header(&self) -> Option<RequestHeader> {
@@ -187,16 +232,38 @@ impl Metainfo {
         call!(self, commit_object, request, Subject::Project)
     }
 
+    pub(crate) async fn put_inline_object(
+        &self,
+        request: PutInlineObjectRequest,
+        key: &str,
+    ) -> Result<CommitObjectResponse, Error> {
+        let bucket = request.bucket.clone();
+        call!(
+            self,
+            put_inline_object,
+            request,
+            Subject::Object {
+                bucket: &bucket,
+                key
+            }
+        )
+    }
+
+    /// The object and its segments; with `download`, also the download of
+    /// the segment holding that plaintext offset.
     pub(crate) async fn get_object(
         &self,
         bucket: &str,
         key: &str,
         encrypted_key: &str,
+        download: Option<u64>,
     ) -> Result<GetObjectResponse, Error> {
         let request = GetObjectRequest {
             header: self.header(),
             bucket: bucket.to_string(),
             encrypted_object_key: encrypted_key.as_bytes().to_vec(),
+            download: download.is_some(),
+            download_offset: download.map_or(0, |offset| i64::try_from(offset).unwrap_or(i64::MAX)),
         };
         call!(self, get_object, request, Subject::Object { bucket, key })
     }

@@ -20,7 +20,7 @@ use base64::Engine;
 use tokio::io::AsyncRead;
 
 use crate::crypto::{self, Key};
-use crate::upload::{begin_request, ObjectUpload, SealedMetadata};
+use crate::upload::{begin_request, ObjectUpload, SealedMetadata, Source};
 use crate::{from_unix, non_negative, Error, ObjectInfo, Project, UploadOptions};
 
 /// A multipart upload in progress.
@@ -228,7 +228,12 @@ impl Project {
             None,
         )?;
         let stored = upload
-            .segments(reader, |index| multipart::position(number, index))
+            .segments(
+                &mut Source::new(reader),
+                |index| multipart::position(number, index),
+                None,
+                false,
+            )
             .await?;
         let tag = tag();
         let sealed_tag = crypto::seal_part_tag(&pending.object_key, number, &tag);
@@ -398,7 +403,7 @@ impl Project {
             .iter()
             .map(|p| (p.number, p.sealed_tag.clone()))
             .collect();
-        match upload.commit(&complete, named).await {
+        match upload.commit(&complete, named, None).await {
             // A part named is no longer the one recorded, or none is.
             Err(Error::Satellite {
                 code: tonic::Code::FailedPrecondition,

@@ -8,8 +8,9 @@
 //! dropped; a node whose queue stays full for [`SLOW_NODE_GRACE`] after
 //! `success` others took the batch is dropped as well, so one slow node never
 //! stalls an upload. Once the data is sent, the segment commits with the valid
-//! signed piece hashes that arrive until `success` are in plus
-//! [`LONG_TAIL_GRACE`]; the remaining uploads are cancelled.
+//! signed piece hashes that arrive until `success` are in, plus a grace in
+//! proportion to the upload's duration so far (see [`long_tail_grace`]); the
+//! remaining uploads are cancelled.
 //!
 //! What a node signs is checked against what was sent: each piece's hash tree
 //! is built from the bytes as they stream out, and a node whose signed root
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use archipel_proto::erasure::BatchEncoder;
 use archipel_proto::hashtree::{Hash, TreeBuilder, DEFAULT_CHUNK_SIZE};
 use archipel_proto::orders;
+use archipel_proto::pb::commit_object_request::LastSegment;
 use archipel_proto::pb::piecestore_client::PiecestoreClient;
 use archipel_proto::pb::{self, AddressedOrderLimit, PieceHash, PieceUploadRequest};
 use archipel_proto::{NodeId, PeerKey, Redundancy};
@@ -36,9 +38,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE, TAG_SIZE};
-use crate::metainfo::{connect_node, Metainfo};
+use crate::metainfo::{Metainfo, UploadLimits};
+use crate::nodes::NodePool;
 use crate::ranges::{encrypted_size, max_plain_within};
 use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentHealth, SegmentStat, UploadOptions};
 
@@ -53,14 +57,21 @@ pub(crate) const BATCH_TARGET: u64 = 1 << 20;
 const NODE_QUEUE_DEPTH: usize = 4;
 /// How long a node may stay behind once `success` others have taken a batch.
 const SLOW_NODE_GRACE: Duration = Duration::from_secs(2);
-/// How long the last nodes get to confirm once `success` have: enough to keep
-/// the pieces that finish together with the others, too little to let a slow
-/// node hold the upload up.
-const LONG_TAIL_GRACE: Duration = Duration::from_millis(100);
+/// The longest the last nodes get to confirm once `success` have.
+const MAX_LONG_TAIL_GRACE: Duration = Duration::from_millis(100);
 /// How long to wait for signed piece hashes once all data is sent.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest gRPC message to a node.
 const MAX_NODE_MESSAGE: usize = 16 << 20;
+
+/// How long the last nodes get to confirm once `success` have, for a segment
+/// upload that has run for `elapsed`: a quarter of that, at most
+/// [`MAX_LONG_TAIL_GRACE`]. Enough to keep the pieces that finish together
+/// with the others, too little to let a slow node hold the upload up; a
+/// small object, done in milliseconds, waits a fraction of one.
+fn long_tail_grace(elapsed: Duration) -> Duration {
+    (elapsed / 4).min(MAX_LONG_TAIL_GRACE)
+}
 
 /// Stripes per batch: about [`BATCH_TARGET`] bytes, at least one stripe.
 pub(crate) fn stripes_per_batch(scheme: &Redundancy) -> u64 {
@@ -358,10 +369,11 @@ struct SentPiece {
 /// Streams one piece to one node, building the piece's hash tree from the
 /// bytes as they leave; returns the node's signed hash and that root.
 async fn upload_piece(
+    nodes: NodePool,
     limit: AddressedOrderLimit,
     requests: mpsc::Receiver<PieceUploadRequest>,
 ) -> Result<SentPiece, String> {
-    let channel = connect_node(&limit).await?;
+    let channel = nodes.channel(&limit).await?;
     let address = limit.node_address;
     let mut client = PiecestoreClient::new(channel)
         .max_encoding_message_size(MAX_NODE_MESSAGE)
@@ -377,10 +389,12 @@ async fn upload_piece(
         }
         request
     });
-    let response = client
-        .upload(requests)
-        .await
-        .map_err(|s| format!("the node at {address} refused the piece: {}", s.message()))?;
+    let response = client.upload(requests).await.map_err(|s| {
+        format!(
+            "the node at {address} refused the piece: {}",
+            archipel_proto::status_reason(&s)
+        )
+    })?;
     let hash = response
         .into_inner()
         .hash
@@ -426,6 +440,7 @@ fn check_piece_hash(
 
 /// The `total` piece uploads of one segment.
 struct PieceUploads {
+    started: Instant,
     nodes: Vec<NodeUpload>,
     tasks: JoinSet<PieceResult>,
     success: usize,
@@ -435,8 +450,9 @@ struct PieceUploads {
 impl PieceUploads {
     /// Starts one upload per order limit; limits for piece numbers outside
     /// `0..total`, or repeating one, are ignored.
-    fn start(limits: Vec<AddressedOrderLimit>, scheme: &Redundancy) -> Self {
+    fn start(nodes: &NodePool, limits: Vec<AddressedOrderLimit>, scheme: &Redundancy) -> Self {
         let mut tasks = JoinSet::new();
+        let pool = nodes;
         let mut nodes = Vec::with_capacity(limits.len());
         let mut seen = vec![false; scheme.total as usize];
         for limit in limits {
@@ -453,11 +469,16 @@ impl PieceUploads {
             // The queue is empty, so the order limit always fits.
             let queue = queue.try_send(first).is_ok().then_some(queue);
             let node_limit = limit.clone();
-            let task =
-                tasks.spawn(async move { (index, upload_piece(node_limit, requests).await) });
+            let pool = pool.clone();
+            let span = tracing::debug_span!("piece upload", piece = limit.piece_num);
+            let task = tasks.spawn(
+                async move { (index, upload_piece(pool, node_limit, requests).await) }
+                    .instrument(span),
+            );
             nodes.push(NodeUpload { limit, queue, task });
         }
         PieceUploads {
+            started: Instant::now(),
             nodes,
             tasks,
             success: scheme.success as usize,
@@ -567,8 +588,9 @@ impl PieceUploads {
                 }
             } else {
                 // Enough pieces: keep those confirmed within a moment, cancel the rest.
-                let tail = *tail_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + LONG_TAIL_GRACE);
+                let tail = *tail_deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + long_tail_grace(self.started.elapsed())
+                });
                 match tokio::time::timeout_at(tail, self.tasks.join_next()).await {
                     Ok(Some(joined)) => joined,
                     Ok(None) | Err(_) => break,
@@ -623,6 +645,8 @@ pub(crate) struct StoredSegments {
     pub(crate) key_nonces: Vec<Vec<u8>>,
     /// The plaintext bytes read.
     pub(crate) size: u64,
+    /// The last segment's commit, when held back to go with the object's.
+    pub(crate) last: Option<SegmentCommit>,
 }
 
 pub(crate) struct ObjectUpload<'a> {
@@ -635,14 +659,71 @@ pub(crate) struct ObjectUpload<'a> {
     progress: Option<crate::Progress>,
 }
 
+/// A segment stored on nodes or sealed for inline storage, not yet
+/// committed: committed on its own, or with its object (saving a round trip).
+pub(crate) enum SegmentCommit {
+    Remote(pb::CommitSegmentRequest),
+    Inline(pb::MakeInlineSegmentRequest),
+}
+
+impl SegmentCommit {
+    async fn send(self, metainfo: &Metainfo) -> Result<(), Error> {
+        match self {
+            SegmentCommit::Remote(request) => metainfo.commit_segment(request).await,
+            SegmentCommit::Inline(request) => metainfo.make_inline_segment(request).await,
+        }
+    }
+
+    fn into_last_segment(self) -> LastSegment {
+        match self {
+            SegmentCommit::Remote(request) => LastSegment::RemoteSegment(request),
+            SegmentCommit::Inline(request) => LastSegment::InlineSegment(request),
+        }
+    }
+}
+
+/// Seals what is left of one segment's plaintext in memory: an inline segment.
+async fn seal_inline<R: AsyncRead + Unpin>(
+    sealer: &mut SegmentSealer,
+    source: &mut Source<R>,
+) -> Result<Vec<u8>, Error> {
+    let mut data = Vec::new();
+    while let Some(block) = sealer.next(source).await? {
+        data.extend_from_slice(&block);
+    }
+    Ok(data)
+}
+
+fn inline_stat(position: u32, plain_size: u64, encrypted_size: u64) -> SegmentStat {
+    SegmentStat {
+        position,
+        plain_size,
+        encrypted_size,
+        inline: true,
+        redundancy: None,
+        piece_count: 0,
+        healthy_pieces: 0,
+        health: SegmentHealth::Healthy,
+    }
+}
+
+/// One stored segment, its commit still to send.
+struct StoredSegment {
+    stat: SegmentStat,
+    /// The nonce of its wrapped key, which names this upload of it.
+    key_nonce: Vec<u8>,
+    commit: SegmentCommit,
+}
+
 impl ObjectUpload<'_> {
-    /// Stores the next segment at `position`; returns it and the nonce of
-    /// its wrapped key, which names this upload of it.
+    /// Stores the next segment at `position` (on the nodes of `begun` when
+    /// the satellite already began it); the caller commits it.
     async fn segment<R: AsyncRead + Unpin>(
         &self,
         source: &mut Source<R>,
         position: u32,
-    ) -> Result<(SegmentStat, Vec<u8>), Error> {
+        begun: Option<pb::BeginSegmentResponse>,
+    ) -> Result<StoredSegment, Error> {
         let segment_key = Key::random();
         let wrapped = crypto::wrap_key(
             &self.object_key,
@@ -660,52 +741,47 @@ impl ObjectUpload<'_> {
             let fits = self.max_segment_size <= inline_plain
                 || (source.eof && source.buffer.len() as u64 <= inline_plain);
             if fits {
-                let mut data = Vec::new();
-                while let Some(block) = sealer.next(source).await? {
-                    data.extend_from_slice(&block);
-                }
-                self.metainfo
-                    .make_inline_segment(pb::MakeInlineSegmentRequest {
-                        header: self.metainfo.header(),
-                        stream_id: self.stream_id.clone(),
-                        position,
-                        encrypted_key: wrapped.encrypted,
-                        encrypted_key_nonce: wrapped.nonce.clone(),
-                        plain_size: sealer.plain_size as i64,
-                        encrypted_inline_data: data.clone(),
-                    })
-                    .await?;
-                self.report(source.consumed);
-                let stat = SegmentStat {
+                let data = seal_inline(&mut sealer, source).await?;
+                let stat = inline_stat(position, sealer.plain_size, data.len() as u64);
+                let commit = SegmentCommit::Inline(pb::MakeInlineSegmentRequest {
+                    header: self.metainfo.header(),
+                    stream_id: self.stream_id.clone(),
                     position,
-                    plain_size: sealer.plain_size,
-                    encrypted_size: data.len() as u64,
-                    inline: true,
-                    redundancy: None,
-                    piece_count: 0,
-                    healthy_pieces: 0,
-                    health: SegmentHealth::Healthy,
-                };
-                return Ok((stat, wrapped.nonce));
+                    encrypted_key: wrapped.encrypted,
+                    encrypted_key_nonce: wrapped.nonce.clone(),
+                    plain_size: sealer.plain_size as i64,
+                    encrypted_inline_data: data,
+                });
+                return Ok(StoredSegment {
+                    stat,
+                    key_nonce: wrapped.nonce,
+                    commit,
+                });
             }
         }
 
-        let begin = self
-            .metainfo
-            .begin_segment(pb::BeginSegmentRequest {
-                header: self.metainfo.header(),
-                stream_id: self.stream_id.clone(),
-                position,
-                max_encrypted_size: encrypted_size(self.max_segment_size, DEFAULT_BLOCK_SIZE as u64)
-                    as i64,
-            })
-            .await?;
+        let begin = match begun {
+            Some(begun) => begun,
+            None => {
+                self.metainfo
+                    .begin_segment(pb::BeginSegmentRequest {
+                        header: self.metainfo.header(),
+                        stream_id: self.stream_id.clone(),
+                        position,
+                        max_encrypted_size: encrypted_size(
+                            self.max_segment_size,
+                            DEFAULT_BLOCK_SIZE as u64,
+                        ) as i64,
+                    })
+                    .await?
+            }
+        };
         let scheme = match &begin.redundancy {
             Some(scheme) => Redundancy::from_pb(scheme)
                 .map_err(|e| Error::Protocol(format!("segment redundancy: {e}")))?,
             None => self.scheme,
         };
-        let mut uploads = PieceUploads::start(begin.limits, &scheme);
+        let mut uploads = PieceUploads::start(&self.metainfo.nodes, begin.limits, &scheme);
         if uploads.nodes.len() < uploads.success {
             return Err(Error::UploadFailed {
                 stored: 0,
@@ -728,18 +804,15 @@ impl ObjectUpload<'_> {
         let plain_size = batches.plain_size();
         let pieces = uploads.finish(scheme.piece_size(encrypted)).await?;
         let stored = pieces.len() as u32;
-        self.metainfo
-            .commit_segment(pb::CommitSegmentRequest {
-                header: self.metainfo.header(),
-                segment_id: begin.segment_id,
-                encrypted_key: wrapped.encrypted,
-                encrypted_key_nonce: wrapped.nonce.clone(),
-                plain_size: plain_size as i64,
-                encrypted_size: encrypted as i64,
-                pieces,
-            })
-            .await?;
-        self.report(source.consumed);
+        let commit = SegmentCommit::Remote(pb::CommitSegmentRequest {
+            header: self.metainfo.header(),
+            segment_id: begin.segment_id,
+            encrypted_key: wrapped.encrypted,
+            encrypted_key_nonce: wrapped.nonce.clone(),
+            plain_size: plain_size as i64,
+            encrypted_size: encrypted as i64,
+            pieces,
+        });
         let stat = SegmentStat {
             position,
             plain_size,
@@ -751,7 +824,11 @@ impl ObjectUpload<'_> {
             healthy_pieces: stored,
             health: SegmentHealth::of(Some(&scheme), stored),
         };
-        Ok((stat, wrapped.nonce))
+        Ok(StoredSegment {
+            stat,
+            key_nonce: wrapped.nonce,
+            commit,
+        })
     }
 
     fn report(&self, consumed: u64) {
@@ -801,30 +878,45 @@ impl<'a> ObjectUpload<'a> {
         })
     }
 
-    /// Uploads everything `reader` yields as segments (at least one, perhaps
-    /// empty); segment `i` goes to position `position(i)`, `None` meaning
-    /// there are too many segments.
-    pub(crate) async fn segments(
+    /// Uploads everything `source` yields as segments (at least one, perhaps
+    /// empty), segment 0 on the nodes of `first` if the satellite began it;
+    /// segment `i` goes to position `position(i)`, `None` meaning there are
+    /// too many segments. Each segment is committed once the next one starts,
+    /// the last one too unless `hold_last`: then it is in
+    /// [`StoredSegments::last`], to be committed with the object.
+    pub(crate) async fn segments<R: AsyncRead + Unpin>(
         &self,
-        reader: impl AsyncRead + Unpin,
+        source: &mut Source<R>,
         position: impl Fn(u32) -> Option<u32>,
+        mut first: Option<pb::BeginSegmentResponse>,
+        hold_last: bool,
     ) -> Result<StoredSegments, Error> {
-        let mut source = Source::new(reader);
         let mut stored = StoredSegments {
             stats: Vec::new(),
             key_nonces: Vec::new(),
             size: 0,
+            last: None,
         };
         loop {
             let position = u32::try_from(stored.stats.len())
                 .ok()
                 .and_then(&position)
                 .ok_or_else(|| Error::Interrupted("the upload has too many segments".into()))?;
-            let (stat, key_nonce) = self.segment(&mut source, position).await?;
-            stored.stats.push(stat);
-            stored.key_nonces.push(key_nonce);
+            let segment = self
+                .segment(source, position, first.take())
+                .instrument(tracing::debug_span!("segment upload", position))
+                .await?;
+            stored.stats.push(segment.stat);
+            stored.key_nonces.push(segment.key_nonce);
             source.fill(1).await?;
-            if source.exhausted() {
+            let done = source.exhausted();
+            if done && hold_last {
+                stored.last = Some(segment.commit);
+            } else {
+                segment.commit.send(self.metainfo).await?;
+            }
+            self.report(source.consumed);
+            if done {
                 stored.size = source.consumed;
                 return Ok(stored);
             }
@@ -838,6 +930,7 @@ impl<'a> ObjectUpload<'a> {
         &self,
         metadata: &crypto::ObjectMetadata,
         parts: Vec<(u32, Vec<u8>)>,
+        last: Option<SegmentCommit>,
     ) -> Result<pb::CommitObjectResponse, Error> {
         let (parts, part_infos) = parts.into_iter().unzip();
         let sealed = SealedMetadata::new(&self.object_key, metadata);
@@ -850,6 +943,7 @@ impl<'a> ObjectUpload<'a> {
                 encrypted_metadata_nonce: sealed.key.nonce,
                 parts,
                 part_infos,
+                last_segment: last.map(SegmentCommit::into_last_segment),
             })
             .await
     }
@@ -909,6 +1003,98 @@ pub(crate) fn begin_request(
     }
 }
 
+/// Whether the satellite refused an inline object as larger than its inline
+/// threshold (lowered since the client heard it).
+fn refused_as_too_large(error: &Error) -> bool {
+    matches!(error, Error::Satellite { code: tonic::Code::InvalidArgument, message }
+        if message.contains("inline threshold"))
+}
+
+/// The metadata sealed with an upload of `size` bytes, late metadata included.
+fn object_metadata(options: &UploadOptions, size: u64) -> crypto::ObjectMetadata {
+    let mut user = options.metadata.clone();
+    if let Some(late) = &options.late_metadata {
+        user.extend(late());
+    }
+    crypto::ObjectMetadata {
+        size,
+        created: std::time::SystemTime::now(),
+        content_type: options.content_type.clone(),
+        metadata: user,
+    }
+}
+
+/// What an upload stored, as the satellite committed it.
+fn uploaded(
+    key: &str,
+    metadata: crypto::ObjectMetadata,
+    committed: &pb::CommitObjectResponse,
+    options: &UploadOptions,
+    segments: Vec<SegmentStat>,
+) -> ObjectInfo {
+    let expires = committed
+        .object
+        .as_ref()
+        .filter(|o| o.expires_at > 0)
+        .map(|o| crate::from_unix(o.expires_at))
+        .or(options.expires);
+    ObjectInfo {
+        key: key.to_string(),
+        size: metadata.size,
+        created: metadata.created,
+        expires,
+        content_type: metadata.content_type,
+        metadata: metadata.metadata,
+        segments,
+    }
+}
+
+/// Stores the whole object `plain` as one inline segment with one request.
+async fn put_inline_object(
+    metainfo: &Metainfo,
+    path: &crypto::ObjectPath,
+    (bucket, key): (&str, &str),
+    plain: &[u8],
+    options: &UploadOptions,
+) -> Result<ObjectInfo, Error> {
+    let object_key = crypto::object_key(&path.key);
+    let segment_key = Key::random();
+    let wrapped = crypto::wrap_key(&object_key, &segment_key, &crypto::segment_key_purpose(0));
+    let mut sealer = SegmentSealer::new(&segment_key, 0, DEFAULT_BLOCK_SIZE, plain.len() as u64);
+    let data = seal_inline(&mut sealer, &mut Source::new(plain)).await?;
+    let stat = inline_stat(0, sealer.plain_size, data.len() as u64);
+    let metadata = object_metadata(options, plain.len() as u64);
+    let sealed = SealedMetadata::new(&object_key, &metadata);
+    let object = begin_request(metainfo, bucket, path.stored.clone(), options.expires);
+    let committed = metainfo
+        .put_inline_object(
+            pb::PutInlineObjectRequest {
+                header: object.header,
+                bucket: object.bucket,
+                encrypted_object_key: object.encrypted_object_key,
+                encryption: object.encryption,
+                expires_at: object.expires_at,
+                encrypted_key: wrapped.encrypted,
+                encrypted_key_nonce: wrapped.nonce,
+                plain_size: sealer.plain_size as i64,
+                encrypted_inline_data: data,
+                encrypted_metadata: sealed.data,
+                encrypted_metadata_key: sealed.key.encrypted,
+                encrypted_metadata_nonce: sealed.key.nonce,
+            },
+            key,
+        )
+        .await?;
+    if let Some(progress) = &options.progress {
+        progress(plain.len() as u64);
+    }
+    Ok(uploaded(key, metadata, &committed, options, vec![stat]))
+}
+
+/// Uploads an object. With the satellite's upload limits known (from an
+/// earlier upload), an object that fits inline takes one request, and one
+/// whose first segment goes to nodes has that segment begun with the object.
+/// The last segment is committed with the object.
 pub(crate) async fn upload_object(
     metainfo: &Metainfo,
     path: crypto::ObjectPath,
@@ -917,12 +1103,42 @@ pub(crate) async fn upload_object(
     reader: impl AsyncRead + Unpin + Send,
     options: UploadOptions,
 ) -> Result<ObjectInfo, Error> {
-    let begin = metainfo
+    let mut source = Source::new(reader);
+    let mut first_segment_size = 0;
+    if let Some(limits) = metainfo.upload_limits() {
+        let inline_plain = max_plain_within(limits.inline_threshold, DEFAULT_BLOCK_SIZE as u64);
+        source
+            .fill(inline_plain.map_or(0, |plain| plain as usize) + 1)
+            .await?;
+        let buffered = source.buffer.len() as u64;
+        let fits = inline_plain.is_some_and(|plain| source.eof && buffered <= plain);
+        if fits && buffered <= limits.max_segment_size {
+            let plain = &source.buffer;
+            let put = put_inline_object(metainfo, &path, (bucket, key), plain, &options)
+                .instrument(tracing::debug_span!("inline object upload"));
+            match put.await {
+                Err(e) if refused_as_too_large(&e) => metainfo.forget_upload_limits(),
+                done => return done,
+            }
+        } else {
+            let segment = if source.eof {
+                buffered.min(limits.max_segment_size)
+            } else {
+                limits.max_segment_size
+            };
+            first_segment_size = encrypted_size(segment, DEFAULT_BLOCK_SIZE as u64);
+        }
+    }
+    let mut begin = metainfo
         .begin_object(
-            begin_request(metainfo, bucket, path.stored, options.expires),
+            pb::BeginObjectRequest {
+                first_segment_max_encrypted_size: first_segment_size as i64,
+                ..begin_request(metainfo, bucket, path.stored, options.expires)
+            },
             key,
         )
         .await?;
+    let first_segment = begin.first_segment.take();
     let upload = ObjectUpload::new(
         metainfo,
         crypto::object_key(&path.key),
@@ -932,48 +1148,28 @@ pub(crate) async fn upload_object(
         begin.inline_threshold,
         options.progress.clone(),
     )?;
+    metainfo.remember_upload_limits(UploadLimits {
+        max_segment_size: upload.max_segment_size,
+        inline_threshold: non_negative(begin.inline_threshold, "inline threshold")?,
+    });
     let stored = async {
-        let StoredSegments {
-            stats: segments,
-            size,
-            ..
-        } = upload.segments(reader, Some).await?;
-        let mut user = options.metadata.clone();
-        if let Some(late) = &options.late_metadata {
-            user.extend(late());
-        }
-        let metadata = crypto::ObjectMetadata {
-            size,
-            created: std::time::SystemTime::now(),
-            content_type: options.content_type.clone(),
-            metadata: user,
-        };
-        let committed = upload.commit(&metadata, Vec::new()).await?;
-        Ok::<_, Error>((segments, metadata, committed))
+        let stored = upload
+            .segments(&mut source, Some, first_segment, true)
+            .await?;
+        let metadata = object_metadata(&options, stored.size);
+        let committed = upload.commit(&metadata, Vec::new(), stored.last).await?;
+        Ok::<_, Error>((stored.stats, metadata, committed))
     }
     .await;
-    let (segments, metadata, committed) = match stored {
-        Ok(stored) => stored,
+    match stored {
+        Ok((segments, metadata, committed)) => {
+            Ok(uploaded(key, metadata, &committed, &options, segments))
+        }
         Err(e) => {
             upload.abandon(bucket, key).await;
-            return Err(e);
+            Err(e)
         }
-    };
-    let expires = committed
-        .object
-        .as_ref()
-        .filter(|o| o.expires_at > 0)
-        .map(|o| crate::from_unix(o.expires_at))
-        .or(options.expires);
-    Ok(ObjectInfo {
-        key: key.to_string(),
-        size: metadata.size,
-        created: metadata.created,
-        expires,
-        content_type: metadata.content_type,
-        metadata: metadata.metadata,
-        segments,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -1017,6 +1213,22 @@ mod tests {
         assert_eq!(segment_sizes(101, 100, 30).await, [100, 1]);
         assert_eq!(segment_sizes(250, 100, 30).await, [100, 100, 50]);
         assert_eq!(segment_sizes(300, 100, 100).await, [100, 100, 100]);
+    }
+
+    #[test]
+    fn the_long_tail_waits_in_proportion_to_the_upload() {
+        assert_eq!(
+            long_tail_grace(Duration::from_millis(4)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            long_tail_grace(Duration::from_millis(200)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            long_tail_grace(Duration::from_secs(60)),
+            MAX_LONG_TAIL_GRACE
+        );
     }
 
     #[test]

@@ -147,9 +147,10 @@ pub(crate) async fn upload_part_copy(
 ) -> S3Result<UploadPartCopyOutput> {
     let number = part_number(input.part_number)?;
     let (source_bucket, source_key) = copy::source(&input.copy_source)?;
-    let info = objects::stat(project, &source_bucket, &source_key).await?;
+    let source = objects::open(project, &source_bucket, &source_key).await?;
+    let info = source.info();
     copy::check_source_conditions(
-        &info,
+        info,
         objects::Conditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -167,10 +168,7 @@ pub(crate) async fn upload_part_copy(
         input.upload_id.as_str(),
     );
     let checksum = part_checksum(project, upload, None).await?;
-    let source = objects::checked(
-        DownloadReader::start(project.clone(), source_bucket, source_key, range),
-        checksum.as_ref(),
-    );
+    let source = objects::checked(DownloadReader::start(source, range), checksum.as_ref());
     let tag = store_part(project, upload, number, source, None, checksum)
         .await
         .map_err(copy::source_read_error)?;

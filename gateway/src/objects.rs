@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use archipel_client::{ByteRange, Error, ObjectInfo, Project};
+use archipel_client::{ByteRange, Error, ObjectDownload, ObjectInfo, Project};
 use base64::Engine;
 use bytes::Bytes;
 use futures::{ready, TryStreamExt};
@@ -414,8 +414,9 @@ fn content_length(length: u64) -> S3Result<i64> {
 }
 
 pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<GetObjectOutput> {
-    let info = stat(project, &input.bucket, &input.key).await?;
-    let etag = metadata::etag(&info);
+    let object = open(project, &input.bucket, &input.key).await?;
+    let info = object.info();
+    let etag = metadata::etag(info);
     Conditions {
         if_match: input.if_match.as_ref(),
         if_none_match: input.if_none_match.as_ref(),
@@ -423,18 +424,17 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(etag.as_ref(), info.created)?;
-    let selection = selection(input.range.as_ref(), input.part_number, &info)?;
-    let headers = ObjectHeaders::from_object(&info);
+    let selection = selection(input.range.as_ref(), input.part_number, info)?;
+    let headers = ObjectHeaders::from_object(info);
     let checksum = Checksum::for_read(
-        metadata::checksum(&info),
+        metadata::checksum(info),
         input.checksum_mode.as_ref(),
         selection.whole,
     );
+    let created = info.created;
     let body = (selection.length > 0).then(|| {
         download_body(
-            project.clone(),
-            input.bucket,
-            input.key,
+            object,
             ByteRange {
                 offset: selection.offset,
                 length: Some(selection.length),
@@ -448,7 +448,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         content_range: selection.content_range,
         parts_count: selection.parts_count,
         e_tag: etag,
-        last_modified: crate::metadata::timestamp(info.created),
+        last_modified: crate::metadata::timestamp(created),
         content_type: input.response_content_type.or(headers.content_type),
         content_encoding: input.response_content_encoding.or(headers.content_encoding),
         content_disposition: input
@@ -504,11 +504,9 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
 }
 
 /// Streams `range` of the object as a response body.
-fn download_body(project: Project, bucket: String, key: String, range: ByteRange) -> StreamingBlob {
+fn download_body(object: ObjectDownload, range: ByteRange) -> StreamingBlob {
     StreamingBlob::wrap(ReaderStream::new(DownloadReader::start(
-        project,
-        bucket,
-        key,
+        object,
         Some(range),
     )))
 }
@@ -523,15 +521,9 @@ pub(crate) struct DownloadReader {
 }
 
 impl DownloadReader {
-    pub(crate) fn start(
-        project: Project,
-        bucket: String,
-        key: String,
-        range: Option<ByteRange>,
-    ) -> DownloadReader {
+    pub(crate) fn start(object: ObjectDownload, range: Option<ByteRange>) -> DownloadReader {
         let (pipe, writer) = tokio::io::duplex(PIPE_CAPACITY);
-        let task =
-            tokio::spawn(async move { project.download(&bucket, &key, range, writer, None).await });
+        let task = tokio::spawn(object.download(range, writer, None));
         DownloadReader {
             pipe,
             task,
@@ -575,8 +567,26 @@ impl Drop for DownloadReader {
 /// The object's description; a missing object in a missing bucket is
 /// `NoSuchBucket`, which the satellite's answer alone does not tell apart.
 pub(crate) async fn stat(project: &Project, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
-    match project.stat(bucket, key).await {
-        Ok(info) => Ok(info),
+    let stat = project.stat(bucket, key).await;
+    in_existing_bucket(project, bucket, stat).await
+}
+
+/// The object opened for reading from its start, with one satellite round
+/// trip; errors as [`stat`]'s.
+pub(crate) async fn open(project: &Project, bucket: &str, key: &str) -> S3Result<ObjectDownload> {
+    let opened = project.open_object(bucket, key, 0).await;
+    in_existing_bucket(project, bucket, opened).await
+}
+
+/// `result` as S3 answers it: an object not found is `NoSuchBucket` when the
+/// bucket is missing too.
+async fn in_existing_bucket<T>(
+    project: &Project,
+    bucket: &str,
+    result: Result<T, Error>,
+) -> S3Result<T> {
+    match result {
+        Ok(found) => Ok(found),
         Err(e @ Error::ObjectNotFound { .. }) => {
             buckets::ensure_exists(project, bucket).await?;
             Err(s3_error(e))

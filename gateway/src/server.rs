@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use archipel_client::{Access, Project};
+use archipel_proto::latency::Latencies;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::{Frame, SizeHint};
@@ -33,7 +34,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
+use crate::metrics::{self, NameOperations, OperationName, Timed};
 use crate::service::Gateway;
 use crate::vhost::VirtualHosts;
 use crate::{auth, tls, Config, Error};
@@ -54,6 +57,17 @@ pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 604_800;
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    run_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`run`], with the latency histograms of S3 operations served as
+/// Prometheus metrics (`GET /metrics`) on `metrics` if given.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     if config.credentials.is_empty() {
@@ -91,13 +105,22 @@ pub async fn run(
         unencrypted_names: config.unencrypted_names.clone(),
     });
     builder.set_auth(auth::key_store(&config.credentials));
+    builder.set_access(NameOperations);
     if let Some(hosts) = hosts {
         builder.set_host(hosts);
     }
+    let latencies = Arc::new(Latencies::default());
     let service = Limited {
         s3: builder.build(),
         body_idle_timeout: config.body_idle_timeout,
+        latencies: latencies.clone(),
     };
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = metrics.map(|listener| {
+        tokio::spawn(metrics::serve(listener, latencies, async {
+            let _ = metrics_stopped.await;
+        }))
+    });
 
     let mut http = ConnectionBuilder::new(TokioExecutor::new());
     http.http1()
@@ -121,7 +144,14 @@ pub async fn run(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => {
+                    // Without it a response's small last write waits for the
+                    // ACK of the one before, which the client delays: 40 ms.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                    }
+                    stream
+                }
                 Err(e) => {
                     // Running out of file descriptors passes; do not spin meanwhile.
                     tracing::warn!("cannot accept a connection: {e}");
@@ -141,6 +171,10 @@ pub async fn run(
         ));
     }
     drop(listener);
+    let _ = stop_metrics.send(());
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     tracing::info!("shutting down; letting requests in flight finish");
     tokio::select! {
         () = graceful.shutdown() => {}
@@ -186,12 +220,14 @@ async fn serve_http(
     }
 }
 
-/// The S3 service behind the gateway's own request checks: presigned URL
-/// validity, and request bodies that may not stall.
+/// The S3 service behind the gateway's own request checks (presigned URL
+/// validity, request bodies that may not stall), recording how long each
+/// request takes.
 #[derive(Clone)]
 struct Limited {
     s3: S3Service,
     body_idle_timeout: Duration,
+    latencies: Arc<Latencies>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Limited {
@@ -203,11 +239,24 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
         if presigned_expiry(request.uri()).is_some_and(|secs| secs > MAX_PRESIGNED_EXPIRY_SECS) {
             return Box::pin(std::future::ready(Ok(presigned_too_long())));
         }
+        let started = std::time::Instant::now();
         let timeout = self.body_idle_timeout;
-        let request =
+        let mut request =
             request.map(|body| s3s::Body::http_body_unsync(IdleTimeout::new(body, timeout)));
+        let operation = OperationName::default();
+        request.extensions_mut().insert(operation.clone());
         let s3 = self.s3.clone();
-        Box::pin(async move { s3.call(request).await })
+        let latencies = self.latencies.clone();
+        let span = tracing::debug_span!("s3", operation = tracing::field::Empty);
+        Box::pin(
+            async move {
+                let response = s3.call(request).await?;
+                Ok(response.map(|body| {
+                    s3s::Body::http_body_unsync(Timed::new(body, latencies, operation, started))
+                }))
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use archipel_proto::latency::RecordLatency;
 use archipel_proto::{transport, Identity, Redundancy};
 use tokio::net::TcpListener;
 
@@ -120,6 +121,13 @@ pub(crate) fn size_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Encrypted segments up to this size are kept in the metabase by default:
+/// an object this small costs one request and one transaction instead of
+/// `total` piece uploads and their order limits, and its row stays within a
+/// few times the piece list a remote segment would need anyway (see
+/// docs/PERFORMANCE.md, "Small objects").
+pub const DEFAULT_INLINE_THRESHOLD: u64 = 16 << 10;
+
 /// Production redundancy: Storj's 29/35/80/110.
 pub fn default_redundancy() -> Redundancy {
     Redundancy {
@@ -139,7 +147,7 @@ impl Default for Config {
             listen_address: "0.0.0.0:7777".into(),
             redundancy: default_redundancy(),
             max_segment_size: 64 << 20,
-            inline_threshold: 4 << 10,
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
             distinct_subnets: true,
             node_online_window: Duration::from_secs(4 * 3600),
             order_expiration: Duration::from_secs(3600),
@@ -171,6 +179,12 @@ impl Config {
             .map_err(|e| Error::Config(e.to_string()))?;
         if self.max_segment_size == 0 {
             return Err(Error::Config("max_segment_size must be positive".into()));
+        }
+        // Clients buffer an inline segment whole, and take no more than this.
+        if self.inline_threshold > 1 << 20 {
+            return Err(Error::Config(
+                "inline_threshold must be at most 1 MiB (1048576 bytes)".into(),
+            ));
         }
         if self.cleanup_interval.is_zero() || self.check_in_interval.is_zero() {
             return Err(Error::Config(
@@ -283,6 +297,7 @@ pub async fn run(
     );
     let (connections, accepting) = transport::incoming(listener, tls);
     let served = transport::server(REQUEST_TIMEOUT)
+        .layer(RecordLatency::new(metrics.rpc_latencies.clone()))
         .add_service(archipel_proto::pb::node_server::NodeServer::from_arc(
             state.clone(),
         ))

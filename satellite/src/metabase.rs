@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_proto::{multipart, NodeId, Redundancy};
@@ -23,6 +24,11 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Metabase {
     pool: Pool,
+    /// SQLite has one writer at a time: its write transactions queue here,
+    /// in order, instead of meeting `SQLITE_BUSY` and sleeping in SQLite's
+    /// busy handler (1, 2, 5, 10… ms), which turned concurrent commits into
+    /// a trickle.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone, Debug)]
@@ -101,6 +107,46 @@ macro_rules! insert_object {
         .bind(object.multipart)
         .execute($executor)
         .await
+    }};
+}
+
+/// Inserts the [`Segment`] `$segment` through `$executor` (a pool or a
+/// transaction); a segment already at its position is
+/// [`Error::AlreadyExists`], any other failure the database's error.
+macro_rules! insert_segment {
+    ($executor:expr, $segment:expr) => {{
+        let segment: &Segment = $segment;
+        // Inline segments have no pieces, so no root piece id.
+        let root: &[u8] = match segment.inline_data {
+            Some(_) => &[],
+            None => &segment.root_piece_id,
+        };
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&segment.stream_id)
+        .bind(i64::from(segment.position))
+        .bind(root)
+        .bind(&segment.encrypted_key)
+        .bind(&segment.encrypted_key_nonce)
+        .bind(segment.plain_offset)
+        .bind(segment.plain_size)
+        .bind(segment.encrypted_size)
+        .bind(segment.redundancy.as_ref().map(redundancy_text))
+        .bind(&segment.inline_data)
+        .bind(encode_pieces(&segment.pieces))
+        .bind(segment.created_at)
+        .execute($executor)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
+                "segment {} of this object",
+                segment.position
+            ))),
+            Err(e) => Err(Error::from(e)),
+        }
     }};
 }
 
@@ -807,6 +853,20 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// What commits a pending object.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectCommit {
+    pub stream_id: Vec<u8>,
+    pub encrypted_metadata: Vec<u8>,
+    pub encrypted_metadata_key: Vec<u8>,
+    pub encrypted_metadata_nonce: Vec<u8>,
+    /// Multipart only: the parts that make the object, each by its number and
+    /// its info as the client listed it.
+    pub parts: Vec<(u32, Vec<u8>)>,
+    /// Single uploads only: the last segment, added in the same transaction.
+    pub last_segment: Option<Segment>,
+}
+
 impl Metabase {
     /// Opens the database at `url` and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Metabase> {
@@ -832,9 +892,21 @@ impl Metabase {
         } else {
             return Err(Error::UnsupportedDatabase(url.to_string()));
         };
-        let metabase = Metabase { pool };
+        let metabase = Metabase {
+            pool,
+            writer: Arc::default(),
+        };
         metabase.migrate().await?;
         Ok(metabase)
+    }
+
+    /// Waits for the turn to write, on SQLite (see [`Metabase::writer`]);
+    /// PostgreSQL takes concurrent writers as they come.
+    async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.writer.lock().await),
+            Pool::Postgres(_) => None,
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -872,6 +944,7 @@ impl Metabase {
         let salt: [u8; 32] = rand::random();
         let key = new_api_key();
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             sqlx::query("INSERT INTO projects (id, name, salt, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(id.to_vec())
@@ -920,6 +993,7 @@ impl Metabase {
         plain_names: bool,
         now: i64,
     ) -> Result<Bucket> {
+        let _writing = self.writing().await;
         let result = on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO buckets (project_id, name, created_at, plain_names) \
@@ -965,6 +1039,7 @@ impl Metabase {
     /// Deletes a bucket that holds no objects, committed or pending.
     pub async fn delete_bucket(&self, project: &[u8], name: &str) -> Result<()> {
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             let deleted = sqlx::query("DELETE FROM buckets WHERE project_id = $1 AND name = $2")
                 .bind(project)
@@ -1021,6 +1096,7 @@ impl Metabase {
     /// Records a pending object; its segments are attached to `stream_id`.
     pub async fn begin_object(&self, object: &Object) -> Result<()> {
         self.get_bucket(&object.project_id, &object.bucket).await?;
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             insert_object!(pool, object)?;
         });
@@ -1047,10 +1123,6 @@ impl Metabase {
         project: &[u8],
         segment: &Segment,
     ) -> Result<Option<RemovedSegment>> {
-        let sql = format!(
-            "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        );
         let old_sql = format!(
             "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 AND position = $2"
         );
@@ -1061,6 +1133,7 @@ impl Metabase {
         };
         let position = i64::from(segment.position);
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             // Touch the object first so the write lock is taken before the read.
             let pending = sqlx::query(
@@ -1121,32 +1194,9 @@ impl Metabase {
                         .map(RemovedSegment::from);
                 }
             }
-            let inserted = sqlx::query(&sql)
-                .bind(&segment.stream_id)
-                .bind(position)
-                .bind(root)
-                .bind(&segment.encrypted_key)
-                .bind(&segment.encrypted_key_nonce)
-                .bind(segment.plain_offset)
-                .bind(segment.plain_size)
-                .bind(segment.encrypted_size)
-                .bind(segment.redundancy.as_ref().map(redundancy_text))
-                .bind(&segment.inline_data)
-                .bind(encode_pieces(&segment.pieces))
-                .bind(segment.created_at)
-                .execute(&mut *tx)
-                .await;
-            match inserted {
-                Ok(_) => {
-                    tx.commit().await?;
-                    Ok(replaced)
-                }
-                Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
-                    "segment {} of this object",
-                    segment.position
-                ))),
-                Err(e) => Err(e.into()),
-            }
+            insert_segment!(&mut *tx, segment)?;
+            tx.commit().await?;
+            Ok(replaced)
         })
     }
 
@@ -1187,6 +1237,7 @@ impl Metabase {
              AND position >= $2 AND position < $3 ORDER BY position"
         );
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             let pending = sqlx::query(
                 "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
@@ -1386,34 +1437,17 @@ impl Metabase {
     pub async fn commit_object(
         &self,
         project: &[u8],
-        stream_id: &[u8],
-        encrypted_metadata: &[u8],
-        encrypted_metadata_key: &[u8],
-        encrypted_metadata_nonce: &[u8],
-        parts: &[(u32, Vec<u8>)],
+        commit: &ObjectCommit,
     ) -> Result<(Object, Vec<RemovedSegment>)> {
-        retry_commit(|| {
-            self.commit_object_once(
-                project,
-                stream_id,
-                encrypted_metadata,
-                encrypted_metadata_key,
-                encrypted_metadata_nonce,
-                parts,
-            )
-        })
-        .await
+        retry_commit(|| self.commit_object_once(project, commit)).await
     }
 
     async fn commit_object_once(
         &self,
         project: &[u8],
-        stream_id: &[u8],
-        encrypted_metadata: &[u8],
-        encrypted_metadata_key: &[u8],
-        encrypted_metadata_nonce: &[u8],
-        parts: &[(u32, Vec<u8>)],
+        commit: &ObjectCommit,
     ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let stream_id = commit.stream_id.as_slice();
         let object_sql = format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
         );
@@ -1421,6 +1455,7 @@ impl Metabase {
             "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
         );
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             let touched = sqlx::query(
                 "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
@@ -1439,6 +1474,14 @@ impl Metabase {
                 .bind(project)
                 .fetch_one(&mut *tx)
                 .await?;
+            if let Some(segment) = &commit.last_segment {
+                if object.multipart != 0 || segment.stream_id != stream_id {
+                    return Err(Error::InvalidArgument(
+                        "only a single upload commits its last segment with the object".into(),
+                    ));
+                }
+                insert_segment!(&mut *tx, segment)?;
+            }
             let records: Vec<SegmentRecord> =
                 sqlx::query_as(&segments_sql).bind(stream_id).fetch_all(&mut *tx).await?;
             let segments = records
@@ -1454,7 +1497,7 @@ impl Metabase {
                 .bind(stream_id)
                 .fetch_all(&mut *tx)
                 .await?;
-                let (kept, dropped) = choose_parts(segments, &recorded, parts)?;
+                let (kept, dropped) = choose_parts(segments, &recorded, &commit.parts)?;
                 for segment in dropped {
                     sqlx::query("DELETE FROM segments WHERE stream_id = $1 AND position = $2")
                         .bind(stream_id)
@@ -1470,7 +1513,7 @@ impl Metabase {
                     .execute(&mut *tx)
                     .await?;
                 kept
-            } else if !parts.is_empty() {
+            } else if !commit.parts.is_empty() {
                 return Err(Error::InvalidArgument(
                     "parts are only named when completing a multipart upload".into(),
                 ));
@@ -1506,9 +1549,9 @@ impl Metabase {
             object.committed = 1;
             object.plain_size = offset;
             object.segment_count = segments.len() as i64;
-            object.encrypted_metadata = encrypted_metadata.to_vec();
-            object.encrypted_metadata_key = encrypted_metadata_key.to_vec();
-            object.encrypted_metadata_nonce = encrypted_metadata_nonce.to_vec();
+            object.encrypted_metadata = commit.encrypted_metadata.clone();
+            object.encrypted_metadata_key = commit.encrypted_metadata_key.clone();
+            object.encrypted_metadata_nonce = commit.encrypted_metadata_nonce.clone();
             sqlx::query(
                 "UPDATE objects SET committed = 1, plain_size = $1, segment_count = $2, \
                  encrypted_metadata = $3, encrypted_metadata_key = $4, \
@@ -1525,6 +1568,38 @@ impl Metabase {
             tx.commit().await?;
             Ok((object, removed))
         })
+    }
+
+    /// Stores `object` (committed, of one segment) with its inline
+    /// `segment` in one transaction, replacing a committed object of its key;
+    /// returns the replaced object's segments.
+    pub async fn put_inline_object(
+        &self,
+        object: &Object,
+        segment: &Segment,
+    ) -> Result<Vec<RemovedSegment>> {
+        if object.committed == 0
+            || segment.inline_data.is_none()
+            || segment.stream_id != object.stream_id
+        {
+            return Err(Error::InvalidArgument(
+                "an inline object is committed, with its own inline segment".into(),
+            ));
+        }
+        self.get_bucket(&object.project_id, &object.bucket).await?;
+        retry_commit(|| async {
+            on_pool!(self, pool => {
+                let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+                let removed =
+                    remove_committed!(tx, &object.project_id, &object.bucket, &object.object_key);
+                insert_object!(&mut *tx, object)?;
+                insert_segment!(&mut *tx, segment)?;
+                tx.commit().await?;
+                Ok(removed)
+            })
+        })
+        .await
     }
 
     /// Commits `copy` as a new object whose segments share the pieces of the
@@ -1560,6 +1635,7 @@ impl Metabase {
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             // Lock the source's rows before reading them (PostgreSQL): a delete
             // of the source or a repair's piece swap then waits for the copy,
@@ -1722,6 +1798,7 @@ impl Metabase {
         let segments_sql =
             format!("DELETE FROM segments WHERE stream_id = $1 RETURNING {SEGMENT_COLUMNS}");
         on_pool!(self, pool => {
+            let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
             let deleted = sqlx::query("DELETE FROM objects WHERE stream_id = $1 AND committed = $2")
                 .bind(stream_id)
@@ -1916,6 +1993,7 @@ impl Metabase {
 
     /// Records a node's check-in, creating it on first contact.
     pub async fn upsert_node(&self, node: &Node) -> Result<()> {
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO nodes (id, public_key, address, last_net, capacity_bytes, free_bytes, \
@@ -2102,6 +2180,7 @@ impl Metabase {
         self.count_contact(id, outcome != AuditOutcome::Offline, now)
             .await?;
         let verdict = health.verdict(config);
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             if verdict.disqualify {
                 sqlx::query(
@@ -2139,6 +2218,7 @@ impl Metabase {
     async fn count_contact(&self, id: &NodeId, reached: bool, now: i64) -> Result<()> {
         let window = now - now.rem_euclid(reputation::ONLINE_WINDOW_SECS);
         let oldest = now.saturating_sub(reputation::ONLINE_SCORE_PERIOD_SECS);
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO node_online_windows (node_id, window_start, total, online) \
@@ -2235,6 +2315,7 @@ impl Metabase {
     /// Puts a node in containment with the challenge it left unanswered; a node
     /// already contained keeps its first challenge. Returns whether it was added.
     pub async fn contain(&self, pending: &PendingAudit) -> Result<bool> {
+        let _writing = self.writing().await;
         let added = on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO pending_audits (node_id, stream_id, position, piece_num, piece_root, \
@@ -2287,6 +2368,7 @@ impl Metabase {
 
     /// Releases a node from containment.
     pub async fn release(&self, node: &NodeId) -> Result<()> {
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             sqlx::query("DELETE FROM pending_audits WHERE node_id = $1")
                 .bind(node.to_vec())
@@ -2348,6 +2430,7 @@ impl Metabase {
     /// Marks a node as exiting: it gets no new pieces and repair moves its
     /// pieces elsewhere. Returns false for an unknown node.
     pub async fn set_exiting(&self, id: &NodeId, now: i64) -> Result<bool> {
+        let _writing = self.writing().await;
         let changed = on_pool!(self, pool => {
             sqlx::query("UPDATE nodes SET exiting_at = COALESCE(exiting_at, $2) WHERE id = $1")
                 .bind(id.to_vec())
@@ -2409,6 +2492,7 @@ impl Metabase {
 
     /// Puts a segment in the repair queue, or updates its health there.
     pub async fn enqueue_repair(&self, item: &QueuedSegment, now: i64) -> Result<()> {
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO repair_queue (stream_id, position, healthy, margin, inserted_at, \
@@ -2430,6 +2514,7 @@ impl Metabase {
     /// Drops queue entries the checker did not see in a whole pass that
     /// started at `pass_start`: their segments are gone.
     pub async fn prune_repair_queue(&self, pass_start: i64) -> Result<u64> {
+        let _writing = self.writing().await;
         Ok(on_pool!(self, pool => {
             sqlx::query("DELETE FROM repair_queue WHERE updated_at < $1")
                 .bind(pass_start)
@@ -2460,6 +2545,7 @@ impl Metabase {
         });
         for (stream_id, position, attempts) in candidates {
             let token: [u8; 16] = rand::random();
+            let _writing = self.writing().await;
             let won = on_pool!(self, pool => {
                 sqlx::query(
                     "UPDATE repair_queue SET claimed_until = $3, claim = $4, \
@@ -2498,6 +2584,7 @@ impl Metabase {
         claim: &RepairClaim,
         retry_at: Option<(i64, &str)>,
     ) -> Result<()> {
+        let _writing = self.writing().await;
         on_pool!(self, pool => {
             match retry_at {
                 None => sqlx::query(
@@ -2533,6 +2620,7 @@ impl Metabase {
         old: &[Piece],
         new: &[Piece],
     ) -> Result<bool> {
+        let _writing = self.writing().await;
         let swapped = on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE segments SET pieces = $3 WHERE stream_id = $1 AND position = $2 \

@@ -12,6 +12,7 @@ use std::time::Duration;
 use archipel_proto::orders::{
     derive_piece_id, new_root_piece_id, unix_now, verify_check_in, verify_piece_hash,
 };
+use archipel_proto::pb::commit_object_request::LastSegment;
 use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, PieceAction};
 use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
 use tonic::{Request, Response, Status};
@@ -19,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::{AuditRequests, PieceRef};
 use crate::deletes::PieceDeleter;
 use crate::health::{self, NetworkView};
-use crate::metabase::{self, ListEntry, Listing, Piece, Project, Segment};
+use crate::metabase::{self, ListEntry, Listing, ObjectCommit, Piece, Project, Segment};
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::tokens::{self, SegmentToken, StreamToken};
@@ -95,6 +96,14 @@ fn redundancy_text(r: &Redundancy) -> String {
     )
 }
 
+/// The parts of an inline segment a request brings.
+struct InlineSegment {
+    encrypted_key: Vec<u8>,
+    encrypted_key_nonce: Vec<u8>,
+    plain_size: i64,
+    data: Vec<u8>,
+}
+
 impl State {
     pub fn new(
         config: Config,
@@ -134,6 +143,45 @@ impl State {
             ));
         }
         Ok(token)
+    }
+
+    /// A new pending object of `project` with a fresh stream id, its
+    /// parameters checked.
+    fn new_object(
+        &self,
+        project: &Project,
+        bucket: String,
+        encrypted_object_key: Vec<u8>,
+        encryption: Option<pb::EncryptionParameters>,
+        expires_at: i64,
+    ) -> Result<metabase::Object> {
+        if encrypted_object_key.is_empty() {
+            return Err(Error::InvalidArgument("an object needs a key".into()));
+        }
+        let now = unix_now();
+        if expires_at != 0 && expires_at <= now {
+            return Err(Error::InvalidArgument(
+                "the expiration is in the past".into(),
+            ));
+        }
+        let encryption = encryption.unwrap_or_default();
+        if encryption.cipher != 1 || !(1024..=1 << 20).contains(&encryption.block_size) {
+            return Err(Error::InvalidArgument(format!(
+                "unsupported encryption: cipher {} with {}-byte blocks (AES-256-GCM = 1, blocks of 1 KiB to 1 MiB)",
+                encryption.cipher, encryption.block_size
+            )));
+        }
+        let stream: [u8; 16] = rand::random();
+        Ok(metabase::Object::pending(
+            stream.to_vec(),
+            project.id.clone(),
+            bucket,
+            encrypted_object_key,
+            now,
+            expires_at,
+            encryption.cipher,
+            encryption.block_size,
+        ))
     }
 
     fn stream_id_of(&self, object: &metabase::Object) -> Vec<u8> {
@@ -184,13 +232,6 @@ impl State {
     async fn begin_segment(&self, r: pb::BeginSegmentRequest) -> Result<pb::BeginSegmentResponse> {
         let project = self.authenticate(r.header.as_ref()).await?;
         let stream = self.open_stream(&project, &r.stream_id)?;
-        let max_size = u64::try_from(r.max_encrypted_size).unwrap_or(0);
-        let bound = self.config.max_segment_size.saturating_mul(2) + (1 << 20);
-        if max_size == 0 || max_size > bound {
-            return Err(Error::InvalidArgument(format!(
-                "max_encrypted_size must be between 1 and {bound} bytes"
-            )));
-        }
         let object = self
             .metabase
             .object_by_stream(&project.id, &stream.stream)
@@ -199,6 +240,26 @@ impl State {
             return Err(Error::FailedPrecondition(
                 "the object is already committed".into(),
             ));
+        }
+        self.segment_limits(&project, &object, r.position, r.max_encrypted_size)
+            .await
+    }
+
+    /// Chooses nodes for segment `position` of the pending `object` and signs
+    /// an order limit for each: the answer to BeginSegment.
+    async fn segment_limits(
+        &self,
+        project: &Project,
+        object: &metabase::Object,
+        position: u32,
+        max_encrypted_size: i64,
+    ) -> Result<pb::BeginSegmentResponse> {
+        let max_size = u64::try_from(max_encrypted_size).unwrap_or(0);
+        let bound = self.config.max_segment_size.saturating_mul(2) + (1 << 20);
+        if max_size == 0 || max_size > bound {
+            return Err(Error::InvalidArgument(format!(
+                "max_encrypted_size must be between 1 and {bound} bytes"
+            )));
         }
         let redundancy = self.config.redundancy;
         let piece_size = redundancy.piece_size(max_size);
@@ -224,8 +285,8 @@ impl State {
         let mut limits = Vec::with_capacity(chosen.len());
         let mut token = SegmentToken {
             project_id: project.id.clone(),
-            stream: stream.stream.clone(),
-            position: r.position,
+            stream: object.stream_id.clone(),
+            position,
             root_piece_id: root.to_vec(),
             redundancy: redundancy_text(&redundancy),
             max_piece_size: size_i64(piece_size),
@@ -241,7 +302,7 @@ impl State {
                 &derive_piece_id(&root, &id, num),
                 PieceAction::Put,
                 size_i64(piece_size),
-                stream.expires_at,
+                object.expires_at,
             );
             limits.push(pb::AddressedOrderLimit {
                 limit: Some(limit),
@@ -261,6 +322,19 @@ impl State {
 
     async fn commit_segment(&self, r: pb::CommitSegmentRequest) -> Result<()> {
         let project = self.authenticate(r.header.as_ref()).await?;
+        let segment = self.remote_segment(&project, r).await?;
+        let replaced = self.metabase.put_segment(&project.id, &segment).await?;
+        self.deleter.delete(replaced.into_iter().collect());
+        Ok(())
+    }
+
+    /// The segment a CommitSegment request describes, checked against its
+    /// signed segment id and the nodes' signatures.
+    async fn remote_segment(
+        &self,
+        project: &Project,
+        r: pb::CommitSegmentRequest,
+    ) -> Result<Segment> {
         let token = tokens::open_segment(&self.key, &r.segment_id)?;
         if token.project_id != project.id {
             return Err(Error::InvalidArgument(
@@ -367,68 +441,75 @@ impl State {
             )));
         }
         pieces.sort_by_key(|p| p.num);
-        let replaced = self
-            .metabase
-            .put_segment(
-                &project.id,
-                &Segment {
-                    stream_id: token.stream,
-                    position: token.position,
-                    root_piece_id: root,
-                    encrypted_key: r.encrypted_key,
-                    encrypted_key_nonce: r.encrypted_key_nonce,
-                    plain_offset: 0,
-                    plain_size: r.plain_size,
-                    encrypted_size: r.encrypted_size,
-                    redundancy: Some(redundancy),
-                    inline_data: None,
-                    pieces,
-                    created_at: unix_now(),
-                },
-            )
-            .await?;
-        self.deleter.delete(replaced.into_iter().collect());
-        Ok(())
+        Ok(Segment {
+            stream_id: token.stream,
+            position: token.position,
+            root_piece_id: root,
+            encrypted_key: r.encrypted_key,
+            encrypted_key_nonce: r.encrypted_key_nonce,
+            plain_offset: 0,
+            plain_size: r.plain_size,
+            encrypted_size: r.encrypted_size,
+            redundancy: Some(redundancy),
+            inline_data: None,
+            pieces,
+            created_at: unix_now(),
+        })
     }
 
     async fn make_inline_segment(&self, r: pb::MakeInlineSegmentRequest) -> Result<()> {
         let project = self.authenticate(r.header.as_ref()).await?;
         let stream = self.open_stream(&project, &r.stream_id)?;
+        let segment = self.inline_segment(
+            stream.stream,
+            r.position,
+            InlineSegment {
+                encrypted_key: r.encrypted_key,
+                encrypted_key_nonce: r.encrypted_key_nonce,
+                plain_size: r.plain_size,
+                data: r.encrypted_inline_data,
+            },
+        )?;
+        let replaced = self.metabase.put_segment(&project.id, &segment).await?;
+        self.deleter.delete(replaced.into_iter().collect());
+        Ok(())
+    }
+
+    /// An inline segment of `stream` at `position`, checked against the
+    /// inline threshold.
+    fn inline_segment(
+        &self,
+        stream: Vec<u8>,
+        position: u32,
+        inline: InlineSegment,
+    ) -> Result<Segment> {
         let limit = self.config.inline_threshold + INLINE_OVERHEAD;
-        if r.encrypted_inline_data.len() as u64 > limit {
+        if inline.data.len() as u64 > limit {
             return Err(Error::InvalidArgument(format!(
                 "inline data of {} bytes exceeds the {} byte inline threshold",
-                r.encrypted_inline_data.len(),
+                inline.data.len(),
                 self.config.inline_threshold
             )));
         }
-        if r.plain_size < 0 || r.plain_size > size_i64(self.config.max_segment_size) {
+        if inline.plain_size < 0 || inline.plain_size > size_i64(self.config.max_segment_size) {
             return Err(Error::InvalidArgument(
                 "the plain size is out of range".into(),
             ));
         }
-        let replaced = self
-            .metabase
-            .put_segment(
-                &project.id,
-                &Segment {
-                    stream_id: stream.stream,
-                    position: r.position,
-                    root_piece_id: [0; 32],
-                    encrypted_key: r.encrypted_key,
-                    encrypted_key_nonce: r.encrypted_key_nonce,
-                    plain_offset: 0,
-                    plain_size: r.plain_size,
-                    encrypted_size: size_i64(r.encrypted_inline_data.len() as u64),
-                    redundancy: None,
-                    inline_data: Some(r.encrypted_inline_data),
-                    pieces: Vec::new(),
-                    created_at: unix_now(),
-                },
-            )
-            .await?;
-        self.deleter.delete(replaced.into_iter().collect());
-        Ok(())
+        Ok(Segment {
+            stream_id: stream,
+            position,
+            root_piece_id: [0; 32],
+            encrypted_key: inline.encrypted_key,
+            encrypted_key_nonce: inline.encrypted_key_nonce,
+            plain_offset: 0,
+            plain_size: inline.plain_size,
+            encrypted_size: size_i64(inline.data.len() as u64),
+            redundancy: None,
+            inline_data: Some(inline.data),
+            pieces: Vec::new(),
+            created_at: unix_now(),
+        })
     }
 
     /// The network view for the health of `segments`; `None` when all are inline.
@@ -485,8 +566,20 @@ impl State {
         let object = self.committed_object(&project, &stream).await?;
         let segment = self.metabase.segment(&stream.stream, r.position).await?;
         let view = self.view_for(std::slice::from_ref(&segment)).await?;
+        self.segment_download(&object, segment, view.as_ref()).await
+    }
+
+    /// What a client needs to read `segment` of `object`: its key, and its
+    /// inline data or an order limit for each of its pieces. `view` must be
+    /// present for a remote segment (see [`State::view_for`]).
+    async fn segment_download(
+        &self,
+        object: &metabase::Object,
+        segment: Segment,
+        view: Option<&NetworkView>,
+    ) -> Result<pb::DownloadSegmentResponse> {
         let mut response = pb::DownloadSegmentResponse {
-            segment: Some(Self::segment_info(&segment, view.as_ref())),
+            segment: Some(Self::segment_info(&segment, view)),
             encrypted_key: segment.encrypted_key.clone(),
             encrypted_key_nonce: segment.encrypted_key_nonce.clone(),
             ..Default::default()
@@ -765,44 +858,67 @@ impl Metainfo for State {
     ) -> Result<Response<pb::BeginObjectResponse>, Status> {
         let r = request.into_inner();
         let project = self.authenticate(r.header.as_ref()).await?;
-        if r.encrypted_object_key.is_empty() {
-            return Err(Error::InvalidArgument("an object needs a key".into()).into());
-        }
-        let now = unix_now();
-        if r.expires_at != 0 && r.expires_at <= now {
-            return Err(Error::InvalidArgument("the expiration is in the past".into()).into());
-        }
-        let encryption = r.encryption.unwrap_or_default();
-        if encryption.cipher != 1 || !(1024..=1 << 20).contains(&encryption.block_size) {
-            return Err(Error::InvalidArgument(format!(
-                "unsupported encryption: cipher {} with {}-byte blocks (AES-256-GCM = 1, blocks of 1 KiB to 1 MiB)",
-                encryption.cipher, encryption.block_size
-            ))
-            .into());
-        }
-        let stream: [u8; 16] = rand::random();
-        let mut object = metabase::Object::pending(
-            stream.to_vec(),
-            project.id.clone(),
+        let mut object = self.new_object(
+            &project,
             r.bucket,
             r.encrypted_object_key,
-            now,
+            r.encryption,
             r.expires_at,
-            encryption.cipher,
-            encryption.block_size,
-        );
+        )?;
         if r.multipart {
             object.multipart = 1;
             object.encrypted_metadata = r.encrypted_metadata;
             object.encrypted_metadata_key = r.encrypted_metadata_key;
             object.encrypted_metadata_nonce = r.encrypted_metadata_nonce;
         }
+        // Nodes first: without enough of them nothing is left pending.
+        let first_segment = match r.first_segment_max_encrypted_size {
+            0 => None,
+            max_size => Some(self.segment_limits(&project, &object, 0, max_size).await?),
+        };
         self.metabase.begin_object(&object).await?;
         Ok(Response::new(pb::BeginObjectResponse {
             stream_id: self.stream_id_of(&object),
             redundancy: Some(self.config.redundancy.to_pb()),
             max_segment_size: size_i64(self.config.max_segment_size),
             inline_threshold: size_i64(self.config.inline_threshold),
+            first_segment,
+        }))
+    }
+
+    async fn put_inline_object(
+        &self,
+        request: Request<pb::PutInlineObjectRequest>,
+    ) -> Result<Response<pb::CommitObjectResponse>, Status> {
+        let r = request.into_inner();
+        let project = self.authenticate(r.header.as_ref()).await?;
+        let mut object = self.new_object(
+            &project,
+            r.bucket,
+            r.encrypted_object_key,
+            r.encryption,
+            r.expires_at,
+        )?;
+        let segment = self.inline_segment(
+            object.stream_id.clone(),
+            0,
+            InlineSegment {
+                encrypted_key: r.encrypted_key,
+                encrypted_key_nonce: r.encrypted_key_nonce,
+                plain_size: r.plain_size,
+                data: r.encrypted_inline_data,
+            },
+        )?;
+        object.committed = 1;
+        object.plain_size = segment.plain_size;
+        object.segment_count = 1;
+        object.encrypted_metadata = r.encrypted_metadata;
+        object.encrypted_metadata_key = r.encrypted_metadata_key;
+        object.encrypted_metadata_nonce = r.encrypted_metadata_nonce;
+        let removed = self.metabase.put_inline_object(&object, &segment).await?;
+        self.deleter.delete(removed);
+        Ok(Response::new(pb::CommitObjectResponse {
+            object: Some(self.object_pb(&object)),
         }))
     }
 
@@ -843,18 +959,31 @@ impl Metainfo for State {
                 Error::InvalidArgument("each part named needs its info as listed".into()).into(),
             );
         }
-        let parts: Vec<(u32, Vec<u8>)> = r.parts.into_iter().zip(r.part_infos).collect();
-        let (object, removed) = self
-            .metabase
-            .commit_object(
-                &project.id,
-                &stream.stream,
-                &r.encrypted_metadata,
-                &r.encrypted_metadata_key,
-                &r.encrypted_metadata_nonce,
-                &parts,
-            )
-            .await?;
+        let last_segment = match r.last_segment {
+            Some(LastSegment::RemoteSegment(commit)) => {
+                Some(self.remote_segment(&project, commit).await?)
+            }
+            Some(LastSegment::InlineSegment(inline)) => Some(self.inline_segment(
+                stream.stream.clone(),
+                inline.position,
+                InlineSegment {
+                    encrypted_key: inline.encrypted_key,
+                    encrypted_key_nonce: inline.encrypted_key_nonce,
+                    plain_size: inline.plain_size,
+                    data: inline.encrypted_inline_data,
+                },
+            )?),
+            None => None,
+        };
+        let commit = ObjectCommit {
+            stream_id: stream.stream,
+            encrypted_metadata: r.encrypted_metadata,
+            encrypted_metadata_key: r.encrypted_metadata_key,
+            encrypted_metadata_nonce: r.encrypted_metadata_nonce,
+            parts: r.parts.into_iter().zip(r.part_infos).collect(),
+            last_segment,
+        };
+        let (object, removed) = self.metabase.commit_object(&project.id, &commit).await?;
         self.deleter.delete(removed);
         Ok(Response::new(pb::CommitObjectResponse {
             object: Some(self.object_pb(&object)),
@@ -873,12 +1002,28 @@ impl Metainfo for State {
             .await?;
         let segments = self.metabase.segments(&object.stream_id).await?;
         let view = self.view_for(&segments).await?;
+        let infos = segments
+            .iter()
+            .map(|s| State::segment_info(s, view.as_ref()))
+            .collect();
+        let wanted = r.download.then(|| {
+            let offset = r.download_offset;
+            segments
+                .iter()
+                .position(|s| offset < s.plain_offset.saturating_add(s.plain_size))
+                .unwrap_or(segments.len().saturating_sub(1))
+        });
+        let download = match wanted.and_then(|i| segments.into_iter().nth(i)) {
+            Some(segment) => Some(
+                self.segment_download(&object, segment, view.as_ref())
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(Response::new(pb::GetObjectResponse {
             object: Some(self.object_pb(&object)),
-            segments: segments
-                .iter()
-                .map(|s| State::segment_info(s, view.as_ref()))
-                .collect(),
+            segments: infos,
+            download,
         }))
     }
 

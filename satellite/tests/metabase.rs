@@ -7,8 +7,8 @@
 use archipel_proto::multipart::position;
 use archipel_proto::{NodeId, Redundancy};
 use archipel_satellite::metabase::{
-    ListEntry, Listing, Metabase, Node, Object, ObjectCopy, Piece, Segment, SegmentKey,
-    WrappedSegmentKey,
+    ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy, Piece, Segment,
+    SegmentKey, WrappedSegmentKey,
 };
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Error;
@@ -46,6 +46,8 @@ on_both_backends!(
     expired_objects,
     nodes,
     concurrent_commits,
+    commits_with_their_last_segment,
+    inline_objects_in_one_transaction,
     multipart_uploads,
     server_side_copies,
     concurrent_copies,
@@ -112,6 +114,25 @@ fn inline_segment(stream: &[u8], position: u32, data: &[u8]) -> Segment {
     }
 }
 
+/// What commits the pending object of `stream` (a single upload, or a
+/// multipart one with `parts`).
+fn commit(
+    stream: &[u8],
+    metadata: &[u8],
+    key: &[u8],
+    nonce: &[u8],
+    parts: &[(u32, Vec<u8>)],
+) -> ObjectCommit {
+    ObjectCommit {
+        stream_id: stream.to_vec(),
+        encrypted_metadata: metadata.to_vec(),
+        encrypted_metadata_key: key.to_vec(),
+        encrypted_metadata_nonce: nonce.to_vec(),
+        parts: parts.to_vec(),
+        last_segment: None,
+    }
+}
+
 /// Uploads and commits an object of one inline segment.
 async fn put_object(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> Object {
     let object = pending(project, bucket, key, NOW);
@@ -119,10 +140,13 @@ async fn put_object(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> 
     mb.put_segment(project, &inline_segment(&object.stream_id, 0, &[9; 20]))
         .await
         .unwrap();
-    mb.commit_object(project, &object.stream_id, b"meta", b"mkey", b"nonce", &[])
-        .await
-        .unwrap()
-        .0
+    mb.commit_object(
+        project,
+        &commit(&object.stream_id, b"meta", b"mkey", b"nonce", &[]),
+    )
+    .await
+    .unwrap()
+    .0
 }
 
 async fn projects_and_api_keys(mb: &Metabase) {
@@ -228,7 +252,7 @@ async fn objects_and_segments(mb: &Metabase) {
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        mb.commit_object(&p, &object.stream_id, b"", b"", b"", &[])
+        mb.commit_object(&p, &commit(&object.stream_id, b"", b"", b"", &[]))
             .await,
         Err(Error::FailedPrecondition(_))
     ));
@@ -236,7 +260,10 @@ async fn objects_and_segments(mb: &Metabase) {
     mb.put_segment(&p, &second).await.unwrap();
 
     let (committed, replaced) = mb
-        .commit_object(&p, &object.stream_id, b"meta", b"mkey", b"nonce", &[])
+        .commit_object(
+            &p,
+            &commit(&object.stream_id, b"meta", b"mkey", b"nonce", &[]),
+        )
         .await
         .unwrap();
     assert!(replaced.is_empty());
@@ -268,7 +295,7 @@ async fn objects_and_segments(mb: &Metabase) {
         Err(Error::NotFound(_))
     ));
     assert!(mb
-        .commit_object(&p, &object.stream_id, b"", b"", b"", &[])
+        .commit_object(&p, &commit(&object.stream_id, b"", b"", b"", &[]))
         .await
         .is_err());
 
@@ -290,7 +317,7 @@ async fn commit_replaces_the_committed_object(mb: &Metabase) {
     mb.begin_object(&old).await.unwrap();
     let old_segment = remote_segment(&old.stream_id, 0, 100);
     mb.put_segment(&p, &old_segment).await.unwrap();
-    mb.commit_object(&p, &old.stream_id, b"old", b"", b"", &[])
+    mb.commit_object(&p, &commit(&old.stream_id, b"old", b"", b"", &[]))
         .await
         .unwrap();
 
@@ -305,7 +332,7 @@ async fn commit_replaces_the_committed_object(mb: &Metabase) {
         old.stream_id
     );
     let (committed, replaced) = mb
-        .commit_object(&p, &new.stream_id, b"new", b"", b"", &[])
+        .commit_object(&p, &commit(&new.stream_id, b"new", b"", b"", &[]))
         .await
         .unwrap();
     assert_eq!(committed.stream_id, new.stream_id);
@@ -552,7 +579,7 @@ async fn pending_cleanup(mb: &Metabase) {
     mb.begin_object(&fresh).await.unwrap();
     let committed_old = pending(&p, "b", b"kept", NOW - 1000);
     mb.begin_object(&committed_old).await.unwrap();
-    mb.commit_object(&p, &committed_old.stream_id, b"", b"", b"", &[])
+    mb.commit_object(&p, &commit(&committed_old.stream_id, b"", b"", b"", &[]))
         .await
         .unwrap();
 
@@ -592,7 +619,7 @@ async fn expired_objects(mb: &Metabase) {
     mb.begin_object(&object).await.unwrap();
     let segment = remote_segment(&object.stream_id, 0, 10);
     mb.put_segment(&p, &segment).await.unwrap();
-    mb.commit_object(&p, &object.stream_id, b"", b"", b"", &[])
+    mb.commit_object(&p, &commit(&object.stream_id, b"", b"", b"", &[]))
         .await
         .unwrap();
     let lasting = put_object(mb, &p, "b", b"lasting").await;
@@ -723,7 +750,12 @@ async fn concurrent_commits(mb: &Metabase) {
                 } else {
                     format!("own{i}")
                 };
-                put_object(&mb, &p, "b", key.as_bytes()).await;
+                // Some as one request (inline), the others begun and committed.
+                if i % 4 < 2 {
+                    put_inline(&mb, &p, key.as_bytes(), &[i as u8; 20]).await;
+                } else {
+                    put_object(&mb, &p, "b", key.as_bytes()).await;
+                }
             })
         })
         .collect();
@@ -745,6 +777,127 @@ async fn concurrent_commits(mb: &Metabase) {
         .await
         .unwrap();
     assert_eq!(entries.len(), 9);
+}
+
+/// Stores `data` as a committed object of one inline segment in bucket `b`,
+/// in one transaction; returns the object and what it replaced.
+async fn put_inline(
+    mb: &Metabase,
+    project: &[u8],
+    key: &[u8],
+    data: &[u8],
+) -> (Object, Vec<archipel_satellite::metabase::RemovedSegment>) {
+    let segment_of = |object: &Object| inline_segment(&object.stream_id, 0, data);
+    let mut object = pending(project, "b", key, NOW);
+    object.committed = 1;
+    object.segment_count = 1;
+    object.plain_size = segment_of(&object).plain_size;
+    let removed = mb
+        .put_inline_object(&object, &segment_of(&object))
+        .await
+        .unwrap();
+    (object, removed)
+}
+
+async fn commits_with_their_last_segment(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let object = pending(&p, "b", b"k", NOW);
+    mb.begin_object(&object).await.unwrap();
+    mb.put_segment(&p, &remote_segment(&object.stream_id, 0, 100))
+        .await
+        .unwrap();
+    let mut with_last = commit(&object.stream_id, b"m", b"", b"", &[]);
+    with_last.last_segment = Some(inline_segment(&object.stream_id, 1, &[7; 30]));
+    let (committed, removed) = mb.commit_object(&p, &with_last).await.unwrap();
+    assert!(removed.is_empty());
+    assert_eq!((committed.segment_count, committed.plain_size), (2, 114));
+    let segments = mb.segments(&object.stream_id).await.unwrap();
+    assert_eq!(segments.len(), 2);
+    assert_eq!(segments[1].plain_offset, 100);
+    assert_eq!(segments[1].inline_data.as_deref(), Some(&[7; 30][..]));
+
+    // A last segment where one already is: nothing commits.
+    let other = pending(&p, "b", b"other", NOW);
+    mb.begin_object(&other).await.unwrap();
+    mb.put_segment(&p, &remote_segment(&other.stream_id, 0, 10))
+        .await
+        .unwrap();
+    let mut clash = commit(&other.stream_id, b"m", b"", b"", &[]);
+    clash.last_segment = Some(remote_segment(&other.stream_id, 0, 10));
+    assert!(matches!(
+        mb.commit_object(&p, &clash).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    assert!(mb.get_object(&p, "b", b"other", NOW).await.is_err());
+    // Another stream's segment, or a multipart upload's, is refused.
+    clash.last_segment = Some(remote_segment(&object.stream_id, 1, 10));
+    assert!(matches!(
+        mb.commit_object(&p, &clash).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let upload = multipart_pending(&p, b"multi", NOW);
+    mb.begin_object(&upload).await.unwrap();
+    let mut multipart = commit(&upload.stream_id, b"m", b"", b"", &[(1, Vec::new())]);
+    multipart.last_segment = Some(inline_segment(
+        &upload.stream_id,
+        position(1, 0).unwrap(),
+        &[1; 20],
+    ));
+    assert!(matches!(
+        mb.commit_object(&p, &multipart).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+async fn inline_objects_in_one_transaction(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let (first, removed) = put_inline(mb, &p, b"k", &[1; 40]).await;
+    assert!(removed.is_empty());
+    let found = mb.get_object(&p, "b", b"k", NOW).await.unwrap();
+    assert_eq!(found.stream_id, first.stream_id);
+    assert_eq!(found.plain_size, 24);
+    let segments = mb.segments(&first.stream_id).await.unwrap();
+    assert_eq!(segments[0].inline_data.as_deref(), Some(&[1; 40][..]));
+
+    // It replaces an object of its key, whose pieces are then to delete.
+    let remote = pending(&p, "b", b"r", NOW);
+    mb.begin_object(&remote).await.unwrap();
+    mb.put_segment(&p, &remote_segment(&remote.stream_id, 0, 100))
+        .await
+        .unwrap();
+    mb.commit_object(&p, &commit(&remote.stream_id, b"", b"", b"", &[]))
+        .await
+        .unwrap();
+    let (replacing, removed) = put_inline(mb, &p, b"r", &[2; 20]).await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].pieces.len(), 4);
+    let found = mb.get_object(&p, "b", b"r", NOW).await.unwrap();
+    assert_eq!(found.stream_id, replacing.stream_id);
+    assert!(mb.segments(&remote.stream_id).await.unwrap().is_empty());
+
+    // Not in a missing bucket; never pending; never with a remote segment.
+    let mut elsewhere = pending(&p, "nope", b"k", NOW);
+    elsewhere.committed = 1;
+    let segment = inline_segment(&elsewhere.stream_id, 0, &[1; 20]);
+    assert!(matches!(
+        mb.put_inline_object(&elsewhere, &segment).await,
+        Err(Error::NotFound(_))
+    ));
+    let pending_one = pending(&p, "b", b"p", NOW);
+    let segment = inline_segment(&pending_one.stream_id, 0, &[1; 20]);
+    assert!(matches!(
+        mb.put_inline_object(&pending_one, &segment).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let mut with_remote = pending(&p, "b", b"p", NOW);
+    with_remote.committed = 1;
+    let segment = remote_segment(&with_remote.stream_id, 0, 10);
+    assert!(matches!(
+        mb.put_inline_object(&with_remote, &segment).await,
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 fn multipart_pending(project: &[u8], key: &[u8], created_at: i64) -> Object {
@@ -880,13 +1033,17 @@ async fn multipart_uploads(mb: &Metabase) {
     let descending = [part(3, b"i3b"), part(1, b"i1b")];
     for (parts, _) in [(&descending[..], "descending"), (&[][..], "none")] {
         assert!(matches!(
-            mb.commit_object(&p, stream, b"m", b"", b"", parts).await,
+            mb.commit_object(&p, &commit(stream, b"m", b"", b"", parts))
+                .await,
             Err(Error::InvalidArgument(_))
         ));
     }
     assert!(matches!(
-        mb.commit_object(&p, stream, b"m", b"", b"", &[part(1, b"i1b"), part(4, b"")])
-            .await,
+        mb.commit_object(
+            &p,
+            &commit(stream, b"m", b"", b"", &[part(1, b"i1b"), part(4, b"")])
+        )
+        .await,
         Err(Error::FailedPrecondition(_))
     ));
     // A part is named by its info as listed: part 1 was recorded again since
@@ -894,11 +1051,7 @@ async fn multipart_uploads(mb: &Metabase) {
     assert!(matches!(
         mb.commit_object(
             &p,
-            stream,
-            b"m",
-            b"",
-            b"",
-            &[part(1, b"i1"), part(3, b"i3b")]
+            &commit(stream, b"m", b"", b"", &[part(1, b"i1"), part(3, b"i3b")])
         )
         .await,
         Err(Error::FailedPrecondition(_))
@@ -906,11 +1059,7 @@ async fn multipart_uploads(mb: &Metabase) {
     let (object, removed) = mb
         .commit_object(
             &p,
-            stream,
-            b"m",
-            b"",
-            b"",
-            &[part(1, b"i1b"), part(3, b"i3b")],
+            &commit(stream, b"m", b"", b"", &[part(1, b"i1b"), part(3, b"i3b")]),
         )
         .await
         .unwrap();
@@ -939,8 +1088,11 @@ async fn multipart_uploads(mb: &Metabase) {
         .await
         .unwrap();
     assert!(matches!(
-        mb.commit_object(&p, &single.stream_id, b"", b"", b"", &[part(1, b"")])
-            .await,
+        mb.commit_object(
+            &p,
+            &commit(&single.stream_id, b"", b"", b"", &[part(1, b"")])
+        )
+        .await,
         Err(Error::InvalidArgument(_))
     ));
 
@@ -1021,7 +1173,7 @@ async fn server_side_copies(mb: &Metabase) {
     for segment in &originals {
         mb.put_segment(&p, segment).await.unwrap();
     }
-    mb.commit_object(&p, &source.stream_id, b"meta", b"k", b"n", &[])
+    mb.commit_object(&p, &commit(&source.stream_id, b"meta", b"k", b"n", &[]))
         .await
         .unwrap();
 
@@ -1071,7 +1223,7 @@ async fn server_side_copies(mb: &Metabase) {
     mb.begin_object(&old).await.unwrap();
     let old_segment = remote_segment(&old.stream_id, 0, 10);
     mb.put_segment(&p, &old_segment).await.unwrap();
-    mb.commit_object(&p, &old.stream_id, b"old", b"", b"", &[])
+    mb.commit_object(&p, &commit(&old.stream_id, b"old", b"", b"", &[]))
         .await
         .unwrap();
     let request = copy_to("b2", b"c", &all, b"copied");

@@ -14,6 +14,7 @@ use archipel_proto::orders::{
     derive_piece_id, piece_id_from_bytes, sign_check_in, sign_piece_hash, unix_now,
     verify_order_limit_signature,
 };
+use archipel_proto::pb::commit_object_request::LastSegment;
 use archipel_proto::pb::metainfo_client::MetainfoClient;
 use archipel_proto::pb::node_client::NodeClient;
 use archipel_proto::pb::{self, PieceAction};
@@ -50,6 +51,7 @@ on_both_backends!(
     abandoned_uploads_are_cleaned_up,
     multipart_uploads_are_scoped_and_checked,
     copies_are_scoped_and_checked,
+    folded_requests_are_checked,
 );
 
 struct Satellite {
@@ -75,6 +77,7 @@ impl Satellite {
         let database = FreshDatabase::create(backend, dir.path()).await.unwrap();
         let mut config = Config::new(database.url());
         config.redundancy = redundancy();
+        config.inline_threshold = 4096;
         config.distinct_subnets = false;
         config.min_identity_difficulty = 0;
         configure(&mut config);
@@ -267,6 +270,7 @@ impl Satellite {
                 encrypted_metadata_nonce: b"nonce".to_vec(),
                 parts: Vec::new(),
                 part_infos: Vec::new(),
+                last_segment: None,
             })
             .await
             .map(|r| r.into_inner().object.unwrap())
@@ -576,6 +580,7 @@ async fn upload_commit_download_list_delete(backend: Backend) {
             header: sat.header(),
             bucket: "photos".into(),
             encrypted_object_key: b"enc-dir/enc-file".to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -968,6 +973,7 @@ async fn requests_are_validated(backend: Backend) {
             header: sat.header(),
             bucket: "bucket".into(),
             encrypted_object_key: b"key".to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1351,5 +1357,162 @@ async fn copies_are_scoped_and_checked(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    sat.stop().await;
+}
+
+/// BeginObject with its first segment, CommitObject with its last, and
+/// PutInlineObject check what they carry as the separate calls do.
+async fn folded_requests_are_checked(backend: Backend) {
+    let sat = Satellite::start(backend, |_| {}).await;
+    let nodes = sat.add_nodes(10).await;
+    sat.create_bucket("bkt").await;
+    let begin = |key: &[u8], first_segment: i64| pb::BeginObjectRequest {
+        header: sat.header(),
+        bucket: "bkt".into(),
+        encrypted_object_key: key.to_vec(),
+        encryption: Some(pb::EncryptionParameters {
+            cipher: 1,
+            block_size: 65536,
+        }),
+        first_segment_max_encrypted_size: first_segment,
+        ..Default::default()
+    };
+    let mut client = sat.metainfo.clone();
+
+    // Segment 0 begins with the object and commits with it.
+    let object = client
+        .begin_object(begin(b"remote", 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let segment = object.first_segment.unwrap();
+    assert_eq!(segment.limits.len(), 10);
+    let piece_size = redundancy().piece_size(9000) as i64;
+    let commit = |stream_id: &[u8], last: LastSegment| pb::CommitObjectRequest {
+        header: sat.header(),
+        stream_id: stream_id.to_vec(),
+        encrypted_metadata: b"meta".to_vec(),
+        last_segment: Some(last),
+        ..Default::default()
+    };
+    let remote = |segment_id: &[u8], pieces| {
+        LastSegment::RemoteSegment(pb::CommitSegmentRequest {
+            segment_id: segment_id.to_vec(),
+            encrypted_key: vec![1; 48],
+            encrypted_key_nonce: vec![2; 12],
+            plain_size: 8984,
+            encrypted_size: 9000,
+            pieces,
+            ..Default::default()
+        })
+    };
+    // Forged piece hashes fail the commit, which leaves the object pending.
+    let forged = segment
+        .limits
+        .iter()
+        .map(|l| piece_upload(l, &nodes[0], piece_size, rand::random()))
+        .collect();
+    let status = client
+        .commit_object(commit(
+            &object.stream_id,
+            remote(&segment.segment_id, forged),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let pieces = uploads(&nodes, &segment, piece_size, 8);
+    let committed = client
+        .commit_object(commit(
+            &object.stream_id,
+            remote(&segment.segment_id, pieces.clone()),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .object
+        .unwrap();
+    assert_eq!((committed.plain_size, committed.segment_count), (8984, 1));
+    // A segment id of that object does not commit another.
+    let other = client
+        .begin_object(begin(b"other", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.first_segment.is_none());
+    let status = client
+        .commit_object(commit(
+            &other.stream_id,
+            remote(&segment.segment_id, pieces),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // A first segment beyond the bound begins nothing, not even the object.
+    let status = client
+        .begin_object(begin(b"huge", i64::MAX))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // Only "other" is pending.
+    let (pending, _) = sat
+        .database
+        .metabase()
+        .await
+        .unwrap()
+        .delete_pending_before(i64::MAX, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(pending, 1);
+
+    // An inline object in one request, read back with its data in one.
+    let inline = |key: &[u8], data: Vec<u8>| pb::PutInlineObjectRequest {
+        header: sat.header(),
+        bucket: "bkt".into(),
+        encrypted_object_key: key.to_vec(),
+        encryption: Some(pb::EncryptionParameters {
+            cipher: 1,
+            block_size: 65536,
+        }),
+        encrypted_key: vec![3; 48],
+        encrypted_key_nonce: vec![4; 12],
+        plain_size: data.len() as i64 - 16,
+        encrypted_inline_data: data,
+        encrypted_metadata: b"m".to_vec(),
+        ..Default::default()
+    };
+    let stored = client
+        .put_inline_object(inline(b"small", vec![5; 300]))
+        .await
+        .unwrap()
+        .into_inner()
+        .object
+        .unwrap();
+    assert_eq!((stored.plain_size, stored.segment_count), (284, 1));
+    let got = client
+        .get_object(pb::GetObjectRequest {
+            header: sat.header(),
+            bucket: "bkt".into(),
+            encrypted_object_key: b"small".to_vec(),
+            download: true,
+            download_offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.download.unwrap().encrypted_inline_data, vec![5; 300]);
+    for (request, why) in [
+        (inline(b"big", vec![5; 4096 + 100]), "over the threshold"),
+        (inline(b"", vec![5; 30]), "without a key"),
+        (inline(b"nobucket", vec![5; 30]), "into a missing bucket"),
+    ] {
+        let mut request = request;
+        if why == "into a missing bucket" {
+            request.bucket = "missing".into();
+        }
+        let status = client.put_inline_object(request).await.unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok, "{why}");
+        assert_ne!(status.code(), tonic::Code::Internal, "{why}: {status:?}");
+    }
     sat.stop().await;
 }

@@ -356,6 +356,27 @@ impl Planet {
         self.nodes.iter().position(|n| n.id() == id)
     }
 
+    /// Stops the satellite and starts it again on the same addresses and
+    /// database, after `configure` has changed its configuration.
+    pub async fn restart_satellite(
+        &mut self,
+        configure: impl FnOnce(&mut archipel_satellite::Config),
+    ) -> Result<()> {
+        if let Some(satellite) = self.satellite.take() {
+            satellite.stop().await?;
+        }
+        configure(&mut self.satellite_config);
+        let listener = TcpListener::bind(self.satellite_address).await?;
+        let admin_listener = TcpListener::bind(&self.satellite_config.admin.listen_address).await?;
+        self.satellite = Some(start_satellite(
+            self.satellite_config.clone(),
+            self.satellite_identity.clone(),
+            listener,
+            admin_listener,
+        ));
+        Ok(())
+    }
+
     /// Stops every server and waits for them to finish.
     pub async fn shutdown(mut self) -> Result<()> {
         for i in 0..self.nodes.len() {

@@ -153,6 +153,7 @@ async fn stream_id(client: &mut MetainfoClient<Channel>, api_key: &str, bucket: 
             header: header(api_key),
             bucket: bucket.to_string(),
             encrypted_object_key: listing.items[0].encrypted_object_key.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
