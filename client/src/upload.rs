@@ -57,7 +57,10 @@ pub(crate) const BATCH_TARGET: u64 = 1 << 20;
 const NODE_QUEUE_DEPTH: usize = 4;
 /// How long a node may stay behind once `success` others have taken a batch.
 const SLOW_NODE_GRACE: Duration = Duration::from_secs(2);
-/// The longest the last nodes get to confirm once `success` have.
+/// The shortest and the longest the last nodes get to confirm once `success`
+/// have. The wait ends as soon as they all confirm: only a node that lags
+/// makes an upload wait at all.
+const MIN_LONG_TAIL_GRACE: Duration = Duration::from_millis(10);
 const MAX_LONG_TAIL_GRACE: Duration = Duration::from_millis(100);
 /// How long to wait for signed piece hashes once all data is sent.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,12 +68,14 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_NODE_MESSAGE: usize = 16 << 20;
 
 /// How long the last nodes get to confirm once `success` have, for a segment
-/// upload that has run for `elapsed`: a quarter of that, at most
-/// [`MAX_LONG_TAIL_GRACE`]. Enough to keep the pieces that finish together
-/// with the others, too little to let a slow node hold the upload up; a
-/// small object, done in milliseconds, waits a fraction of one.
+/// upload that has run for `elapsed`: a quarter of that, within
+/// [`MIN_LONG_TAIL_GRACE`] and [`MAX_LONG_TAIL_GRACE`]. Enough to keep the
+/// pieces that finish together with the others (a piece cancelled while its
+/// node commits it stays there, unlisted, until garbage collection), too
+/// little to let a slow node hold a large upload up, and a small one at most
+/// 10 ms.
 fn long_tail_grace(elapsed: Duration) -> Duration {
-    (elapsed / 4).min(MAX_LONG_TAIL_GRACE)
+    (elapsed / 4).clamp(MIN_LONG_TAIL_GRACE, MAX_LONG_TAIL_GRACE)
 }
 
 /// Stripes per batch: about [`BATCH_TARGET`] bytes, at least one stripe.
@@ -881,9 +886,9 @@ impl<'a> ObjectUpload<'a> {
     /// Uploads everything `source` yields as segments (at least one, perhaps
     /// empty), segment 0 on the nodes of `first` if the satellite began it;
     /// segment `i` goes to position `position(i)`, `None` meaning there are
-    /// too many segments. Each segment is committed once the next one starts,
-    /// the last one too unless `hold_last`: then it is in
-    /// [`StoredSegments::last`], to be committed with the object.
+    /// too many segments. Each segment is committed as soon as the stream
+    /// shows more to come; the last one too, unless `hold_last`: then it is
+    /// in [`StoredSegments::last`], to be committed with the object.
     pub(crate) async fn segments<R: AsyncRead + Unpin>(
         &self,
         source: &mut Source<R>,
@@ -1217,10 +1222,7 @@ mod tests {
 
     #[test]
     fn the_long_tail_waits_in_proportion_to_the_upload() {
-        assert_eq!(
-            long_tail_grace(Duration::from_millis(4)),
-            Duration::from_millis(1)
-        );
+        assert_eq!(long_tail_grace(Duration::from_millis(4)), MIN_LONG_TAIL_GRACE);
         assert_eq!(
             long_tail_grace(Duration::from_millis(200)),
             Duration::from_millis(50)

@@ -307,6 +307,32 @@ impl Planet {
             .await?)
     }
 
+    /// Where the nodes keep the pieces that committed segments list. Files
+    /// of pieces no segment lists (an upload's cancelled long tail) are
+    /// not among them.
+    pub async fn committed_piece_files(&self) -> Result<std::collections::BTreeSet<PathBuf>> {
+        let satellite = self.satellite_identity.id();
+        let mut files = std::collections::BTreeSet::new();
+        for segment in self.remote_segments().await? {
+            for piece in &segment.pieces {
+                let Some(i) = self.node_index(piece.node) else {
+                    continue;
+                };
+                let id = archipel_proto::orders::derive_piece_id(
+                    &segment.root_piece_id,
+                    &piece.node,
+                    piece.num.into(),
+                );
+                files.insert(archipel_storagenode::piece_path(
+                    &self.nodes[i].config.storage_dir,
+                    &satellite,
+                    &id,
+                ));
+            }
+        }
+        Ok(files)
+    }
+
     /// Stops node `i` and puts a [`SilentListener`] on its address instead.
     pub async fn silence_node(&mut self, i: usize) -> Result<SilentListener> {
         self.stop_node(i).await?;

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use archipel_client::UploadOptions;
@@ -1164,19 +1166,16 @@ async fn failed_downloads_are_never_short_successes() {
     fx.shutdown().await;
 }
 
-fn piece_file_count(planet: &Planet) -> usize {
-    planet.nodes.iter().map(|n| n.piece_files().len()).sum()
-}
-
-/// Waits up to 10 s for the nodes to hold `expected` piece files.
-async fn wait_for_piece_files(planet: &Planet, expected: usize) {
+/// Waits up to 10 s until every file of `pieces` is `present` or every one is gone.
+async fn wait_for_pieces(pieces: &BTreeSet<PathBuf>, present: bool) {
+    let settled = || pieces.iter().all(|file| file.exists() == present);
     for _ in 0..100 {
-        if piece_file_count(planet) == expected {
+        if settled() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(piece_file_count(planet), expected);
+    assert!(settled(), "pieces present: {present}");
 }
 
 /// CopyObject moves no data: the copy lists the source's pieces, which stay
@@ -1195,8 +1194,9 @@ async fn server_side_copies_share_pieces_until_the_last_copy_goes(backend: Backe
         .send()
         .await
         .unwrap();
-    let stored = piece_file_count(&fx.planet);
-    assert!(stored >= 3 * 8, "{stored} piece files");
+    let stored = fx.planet.committed_piece_files().await.unwrap();
+    assert!(stored.len() >= 3 * 8, "{} pieces", stored.len());
+    wait_for_pieces(&stored, true).await;
 
     s3.copy_object()
         .copy_source("src/big")
@@ -1214,7 +1214,11 @@ async fn server_side_copies_share_pieces_until_the_last_copy_goes(backend: Backe
         .send()
         .await
         .unwrap();
-    assert_eq!(piece_file_count(&fx.planet), stored, "a copy stored pieces");
+    assert_eq!(
+        fx.planet.committed_piece_files().await.unwrap(),
+        stored,
+        "a copy stored pieces"
+    );
 
     // Deleting the source leaves the copy's pieces in place. A marker deleted
     // afterwards shows the deletions have run: its pieces go, no other does.
@@ -1225,8 +1229,16 @@ async fn server_side_copies_share_pieces_until_the_last_copy_goes(backend: Backe
         .send()
         .await
         .unwrap();
-    let with_marker = piece_file_count(&fx.planet);
-    assert!(with_marker > stored);
+    let marker: BTreeSet<PathBuf> = fx
+        .planet
+        .committed_piece_files()
+        .await
+        .unwrap()
+        .difference(&stored)
+        .cloned()
+        .collect();
+    assert!(!marker.is_empty());
+    wait_for_pieces(&marker, true).await;
     s3.delete_object()
         .bucket("src")
         .key("big")
@@ -1239,9 +1251,9 @@ async fn server_side_copies_share_pieces_until_the_last_copy_goes(backend: Backe
         .send()
         .await
         .unwrap();
-    wait_for_piece_files(&fx.planet, stored).await;
+    wait_for_pieces(&marker, false).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(piece_file_count(&fx.planet), stored);
+    assert!(stored.iter().all(|file| file.exists()));
     assert!(get_bytes(s3, "dst", "copy").await == data);
     let head = s3
         .head_object()
@@ -1263,7 +1275,7 @@ async fn server_side_copies_share_pieces_until_the_last_copy_goes(backend: Backe
         .send()
         .await
         .unwrap();
-    wait_for_piece_files(&fx.planet, 0).await;
+    wait_for_pieces(&stored, false).await;
     fx.shutdown().await;
 }
 

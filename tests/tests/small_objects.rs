@@ -14,6 +14,21 @@ use archipel_client::{ByteRange, CopyMetadata, Error, Project, UploadOptions};
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
 use common::admin::AdminApi;
 
+/// A planet (inline threshold 4096) and a project with bucket `bkt` whose
+/// first upload, of the object `first`, taught it the satellite's limits.
+async fn started(backend: Backend) -> (Planet, Project) {
+    let planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let project = planet.project().await.unwrap();
+    project.create_bucket("bkt").await.unwrap();
+    project
+        .upload("bkt", "first", &b"hello"[..], UploadOptions::default())
+        .await
+        .unwrap();
+    (planet, project)
+}
+
 async fn download(project: &Project, key: &str, range: Option<ByteRange>) -> Vec<u8> {
     let mut out = Vec::new();
     project
@@ -42,17 +57,8 @@ async fn calls<const N: usize>(
 }
 
 async fn inline_objects_take_one_request_and_survive_what_others_do(backend: Backend) {
-    let mut planet = Planet::start(PlanetConfig::with_backend(backend))
-        .await
-        .unwrap();
+    let (mut planet, project) = started(backend).await;
     let admin = AdminApi::of(&planet);
-    let project = planet.project().await.unwrap();
-    project.create_bucket("bkt").await.unwrap();
-    // The project's first upload learns the satellite's limits.
-    project
-        .upload("bkt", "first", &b"hello"[..], UploadOptions::default())
-        .await
-        .unwrap();
 
     let small = test_data(2000, 1);
     let options = UploadOptions {
@@ -145,16 +151,8 @@ async fn inline_objects_take_one_request_and_survive_what_others_do(backend: Bac
 }
 
 async fn small_remote_objects_take_two_requests_up_and_one_down(backend: Backend) {
-    let planet = Planet::start(PlanetConfig::with_backend(backend))
-        .await
-        .unwrap();
+    let (planet, project) = started(backend).await;
     let admin = AdminApi::of(&planet);
-    let project = planet.project().await.unwrap();
-    project.create_bucket("bkt").await.unwrap();
-    project
-        .upload("bkt", "first", &b"hello"[..], UploadOptions::default())
-        .await
-        .unwrap();
     let methods = [
         "BeginObject",
         "BeginSegment",
@@ -213,15 +211,7 @@ async fn small_remote_objects_take_two_requests_up_and_one_down(backend: Backend
 }
 
 async fn a_lowered_inline_threshold_sends_small_objects_to_nodes(backend: Backend) {
-    let mut planet = Planet::start(PlanetConfig::with_backend(backend))
-        .await
-        .unwrap();
-    let project = planet.project().await.unwrap();
-    project.create_bucket("bkt").await.unwrap();
-    project
-        .upload("bkt", "first", &b"hello"[..], UploadOptions::default())
-        .await
-        .unwrap();
+    let (mut planet, project) = started(backend).await;
     // The project heard 4096 bytes; the satellite now takes 1024.
     planet
         .restart_satellite(|config| config.inline_threshold = 1024)
