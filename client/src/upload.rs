@@ -1222,7 +1222,10 @@ mod tests {
 
     #[test]
     fn the_long_tail_waits_in_proportion_to_the_upload() {
-        assert_eq!(long_tail_grace(Duration::from_millis(4)), MIN_LONG_TAIL_GRACE);
+        assert_eq!(
+            long_tail_grace(Duration::from_millis(4)),
+            MIN_LONG_TAIL_GRACE
+        );
         assert_eq!(
             long_tail_grace(Duration::from_millis(200)),
             Duration::from_millis(50)
