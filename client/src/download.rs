@@ -5,9 +5,13 @@
 //! write only the wanted bytes. Memory stays at a few batches whatever the
 //! object's size.
 //!
-//! A piece that fails, stalls past [`PIECE_READ_TIMEOUT`] or fails verification
-//! is replaced by another piece opened at the current batch; fewer than `k`
-//! usable pieces is [`Error::NotEnoughPieces`].
+//! The first batch reads a few pieces beyond `k` ([`extra_pieces`]); the
+//! following ones read only `k`, the data pieces first, so that the extra
+//! pieces do not cost every batch their transfer, TLS and hashing. A batch
+//! that lags (see [`hedge_delay`]) gets another piece. A piece that fails,
+//! stalls past [`PIECE_READ_TIMEOUT`] or fails verification is replaced by
+//! another piece opened at the current batch; fewer than `k` usable pieces is
+//! [`Error::NotEnoughPieces`].
 //!
 //! Heal on read: pieces that proved bad (failed verification, or the node said
 //! they are missing or damaged) are reported to the satellite once the segment
@@ -46,10 +50,20 @@ const MAX_NODE_MESSAGE: usize = 16 << 20;
 /// Longest a download waits for the satellite to take a bad-piece report.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Pieces fetched beyond `k`, so that one slow or failing node costs nothing.
+/// Pieces fetched beyond `k` for a segment's first batch, so that one slow or
+/// failing node costs nothing while the fastest `k` show themselves.
 fn extra_pieces(k: usize) -> usize {
     1 + k / 10
 }
+
+/// After the first batch only `k` pieces are read. A batch still short of
+/// `k` pieces this long after it started (the first batch: [`FIRST_HEDGE`])
+/// gets one more piece, and another each time as long again passes.
+fn hedge_delay(previous_batch: Duration) -> Duration {
+    (previous_batch * 3).max(MIN_HEDGE)
+}
+const FIRST_HEDGE: Duration = Duration::from_millis(500);
+const MIN_HEDGE: Duration = Duration::from_millis(50);
 
 /// Turns the stripes of a range, in order, into the range's plaintext.
 pub(crate) struct SegmentDecryptor {
@@ -438,6 +452,12 @@ async fn read_batch(
     (slot, batch, result)
 }
 
+/// The pieces reading batch `batch` (or beyond): the ones still on an earlier
+/// batch lag, and do not count towards the `k` a batch needs.
+fn reading(running: &[Option<u64>], batch: u64) -> usize {
+    running.iter().flatten().filter(|&&at| at >= batch).count()
+}
+
 /// Downloads `plan` of a remote segment and writes its plaintext; adds the
 /// pieces that proved bad to `bad`, whatever the outcome.
 #[allow(clippy::too_many_arguments)]
@@ -504,14 +524,25 @@ async fn download_remote(
     let mut last_error = None;
     let mut stripes = Vec::new();
     let mut plain = Vec::new();
+    let mut hedge = FIRST_HEDGE;
     for batch in 0..batches.count() {
-        for slot in idle.drain(..) {
-            running[slot.piece_num] = Some(batch);
-            in_flight.push(read_batch(nodes, slot, batches, batch));
+        let started = tokio::time::Instant::now();
+        // Data pieces first; pieces beyond `k` close their streams and wait
+        // among the candidates, to be opened again if one is needed.
+        idle.sort_by_key(|slot| slot.piece_num);
+        for mut slot in idle.drain(..) {
+            if reading(&running, batch) < k {
+                running[slot.piece_num] = Some(batch);
+                in_flight.push(read_batch(nodes, slot, batches, batch));
+            } else {
+                slot.reader = None;
+                candidates.push(slot);
+            }
         }
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut have = 0;
         let mut grace = None;
+        let mut hedge_at = started + hedge;
         loop {
             if have >= k {
                 let all_data = shards[..k].iter().all(Option::is_some);
@@ -521,12 +552,19 @@ async fn download_remote(
                 }
                 grace.get_or_insert_with(|| tokio::time::Instant::now() + DATA_PIECE_GRACE);
             }
-            let next = match grace {
-                Some(deadline) => match tokio::time::timeout_at(deadline, in_flight.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-                None => in_flight.next().await,
+            let deadline = grace.unwrap_or(hedge_at);
+            let next = match tokio::time::timeout_at(deadline, in_flight.next()).await {
+                Ok(next) => next,
+                Err(_) if grace.is_some() => break,
+                Err(_) => {
+                    // Slow: one more piece for this batch.
+                    if let Some(slot) = candidates.pop() {
+                        running[slot.piece_num] = Some(batch);
+                        in_flight.push(read_batch(nodes, slot, batches, batch));
+                    }
+                    hedge_at = tokio::time::Instant::now() + hedge;
+                    continue;
+                }
             };
             match next {
                 None => {
@@ -546,16 +584,20 @@ async fn download_remote(
                         });
                     }
                 }
-                Some((slot, read, Ok(data))) => {
+                Some((mut slot, read, Ok(data))) => {
                     running[slot.piece_num] = None;
                     if read == batch {
                         shards[slot.piece_num] = Some(data);
                         have += 1;
                         idle.push(slot);
-                    } else {
-                        // Behind the others: catch up.
+                    } else if have + reading(&running, batch) < k {
+                        // Behind the others, and needed: catch up.
                         running[slot.piece_num] = Some(read + 1);
                         in_flight.push(read_batch(nodes, slot, batches, read + 1));
+                    } else {
+                        // Behind and not needed: close it, keep it in reserve.
+                        slot.reader = None;
+                        candidates.push(slot);
                     }
                 }
                 Some((slot, _, Err(failure))) => {
@@ -576,6 +618,7 @@ async fn download_remote(
             }
         }
 
+        hedge = hedge_delay(started.elapsed());
         let present: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
         let data = decode_data_shards(&scheme, &present)
             .map_err(|e| Error::Corrupt(format!("erasure decoding failed: {e}")))?;

@@ -1,10 +1,13 @@
-//! Fault tests on the real servers: stopped nodes, corrupted pieces, forged,
-//! expired, misdirected and replayed order limits (also across a node
-//! restart), wrong API keys.
+//! Fault tests on the real servers: stopped nodes, a node that stalls in the
+//! middle of a download, corrupted pieces, forged, expired, misdirected and
+//! replayed order limits (also across a node restart), wrong API keys.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_client::{Access, Project, UploadOptions};
@@ -14,6 +17,8 @@ use archipel_proto::pb::{OrderLimit, PieceAction, PieceDownloadRequest, PieceUpl
 use archipel_proto::Identity;
 use archipel_satellite::audit::AuditConfig;
 use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Uploads one single-segment object and returns its bytes and the indexes of
 /// the nodes that hold its pieces.
@@ -328,7 +333,105 @@ async fn orders_cannot_be_replayed_after_a_restart(backend: Backend) {
     planet.shutdown().await.unwrap();
 }
 
+/// A TCP proxy to `target`. Once `armed`, it passes on at most `budget`
+/// more bytes from the node to each client connection and then nothing,
+/// keeping the connection open: a node that stops sending mid-stream.
+async fn stalling_proxy(target: SocketAddr, budget: usize) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let arming = armed.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let armed = arming.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 16 << 10];
+                let mut left = budget;
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    let pass = if armed.load(Ordering::SeqCst) {
+                        n.min(left)
+                    } else {
+                        n
+                    };
+                    if n == 0 || client_write.write_all(&buf[..pass]).await.is_err() {
+                        return;
+                    }
+                    if armed.load(Ordering::SeqCst) {
+                        left -= pass;
+                        if pass < n || left == 0 {
+                            // Stalled for good, the connection held open.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (address, armed)
+}
+
+/// A node that stops sending in the middle of a download (its connection
+/// open, so nothing fails) costs the download a hedge, not the 30 s after
+/// which a stalled read is given up.
+async fn a_node_that_stalls_mid_download_is_hedged(backend: Backend) {
+    let mut planet = Planet::start(PlanetConfig {
+        max_segment_size: 8 << 20,
+        ..PlanetConfig::with_backend(backend)
+    })
+    .await
+    .unwrap();
+    let project = planet.project().await.unwrap();
+    project.create_bucket("faults").await.unwrap();
+    // One segment of six 1 MiB batches.
+    let data = test_data(6 << 20, 5);
+    project
+        .upload("faults", "long", &data[..], UploadOptions::default())
+        .await
+        .unwrap();
+    // The node holding data piece 0 is reached through the proxy from now on.
+    let segment = planet.remote_segments().await.unwrap().remove(0);
+    let first = segment.pieces.iter().find(|p| p.num == 0).unwrap().node;
+    let node = planet.node_index(first).unwrap();
+    let (proxy, armed) = stalling_proxy(planet.nodes[node].address, 300 << 10).await;
+    planet.stop_node(node).await.unwrap();
+    planet.nodes[node].config.advertised_address = Some(proxy.to_string());
+    planet.restart_node(node).await.unwrap();
+    wait_for("the satellite knows the node at the proxy", || async {
+        let known = planet
+            .metabase()
+            .await
+            .unwrap()
+            .nodes(&[first])
+            .await
+            .unwrap();
+        known
+            .first()
+            .is_some_and(|n| n.address == proxy.to_string())
+    })
+    .await;
+
+    // It sends about its first batch, then nothing.
+    armed.store(true, Ordering::SeqCst);
+    let mut out = Vec::new();
+    let read = project.download("faults", "long", None, &mut out, None);
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the download waited for the stalled node")
+        .unwrap();
+    assert!(out == data);
+    planet.shutdown().await.unwrap();
+}
+
 on_both_backends!(
+    a_node_that_stalls_mid_download_is_hedged,
     download_survives_stopped_holders,
     upload_survives_down_nodes,
     corrupted_pieces_are_routed_around,
