@@ -57,9 +57,22 @@ pub(crate) struct Metainfo {
 /// Whether a call failed before its request left this process: the
 /// connection it was queued on closed (the satellite restarted, say), so
 /// the satellite never saw it and sending it again is safe. A cancellation
-/// the satellite sent has no local cause.
+/// the satellite sent has no local cause; one by the call's deadline may
+/// have been processed, so neither is sent again.
 fn never_sent(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Cancelled && std::error::Error::source(status).is_some()
+    if status.code() != tonic::Code::Cancelled {
+        return false;
+    }
+    let mut cause = std::error::Error::source(status);
+    let mut local = false;
+    while let Some(error) = cause {
+        if error.is::<tonic::TimeoutExpired>() {
+            return false;
+        }
+        local = true;
+        cause = error.source();
+    }
+    local
 }
 
 /// Makes a call, sent once more on a fresh connection if the first attempt
@@ -426,5 +439,27 @@ impl Metainfo {
             limit: 0,
         };
         call!(self, list_pending_objects, request, Subject::Bucket(bucket))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_that_never_left_are_sent_again() {
+        let mut dropped = tonic::Status::cancelled("operation was canceled: connection closed");
+        dropped.set_source(Arc::new(std::io::Error::other("connection closed")));
+        assert!(never_sent(&dropped));
+        // The satellite's own cancellation, and a deadline, are not retried.
+        assert!(!never_sent(&tonic::Status::cancelled(
+            "the satellite gave up"
+        )));
+        let expired = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(expired.code(), tonic::Code::Cancelled);
+        assert!(!never_sent(&expired));
+        let mut refused = tonic::Status::unavailable("connection refused");
+        refused.set_source(Arc::new(std::io::Error::other("refused")));
+        assert!(!never_sent(&refused));
     }
 }
