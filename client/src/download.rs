@@ -183,6 +183,13 @@ impl From<&str> for PieceFailure {
 /// A verified byte range of one piece, read as it streams from its node.
 struct PieceReader {
     stream: tonic::Streaming<PieceDownloadResponse>,
+    chunks: ChunkVerifier,
+}
+
+/// Checks a piece's bytes, as they arrive in messages of any size, chunk by
+/// chunk against proven leaf hashes, and keeps the verified bytes of the
+/// wanted range.
+struct ChunkVerifier {
     address: String,
     piece_size: u64,
     chunk_size: u64,
@@ -190,6 +197,7 @@ struct PieceReader {
     leaves: Vec<Hash>,
     /// Piece offset where `chunk` starts.
     chunk_start: u64,
+    /// A chunk being assembled from more than one message.
     chunk: Vec<u8>,
     /// Next piece offset to hand out, and the end of the range.
     next: u64,
@@ -302,8 +310,7 @@ impl PieceReader {
         )
         .map_err(|e| bad(&format!("sent hashes that do not verify: {e}")))?;
 
-        let mut reader = PieceReader {
-            stream,
+        let mut chunks = ChunkVerifier {
             address,
             piece_size,
             chunk_size,
@@ -315,10 +322,36 @@ impl PieceReader {
             end,
             verified: Vec::new(),
         };
-        reader.absorb(&first.data)?;
-        Ok(reader)
+        chunks.absorb(&first.data)?;
+        Ok(PieceReader { stream, chunks })
     }
 
+    /// The next `n` verified bytes of the range.
+    async fn read(&mut self, n: usize) -> Result<Vec<u8>, PieceFailure> {
+        while self.chunks.verified.len() < n {
+            let address = &self.chunks.address;
+            let message = self
+                .stream
+                .message()
+                .await
+                .map_err(|s| {
+                    PieceFailure::status(
+                        &s,
+                        format!(
+                            "the node at {address} failed: {}",
+                            archipel_proto::status_reason(&s)
+                        ),
+                    )
+                })?
+                .ok_or_else(|| format!("the node at {address} ended the piece early"))?;
+            self.chunks.absorb(&message.data)?;
+        }
+        let rest = self.chunks.verified.split_off(n);
+        Ok(std::mem::replace(&mut self.chunks.verified, rest))
+    }
+}
+
+impl ChunkVerifier {
     /// Takes in streamed bytes; only chunks that match their leaf hash get through.
     fn absorb(&mut self, mut data: &[u8]) -> Result<(), PieceFailure> {
         while !data.is_empty() {
@@ -329,64 +362,56 @@ impl PieceReader {
                 )));
             }
             let chunk_len = self.chunk_size.min(self.piece_size - self.chunk_start) as usize;
-            let take = (chunk_len - self.chunk.len()).min(data.len());
-            self.chunk.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.chunk.len() < chunk_len {
-                break;
+            let mut assembled = None;
+            let chunk: &[u8] = if self.chunk.is_empty() && data.len() >= chunk_len {
+                // A whole chunk in this message: verified where it lies.
+                let (chunk, rest) = data.split_at(chunk_len);
+                data = rest;
+                chunk
+            } else {
+                let take = (chunk_len - self.chunk.len()).min(data.len());
+                self.chunk.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.chunk.len() < chunk_len {
+                    break;
+                }
+                assembled.insert(std::mem::take(&mut self.chunk))
+            };
+            self.keep_verified(chunk)?;
+            if let Some(mut buffer) = assembled {
+                buffer.clear();
+                self.chunk = buffer;
             }
-            let leaf = (self.chunk_start / self.chunk_size)
-                .checked_sub(self.first_leaf)
-                .and_then(|i| self.leaves.get(i as usize))
-                .ok_or_else(|| {
-                    PieceFailure::corrupt(format!(
-                        "the node at {} sent unproven bytes",
-                        self.address
-                    ))
-                })?;
-            if hashtree::leaf_hash(&self.chunk) != *leaf {
-                return Err(PieceFailure::corrupt(format!(
-                    "the node at {} sent data that does not match the piece's hash",
-                    self.address
-                )));
-            }
-            let chunk_end = self.chunk_start + chunk_len as u64;
-            let lo = self.next.max(self.chunk_start);
-            let hi = self.end.min(chunk_end);
-            if lo < hi {
-                self.verified.extend_from_slice(
-                    &self.chunk[(lo - self.chunk_start) as usize..(hi - self.chunk_start) as usize],
-                );
-                self.next = hi;
-            }
-            self.chunk_start = chunk_end;
-            self.chunk.clear();
         }
         Ok(())
     }
 
-    /// The next `n` verified bytes of the range.
-    async fn read(&mut self, n: usize) -> Result<Vec<u8>, PieceFailure> {
-        while self.verified.len() < n {
-            let message = self
-                .stream
-                .message()
-                .await
-                .map_err(|s| {
-                    PieceFailure::status(
-                        &s,
-                        format!(
-                            "the node at {} failed: {}",
-                            self.address,
-                            archipel_proto::status_reason(&s)
-                        ),
-                    )
-                })?
-                .ok_or_else(|| format!("the node at {} ended the piece early", self.address))?;
-            self.absorb(&message.data)?;
+    /// Checks the whole chunk at `chunk_start` against its leaf hash and
+    /// keeps the part of it the range wants.
+    fn keep_verified(&mut self, chunk: &[u8]) -> Result<(), PieceFailure> {
+        let leaf = (self.chunk_start / self.chunk_size)
+            .checked_sub(self.first_leaf)
+            .and_then(|i| self.leaves.get(i as usize))
+            .ok_or_else(|| {
+                PieceFailure::corrupt(format!("the node at {} sent unproven bytes", self.address))
+            })?;
+        if hashtree::leaf_hash(chunk) != *leaf {
+            return Err(PieceFailure::corrupt(format!(
+                "the node at {} sent data that does not match the piece's hash",
+                self.address
+            )));
         }
-        let rest = self.verified.split_off(n);
-        Ok(std::mem::replace(&mut self.verified, rest))
+        let chunk_end = self.chunk_start + chunk.len() as u64;
+        let lo = self.next.max(self.chunk_start);
+        let hi = self.end.min(chunk_end);
+        if lo < hi {
+            self.verified.extend_from_slice(
+                &chunk[(lo - self.chunk_start) as usize..(hi - self.chunk_start) as usize],
+            );
+            self.next = hi;
+        }
+        self.chunk_start = chunk_end;
+        Ok(())
     }
 }
 
@@ -619,10 +644,17 @@ async fn download_remote(
         }
 
         hedge = hedge_delay(started.elapsed());
-        let present: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
-        let data = decode_data_shards(&scheme, &present)
-            .map_err(|e| Error::Corrupt(format!("erasure decoding failed: {e}")))?;
-        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let decoded;
+        let refs: Vec<&[u8]> = match shards[..k].iter().map(Option::as_deref).collect() {
+            // Every data piece is here: nothing to decode, nothing to copy.
+            Some(data) => data,
+            None => {
+                let present: Vec<Option<&[u8]>> = shards.iter().map(|s| s.as_deref()).collect();
+                decoded = decode_data_shards(&scheme, &present)
+                    .map_err(|e| Error::Corrupt(format!("erasure decoding failed: {e}")))?;
+                decoded.iter().map(Vec::as_slice).collect()
+            }
+        };
         stripes.clear();
         scatter_data_shards(&scheme, &refs, &mut stripes);
         plain.clear();
@@ -1052,8 +1084,68 @@ mod tests {
         ));
     }
 
+    /// A verifier of `piece` (chunks of `chunk` bytes) for `offset..end`,
+    /// and the piece bytes it is to be fed, from the first wanted chunk on.
+    fn verifier(piece: &[u8], chunk: usize, offset: usize, end: usize) -> (ChunkVerifier, &[u8]) {
+        let leaves: Vec<Hash> = piece.chunks(chunk).map(hashtree::leaf_hash).collect();
+        let first_leaf = offset / chunk;
+        let end_leaf = end.div_ceil(chunk).max(first_leaf + 1).min(leaves.len());
+        let aligned = first_leaf * chunk;
+        let verifier = ChunkVerifier {
+            address: "test".into(),
+            piece_size: piece.len() as u64,
+            chunk_size: chunk as u64,
+            first_leaf: first_leaf as u64,
+            leaves: leaves[first_leaf..end_leaf].to_vec(),
+            chunk_start: aligned as u64,
+            chunk: Vec::new(),
+            next: offset as u64,
+            end: end as u64,
+            verified: Vec::new(),
+        };
+        (
+            verifier,
+            &piece[aligned..(end_leaf * chunk).min(piece.len())],
+        )
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// However the node cuts its messages, exactly the wanted bytes come
+        /// through, and one changed byte stops them.
+        #[test]
+        fn chunks_verify_whatever_the_message_boundaries(
+            len in 1usize..5000, chunk in 1usize..700, a in any::<usize>(), b in any::<usize>(),
+            cuts in proptest::collection::vec(1usize..900, 1..40), flip in any::<usize>()
+        ) {
+            let piece: Vec<u8> = (0..len).map(|i| (i * 131 % 251) as u8).collect();
+            let (offset, end) = { let (x, y) = (a % len, b % len); (x.min(y), x.max(y) + 1) };
+            let (mut honest, sent) = verifier(&piece, chunk, offset, end);
+            let mut rest = sent;
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let (message, more) = rest.split_at((*cut.next().unwrap()).min(rest.len()));
+                prop_assert!(honest.absorb(message).is_ok());
+                rest = more;
+            }
+            prop_assert_eq!(&honest.verified[..], &piece[offset..end]);
+
+            let mut tampered = sent.to_vec();
+            tampered[flip % sent.len()] ^= 1;
+            let (mut checking, _) = verifier(&piece, chunk, offset, end);
+            let mut rest = &tampered[..];
+            let mut refused = false;
+            while !rest.is_empty() {
+                let (message, more) = rest.split_at((*cut.next().unwrap()).min(rest.len()));
+                if checking.absorb(message).is_err() {
+                    refused = true;
+                    break;
+                }
+                rest = more;
+            }
+            prop_assert!(refused);
+        }
+
         #[test]
         fn random_ranges_read_back_from_any_k_pieces(
             len in 1usize..6000, block in 1u32..400, shares in 1u32..4,
