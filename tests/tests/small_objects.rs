@@ -217,6 +217,9 @@ async fn a_lowered_inline_threshold_sends_small_objects_to_nodes(backend: Backen
         .restart_satellite(|config| config.inline_threshold = 1024)
         .await
         .unwrap();
+    // The project's connection to the old satellite process is gone; a first
+    // call finds that out (what this test is about comes after).
+    let _ = project.list_buckets().await;
     let admin = AdminApi::of(&planet);
     for key in ["one", "two"] {
         let data = test_data(3000, 1);
