@@ -109,6 +109,8 @@ struct GatewayEntry {
     access_key_id: String,
     secret_access_key: String,
     region: String,
+    /// Its Prometheus metrics (`http://HOST:PORT/metrics`), if configured.
+    metrics: Option<String>,
     pid: Option<u32>,
 }
 
@@ -262,6 +264,7 @@ fn prepare_gateway(
     let (mut config, _) =
         archipel_gateway::config::setup(&gateway_dir, &access_file.to_string_lossy())?;
     config.listen = free_port("127.0.0.1")?;
+    config.metrics_listen = Some(free_port("127.0.0.1")?);
     config.save(&config_path)?;
     Ok(config)
 }
@@ -418,6 +421,9 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
         access_key_id: credential.access_key_id.clone(),
         secret_access_key: credential.secret_access_key.clone(),
         region: gateway_config.region.clone(),
+        metrics: gateway_config
+            .metrics_listen
+            .map(|address| format!("http://{address}/metrics")),
         pid: child.id(),
     };
     children.push(("gateway".to_string(), child));
@@ -472,6 +478,9 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     println!(
         "  aws s3 mb s3://photos && aws s3 cp ./some-file s3://photos/ && aws s3 ls s3://photos"
     );
+    if let Some(metrics) = &layout.gateway.metrics {
+        println!("How long each S3 operation takes: curl {metrics}");
+    }
     println!("Press Ctrl-C to stop the network.");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
