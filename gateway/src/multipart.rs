@@ -147,7 +147,7 @@ pub(crate) async fn upload_part_copy(
 ) -> S3Result<UploadPartCopyOutput> {
     let number = part_number(input.part_number)?;
     let (source_bucket, source_key) = copy::source(&input.copy_source)?;
-    let source = objects::open(project, &source_bucket, &source_key).await?;
+    let source = objects::open(project, &source_bucket, &source_key, 0).await?;
     let info = source.info();
     copy::check_source_conditions(
         info,

@@ -414,7 +414,12 @@ fn content_length(length: u64) -> S3Result<i64> {
 }
 
 pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<GetObjectOutput> {
-    let object = open(project, &input.bucket, &input.key).await?;
+    // The segment a plain `bytes=N-` range starts in comes with the object.
+    let offset = match &input.range {
+        Some(Range::Int { first, .. }) if input.part_number.is_none() => *first,
+        _ => 0,
+    };
+    let object = open(project, &input.bucket, &input.key, offset).await?;
     let info = object.info();
     let etag = metadata::etag(info);
     Conditions {
@@ -571,10 +576,15 @@ pub(crate) async fn stat(project: &Project, bucket: &str, key: &str) -> S3Result
     in_existing_bucket(project, bucket, stat).await
 }
 
-/// The object opened for reading from its start, with one satellite round
-/// trip; errors as [`stat`]'s.
-pub(crate) async fn open(project: &Project, bucket: &str, key: &str) -> S3Result<ObjectDownload> {
-    let opened = project.open_object(bucket, key, 0).await;
+/// The object opened for reading at plaintext `offset`, with one satellite
+/// round trip; errors as [`stat`]'s.
+pub(crate) async fn open(
+    project: &Project,
+    bucket: &str,
+    key: &str,
+    offset: u64,
+) -> S3Result<ObjectDownload> {
+    let opened = project.open_object(bucket, key, offset).await;
     in_existing_bucket(project, bucket, opened).await
 }
 

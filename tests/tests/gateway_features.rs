@@ -1,8 +1,9 @@
 //! S3 features beyond the basics, end to end with `aws-sdk-s3` against the
 //! in-process gateway: additional checksums (as a header and as an
 //! aws-chunked trailer), conditional writes, the bucket versioning answers,
-//! virtual-hosted-style addressing, HTTPS, and `NotImplemented` for what the
-//! gateway does not do.
+//! virtual-hosted-style addressing, HTTPS, `NotImplemented` for what the
+//! gateway does not do, the gateway's metrics page, and the satellite
+//! requests a ranged GET costs.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
@@ -617,5 +618,44 @@ async fn operations_are_timed_on_the_metrics_page() {
     // The S3 endpoint itself knows no such page: a bucket may be named so.
     let (code, _) = common::admin::request("GET", &format!("{}/metrics", fx.endpoint), None).await;
     assert_eq!(code, 403);
+    fx.shutdown().await;
+}
+
+/// A GET opens the object with one satellite request that also brings the
+/// download of the segment its range starts in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ranged_get_reads_its_segment_with_the_object() {
+    let fx = Fixture::start(Backend::Sqlite).await;
+    let s3 = &fx.client;
+    s3.create_bucket().bucket("ranged").send().await.unwrap();
+    // Three segments of 1 MiB.
+    let data = test_data(2_500_000, 9);
+    s3.put_object()
+        .bucket("ranged")
+        .key("big")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let admin = common::admin::AdminApi::of(&fx.planet);
+    let before = [
+        admin.rpc_calls("GetObject").await,
+        admin.rpc_calls("DownloadSegment").await,
+    ];
+    let output = s3
+        .get_object()
+        .bucket("ranged")
+        .key("big")
+        .range("bytes=1500000-1509999")
+        .send()
+        .await
+        .unwrap();
+    let body = output.body.collect().await.unwrap().into_bytes();
+    assert!(body[..] == data[1_500_000..1_510_000]);
+    let after = [
+        admin.rpc_calls("GetObject").await,
+        admin.rpc_calls("DownloadSegment").await,
+    ];
+    assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 0]);
     fx.shutdown().await;
 }
