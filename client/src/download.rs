@@ -154,6 +154,12 @@ impl PieceFailure {
         }
     }
 
+    /// The node at `address` failed a download stream with `status`.
+    fn node_failed(address: &str, status: &tonic::Status) -> Self {
+        let reason = archipel_proto::status_reason(status);
+        PieceFailure::status(status, format!("the node at {address} failed: {reason}"))
+    }
+
     /// An error status during a download: the node saying the piece is
     /// missing or damaged is worth a report, anything else is not.
     fn status(status: &tonic::Status, message: String) -> Self {
@@ -249,15 +255,7 @@ impl PieceReader {
         let first = stream
             .message()
             .await
-            .map_err(|s| {
-                PieceFailure::status(
-                    &s,
-                    format!(
-                        "the node at {address} failed: {}",
-                        archipel_proto::status_reason(&s)
-                    ),
-                )
-            })?
+            .map_err(|s| PieceFailure::node_failed(&address, &s))?
             .ok_or_else(|| format!("the node at {address} sent nothing"))?;
 
         let bad = |what: &str| PieceFailure::corrupt(format!("the node at {address} {what}"));
@@ -334,15 +332,7 @@ impl PieceReader {
                 .stream
                 .message()
                 .await
-                .map_err(|s| {
-                    PieceFailure::status(
-                        &s,
-                        format!(
-                            "the node at {address} failed: {}",
-                            archipel_proto::status_reason(&s)
-                        ),
-                    )
-                })?
+                .map_err(|s| PieceFailure::node_failed(address, &s))?
                 .ok_or_else(|| format!("the node at {address} ended the piece early"))?;
             self.chunks.absorb(&message.data)?;
         }
