@@ -333,6 +333,20 @@ impl Planet {
         Ok(files)
     }
 
+    /// The indices of the nodes holding a piece some committed segment lists.
+    pub async fn holders(&self) -> Result<Vec<usize>> {
+        let mut holders: Vec<usize> = self
+            .remote_segments()
+            .await?
+            .iter()
+            .flat_map(|segment| &segment.pieces)
+            .filter_map(|piece| self.node_index(piece.node))
+            .collect();
+        holders.sort_unstable();
+        holders.dedup();
+        Ok(holders)
+    }
+
     /// Stops node `i` and puts a [`SilentListener`] on its address instead.
     pub async fn silence_node(&mut self, i: usize) -> Result<SilentListener> {
         self.stop_node(i).await?;

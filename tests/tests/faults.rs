@@ -30,10 +30,7 @@ async fn upload_one_segment(planet: &Planet, key: &str) -> (Vec<u8>, Vec<usize>)
         .upload("faults", key, &data[..], UploadOptions::default())
         .await
         .unwrap();
-    let holders = (0..planet.nodes.len())
-        .filter(|&i| !planet.nodes[i].piece_files().is_empty())
-        .collect();
-    (data, holders)
+    (data, planet.holders().await.unwrap())
 }
 
 async fn download(planet: &Planet, key: &str) -> Result<Vec<u8>, archipel_client::Error> {

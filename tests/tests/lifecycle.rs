@@ -3,27 +3,28 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use archipel_client::{Error, UploadOptions};
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
 
-fn piece_count(planet: &Planet) -> usize {
-    planet.nodes.iter().map(|n| n.piece_files().len()).sum()
+/// The piece files the committed segments list, checked to be on disk.
+async fn stored_pieces(planet: &Planet, expected: u32) -> BTreeSet<PathBuf> {
+    let files = planet.committed_piece_files().await.unwrap();
+    assert_eq!(files.len(), expected as usize);
+    assert!(files.iter().all(|f| f.exists()));
+    files
 }
 
-/// Waits until the nodes hold exactly `expected` pieces in all.
-async fn wait_for_piece_count(planet: &Planet, expected: usize) {
-    for _ in 0..100 {
-        if piece_count(planet) == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "nodes hold {} pieces, expected {expected}",
-        piece_count(planet)
-    );
+/// Waits until none of `files` is left on the nodes. Pieces of an upload's
+/// cancelled long tail, which no segment lists, are garbage collection's
+/// business and not counted here.
+async fn wait_until_deleted(files: &BTreeSet<PathBuf>) {
+    wait_for("the deleted pieces to leave the nodes", || async {
+        files.iter().all(|f| !f.exists())
+    })
+    .await;
 }
 
 async fn buckets(backend: Backend) {
@@ -142,8 +143,8 @@ async fn deletes_and_overwrites_free_pieces(backend: Backend) {
         .upload("gcbucket", "obj", &first[..], UploadOptions::default())
         .await
         .unwrap();
-    let stored: u32 = info.segments.iter().map(|s| s.piece_count).sum();
-    wait_for_piece_count(&planet, stored as usize).await;
+    let first_pieces =
+        stored_pieces(&planet, info.segments.iter().map(|s| s.piece_count).sum()).await;
 
     // An overwrite replaces the object; the old pieces are deleted from the nodes.
     let second = test_data(300_000, 2);
@@ -151,8 +152,10 @@ async fn deletes_and_overwrites_free_pieces(backend: Backend) {
         .upload("gcbucket", "obj", &second[..], UploadOptions::default())
         .await
         .unwrap();
-    let stored: u32 = info.segments.iter().map(|s| s.piece_count).sum();
-    wait_for_piece_count(&planet, stored as usize).await;
+    let second_pieces =
+        stored_pieces(&planet, info.segments.iter().map(|s| s.piece_count).sum()).await;
+    assert!(first_pieces.is_disjoint(&second_pieces));
+    wait_until_deleted(&first_pieces).await;
     let mut out = Vec::new();
     project
         .download("gcbucket", "obj", None, &mut out, None)
@@ -161,7 +164,8 @@ async fn deletes_and_overwrites_free_pieces(backend: Backend) {
     assert!(out == second);
 
     project.delete_object("gcbucket", "obj").await.unwrap();
-    wait_for_piece_count(&planet, 0).await;
+    wait_until_deleted(&second_pieces).await;
+    assert!(planet.committed_piece_files().await.unwrap().is_empty());
     assert!(matches!(
         project
             .download("gcbucket", "obj", None, &mut Vec::new(), None)

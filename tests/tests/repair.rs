@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,17 +203,15 @@ async fn repair_restores_segments_after_nodes_stop(backend: Backend) {
 
     // Deleting the source takes no piece the repaired copy lists.
     let project = planet.project().await.unwrap();
+    let listed_before = planet.committed_piece_files().await.unwrap();
     project.delete_object(BUCKET, "small").await.unwrap();
     project.delete_object(BUCKET, "big").await.unwrap();
     wait_for("the deleted objects' unshared pieces are gone", || async {
-        let listed: usize = segments(&planet).await.iter().map(|s| s.pieces.len()).sum();
-        let files: usize = planet
-            .nodes
-            .iter()
-            .filter(|n| n.is_running())
-            .map(|n| n.piece_files().len())
-            .sum();
-        files <= listed
+        let listed = planet.committed_piece_files().await.unwrap();
+        listed_before
+            .difference(&listed)
+            .filter(|f| on_running_node(&planet, f))
+            .all(|f| !f.exists())
     })
     .await;
     let satellite = planet.satellite_identity.id();
@@ -396,14 +395,22 @@ fn repairer(planet: &Planet, metabase: &Metabase) -> Repairer {
     )
 }
 
+/// Whether `file` is in the storage of a node that is running.
+fn on_running_node(planet: &Planet, file: &Path) -> bool {
+    planet
+        .nodes
+        .iter()
+        .any(|n| n.is_running() && file.starts_with(&n.config.storage_dir))
+}
+
 /// Every piece file on the running nodes.
-fn piece_file_count(planet: &Planet) -> usize {
+fn running_piece_files(planet: &Planet) -> BTreeSet<PathBuf> {
     planet
         .nodes
         .iter()
         .filter(|n| n.is_running())
-        .map(|n| n.piece_files().len())
-        .sum()
+        .flat_map(|n| n.piece_files())
+        .collect()
 }
 
 async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend) {
@@ -447,8 +454,13 @@ async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend)
         targets.push(pair);
     }
     let doomed = segments(&planet).await;
+    let doomed_pieces = planet.committed_piece_files().await.unwrap();
     let stopped = stop_holders(&mut planet, 1).await;
     wait_until_offline(&planet, &stopped).await;
+    // Besides the listed pieces, the uploads may have left pieces of their
+    // cancelled long tail (settled by now), which only garbage collection
+    // removes.
+    let uploaded = running_piece_files(&planet);
 
     let project = planet.project().await.unwrap();
     let mut outcomes = Vec::new();
@@ -503,10 +515,13 @@ async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend)
             test_data(1000, 200 + i)
         );
     }
-    // ... nor on the running nodes' disks once the deletes went out (the new
-    // objects are inline: they have no pieces).
+    // ... nor on the running nodes' disks once the deletes went out: no
+    // listed piece and no piece a repair uploaded (the new objects are
+    // inline: they have no pieces).
     wait_for("the running nodes hold no piece", || async {
-        piece_file_count(&planet) == 0
+        running_piece_files(&planet)
+            .iter()
+            .all(|f| uploaded.contains(f) && !doomed_pieces.contains(f))
     })
     .await;
     planet.shutdown().await.unwrap();

@@ -85,9 +85,7 @@ async fn an_impostor_node_is_refused(backend: Backend) {
         .upload("trust", "object", &data[..], UploadOptions::default())
         .await
         .unwrap();
-    let holder = (0..planet.nodes.len())
-        .find(|&i| !planet.nodes[i].piece_files().is_empty())
-        .unwrap();
+    let holder = planet.holders().await.unwrap()[0];
     let honest = planet.nodes[holder].id();
     let impostor = planet.impersonate_node(holder).await.unwrap();
 
