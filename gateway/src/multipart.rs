@@ -26,7 +26,7 @@ use crate::conditional::WriteCondition;
 use crate::copy;
 use crate::errors::s3_error;
 use crate::metadata;
-use crate::objects::{self, DownloadReader, Md5Reader};
+use crate::objects::{self, DownloadStream, Md5Reader};
 use crate::part_checksums::{Combination, PartTag, UploadChecksum};
 
 /// S3's smallest part, except for the last one.
@@ -168,7 +168,10 @@ pub(crate) async fn upload_part_copy(
         input.upload_id.as_str(),
     );
     let checksum = part_checksum(project, upload, None).await?;
-    let source = objects::checked(DownloadReader::start(source, range), checksum.as_ref());
+    let source = objects::checked(
+        DownloadStream::start(source, range).into_reader(),
+        checksum.as_ref(),
+    );
     let tag = store_part(project, upload, number, source, None, checksum)
         .await
         .map_err(copy::source_read_error)?;

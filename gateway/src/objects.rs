@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use archipel_client::{ByteRange, Error, ObjectDownload, ObjectInfo, Project};
 use base64::Engine;
 use bytes::Bytes;
-use futures::{ready, TryStreamExt};
+use futures::{ready, Stream, TryStreamExt};
 use md5::{Digest, Md5};
 use s3s::dto::{
     DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject,
@@ -22,9 +22,11 @@ use s3s::dto::{
     PutObjectInput, PutObjectOutput, Range, StreamingBlob, Timestamp,
 };
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::io::{ReaderStream, StreamReader};
+use tokio_util::io::StreamReader;
+use tokio_util::sync::PollSender;
 
 use crate::buckets;
 use crate::checksums::{Checksum, Checksummer};
@@ -32,8 +34,11 @@ use crate::conditional::WriteCondition;
 use crate::errors::{s3_error, DigestMismatch};
 use crate::metadata::{self, ObjectHeaders};
 
-/// How many downloaded bytes may wait for a slow HTTP client.
-const PIPE_CAPACITY: usize = 256 * 1024;
+/// The largest body frame a download sends; with [`FRAMES_QUEUED`], how many
+/// downloaded bytes may wait for a slow HTTP client (one more frame is with
+/// the connection).
+const FRAME_SIZE: usize = 256 * 1024;
+const FRAMES_QUEUED: usize = 1;
 
 /// Stores the object; with a `checksum`, the body must match it, and with a
 /// `condition`, the key must still satisfy it when the body has ended.
@@ -510,62 +515,101 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
 
 /// Streams `range` of the object as a response body.
 fn download_body(object: ObjectDownload, range: ByteRange) -> StreamingBlob {
-    StreamingBlob::wrap(ReaderStream::new(DownloadReader::start(
-        object,
-        Some(range),
-    )))
+    StreamingBlob::wrap(DownloadStream::start(object, Some(range)))
 }
 
-/// Reads an object: a task downloads into a bounded pipe, and the reader
-/// yields the pipe's bytes. At the end of the pipe it waits for the task, so
-/// a failed download is a read error, never a silently short object.
-pub(crate) struct DownloadReader {
-    pipe: tokio::io::DuplexStream,
+/// Reads an object as a stream of body frames: a task downloads into a
+/// bounded channel, each write becoming one frame, so the bytes are copied
+/// once on their way to the HTTP connection (a pipe read in small buffers
+/// copied them twice and cut them into 4 KiB frames). At the end of the
+/// channel it waits for the task, so a failed download is a stream error,
+/// never a silently short object.
+pub(crate) struct DownloadStream {
+    frames: mpsc::Receiver<Bytes>,
     task: JoinHandle<Result<u64, Error>>,
     finished: bool,
 }
 
-impl DownloadReader {
-    pub(crate) fn start(object: ObjectDownload, range: Option<ByteRange>) -> DownloadReader {
-        let (pipe, writer) = tokio::io::duplex(PIPE_CAPACITY);
+impl DownloadStream {
+    pub(crate) fn start(object: ObjectDownload, range: Option<ByteRange>) -> DownloadStream {
+        let (sender, frames) = mpsc::channel(FRAMES_QUEUED);
+        let writer = FrameWriter(PollSender::new(sender));
         let task = tokio::spawn(object.download(range, writer, None));
-        DownloadReader {
-            pipe,
+        DownloadStream {
+            frames,
             task,
             finished: false,
         }
     }
-}
 
-impl AsyncRead for DownloadReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        ready!(Pin::new(&mut this.pipe).poll_read(cx, buf))?;
-        if buf.filled().len() > before || buf.remaining() == 0 || this.finished {
-            return Poll::Ready(Ok(()));
-        }
-        // The pipe ended: the download is over, one way or the other.
-        let outcome = ready!(Pin::new(&mut this.task).poll(cx));
-        this.finished = true;
-        match outcome {
-            Ok(Ok(_)) => Poll::Ready(Ok(())),
-            Ok(Err(e)) => Poll::Ready(Err(io::Error::other(e.to_string()))),
-            Err(e) => Poll::Ready(Err(io::Error::other(format!(
-                "the download task failed: {e}"
-            )))),
-        }
+    /// The stream as a reader, for copies that upload what they read.
+    pub(crate) fn into_reader(self) -> impl AsyncRead + Send + Unpin {
+        StreamReader::new(self)
     }
 }
 
-impl Drop for DownloadReader {
-    // A reader given up early (the HTTP client went away) stops its download.
+impl Stream for DownloadStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(frame) = ready!(this.frames.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        // The channel ended: the download is over, one way or the other.
+        let outcome = ready!(Pin::new(&mut this.task).poll(cx));
+        this.finished = true;
+        Poll::Ready(match outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(Err(io::Error::other(e.to_string()))),
+            Err(e) => Some(Err(io::Error::other(format!(
+                "the download task failed: {e}"
+            )))),
+        })
+    }
+}
+
+impl Drop for DownloadStream {
+    // A stream given up early (the HTTP client went away) stops its download.
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The download's writer: every write of up to [`FRAME_SIZE`] bytes is sent
+/// as one frame, once the channel has room.
+struct FrameWriter(PollSender<Bytes>);
+
+impl FrameWriter {
+    fn gone() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the response body was dropped")
+    }
+}
+
+impl AsyncWrite for FrameWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.0.poll_reserve(cx)).map_err(|_| Self::gone())?;
+        let frame = &buf[..buf.len().min(FRAME_SIZE)];
+        self.0
+            .send_item(Bytes::copy_from_slice(frame))
+            .map_err(|_| Self::gone())?;
+        Poll::Ready(Ok(frame.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.close();
+        Poll::Ready(Ok(()))
     }
 }
 
