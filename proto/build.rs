@@ -5,6 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // Piece data read from a node stays in the buffer it was received
+        // in instead of being copied into a Vec of its own.
+        .bytes(".archipel.v1.PieceDownloadResponse.data")
+        .compile_fds(descriptors)?;
     Ok(())
 }

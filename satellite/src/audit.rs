@@ -644,7 +644,7 @@ async fn download_and_verify(
     if header.chunk_size != DEFAULT_CHUNK_SIZE {
         return Finding::Failed(format!("the node claims {chunk_size}-byte hash chunks"));
     }
-    let mut data = header.data.clone();
+    let mut data = header.data.to_vec();
     // A node may widen the range to its chunks, but not send more than that.
     let most = expected.length + 2 * chunk_size;
     loop {
@@ -899,7 +899,7 @@ mod tests {
                     .iter()
                     .map(|h| h.to_vec())
                     .collect(),
-                data: Vec::new(),
+                data: Default::default(),
             },
             data: piece[index * chunk..end].to_vec(),
             node,

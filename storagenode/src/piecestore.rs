@@ -17,7 +17,6 @@ use archipel_proto::pb::{
     PieceDownloadResponse, PieceUploadRequest, PieceUploadResponse,
 };
 use archipel_proto::{Identity, NodeId};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -226,10 +225,10 @@ impl PiecestoreService {
                 .map(|leaf| leaf.to_vec())
                 .collect(),
             proof: proof.iter().map(|hash| hash.to_vec()).collect(),
-            data: Vec::new(),
+            data: Default::default(),
         };
-        let mut reader = piece
-            .into_data_reader(aligned_offset, aligned_end - aligned_offset)
+        let mut data = piece
+            .into_data(aligned_offset, aligned_end - aligned_offset)
             .await?;
 
         let (sender, receiver) = mpsc::channel(DOWNLOAD_QUEUE);
@@ -238,20 +237,18 @@ impl PiecestoreService {
             if sender.send(Ok(header)).await.is_err() {
                 return;
             }
-            let mut remaining = aligned_end - aligned_offset;
-            while remaining > 0 {
-                let size = remaining.min(DOWNLOAD_MESSAGE_SIZE as u64) as usize;
-                let mut data = vec![0u8; size];
-                if let Err(e) = reader.read_exact(&mut data).await {
-                    tracing::warn!(piece = %piece_hex, "cannot read piece data: {e}");
-                    let error = Error::io(format!("cannot read piece {piece_hex}"))(e);
-                    let _ = sender.send(Err(error.into())).await;
-                    return;
-                }
-                remaining -= size as u64;
-                let message = PieceDownloadResponse {
-                    data,
-                    ..Default::default()
+            loop {
+                let message = match data.next(DOWNLOAD_MESSAGE_SIZE).await {
+                    Ok(Some(data)) => PieceDownloadResponse {
+                        data: data.into(),
+                        ..Default::default()
+                    },
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(piece = %piece_hex, "cannot read piece data: {e}");
+                        let _ = sender.send(Err(e.into())).await;
+                        return;
+                    }
                 };
                 // A closed channel means the client went away.
                 if sender.send(Ok(message)).await.is_err() {

@@ -34,7 +34,7 @@
 //! what is offered, whatever the allocation says.
 
 use std::collections::BTreeSet;
-use std::io::{Read, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -761,12 +761,8 @@ impl StoredPiece {
             .collect())
     }
 
-    /// A reader of `length` data bytes from `offset`, streaming from disk.
-    pub async fn into_data_reader(
-        mut self,
-        offset: u64,
-        length: u64,
-    ) -> Result<tokio::io::Take<tokio::fs::File>> {
+    /// The `length` data bytes from `offset`, to be read in pieces.
+    pub async fn into_data(self, offset: u64, length: u64) -> Result<PieceData> {
         let end = offset.saturating_add(length);
         if end > self.piece_size {
             return Err(Error::RangeOutOfBounds {
@@ -775,11 +771,60 @@ impl StoredPiece {
                 piece_size: self.piece_size,
             });
         }
-        self.file
-            .seek(SeekFrom::Start(PIECE_HEADER_SIZE + offset))
-            .await
-            .map_err(Error::io(format!("cannot seek in {}", self.path.display())))?;
-        Ok(self.file.take(length))
+        let mut file = self.file.into_std().await;
+        let path = self.path;
+        let file = spawn_blocking(move || {
+            file.seek(SeekFrom::Start(PIECE_HEADER_SIZE + offset))
+                .map_err(Error::io(format!("cannot seek in {}", path.display())))?;
+            Ok(PieceData {
+                file: Some(file),
+                path,
+                remaining: length,
+            })
+        })
+        .await?;
+        Ok(file)
+    }
+}
+
+/// A range of a piece's data, read in order, each read going straight from
+/// the file into the buffer that is sent (a buffered async file would copy
+/// it once more, into a buffer first zeroed).
+pub struct PieceData {
+    /// With the blocking task while a read runs; gone after a failed read.
+    file: Option<std::fs::File>,
+    path: PathBuf,
+    remaining: u64,
+}
+
+impl PieceData {
+    /// The next `max` bytes or fewer; `None` once the range is read.
+    pub async fn next(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
+        let size = self.remaining.min(max as u64);
+        if size == 0 {
+            return Ok(None);
+        }
+        let context = format!("cannot read {}", self.path.display());
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::io(context)(std::io::Error::other(
+                "an earlier read failed",
+            )));
+        };
+        let (file, data) = spawn_blocking(move || {
+            let mut data = Vec::with_capacity(size as usize);
+            (&mut file)
+                .take(size)
+                .read_to_end(&mut data)
+                .map_err(Error::io(context.clone()))?;
+            if (data.len() as u64) < size {
+                return Err(Error::io(context)(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok((file, data))
+        })
+        .await?;
+        self.file = Some(file);
+        self.remaining -= size;
+        Ok(Some(data))
     }
 }
 
@@ -834,9 +879,15 @@ mod tests {
         len: u64,
     ) -> Vec<u8> {
         let piece = store.open_piece(sat, [piece; 32]).await.unwrap();
-        let mut reader = piece.into_data_reader(offset, len).await.unwrap();
+        read_all(piece.into_data(offset, len).await.unwrap()).await
+    }
+
+    /// Reads the range in the odd-sized pieces the download does not use.
+    async fn read_all(mut data: PieceData) -> Vec<u8> {
         let mut out = Vec::new();
-        reader.read_to_end(&mut out).await.unwrap();
+        while let Some(bytes) = data.next(7_777).await.unwrap() {
+            out.extend_from_slice(&bytes);
+        }
         out
     }
 
@@ -866,7 +917,7 @@ mod tests {
         let root: Hash = hash.root.clone().try_into().unwrap();
         assert_eq!(hashtree::root_from_leaves(&leaves, 100_000), root);
         assert!(matches!(
-            piece.into_data_reader(99_000, 2_000).await,
+            piece.into_data(99_000, 2_000).await,
             Err(Error::RangeOutOfBounds { .. })
         ));
 
@@ -1289,9 +1340,7 @@ mod tests {
                 let (size, chunk) = (piece.piece_size(), piece.chunk_size());
                 let leaves = piece.leaves().await.unwrap();
                 prop_assert_eq!(leaves.len() as u64, hashtree::leaf_count(size, chunk));
-                let mut data = Vec::new();
-                let mut reader = piece.into_data_reader(0, size).await.unwrap();
-                reader.read_to_end(&mut data).await.unwrap();
+                let data = read_all(piece.into_data(0, size).await.unwrap()).await;
                 let start = PIECE_HEADER_SIZE as usize;
                 prop_assert_eq!(&data[..], &file[start..start + size as usize]);
                 Ok(())

@@ -92,7 +92,9 @@ fn honest() -> impl Strategy<Value = Honest> {
                 .iter()
                 .map(|h| h.to_vec())
                 .collect(),
-            data: piece[first * chunk_len..(end * chunk_len).min(size)].to_vec(),
+            data: piece[first * chunk_len..(end * chunk_len).min(size)]
+                .to_vec()
+                .into(),
         };
         Honest {
             piece,
@@ -138,7 +140,7 @@ fn arbitrary_answers() -> impl Strategy<Value = (Honest, PieceDownloadResponse)>
             ],
             prop_oneof![Just(a.leaf_hashes.clone()), hashes()],
             prop_oneof![Just(a.proof.clone()), hashes()],
-            prop_oneof![Just(a.data.clone()), hostile::bytes(5000)],
+            prop_oneof![Just(a.data.to_vec()), hostile::bytes(5000)],
         )
             .prop_map(
                 |(hash, chunk_size, aligned_offset, leaf_hashes, proof, data)| {
@@ -148,7 +150,7 @@ fn arbitrary_answers() -> impl Strategy<Value = (Honest, PieceDownloadResponse)>
                         aligned_offset,
                         leaf_hashes,
                         proof,
-                        data,
+                        data: data.into(),
                     }
                 },
             );

@@ -619,7 +619,7 @@ async fn read_piece(
         .await
         .map_err(judge)?
         .ok_or_else(|| FetchError::Unreachable("the node sent no answer".into()))?;
-    let mut data = header.data.clone();
+    let mut data = header.data.to_vec();
     while let Some(message) = responses.message().await.map_err(judge)? {
         if (data.len() + message.data.len()) as u64 > expected.size {
             return Err(FetchError::Bad("the node sent more than the piece".into()));
