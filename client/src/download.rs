@@ -65,7 +65,9 @@ fn hedge_delay(previous_batch: Duration) -> Duration {
 const FIRST_HEDGE: Duration = Duration::from_millis(500);
 const MIN_HEDGE: Duration = Duration::from_millis(50);
 
-/// Turns the stripes of a range, in order, into the range's plaintext.
+/// Turns the stripes of a range, in order, into the range's plaintext. The
+/// ciphertext is opened where it lies in the decryptor's buffer, and the
+/// plaintext is read from there.
 pub(crate) struct SegmentDecryptor {
     layout: SegmentLayout,
     plan: RangePlan,
@@ -73,6 +75,10 @@ pub(crate) struct SegmentDecryptor {
     skip: u64,
     next_block: u64,
     buffer: Vec<u8>,
+    /// Where the ciphertext not yet opened starts in `buffer`.
+    unopened: usize,
+    /// Where in `buffer` the wanted plaintext of the last push lies.
+    opened: Vec<std::ops::Range<usize>>,
 }
 
 impl SegmentDecryptor {
@@ -90,40 +96,71 @@ impl SegmentDecryptor {
             skip,
             next_block: plan.first_block,
             buffer: Vec::new(),
+            unopened: 0,
+            opened: Vec::new(),
         }
     }
 
-    /// Adds ciphertext; appends the wanted plaintext of every completed block to `out`.
-    pub(crate) fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        let skip = self.skip.min(data.len() as u64);
-        data = &data[skip as usize..];
-        self.skip -= skip;
-        if self.next_block >= self.plan.end_block {
-            return Ok(()); // only stripe padding is left
+    /// Adds ciphertext and copies the wanted plaintext of every block it
+    /// completes to `out`.
+    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        self.push_with(|buffer| buffer.extend_from_slice(data))?;
+        for plain in self.opened() {
+            out.extend_from_slice(plain);
         }
-        self.buffer.extend_from_slice(data);
-        let mut used = 0;
+        Ok(())
+    }
+
+    /// Adds the ciphertext `fill` appends to the buffer it is given, and
+    /// opens every block it completes: their wanted plaintext is then
+    /// [`opened`](Self::opened), until the next push.
+    pub(crate) fn push_with(&mut self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<(), Error> {
+        self.opened.clear();
+        // What is left is less than a block.
+        self.buffer.drain(..self.unopened);
+        self.unopened = 0;
+        let before = self.buffer.len();
+        fill(&mut self.buffer);
+        let skip = self.skip.min((self.buffer.len() - before) as u64) as usize;
+        self.skip -= skip as u64;
+        if before == 0 {
+            self.unopened = skip;
+        } else {
+            self.buffer.drain(before..before + skip);
+        }
         while self.next_block < self.plan.end_block {
             let len = self.layout.sealed_block_len(self.next_block) as usize;
-            let Some(block) = self.buffer.get_mut(used..used + len) else {
+            let start = self.unopened;
+            let Some(block) = self.buffer.get_mut(start..start + len) else {
                 break;
             };
             let index = self.next_block;
-            let plain = self
+            let plain_len = self
                 .cipher
-                .open_block(index, self.layout.is_last_block(index), block)?;
+                .open_block(index, self.layout.is_last_block(index), block)?
+                .len();
             let block_start = index * self.layout.block_size;
             let from = self.plan.start.saturating_sub(block_start) as usize;
-            let to = (self.plan.end - block_start).min(plain.len() as u64) as usize;
-            let wanted = plain
-                .get(from..to)
-                .ok_or_else(|| Error::Corrupt("a block is shorter than its segment says".into()))?;
-            out.extend_from_slice(wanted);
-            used += len;
+            let to = (self.plan.end - block_start).min(plain_len as u64) as usize;
+            if from > to {
+                return Err(Error::Corrupt(
+                    "a block is shorter than its segment says".into(),
+                ));
+            }
+            self.opened.push(start + from..start + to);
+            self.unopened += len;
             self.next_block += 1;
         }
-        self.buffer.drain(..used);
+        if self.next_block >= self.plan.end_block {
+            // Only stripe padding is left.
+            self.unopened = self.buffer.len();
+        }
         Ok(())
+    }
+
+    /// The wanted plaintext the last push opened, block by block.
+    pub(crate) fn opened(&self) -> impl Iterator<Item = &[u8]> {
+        self.opened.iter().map(|range| &self.buffer[range.clone()])
     }
 
     /// Checks that every wanted block arrived.
@@ -537,8 +574,6 @@ async fn download_remote(
     }
     let mut idle: Vec<PieceSlot> = Vec::new();
     let mut last_error = None;
-    let mut stripes = Vec::new();
-    let mut plain = Vec::new();
     let mut hedge = FIRST_HEDGE;
     for batch in 0..batches.count() {
         let started = tokio::time::Instant::now();
@@ -645,11 +680,10 @@ async fn download_remote(
                 decoded.iter().map(Vec::as_slice).collect()
             }
         };
-        stripes.clear();
-        scatter_data_shards(&scheme, &refs, &mut stripes);
-        plain.clear();
-        decryptor.push(&stripes, &mut plain)?;
-        sink.write(&plain).await?;
+        decryptor.push_with(|buffer| scatter_data_shards(&scheme, &refs, buffer))?;
+        for plain in decryptor.opened() {
+            sink.write(plain).await?;
+        }
     }
     decryptor.finish()
 }
