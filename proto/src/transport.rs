@@ -151,8 +151,20 @@ fn client_config(expected: NodeId) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
+/// Bytes read from a connection's socket at once. TLS reads records in 4 KiB
+/// steps; through this buffer a piece stream costs a system call per 32 KiB
+/// instead (it was a tenth of a download's CPU time, measured with `perf`).
+const SOCKET_READ_BUFFER: usize = 32 * 1024;
+
+/// A TCP connection with reads from its socket buffered.
+pub type Wire = tokio::io::BufReader<TcpStream>;
+
+fn wire(tcp: TcpStream) -> Wire {
+    tokio::io::BufReader::with_capacity(SOCKET_READ_BUFFER, tcp)
+}
+
 /// A client's TLS connection to a server that proved its identity.
-pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
+pub type ClientStream = tokio_rustls::client::TlsStream<Wire>;
 
 /// Runs the TLS handshake on a connected `tcp` stream and checks that the
 /// server is `expected`.
@@ -161,7 +173,7 @@ pub async fn handshake(tcp: TcpStream, expected: NodeId) -> io::Result<ClientStr
     // Never sent (SNI is off) and never checked: the id is what is checked.
     let name = ServerName::try_from("archipel").map_err(io::Error::other)?;
     tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, wire(tcp))
         .await
 }
 
@@ -302,13 +314,13 @@ pub fn server(request_timeout: Duration) -> Server {
 }
 
 /// A server's side of a TLS connection.
-pub struct ServerStream(tokio_rustls::server::TlsStream<TcpStream>);
+pub struct ServerStream(tokio_rustls::server::TlsStream<Wire>);
 
 impl Connected for ServerStream {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.0.get_ref().0.connect_info()
+        self.0.get_ref().0.get_ref().connect_info()
     }
 }
 
@@ -403,7 +415,8 @@ pub fn incoming(listener: TcpListener, tls: ServerTls) -> (Connections, Acceptin
                     tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
                 }
                 let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(wire(tcp))).await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => return log_failed_handshake(peer, &e.to_string()),
                         Err(_) => return log_failed_handshake(peer, "it timed out"),

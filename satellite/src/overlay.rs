@@ -53,6 +53,7 @@ pub async fn ping_back(address: &str, id: NodeId) -> std::result::Result<IpAddr,
     let reached = stream
         .get_ref()
         .0
+        .get_ref()
         .peer_addr()
         .map_err(|e| format!("the connection has no peer address: {e}"))?;
     Ok(reached.ip())
