@@ -773,7 +773,7 @@ impl StoredPiece {
         }
         let mut file = self.file.into_std().await;
         let path = self.path;
-        let file = spawn_blocking(move || {
+        spawn_blocking(move || {
             file.seek(SeekFrom::Start(PIECE_HEADER_SIZE + offset))
                 .map_err(Error::io(format!("cannot seek in {}", path.display())))?;
             Ok(PieceData {
@@ -782,8 +782,7 @@ impl StoredPiece {
                 remaining: length,
             })
         })
-        .await?;
-        Ok(file)
+        .await
     }
 }
 
