@@ -1,0 +1,897 @@
+//! Buckets, and the objects in them: pending uploads, commits (which replace
+//! a committed object of the same key), server-side copies, deletes, expiry
+//! and listings.
+
+use std::time::Duration;
+
+use super::multipart::{choose_parts, Part};
+use super::segments::{
+    encode_pieces, redundancy_text, removed_segments, RemovedSegment, Segment, SegmentRecord,
+    WrappedSegmentKey,
+};
+use super::{
+    is_unique_violation, BeginWrite, Metabase, Pool, MAX_LIST_LIMIT, OBJECT_COLUMNS,
+    SEGMENT_COLUMNS,
+};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    pub created_at: i64,
+    /// The client stores object names in this bucket unencrypted, so keys sort
+    /// in the names' own order; chosen at creation.
+    pub plain_names: bool,
+}
+
+/// A bucket as stored (flags are BIGINT 0/1).
+#[derive(sqlx::FromRow)]
+struct BucketRow {
+    name: String,
+    created_at: i64,
+    plain_names: i64,
+}
+
+impl From<BucketRow> for Bucket {
+    fn from(row: BucketRow) -> Bucket {
+        Bucket {
+            name: row.name,
+            created_at: row.created_at,
+            plain_names: row.plain_names != 0,
+        }
+    }
+}
+
+/// An object, pending (being uploaded) or committed.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Object {
+    pub stream_id: Vec<u8>,
+    pub project_id: Vec<u8>,
+    pub bucket: String,
+    pub object_key: Vec<u8>,
+    pub committed: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub cipher: i64,
+    pub block_size: i64,
+    pub encrypted_metadata: Vec<u8>,
+    pub encrypted_metadata_key: Vec<u8>,
+    pub encrypted_metadata_nonce: Vec<u8>,
+    pub plain_size: i64,
+    pub segment_count: i64,
+    /// 1 for a multipart upload (parts are recorded separately until it completes).
+    pub multipart: i64,
+}
+
+impl Object {
+    /// A new pending object with no segments and no metadata yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pending(
+        stream_id: Vec<u8>,
+        project_id: Vec<u8>,
+        bucket: String,
+        object_key: Vec<u8>,
+        created_at: i64,
+        expires_at: i64,
+        cipher: u32,
+        block_size: u32,
+    ) -> Object {
+        Object {
+            stream_id,
+            project_id,
+            bucket,
+            object_key,
+            committed: 0,
+            created_at,
+            expires_at,
+            cipher: cipher.into(),
+            block_size: block_size.into(),
+            encrypted_metadata: Vec::new(),
+            encrypted_metadata_key: Vec::new(),
+            encrypted_metadata_nonce: Vec::new(),
+            plain_size: 0,
+            segment_count: 0,
+            multipart: 0,
+        }
+    }
+}
+
+/// What commits a pending object.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectCommit {
+    pub stream_id: Vec<u8>,
+    pub encrypted_metadata: Vec<u8>,
+    pub encrypted_metadata_key: Vec<u8>,
+    pub encrypted_metadata_nonce: Vec<u8>,
+    /// Multipart only: the parts that make the object, each by its number and
+    /// its info as the client listed it.
+    pub parts: Vec<(u32, Vec<u8>)>,
+    /// Single uploads only: the last segment, added in the same transaction.
+    pub last_segment: Option<Segment>,
+}
+
+/// A server-side copy of a committed object: the destination and what is
+/// sealed under the destination's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectCopy {
+    /// The new object's stream id.
+    pub stream_id: Vec<u8>,
+    pub bucket: String,
+    pub object_key: Vec<u8>,
+    pub created_at: i64,
+    pub encrypted_metadata: Vec<u8>,
+    pub encrypted_metadata_key: Vec<u8>,
+    pub encrypted_metadata_nonce: Vec<u8>,
+    /// One per source segment, in position order.
+    pub segment_keys: Vec<WrappedSegmentKey>,
+}
+
+/// What a listing asks for: the entries under `prefix` strictly after
+/// `cursor` (relative to the prefix), in key byte order; unless `recursive`,
+/// keys with a further '/' collapse into one prefix entry per component; at
+/// most `limit` of them (0: as many as allowed).
+#[derive(Clone, Copy, Debug)]
+pub struct Listing<'a> {
+    pub prefix: &'a [u8],
+    pub cursor: &'a [u8],
+    pub recursive: bool,
+    pub limit: usize,
+}
+
+/// What a listing returns, relative to the listed prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListEntry {
+    /// Everything below `key` (which ends with '/'), collapsed.
+    Prefix(Vec<u8>),
+    Object(Vec<u8>, Box<Object>),
+}
+
+impl ListEntry {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ListEntry::Prefix(k) | ListEntry::Object(k, _) => k,
+        }
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`,
+/// or `None` when no such string exists (empty or all-0xFF prefix).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// How often a commit that lost a race is tried again.
+const COMMIT_ATTEMPTS: u64 = 50;
+
+/// Whether a transaction that failed this way may succeed when run again:
+/// a uniqueness race, a serialization failure (SQLSTATE 40001) or a deadlock
+/// victim (40P01: copies in opposite directions lock the same two objects).
+fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            e.is_unique_violation()
+                || e.code()
+                    .is_some_and(|code| code == "40001" || code == "40P01")
+        }
+        _ => false,
+    }
+}
+
+/// Runs a transaction that commits an object under a key until it does not
+/// lose a race: two commits of one key raced (PostgreSQL) or the transaction
+/// must be retried (CockroachDB), and the next attempt sees the winner. Every
+/// round has a winner, so racers get through one by one; a random pause keeps
+/// them from meeting again in lockstep.
+async fn retry_commit<T, F, Fut>(mut transaction: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match transaction().await {
+            Err(Error::Database(e)) if attempt < COMMIT_ATTEMPTS && is_retryable(&e) => {
+                attempt += 1;
+                tracing::debug!("retrying an object commit after: {e}");
+                let pause = rand::random::<u64>() % (5 * attempt);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Metabase {
+    // ------------------------------------------------------------ buckets
+
+    pub async fn create_bucket(&self, project: &[u8], name: &str, now: i64) -> Result<Bucket> {
+        self.create_bucket_with(project, name, false, now).await
+    }
+
+    /// Creates a bucket whose object names are stored unencrypted if `plain_names`.
+    pub async fn create_bucket_with(
+        &self,
+        project: &[u8],
+        name: &str,
+        plain_names: bool,
+        now: i64,
+    ) -> Result<Bucket> {
+        let _writing = self.writing().await;
+        let result = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO buckets (project_id, name, created_at, plain_names) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+                .bind(project)
+                .bind(name)
+                .bind(now)
+                .bind(i64::from(plain_names))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        });
+        match result {
+            Ok(()) => Ok(Bucket {
+                name: name.to_string(),
+                created_at: now,
+                plain_names,
+            }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::AlreadyExists(format!("bucket {name:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_bucket(&self, project: &[u8], name: &str) -> Result<Bucket> {
+        let bucket: Option<BucketRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT name, created_at, plain_names FROM buckets \
+                 WHERE project_id = $1 AND name = $2",
+            )
+                .bind(project)
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        bucket
+            .map(Bucket::from)
+            .ok_or_else(|| Error::NotFound(format!("bucket {name:?}")))
+    }
+
+    /// Deletes a bucket that holds no objects, committed or pending.
+    pub async fn delete_bucket(&self, project: &[u8], name: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM buckets WHERE project_id = $1 AND name = $2")
+                .bind(project)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(Error::NotFound(format!("bucket {name:?}")));
+            }
+            let object: Option<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 LIMIT 1",
+            )
+            .bind(project)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if object.is_some() {
+                tx.rollback().await?;
+                return Err(Error::FailedPrecondition(format!("bucket {name:?} is not empty")));
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Buckets in name order, strictly after `cursor`; the flag says whether more follow.
+    pub async fn list_buckets(
+        &self,
+        project: &[u8],
+        cursor: &str,
+        limit: usize,
+    ) -> Result<(Vec<Bucket>, bool)> {
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let rows: Vec<BucketRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT name, created_at, plain_names FROM buckets \
+                 WHERE project_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+            )
+            .bind(project)
+            .bind(cursor)
+            .bind(limit as i64 + 1)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut buckets: Vec<Bucket> = rows.into_iter().map(Bucket::from).collect();
+        let more = buckets.len() > limit;
+        buckets.truncate(limit);
+        Ok((buckets, more))
+    }
+
+    // ------------------------------------------------------------ objects
+
+    /// Records a pending object; its segments are attached to `stream_id`.
+    pub async fn begin_object(&self, object: &Object) -> Result<()> {
+        self.get_bucket(&object.project_id, &object.bucket).await?;
+        let _writing = self.writing().await;
+        on_pool!(self, pool => {
+            insert_object!(pool, object)?;
+        });
+        Ok(())
+    }
+
+    /// The object (pending or committed) of a stream, within a project.
+    pub async fn object_by_stream(&self, project: &[u8], stream_id: &[u8]) -> Result<Object> {
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
+        );
+        let object: Option<Object> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(stream_id).bind(project).fetch_optional(pool).await?
+        });
+        object.ok_or_else(|| Error::NotFound("the object of this stream".into()))
+    }
+
+    /// Commits a pending object: its segments must be positions 0..n, or for a
+    /// multipart upload the recorded `parts` (ascending numbers, each with its
+    /// encrypted info as the client listed it), whose segments are kept while
+    /// those of other parts go. Replaces a committed object of the
+    /// same key; returns the committed object and the segments whose pieces
+    /// are now garbage (the replaced object's and the parts left out).
+    pub async fn commit_object(
+        &self,
+        project: &[u8],
+        commit: &ObjectCommit,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        retry_commit(|| self.commit_object_once(project, commit)).await
+    }
+
+    async fn commit_object_once(
+        &self,
+        project: &[u8],
+        commit: &ObjectCommit,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let stream_id = commit.stream_id.as_slice();
+        let object_sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
+        );
+        let segments_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
+        );
+        on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+            let touched = sqlx::query(
+                "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
+                 AND project_id = $2 AND committed = 0",
+            )
+            .bind(stream_id)
+            .bind(project)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if touched == 0 {
+                return Err(Error::NotFound("a pending object for this stream".into()));
+            }
+            let mut object: Object = sqlx::query_as(&object_sql)
+                .bind(stream_id)
+                .bind(project)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(segment) = &commit.last_segment {
+                if object.multipart != 0 || segment.stream_id != stream_id {
+                    return Err(Error::InvalidArgument(
+                        "only a single upload commits its last segment with the object".into(),
+                    ));
+                }
+                insert_segment!(&mut *tx, segment)?;
+            }
+            let records: Vec<SegmentRecord> =
+                sqlx::query_as(&segments_sql).bind(stream_id).fetch_all(&mut *tx).await?;
+            let segments = records
+                .into_iter()
+                .map(Segment::try_from)
+                .collect::<Result<Vec<_>>>()?;
+            let mut removed = Vec::new();
+            let segments = if object.multipart != 0 {
+                let recorded: Vec<Part> = sqlx::query_as(
+                    "SELECT part_number, plain_size, segment_count, encrypted_info, created_at \
+                     FROM parts WHERE stream_id = $1",
+                )
+                .bind(stream_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let (kept, dropped) = choose_parts(segments, &recorded, &commit.parts)?;
+                for segment in dropped {
+                    sqlx::query("DELETE FROM segments WHERE stream_id = $1 AND position = $2")
+                        .bind(stream_id)
+                        .bind(i64::from(segment.position))
+                        .execute(&mut *tx)
+                        .await?;
+                    if !segment.pieces.is_empty() {
+                        removed.push(RemovedSegment::from(segment));
+                    }
+                }
+                sqlx::query("DELETE FROM parts WHERE stream_id = $1")
+                    .bind(stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+                kept
+            } else if !commit.parts.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "parts are only named when completing a multipart upload".into(),
+                ));
+            } else {
+                if let Some(index) = segments
+                    .iter()
+                    .enumerate()
+                    .find_map(|(index, s)| (s.position as usize != index).then_some(index))
+                {
+                    return Err(Error::FailedPrecondition(format!(
+                        "segment {index} is missing; segments must be contiguous from 0"
+                    )));
+                }
+                segments
+            };
+            let mut offset = 0i64;
+            for segment in &segments {
+                if segment.plain_offset != offset {
+                    sqlx::query("UPDATE segments SET plain_offset = $1 WHERE stream_id = $2 AND position = $3")
+                        .bind(offset)
+                        .bind(stream_id)
+                        .bind(i64::from(segment.position))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                offset = offset.checked_add(segment.plain_size).ok_or_else(|| {
+                    Error::InvalidArgument("the object's segments are too large in total".into())
+                })?;
+            }
+
+            removed.extend(remove_committed!(tx, project, &object.bucket, &object.object_key));
+
+            object.committed = 1;
+            object.plain_size = offset;
+            object.segment_count = segments.len() as i64;
+            object.encrypted_metadata = commit.encrypted_metadata.clone();
+            object.encrypted_metadata_key = commit.encrypted_metadata_key.clone();
+            object.encrypted_metadata_nonce = commit.encrypted_metadata_nonce.clone();
+            sqlx::query(
+                "UPDATE objects SET committed = 1, plain_size = $1, segment_count = $2, \
+                 encrypted_metadata = $3, encrypted_metadata_key = $4, \
+                 encrypted_metadata_nonce = $5 WHERE stream_id = $6",
+            )
+            .bind(object.plain_size)
+            .bind(object.segment_count)
+            .bind(&object.encrypted_metadata)
+            .bind(&object.encrypted_metadata_key)
+            .bind(&object.encrypted_metadata_nonce)
+            .bind(stream_id)
+            .execute(&mut *tx)
+            .await?;
+            queue_deletions!(tx, &removed);
+            tx.commit().await?;
+            Ok((object, removed))
+        })
+    }
+
+    /// Stores `object` (committed, of one segment) with its inline
+    /// `segment` in one transaction, replacing a committed object of its key;
+    /// returns the replaced object's segments.
+    pub async fn put_inline_object(
+        &self,
+        object: &Object,
+        segment: &Segment,
+    ) -> Result<Vec<RemovedSegment>> {
+        if object.committed == 0
+            || segment.inline_data.is_none()
+            || segment.stream_id != object.stream_id
+        {
+            return Err(Error::InvalidArgument(
+                "an inline object is committed, with its own inline segment".into(),
+            ));
+        }
+        self.get_bucket(&object.project_id, &object.bucket).await?;
+        retry_commit(|| async {
+            on_pool!(self, pool => {
+                let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+                let removed =
+                    remove_committed!(tx, &object.project_id, &object.bucket, &object.object_key);
+                insert_object!(&mut *tx, object)?;
+                insert_segment!(&mut *tx, segment)?;
+                queue_deletions!(tx, &removed);
+                tx.commit().await?;
+                Ok(removed)
+            })
+        })
+        .await
+    }
+
+    /// Commits `copy` as a new object whose segments share the pieces of the
+    /// committed object `source_stream` (same root piece ids and piece lists;
+    /// only the wrapped segment keys differ). Replaces a committed object of
+    /// the destination key, even the source itself; returns the new object
+    /// and the replaced object's segments (their pieces are still listed by
+    /// the copy when it replaced its own source, see [`Metabase::unlisted`]).
+    pub async fn copy_object(
+        &self,
+        project: &[u8],
+        source_stream: &[u8],
+        copy: &ObjectCopy,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        self.get_bucket(project, &copy.bucket).await?;
+        retry_commit(|| self.copy_object_once(project, source_stream, copy)).await
+    }
+
+    async fn copy_object_once(
+        &self,
+        project: &[u8],
+        source_stream: &[u8],
+        copy: &ObjectCopy,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let object_sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE stream_id = $1 AND project_id = $2"
+        );
+        let segments_sql = format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segments WHERE stream_id = $1 ORDER BY position"
+        );
+        let insert_segment_sql = format!(
+            "INSERT INTO segments ({SEGMENT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+            // Lock the source's rows before reading them (PostgreSQL): a delete
+            // of the source or a repair's piece swap then waits for the copy,
+            // and sees its segments when it decides which pieces are garbage.
+            // An expired source is gone, even before the cleanup removes it.
+            let touched = sqlx::query(
+                "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
+                 AND project_id = $2 AND committed = 1 AND (expires_at = 0 OR expires_at > $3)",
+            )
+            .bind(source_stream)
+            .bind(project)
+            .bind(copy.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if touched == 0 {
+                return Err(Error::NotFound("the source object".into()));
+            }
+            sqlx::query("UPDATE segments SET created_at = created_at WHERE stream_id = $1")
+                .bind(source_stream)
+                .execute(&mut *tx)
+                .await?;
+            let source: Object = sqlx::query_as(&object_sql)
+                .bind(source_stream)
+                .bind(project)
+                .fetch_one(&mut *tx)
+                .await?;
+            let records: Vec<SegmentRecord> =
+                sqlx::query_as(&segments_sql).bind(source_stream).fetch_all(&mut *tx).await?;
+            let positions: Vec<i64> = records.iter().map(|r| r.position).collect();
+            let keyed: Vec<i64> = copy.segment_keys.iter().map(|k| i64::from(k.position)).collect();
+            if positions != keyed {
+                return Err(Error::InvalidArgument(format!(
+                    "a copy needs one key for each of the source's {} segments, in order",
+                    positions.len()
+                )));
+            }
+            let removed = remove_committed!(tx, project, &copy.bucket, &copy.object_key);
+            let object = Object {
+                stream_id: copy.stream_id.clone(),
+                project_id: project.to_vec(),
+                bucket: copy.bucket.clone(),
+                object_key: copy.object_key.clone(),
+                committed: 1,
+                created_at: copy.created_at,
+                encrypted_metadata: copy.encrypted_metadata.clone(),
+                encrypted_metadata_key: copy.encrypted_metadata_key.clone(),
+                encrypted_metadata_nonce: copy.encrypted_metadata_nonce.clone(),
+                ..source
+            };
+            insert_object!(&mut *tx, &object)?;
+            for (record, key) in records.into_iter().zip(&copy.segment_keys) {
+                sqlx::query(&insert_segment_sql)
+                    .bind(&object.stream_id)
+                    .bind(record.position)
+                    .bind(record.root_piece_id)
+                    .bind(&key.encrypted_key)
+                    .bind(&key.encrypted_key_nonce)
+                    .bind(record.plain_offset)
+                    .bind(record.plain_size)
+                    .bind(record.encrypted_size)
+                    .bind(record.redundancy)
+                    .bind(record.inline_data)
+                    .bind(record.pieces)
+                    .bind(copy.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            queue_deletions!(tx, &removed);
+            tx.commit().await?;
+            Ok((object, removed))
+        })
+    }
+
+    /// The committed object under a key, unless it expired by `now`.
+    pub async fn get_object(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Object> {
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1 AND (expires_at = 0 OR expires_at > $4)"
+        );
+        let object: Option<Object> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(project)
+                .bind(bucket)
+                .bind(key)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+        });
+        object.ok_or_else(|| Error::NotFound("the object".into()))
+    }
+
+    /// Deletes the committed object under a key with its segments.
+    pub async fn delete_object(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1"
+        );
+        let object: Object = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).fetch_optional(pool).await?
+        })
+        .ok_or_else(|| Error::NotFound("the object".into()))?;
+        // Replaced or deleted since it was read: then there is nothing to delete.
+        let removed = self
+            .delete_stream(&object.stream_id, 1)
+            .await?
+            .ok_or_else(|| Error::NotFound("the object".into()))?;
+        Ok((object, removed))
+    }
+
+    /// Removes an object row with its segments if its `committed` flag still
+    /// has the given value: a pending upload may commit, or a committed object
+    /// be replaced, in the meantime. Returns the remote segments removed, or
+    /// `None` if the row was no longer there in that state.
+    pub(super) async fn delete_stream(
+        &self,
+        stream_id: &[u8],
+        committed: i64,
+    ) -> Result<Option<Vec<RemovedSegment>>> {
+        // RETURNING: the piece lists as deleted, including any a repair
+        // swapped in after this transaction began.
+        let segments_sql =
+            format!("DELETE FROM segments WHERE stream_id = $1 RETURNING {SEGMENT_COLUMNS}");
+        on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query("DELETE FROM objects WHERE stream_id = $1 AND committed = $2")
+                .bind(stream_id)
+                .bind(committed)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                // Someone else changed or deleted it first and owns its pieces.
+                return Ok(None);
+            }
+            let records: Vec<SegmentRecord> =
+                sqlx::query_as(&segments_sql).bind(stream_id).fetch_all(&mut *tx).await?;
+            sqlx::query("DELETE FROM parts WHERE stream_id = $1")
+                .bind(stream_id)
+                .execute(&mut *tx)
+                .await?;
+            let removed = removed_segments(records)?;
+            queue_deletions!(tx, &removed);
+            tx.commit().await?;
+            Ok(Some(removed))
+        })
+    }
+
+    /// Deletes up to `batch` pending objects created before `cutoff` (multipart
+    /// uploads: before `multipart_cutoff`); returns how many went and the remote
+    /// segments they had.
+    pub async fn delete_pending_before(
+        &self,
+        cutoff: i64,
+        multipart_cutoff: i64,
+        batch: usize,
+    ) -> Result<(usize, Vec<RemovedSegment>)> {
+        let streams: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE committed = 0 AND created_at < $1 \
+                 AND ((multipart = 0 AND created_at < $2) OR (multipart = 1 AND created_at < $3)) \
+                 ORDER BY created_at LIMIT $4",
+            )
+            .bind(cutoff.max(multipart_cutoff))
+            .bind(cutoff)
+            .bind(multipart_cutoff)
+            .bind(batch as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok((streams.len(), self.delete_streams(&streams, 0).await?))
+    }
+
+    /// Deletes each of `streams` still in the `committed` state with its
+    /// segments; returns the remote segments removed.
+    async fn delete_streams(
+        &self,
+        streams: &[(Vec<u8>,)],
+        committed: i64,
+    ) -> Result<Vec<RemovedSegment>> {
+        let mut removed = Vec::new();
+        for (stream_id,) in streams {
+            removed.extend(
+                self.delete_stream(stream_id, committed)
+                    .await?
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Deletes up to `batch` committed objects that expired by `now`, with
+    /// their segments; returns how many went and the remote segments they had.
+    pub async fn delete_expired(
+        &self,
+        now: i64,
+        batch: usize,
+    ) -> Result<(usize, Vec<RemovedSegment>)> {
+        let streams: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE expires_at <> 0 AND expires_at <= $1 \
+                 AND committed = 1 ORDER BY expires_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(batch as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok((streams.len(), self.delete_streams(&streams, 1).await?))
+    }
+
+    /// Lists committed objects of a bucket not expired by `now`, as `listing`
+    /// asks. Returns at most `listing.limit` entries (capped at
+    /// [`MAX_LIST_LIMIT`]) and whether more follow.
+    pub async fn list_objects(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        listing: &Listing<'_>,
+        now: i64,
+    ) -> Result<(Vec<ListEntry>, bool)> {
+        let &Listing {
+            prefix,
+            cursor,
+            recursive,
+            limit,
+        } = listing;
+        let limit = if limit == 0 {
+            MAX_LIST_LIMIT
+        } else {
+            limit.min(MAX_LIST_LIMIT)
+        };
+        let upper = prefix_end(prefix);
+        // The listing resumes at `lower`, inclusive or not.
+        let (mut lower, mut inclusive) = if cursor.is_empty() {
+            (prefix.to_vec(), true)
+        } else {
+            let full = [prefix, cursor].concat();
+            match cursor.iter().position(|&b| b == b'/') {
+                // A cursor inside (or naming) a collapsed prefix skips all of it.
+                Some(i) if !recursive => match prefix_end(&full[..prefix.len() + i + 1]) {
+                    Some(end) => (end, true),
+                    None => return Ok((Vec::new(), false)),
+                },
+                _ => (full, false),
+            }
+        };
+        let sql_lower = |inclusive: bool| {
+            let op = if inclusive { ">=" } else { ">" };
+            let upper_clause = if upper.is_some() {
+                " AND object_key < $6"
+            } else {
+                ""
+            };
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+                 AND committed = 1 AND (expires_at = 0 OR expires_at > $5) \
+                 AND object_key {op} $3{upper_clause} ORDER BY object_key LIMIT $4"
+            )
+        };
+        let mut entries = Vec::new();
+        'scan: while entries.len() <= limit {
+            let want = (limit + 1 - entries.len()) as i64;
+            let sql = sql_lower(inclusive);
+            let rows: Vec<Object> = on_pool!(self, pool => {
+                let mut query = sqlx::query_as(&sql)
+                    .bind(project)
+                    .bind(bucket)
+                    .bind(&lower)
+                    .bind(want)
+                    .bind(now);
+                if let Some(upper) = &upper {
+                    query = query.bind(upper);
+                }
+                query.fetch_all(pool).await?
+            });
+            if rows.is_empty() {
+                break;
+            }
+            let exhausted = (rows.len() as i64) < want;
+            for object in rows {
+                let relative = object.object_key[prefix.len()..].to_vec();
+                if !recursive {
+                    if let Some(i) = relative.iter().position(|&b| b == b'/') {
+                        let component = relative[..=i].to_vec();
+                        match prefix_end(&object.object_key[..prefix.len() + i + 1]) {
+                            Some(end) => {
+                                lower = end;
+                                inclusive = true;
+                            }
+                            None => {
+                                entries.push(ListEntry::Prefix(component));
+                                break 'scan;
+                            }
+                        }
+                        entries.push(ListEntry::Prefix(component));
+                        // Re-query past everything below this component.
+                        continue 'scan;
+                    }
+                }
+                lower = object.object_key.clone();
+                inclusive = false;
+                entries.push(ListEntry::Object(relative, Box::new(object)));
+                if entries.len() > limit {
+                    break 'scan;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok((entries, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_least_upper_bound() {
+        assert_eq!(prefix_end(b"a/"), Some(b"a0".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}
