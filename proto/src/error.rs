@@ -48,6 +48,8 @@ pub enum Error {
         expected: crate::NodeId,
         found: crate::NodeId,
     },
+    #[error("invalid retain filter: {0}")]
+    InvalidFilter(String),
     #[error("TLS set-up failed: {0}")]
     Tls(String),
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`pb`]: gRPC services and messages generated from `proto/archipel.proto`;
 //! - [`identity`]: Ed25519 identities and the ids derived from them;
-//! - [`orders`]: signed order limits, piece hashes, check-ins; per-node piece ids;
+//! - [`orders`]: signed order limits, piece hashes, check-ins, retain filters
+//!   and trash restores; per-node piece ids;
+//! - [`bloom`]: Bloom filters of piece ids for garbage collection;
 //! - [`redundancy`]: the redundancy scheme and striping arithmetic;
 //! - [`erasure`]: Reed-Solomon coding of stripe batches;
 //! - [`hashtree`]: piece hash trees with verified range reads;
@@ -13,6 +15,7 @@
 //! - `hostile` (tests, and the `testing` feature): hostile inputs for the
 //!   property tests of every decoder of network or disk input.
 
+pub mod bloom;
 pub mod daemon;
 pub mod erasure;
 mod error;

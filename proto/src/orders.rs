@@ -1,4 +1,5 @@
-//! Signed order limits, signed piece hashes, signed check-ins and per-node piece ids.
+//! Signed order limits, piece hashes, check-ins, retain filters and trash
+//! restore requests; per-node piece ids.
 //!
 //! A signature always covers the protobuf encoding of the message with its
 //! signature field cleared; both sides encode with the same prost code, so the
@@ -6,8 +7,11 @@
 
 use prost::Message;
 
+use crate::bloom::BloomFilter;
 use crate::identity::{Identity, NodeId, PeerKey};
-use crate::pb::{CheckInRequest, OrderLimit, PieceAction, PieceHash};
+use crate::pb::{
+    CheckInRequest, OrderLimit, PieceAction, PieceHash, RestoreTrashRequest, RetainFilter,
+};
 use crate::{Error, Result};
 
 /// Seconds since the Unix epoch.
@@ -42,25 +46,108 @@ pub fn piece_id_from_bytes(bytes: &[u8]) -> Result<PieceId> {
         .map_err(|_| Error::InvalidIdLength(bytes.len()))
 }
 
+/// The satellite id and signature fields of a message a satellite signs.
+type SatelliteFields<M> = fn(&mut M) -> (&mut Vec<u8>, &mut Vec<u8>);
+
+/// Fills in the satellite id and signature of `message`: the signature covers
+/// the encoding with the id filled in and the signature empty.
+fn sign_as_satellite<M: Message>(
+    satellite: &Identity,
+    mut message: M,
+    fields: SatelliteFields<M>,
+) -> M {
+    let (id, signature) = fields(&mut message);
+    *id = satellite.id().to_vec();
+    signature.clear();
+    let signed = satellite.sign(&message.encode_to_vec());
+    *fields(&mut message).1 = signed;
+    message
+}
+
+/// Checks that `message` names `satellite` and carries its signature.
+fn verify_satellite_signed<M: Message + Clone>(
+    satellite: &PeerKey,
+    message: &M,
+    fields: SatelliteFields<M>,
+) -> Result<()> {
+    let mut unsigned = message.clone();
+    let (id, signature) = fields(&mut unsigned);
+    if id.as_slice() != satellite.id().as_bytes() {
+        return Err(Error::UntrustedSatellite(NodeId::from_bytes(id)?));
+    }
+    let signature = std::mem::take(signature);
+    satellite.verify(&unsigned.encode_to_vec(), &signature)
+}
+
+fn order_limit_fields(limit: &mut OrderLimit) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    (&mut limit.satellite_id, &mut limit.satellite_signature)
+}
+
+fn retain_filter_fields(filter: &mut RetainFilter) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    (&mut filter.satellite_id, &mut filter.satellite_signature)
+}
+
+fn restore_trash_fields(request: &mut RestoreTrashRequest) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    (&mut request.satellite_id, &mut request.satellite_signature)
+}
+
 /// Fills in `satellite_id` and the signature of an order limit.
-pub fn sign_order_limit(satellite: &Identity, mut limit: OrderLimit) -> OrderLimit {
-    limit.satellite_id = satellite.id().to_vec();
-    limit.satellite_signature.clear();
-    let signature = satellite.sign(&limit.encode_to_vec());
-    limit.satellite_signature = signature;
-    limit
+pub fn sign_order_limit(satellite: &Identity, limit: OrderLimit) -> OrderLimit {
+    sign_as_satellite(satellite, limit, order_limit_fields)
 }
 
 /// Checks the satellite's signature on an order limit.
 pub fn verify_order_limit_signature(satellite: &PeerKey, limit: &OrderLimit) -> Result<()> {
-    if limit.satellite_id != satellite.id().as_bytes() {
-        return Err(Error::UntrustedSatellite(NodeId::from_bytes(
-            &limit.satellite_id,
-        )?));
-    }
-    let mut unsigned = limit.clone();
-    unsigned.satellite_signature.clear();
-    satellite.verify(&unsigned.encode_to_vec(), &limit.satellite_signature)
+    verify_satellite_signed(satellite, limit, order_limit_fields)
+}
+
+/// Fills in `satellite_id` and the signature of a retain filter.
+pub fn sign_retain_filter(satellite: &Identity, filter: RetainFilter) -> RetainFilter {
+    sign_as_satellite(satellite, filter, retain_filter_fields)
+}
+
+/// A retain filter for `node` holding `bloom` (of `piece_count` piece ids),
+/// signed by `satellite`: pieces created before `created_before` and not in
+/// it may be trashed.
+pub fn retain_filter(
+    satellite: &Identity,
+    node: NodeId,
+    bloom: BloomFilter,
+    piece_count: u64,
+    created_at: i64,
+    created_before: i64,
+) -> RetainFilter {
+    sign_retain_filter(
+        satellite,
+        RetainFilter {
+            node_id: node.to_vec(),
+            created_at,
+            created_before,
+            seed: bloom.seed().to_vec(),
+            hash_count: bloom.hash_count(),
+            piece_count,
+            bits: bloom.into_bits(),
+            ..RetainFilter::default()
+        },
+    )
+}
+
+/// Checks the satellite's signature on a retain filter.
+pub fn verify_retain_filter(satellite: &PeerKey, filter: &RetainFilter) -> Result<()> {
+    verify_satellite_signed(satellite, filter, retain_filter_fields)
+}
+
+/// Fills in `satellite_id` and the signature of a trash restore request.
+pub fn sign_restore_trash(
+    satellite: &Identity,
+    request: RestoreTrashRequest,
+) -> RestoreTrashRequest {
+    sign_as_satellite(satellite, request, restore_trash_fields)
+}
+
+/// Checks the satellite's signature on a trash restore request.
+pub fn verify_restore_trash(satellite: &PeerKey, request: &RestoreTrashRequest) -> Result<()> {
+    verify_satellite_signed(satellite, request, restore_trash_fields)
 }
 
 /// Everything a storage node checks before honouring an order limit, except the
