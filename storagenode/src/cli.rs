@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::{parse_byte_size, DEFAULT_LISTEN_ADDRESS};
-use crate::{Config, Error, TrustedSatellite};
+use crate::{Config, Error, PieceStore, TrustedSatellite};
 use archipel_proto::Identity;
 use clap::{Parser, Subcommand};
 
@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Moves the pieces garbage collection put in the trash back, for one
+    /// satellite or all; run it while the node is stopped.
+    RestoreTrash {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this satellite's trash (its id); all satellites' by default.
+        #[arg(long)]
+        satellite: Option<archipel_proto::NodeId>,
+    },
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -102,6 +112,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             advertise,
         } => run(&config, listen, advertise),
         Command::Info { config } => info(&config),
+        Command::RestoreTrash { config, satellite } => restore_trash(&config, satellite),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,6 +237,29 @@ fn info(config_path: &Path) -> Result<(), Error> {
     let (_, identity) = load(config_path)?;
     println!("{}", identity.id());
     Ok(())
+}
+
+fn restore_trash(config_path: &Path, only: Option<archipel_proto::NodeId>) -> Result<(), Error> {
+    let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|source| io_error("cannot start the async runtime".into(), source))?;
+    runtime.block_on(async move {
+        // Fails while the node runs: the store's lock is the running node's.
+        let store = PieceStore::open(config.storage_dir.clone(), config.allocated_bytes).await?;
+        let mut satellites: Vec<_> = store.usage().into_keys().collect();
+        satellites.sort();
+        if let Some(only) = only {
+            satellites.retain(|s| *s == only);
+        }
+        for satellite in satellites {
+            let restored = store.restore_trash(satellite).await?;
+            println!(
+                "satellite {satellite}: restored {} pieces ({} bytes)",
+                restored.pieces, restored.bytes
+            );
+        }
+        store.close().await
+    })
 }
 
 fn io_error(context: String, source: std::io::Error) -> Error {

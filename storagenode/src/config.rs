@@ -18,6 +18,9 @@ const DEFAULT_CHECK_IN_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_EXPIRATION_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// Far longer than any healthy sender pauses between 64 KiB messages.
 const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A week: long enough for an operator or a satellite to notice a bad retain
+/// filter and restore.
+pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A satellite this node works for, written `ID@HOST:PORT`: the node dials
 /// its `Node` service there and accepts it only if it proves that id.
@@ -50,12 +53,17 @@ pub struct Config {
     /// Time between two check-ins with each satellite, e.g. "60s" or "5m".
     #[serde(with = "humantime_serde", default = "default_check_in_interval")]
     pub check_in_interval: Duration,
-    /// Time between two sweeps that remove pieces past their expiration.
+    /// Time between two sweeps that remove pieces past their expiration and
+    /// empty the trash of pieces past `trash_retention`.
     #[serde(
         with = "humantime_serde",
         default = "default_expiration_sweep_interval"
     )]
     pub expiration_sweep_interval: Duration,
+    /// How long pieces that garbage collection moved to the trash are kept
+    /// (restorable) before they are removed, e.g. "7days".
+    #[serde(with = "humantime_serde", default = "default_trash_retention")]
+    pub trash_retention: Duration,
     /// How long an upload may go without a message before the node abandons
     /// it and releases the space it reserved, e.g. "60s".
     #[serde(with = "humantime_serde", default = "default_upload_idle_timeout")]
@@ -74,6 +82,10 @@ fn default_check_in_interval() -> Duration {
 fn default_expiration_sweep_interval() -> Duration {
     DEFAULT_EXPIRATION_SWEEP_INTERVAL
 }
+fn default_trash_retention() -> Duration {
+    DEFAULT_TRASH_RETENTION
+}
+
 fn default_upload_idle_timeout() -> Duration {
     DEFAULT_UPLOAD_IDLE_TIMEOUT
 }
@@ -91,6 +103,7 @@ impl Config {
             satellites: Vec::new(),
             check_in_interval: DEFAULT_CHECK_IN_INTERVAL,
             expiration_sweep_interval: DEFAULT_EXPIRATION_SWEEP_INTERVAL,
+            trash_retention: DEFAULT_TRASH_RETENTION,
             upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
         }
     }

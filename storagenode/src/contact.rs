@@ -1,5 +1,6 @@
 //! Check-in: one background loop per trusted satellite announces this node
-//! (address, capacity, free space, version) at start and every
+//! (address, capacity, free space, the space that satellite's pieces use,
+//! version) at start and every
 //! `check_in_interval`, and learns the satellite's public key from the answer.
 //!
 //! A satellite that cannot be reached is retried with a backoff that doubles
@@ -59,12 +60,20 @@ impl SatelliteContact {
 
     /// One check-in: announces the node and learns the satellite's key.
     pub async fn check_in(&mut self, context: &CheckInContext) -> Result<()> {
+        let usage = context
+            .store
+            .usage()
+            .get(&self.satellite.id)
+            .copied()
+            .unwrap_or_default();
         let request = orders::sign_check_in(
             &context.identity,
             CheckInRequest {
                 address: context.address.clone(),
                 capacity_bytes: clamp_i64(context.store.allocated_bytes()),
                 free_bytes: clamp_i64(context.store.available_bytes()?),
+                used_bytes: clamp_i64(usage.bytes),
+                trash_bytes: clamp_i64(usage.trash_bytes),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 timestamp: orders::unix_now(),
                 ..Default::default()

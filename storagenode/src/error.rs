@@ -8,6 +8,10 @@ use tonic::{Code, Status};
 /// Everything the storage node can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the storage directory {path} is in use by another process (is the node running?): {reason}")]
+    StorageInUse { path: PathBuf, reason: String },
+    #[error("the node's database failed: {0}")]
+    Database(#[source] rusqlite::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -116,6 +120,9 @@ impl Error {
         use archipel_proto::Error as P;
         match self {
             Error::DiskFull { .. } | Error::NotEnoughSpace { .. } => Code::ResourceExhausted,
+            Error::Database(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => {
+                Code::ResourceExhausted
+            }
             Error::PieceNotFound(_) | Error::PieceExpired(_) => Code::NotFound,
             Error::PieceExists(_) => Code::AlreadyExists,
             Error::DamagedPiece { .. } => Code::DataLoss,
@@ -139,6 +146,8 @@ impl Error {
                 _ => Code::Internal,
             },
             Error::Io { .. }
+            | Error::Database(_)
+            | Error::StorageInUse { .. }
             | Error::SerialLog { .. }
             | Error::CheckIn { .. }
             | Error::SatelliteKey { .. }

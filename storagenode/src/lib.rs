@@ -2,7 +2,9 @@
 //! trusts and serves them to clients holding the satellites' order limits.
 //!
 //! - [`config`]: the node's configuration;
-//! - [`store`]: piece files on disk, space accounting, expirations;
+//! - [`store`]: piece files on disk, the trash, space accounting, expirations;
+//! - [`index`]: the piece index and space per satellite, in the node's SQLite database;
+//! - [`retain`]: garbage collection (retain filters, trash restore, emptying);
 //! - [`piecestore`]: the `Piecestore` gRPC service (upload, ranged download, delete);
 //! - [`contact`]: periodic check-in with each trusted satellite;
 //! - [`trust`]: trusted satellites and their cached public keys;
@@ -15,7 +17,9 @@ pub mod cli;
 pub mod config;
 pub mod contact;
 pub mod error;
+pub mod index;
 pub mod piecestore;
+pub mod retain;
 pub mod serials;
 pub mod store;
 pub mod trust;
@@ -32,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, TrustedSatellite};
 pub use error::{Error, Result};
-pub use store::{is_piece_file, piece_path, PieceStore, PIECE_HEADER_SIZE};
+pub use store::{
+    is_piece_file, is_trashed_piece_file, piece_path, trash_path, PieceStore, PIECE_HEADER_SIZE,
+};
 
 use contact::{CheckInContext, SatelliteContact};
 use piecestore::{PiecestoreService, MAX_UPLOAD_MESSAGE_SIZE};
@@ -45,7 +51,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs a storage node on `listener` (TLS with its identity) until `shutdown`
 /// completes: opens the piece store and the log of used serials, starts
-/// check-ins with every trusted satellite and the expiration sweep, and serves
+/// check-ins with every trusted satellite and the housekeeping of expired
+/// pieces and the trash, and serves
 /// the piecestore. On shutdown it stops taking requests, lets running ones
 /// finish, and stops the background loops.
 pub async fn run(
@@ -94,16 +101,31 @@ pub async fn run(
     for contact in contacts {
         background.spawn(contact.run(context.clone(), cancel.clone()));
     }
-    background.spawn(sweep_expired_pieces(
+    if !store.reconciled() {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        background.spawn(async move {
+            match store.reconcile(cancel).await {
+                Ok(report) if store.reconciled() => tracing::info!(
+                    files_indexed = report.files_indexed,
+                    rows_corrected = report.rows_corrected,
+                    "the piece index matches the disk"
+                ),
+                Ok(_) => tracing::info!("stopped checking the piece index against the disk"),
+                Err(e) => tracing::error!("cannot check the piece index against the disk: {e}"),
+            }
+        });
+    }
+    background.spawn(retain::housekeeping(
         store.clone(),
         config.expiration_sweep_interval,
+        config.trash_retention,
         cancel.clone(),
     ));
 
     let tls = transport::ServerTls::new(&identity).map_err(Error::Tls)?;
     let service = PiecestoreServer::new(PiecestoreService::new(
         identity,
-        store,
+        store.clone(),
         keys,
         serials,
         config.upload_idle_timeout,
@@ -123,25 +145,7 @@ pub async fn run(
     cancel.cancel();
     while background.join_next().await.is_some() {}
     served?;
+    store.close().await?;
     tracing::info!("storage node stopped");
     Ok(())
-}
-
-/// Removes expired pieces every `interval` (and once at start) until `cancel`.
-async fn sweep_expired_pieces(store: PieceStore, interval: Duration, cancel: CancellationToken) {
-    loop {
-        match store.sweep_expired(orders::unix_now()).await {
-            Ok(report) if report.removed > 0 => tracing::info!(
-                removed = report.removed,
-                freed_bytes = report.freed_bytes,
-                "removed expired pieces"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("sweeping expired pieces failed: {e}"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
 }

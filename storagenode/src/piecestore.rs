@@ -4,6 +4,8 @@
 //! Every request is authorized the same way before a byte moves: the
 //! satellite is trusted and signed the order limit, the limit is for this node,
 //! for an allowed action and not expired, and its serial was not used before.
+//! Garbage collection requests (a retain filter, a trash restore) carry the
+//! satellite's signature instead; see [`crate::retain`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +16,8 @@ use archipel_proto::orders::{self, PieceId};
 use archipel_proto::pb::piecestore_server::Piecestore;
 use archipel_proto::pb::{
     OrderLimit, PieceAction, PieceDeleteRequest, PieceDeleteResponse, PieceDownloadRequest,
-    PieceDownloadResponse, PieceUploadRequest, PieceUploadResponse,
+    PieceDownloadResponse, PieceUploadRequest, PieceUploadResponse, RestoreTrashRequest,
+    RestoreTrashResponse, RetainRequest, RetainResponse,
 };
 use archipel_proto::{Identity, NodeId};
 use tokio::sync::mpsc;
@@ -265,6 +268,21 @@ impl PiecestoreService {
         tracing::debug!(piece = %hex::encode(order.piece_id), satellite = %order.satellite, "deleted a piece");
         Ok(PieceDeleteResponse {})
     }
+
+    async fn retain(&self, request: RetainRequest) -> Result<RetainResponse> {
+        let filter = request
+            .filter
+            .ok_or_else(|| Error::InvalidRequest("the request carries no filter".into()))?;
+        let satellite = NodeId::from_bytes(&filter.satellite_id)?;
+        let key = self.keys.key(satellite, SATELLITE_KEY_WAIT).await?;
+        crate::retain::apply_filter(&self.store, &key, self.identity.id(), filter).await
+    }
+
+    async fn restore_trash(&self, request: RestoreTrashRequest) -> Result<RestoreTrashResponse> {
+        let satellite = NodeId::from_bytes(&request.satellite_id)?;
+        let key = self.keys.key(satellite, SATELLITE_KEY_WAIT).await?;
+        crate::retain::restore(&self.store, &key, self.identity.id(), request).await
+    }
 }
 
 /// Logs a refused request at a level fitting its cause, and turns it into a status.
@@ -313,6 +331,26 @@ impl Piecestore for PiecestoreService {
             .await
             .map(Response::new)
             .map_err(|e| refuse("delete", e.into()))
+    }
+
+    async fn retain(
+        &self,
+        request: Request<RetainRequest>,
+    ) -> Result<Response<RetainResponse>, Status> {
+        PiecestoreService::retain(self, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| refuse("retain", e.into()))
+    }
+
+    async fn restore_trash(
+        &self,
+        request: Request<RestoreTrashRequest>,
+    ) -> Result<Response<RestoreTrashResponse>, Status> {
+        PiecestoreService::restore_trash(self, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| refuse("trash restore", e.into()))
     }
 }
 

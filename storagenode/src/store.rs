@@ -1,10 +1,14 @@
-//! The piece store: piece files on disk, the space they use, and their expirations.
+//! The piece store: piece files on disk, the trash, the space they use, and
+//! their expirations.
 //!
 //! Layout under the storage directory:
 //!
 //! ```text
 //! pieces/<satellite id hex>/<first 2 hex digits of piece id>/<other 62 digits>.piece
+//! trash/<satellite id hex>/<first 2 hex digits of piece id>/<other 62 digits>.piece
 //! temp/<random>.partial            uploads in progress; removed at startup
+//! node.db                          the piece index (see [`crate::index`])
+//! lock                             locked by the process that has the store open
 //! ```
 //!
 //! A piece file is a fixed [`PIECE_HEADER_SIZE`]-byte header region, then the
@@ -22,19 +26,33 @@
 //! A stored piece is never replaced: an upload of a piece id the store holds
 //! already fails with [`Error::PieceExists`], early when the piece is there at
 //! [`PieceStore::create`], and for good at [`PieceWriter::commit`], which
-//! checks that the name is free and renames under the lock every rename and
-//! removal of a piece file takes. So of two concurrent uploads of one piece
-//! exactly one is stored, and the other leaves it intact. (The lock is the
-//! process's: a storage directory serves one node process.)
+//! checks that the name is free and renames under the lock of the piece index
+//! that every move and removal of a piece file takes. So of two concurrent
+//! uploads of one piece exactly one is stored, and the other leaves it intact.
+//! (The lock is the process's: a storage directory serves one process, which
+//! holds an exclusive `flock` on `lock` in it while the store is open.)
 //!
-//! Space: every piece file counts with its full size. An upload reserves room
-//! for the most its order limit allows before it writes a byte, and trades the
-//! reservation for the real size when it commits, so concurrent uploads cannot
-//! together overrun the allocation. The free space of the disk itself caps
-//! what is offered, whatever the allocation says.
+//! Every piece file has a row in the index, changed with the file under that
+//! lock (journalled, so a crash is repaired at the next open), and the space
+//! used per satellite is kept with the rows: opening the store reads it
+//! rather than walking the disk. The walk ([`PieceStore::reconcile`]) is
+//! needed, and the node runs it in the background, only when the index is
+//! new beside existing pieces or may have lost its last transactions to a
+//! machine crash.
+//!
+//! Garbage collection moves pieces to the trash rather than deleting them
+//! ([`PieceStore::trash`]); the trash can be restored and is emptied after
+//! some days (see [`crate::retain`]). Trashed pieces are not served.
+//!
+//! Space: every piece file counts with its full size, in the trash too. An
+//! upload reserves room for the most its order limit allows before it writes
+//! a byte, and trades the reservation for the real size when it commits, so
+//! concurrent uploads cannot together overrun the allocation. The free space
+//! of the disk itself caps what is offered, whatever the allocation says.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -44,8 +62,10 @@ use archipel_proto::pb::{OrderLimit, PieceHash};
 use archipel_proto::{Identity, NodeId};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::index::{Index, PieceRow, Place, Settled, Usage};
 
 /// Bytes before the piece data in every piece file.
 pub const PIECE_HEADER_SIZE: u64 = 1024;
@@ -56,6 +76,11 @@ const PREAMBLE_SIZE: usize = 8 + 2 + 4;
 const PIECE_EXTENSION: &str = "piece";
 const TEMP_EXTENSION: &str = "partial";
 const HASH_SIZE: u64 = 32;
+const PIECES_DIR: &str = "pieces";
+const TRASH_DIR: &str = "trash";
+/// Pieces changed under one hold of the index lock, so that a long garbage
+/// collection round lets uploads commit in between.
+pub(crate) const BATCH: usize = 1000;
 
 /// What a piece file's header region records, as a protobuf so fields can be
 /// added later without a new format version.
@@ -71,23 +96,41 @@ struct PieceHeader {
 
 /// Where the piece `piece_id` of `satellite` lives under `storage_dir`.
 pub fn piece_path(storage_dir: &Path, satellite: &NodeId, piece_id: &PieceId) -> PathBuf {
+    place_path(storage_dir, Place::Stored, satellite, piece_id)
+}
+
+/// Where the piece is kept while it is in the trash.
+pub fn trash_path(storage_dir: &Path, satellite: &NodeId, piece_id: &PieceId) -> PathBuf {
+    place_path(storage_dir, Place::Trash(0), satellite, piece_id)
+}
+
+fn place_path(storage_dir: &Path, place: Place, satellite: &NodeId, piece_id: &PieceId) -> PathBuf {
+    let root = match place {
+        Place::Stored => PIECES_DIR,
+        Place::Trash(_) => TRASH_DIR,
+    };
     let hex = hex::encode(piece_id);
     let (fan_out, rest) = hex.split_at(2);
     storage_dir
-        .join("pieces")
+        .join(root)
         .join(satellite.to_string())
         .join(fan_out)
         .join(format!("{rest}.{PIECE_EXTENSION}"))
 }
 
-/// Whether `path` names a committed piece file (as opposed to an upload in
-/// progress, a cached key or anything else in the storage directory).
+/// Whether `path` names a stored piece file (as opposed to a piece in the
+/// trash, an upload in progress or anything else in the storage directory).
 pub fn is_piece_file(path: &Path) -> bool {
-    parse_piece_path(path).is_some()
+    parse_piece_path(path, PIECES_DIR).is_some()
 }
 
-/// The satellite and piece id a piece file's path encodes.
-fn parse_piece_path(path: &Path) -> Option<(NodeId, PieceId)> {
+/// Whether `path` names a piece file in the trash.
+pub fn is_trashed_piece_file(path: &Path) -> bool {
+    parse_piece_path(path, TRASH_DIR).is_some()
+}
+
+/// The satellite and piece id the path of a piece file under `root` encodes.
+fn parse_piece_path(path: &Path, root: &str) -> Option<(NodeId, PieceId)> {
     if path.extension()? != PIECE_EXTENSION {
         return None;
     }
@@ -96,7 +139,7 @@ fn parse_piece_path(path: &Path) -> Option<(NodeId, PieceId)> {
     let fan_out = fan_out_dir.file_name()?.to_str()?;
     let satellite_dir = fan_out_dir.parent()?;
     let satellite: NodeId = satellite_dir.file_name()?.to_str()?.parse().ok()?;
-    if satellite_dir.parent()?.file_name()? != "pieces" {
+    if satellite_dir.parent()?.file_name()? != root {
         return None;
     }
     let bytes = hex::decode(format!("{fan_out}{rest}")).ok()?;
@@ -111,30 +154,46 @@ pub fn piece_file_size(data_size: u64, chunk_size: u32) -> u64 {
         .saturating_add(hashtree::leaf_count(data_size, chunk_size).saturating_mul(HASH_SIZE))
 }
 
-/// Space accounting and the expiration index, behind one lock that is never
-/// held across I/O.
+/// Space accounting, behind a lock that is never held across I/O.
 #[derive(Default)]
 struct Space {
-    /// Bytes of committed piece files.
-    used: u64,
+    /// Piece files per satellite, as the index records them.
+    usage: HashMap<NodeId, Usage>,
     /// Bytes promised to uploads in progress.
     reserved: u64,
-    /// (expiration, satellite, piece) of pieces that expire. An entry may be
-    /// stale (piece deleted, perhaps stored again since); the sweep checks the
-    /// file itself.
-    expirations: BTreeSet<(i64, NodeId, PieceId)>,
+    /// Whether the index is known to match the disk (false while a
+    /// reconciliation it needs has not finished).
+    reconciled: bool,
+}
+
+impl Space {
+    fn apply(&mut self, settled: &[Settled]) {
+        for change in settled {
+            self.usage
+                .entry(change.satellite)
+                .or_default()
+                .shift(&change.after, &change.before);
+        }
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.usage.values().map(Usage::disk_bytes).sum()
+    }
 }
 
 struct Inner {
+    /// Held open for the store's life: its lock keeps a second process (a
+    /// second node, or an operator command) out of the directory.
+    _lock: std::fs::File,
     dir: PathBuf,
     temp_dir: PathBuf,
     allocated: u64,
     chunk_size: u32,
     space: Mutex<Space>,
-    /// Serializes renames and removals of piece files, so that the size read
-    /// before one is the size it changes, and a name found free before a
-    /// rename is still free at it.
-    namespace: Mutex<()>,
+    /// The piece index. Its lock also serializes moves and removals of piece
+    /// files, so that a row changes with its file, and a name found free
+    /// before a rename is still free at it.
+    index: Mutex<Index>,
 }
 
 /// The pieces on this node's disk. Cheap to clone: clones share one store.
@@ -143,38 +202,96 @@ pub struct PieceStore {
     inner: Arc<Inner>,
 }
 
-/// Counts of what [`PieceStore::sweep_expired`] did.
+/// Counts of what a change to many pieces did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    pub removed: usize,
-    pub freed_bytes: u64,
+pub struct ChangeReport {
+    pub pieces: usize,
+    pub bytes: u64,
+}
+
+impl ChangeReport {
+    fn add(&mut self, other: ChangeReport) {
+        self.pieces += other.pieces;
+        self.bytes += other.bytes;
+    }
+}
+
+/// What [`PieceStore::reconcile`] corrected.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Files on disk the index did not record as they are.
+    pub files_indexed: usize,
+    /// Rows whose file was not where they said.
+    pub rows_corrected: usize,
 }
 
 impl PieceStore {
     /// Opens (creating if needed) the store in `dir`: removes the leftovers of
-    /// interrupted uploads and counts the space used by the pieces present.
+    /// interrupted uploads, settles the pieces that were changing when the
+    /// last run stopped, and reads the space used from the piece index. If
+    /// the index cannot be trusted whole (new, or the machine crashed), a
+    /// reconciliation with the disk starts in the background.
     pub async fn open(dir: PathBuf, allocated: u64) -> Result<Self> {
-        let store = PieceStore {
-            inner: Arc::new(Inner {
-                temp_dir: dir.join("temp"),
-                dir,
-                allocated,
-                chunk_size: hashtree::DEFAULT_CHUNK_SIZE,
-                space: Mutex::new(Space::default()),
-                namespace: Mutex::new(()),
-            }),
-        };
-        let scanner = store.clone();
-        spawn_blocking(move || scanner.open_blocking()).await?;
-        Ok(store)
+        spawn_blocking(move || {
+            for sub in [PIECES_DIR, TRASH_DIR, "temp"] {
+                let path = dir.join(sub);
+                std::fs::create_dir_all(&path)
+                    .map_err(Error::io(format!("cannot create {}", path.display())))?;
+            }
+            let lock = lock_storage_dir(&dir)?;
+            let (index, opened) = Index::open(&dir)?;
+            let store = PieceStore {
+                inner: Arc::new(Inner {
+                    _lock: lock,
+                    temp_dir: dir.join("temp"),
+                    dir,
+                    allocated,
+                    chunk_size: hashtree::DEFAULT_CHUNK_SIZE,
+                    space: Mutex::new(Space::default()),
+                    index: Mutex::new(index),
+                }),
+            };
+            store.remove_unfinished_uploads()?;
+            let mut journal: HashMap<NodeId, Vec<PieceId>> = HashMap::new();
+            for (satellite, id) in opened.journal {
+                journal.entry(satellite).or_default().push(id);
+            }
+            for (satellite, ids) in journal {
+                tracing::info!(%satellite, pieces = ids.len(), "settling pieces that were changing when the node stopped");
+                store.settle_from_disk(&satellite, &ids)?;
+            }
+            let usage = store.index().usage()?;
+            let needs_reconciling =
+                opened.lost_transactions || (opened.created && store.holds_piece_files()?);
+            {
+                let mut space = store.space();
+                space.usage = usage;
+                space.reconciled = !needs_reconciling;
+                tracing::info!(
+                    used_bytes = space.disk_bytes(),
+                    allocated_bytes = allocated,
+                    "piece store opened"
+                );
+            }
+            if opened.lost_transactions {
+                tracing::warn!("the node did not stop cleanly before the machine restarted; the piece index must be checked against the disk");
+            }
+            Ok(store)
+        })
+        .await
     }
 
-    fn open_blocking(&self) -> Result<()> {
-        let pieces_dir = self.inner.dir.join("pieces");
-        for dir in [&pieces_dir, &self.inner.temp_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    /// Whether any satellite directory exists under `pieces/` or `trash/`.
+    fn holds_piece_files(&self) -> Result<bool> {
+        for root in [PIECES_DIR, TRASH_DIR] {
+            if !subdirectories(&self.inner.dir.join(root))?.is_empty() {
+                return Ok(true);
+            }
         }
+        Ok(false)
+    }
+
+    fn remove_unfinished_uploads(&self) -> Result<()> {
         let mut removed = 0;
         let entries = std::fs::read_dir(&self.inner.temp_dir).map_err(Error::io(format!(
             "cannot list {}",
@@ -191,39 +308,13 @@ impl PieceStore {
         if removed > 0 {
             tracing::info!(removed, "removed unfinished uploads left by an earlier run");
         }
-
-        let mut files = Vec::new();
-        collect_files(&pieces_dir, &mut files)?;
-        let mut space = Space::default();
-        for path in files {
-            let Some((satellite, piece_id)) = parse_piece_path(&path) else {
-                continue;
-            };
-            let size = match std::fs::metadata(&path) {
-                Ok(meta) => meta.len(),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot read a piece file's size: {e}");
-                    continue;
-                }
-            };
-            space.used += size;
-            match read_header_blocking(&path) {
-                Ok(header) => {
-                    let expiration = header.order_limit.map_or(0, |l| l.piece_expiration);
-                    if expiration != 0 {
-                        space.expirations.insert((expiration, satellite, piece_id));
-                    }
-                }
-                Err(e) => tracing::warn!("{e}"),
-            }
-        }
-        tracing::info!(
-            used_bytes = space.used,
-            allocated_bytes = self.inner.allocated,
-            "piece store opened"
-        );
-        *self.space() = space;
         Ok(())
+    }
+
+    /// Marks the index as closed cleanly, so the next open trusts it whole.
+    pub async fn close(&self) -> Result<()> {
+        let store = self.clone();
+        spawn_blocking(move || store.index().close()).await
     }
 
     fn space(&self) -> MutexGuard<'_, Space> {
@@ -232,13 +323,33 @@ impl PieceStore {
         self.inner.space.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn index(&self) -> MutexGuard<'_, Index> {
+        // The index's transactions roll back if a panic interrupts them.
+        self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn allocated_bytes(&self) -> u64 {
         self.inner.allocated
     }
 
-    /// Bytes of committed piece files.
+    /// Bytes of stored piece files (not counting the trash).
     pub fn used_bytes(&self) -> u64 {
-        self.space().used
+        self.space().usage.values().map(|u| u.bytes).sum()
+    }
+
+    /// Bytes of piece files in the trash.
+    pub fn trash_bytes(&self) -> u64 {
+        self.space().usage.values().map(|u| u.trash_bytes).sum()
+    }
+
+    /// The space used per satellite.
+    pub fn usage(&self) -> HashMap<NodeId, Usage> {
+        self.space().usage.clone()
+    }
+
+    /// Whether the index is known to match the disk.
+    pub fn reconciled(&self) -> bool {
+        self.space().reconciled
     }
 
     /// Bytes reserved by uploads in progress.
@@ -265,7 +376,7 @@ impl PieceStore {
         let left = self
             .inner
             .allocated
-            .saturating_sub(space.used.saturating_add(space.reserved));
+            .saturating_sub(space.disk_bytes().saturating_add(space.reserved));
         left.min(disk_free.saturating_sub(space.reserved))
     }
 
@@ -391,83 +502,413 @@ impl PieceStore {
         })
     }
 
-    /// Removes a piece.
+    /// Removes a piece, stored or in the trash.
     pub async fn delete(&self, satellite: NodeId, piece_id: PieceId) -> Result<()> {
-        let store = self.clone();
-        spawn_blocking(move || {
-            let path = piece_path(&store.inner.dir, &satellite, &piece_id);
-            match store.remove_blocking(&path)? {
-                Some(_) => Ok(()),
-                None => Err(Error::PieceNotFound(hex::encode(piece_id))),
-            }
+        let report = self
+            .change(satellite, vec![piece_id], |row| {
+                Change::Remove(row.map(|row| row.place))
+            })
+            .await?;
+        if report.pieces == 0 {
+            return Err(Error::PieceNotFound(hex::encode(piece_id)));
+        }
+        Ok(())
+    }
+
+    /// Moves stored pieces of `satellite` to the trash (pieces not stored
+    /// are left as they are).
+    pub async fn trash(
+        &self,
+        satellite: NodeId,
+        ids: Vec<PieceId>,
+        now: i64,
+    ) -> Result<ChangeReport> {
+        self.change(satellite, ids, move |row| match row {
+            Some(PieceRow {
+                place: Place::Stored,
+                ..
+            }) => Change::Move(Place::Trash(now)),
+            _ => Change::Keep,
         })
         .await
     }
 
-    /// Removes the file at `path` and takes its size off the used space;
-    /// `None` if there was no such file.
-    fn remove_blocking(&self, path: &Path) -> Result<Option<u64>> {
-        let _namespace = self.namespace();
-        let size = match std::fs::metadata(path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()))(e)),
-        };
-        std::fs::remove_file(path)
-            .map_err(Error::io(format!("cannot remove {}", path.display())))?;
-        let mut space = self.space();
-        space.used = space.used.saturating_sub(size);
-        Ok(Some(size))
-    }
-
-    fn namespace(&self) -> MutexGuard<'_, ()> {
-        self.inner
-            .namespace
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Removes the pieces whose expiration is at or before `now`.
-    pub async fn sweep_expired(&self, now: i64) -> Result<SweepReport> {
-        let due: Vec<(i64, NodeId, PieceId)> = {
-            let mut space = self.space();
-            let later = space
-                .expirations
-                .split_off(&(now + 1, NodeId::default(), [0; 32]));
-            std::mem::replace(&mut space.expirations, later)
-                .into_iter()
-                .collect()
-        };
-        if due.is_empty() {
-            return Ok(SweepReport::default());
+    /// Moves every piece of `satellite` in the trash back to where it was.
+    pub async fn restore_trash(&self, satellite: NodeId) -> Result<ChangeReport> {
+        let mut report = ChangeReport::default();
+        let mut after = None;
+        loop {
+            let page = self.pieces(satellite, Some(Place::Trash(0)), after).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(report);
+            };
+            after = Some(*last);
+            let ids = page.into_iter().map(|(id, _)| id).collect();
+            report.add(
+                self.change(satellite, ids, |row| match row {
+                    Some(PieceRow {
+                        place: Place::Trash(_),
+                        ..
+                    }) => Change::Move(Place::Stored),
+                    _ => Change::Keep,
+                })
+                .await?,
+            );
         }
+    }
+
+    /// A page of the pieces of `satellite` after `after` in id order, from
+    /// the index: all, or those in `place` (any trash time for the trash).
+    pub async fn pieces(
+        &self,
+        satellite: NodeId,
+        place: Option<Place>,
+        after: Option<PieceId>,
+    ) -> Result<Vec<(PieceId, PieceRow)>> {
         let store = self.clone();
         spawn_blocking(move || {
-            let mut report = SweepReport::default();
-            for (_, satellite, piece_id) in due {
-                let path = piece_path(&store.inner.dir, &satellite, &piece_id);
-                // The entry may be stale: the piece may be gone, or deleted and
-                // stored again with a later expiration (which has its own entry).
-                let expiration = match read_header_blocking(&path) {
-                    Ok(header) => header.order_limit.map_or(0, |l| l.piece_expiration),
-                    Err(Error::PieceNotFound(_)) => continue,
-                    Err(e) => {
-                        tracing::warn!("cannot check an expiring piece: {e}");
+            store
+                .index()
+                .pieces(&satellite, place, after.as_ref(), BATCH)
+        })
+        .await
+    }
+
+    /// The creation time of the last retain filter applied for `satellite`.
+    pub async fn last_retain(&self, satellite: NodeId) -> Result<Option<i64>> {
+        let store = self.clone();
+        spawn_blocking(move || store.index().last_retain(&satellite)).await
+    }
+
+    pub async fn set_last_retain(&self, satellite: NodeId, created_at: i64) -> Result<()> {
+        let store = self.clone();
+        spawn_blocking(move || store.index().set_last_retain(&satellite, created_at)).await
+    }
+
+    /// Removes the stored pieces whose expiration is at or before `now`.
+    pub async fn sweep_expired(&self, now: i64) -> Result<ChangeReport> {
+        self.sweep(
+            move |index| index.expired(now, BATCH),
+            move |row| match row {
+                Some(PieceRow {
+                    place: Place::Stored,
+                    expiration,
+                    ..
+                }) if expiration != 0 && expiration <= now => Change::Remove(Some(Place::Stored)),
+                _ => Change::Keep,
+            },
+        )
+        .await
+    }
+
+    /// Removes the pieces put in the trash before `cutoff`.
+    pub async fn empty_trash(&self, cutoff: i64) -> Result<ChangeReport> {
+        self.sweep(
+            move |index| index.trashed_before(cutoff, BATCH),
+            move |row| match row {
+                Some(PieceRow {
+                    place: Place::Trash(at),
+                    ..
+                }) if at < cutoff => Change::Remove(Some(Place::Trash(at))),
+                _ => Change::Keep,
+            },
+        )
+        .await
+    }
+
+    /// Changes, batch by batch, the pieces `due` finds, as `decide` says,
+    /// until a batch changes nothing (so a piece that cannot be removed is
+    /// tried again on the next sweep, not in a loop).
+    async fn sweep(
+        &self,
+        due: impl Fn(&Index) -> Result<Vec<(NodeId, PieceId)>> + Send + Sync + Copy + 'static,
+        decide: impl Fn(Option<PieceRow>) -> Change + Send + Sync + Copy + 'static,
+    ) -> Result<ChangeReport> {
+        let mut report = ChangeReport::default();
+        loop {
+            let store = self.clone();
+            let batch = spawn_blocking(move || due(&store.index())).await?;
+            let mut by_satellite: HashMap<NodeId, Vec<PieceId>> = HashMap::new();
+            for (satellite, id) in batch {
+                by_satellite.entry(satellite).or_default().push(id);
+            }
+            let mut changed = ChangeReport::default();
+            for (satellite, ids) in by_satellite {
+                changed.add(self.change(satellite, ids, decide).await?);
+            }
+            if changed.pieces == 0 {
+                return Ok(report);
+            }
+            report.add(changed);
+        }
+    }
+
+    /// Changes the files of `ids` as `decide` says from each one's row (the
+    /// index's, or the disk's where the index has none) and settles their
+    /// rows, under the index lock, journalled. A piece whose file cannot be
+    /// changed is logged and settled from what is on disk. Returns how many
+    /// pieces changed and their bytes.
+    async fn change(
+        &self,
+        satellite: NodeId,
+        ids: Vec<PieceId>,
+        decide: impl Fn(Option<PieceRow>) -> Change + Send + 'static,
+    ) -> Result<ChangeReport> {
+        let store = self.clone();
+        spawn_blocking(move || {
+            let dir = &store.inner.dir;
+            let mut index = store.index();
+            index.begin(&satellite, &ids)?;
+            let mut report = ChangeReport::default();
+            let mut rows = Vec::with_capacity(ids.len());
+            let mut directories = Vec::new();
+            for id in ids {
+                let row = match index.get(&satellite, &id)? {
+                    Some(row) => Some(row),
+                    None => state_on_disk(dir, &satellite, &id)?,
+                };
+                let outcome = match (decide(row), row) {
+                    (Change::Keep, _) | (Change::Remove(None), _) | (_, None) => {
+                        rows.push((id, row));
                         continue;
                     }
+                    (Change::Remove(Some(place)), Some(_)) => {
+                        let path = place_path(dir, place, &satellite, &id);
+                        remove_if_present(&path).map(|()| None)
+                    }
+                    (Change::Move(to), Some(row)) => {
+                        let from = place_path(dir, row.place, &satellite, &id);
+                        let target = place_path(dir, to, &satellite, &id);
+                        move_piece_file(&from, &target).map(|parent| {
+                            directories.push(parent);
+                            Some(PieceRow { place: to, ..row })
+                        })
+                    }
                 };
-                if expiration == 0 || expiration > now {
-                    continue;
+                match outcome {
+                    Ok(new_row) => {
+                        report.pieces += 1;
+                        report.bytes += row.map_or(0, |r| r.size);
+                        rows.push((id, new_row));
+                    }
+                    Err(e) => {
+                        tracing::warn!(piece = %hex::encode(id), "cannot change a piece file: {e}");
+                        rows.push((id, state_on_disk(dir, &satellite, &id)?));
+                    }
                 }
-                if let Some(size) = store.remove_blocking(&path)? {
-                    report.removed += 1;
-                    report.freed_bytes += size;
+            }
+            let settled = index.settle(&satellite, &rows)?;
+            store.space().apply(&settled);
+            drop(index);
+            directories.sort();
+            directories.dedup();
+            for dir in directories {
+                if let Err(e) = sync_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), "cannot sync a piece directory: {e}");
                 }
             }
             Ok(report)
         })
         .await
     }
+
+    /// Sets the rows of `ids` from what is on disk (after a crash, or where a
+    /// file change failed half way).
+    fn settle_from_disk(&self, satellite: &NodeId, ids: &[PieceId]) -> Result<()> {
+        let mut index = self.index();
+        let rows = ids
+            .iter()
+            .map(|id| Ok((*id, state_on_disk(&self.inner.dir, satellite, id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let settled = index.settle(satellite, &rows)?;
+        self.space().apply(&settled);
+        Ok(())
+    }
+
+    /// Makes the index match the disk: indexes piece files it lacks or
+    /// records in the wrong place, and drops rows whose file is gone. Safe
+    /// while the node serves: each batch is checked and settled under the
+    /// index lock. Stops early, unfinished, when `cancel` fires.
+    pub async fn reconcile(&self, cancel: CancellationToken) -> Result<ReconcileReport> {
+        let store = self.clone();
+        let finished = cancel.clone();
+        let report = spawn_blocking(move || {
+            let mut report = ReconcileReport::default();
+            let dir = &store.inner.dir;
+            for root in [PIECES_DIR, TRASH_DIR] {
+                for satellite_dir in subdirectories(&dir.join(root))? {
+                    for fan_out in subdirectories(&satellite_dir)? {
+                        if cancel.is_cancelled() {
+                            return Ok(report);
+                        }
+                        let mut files = Vec::new();
+                        collect_files(&fan_out, &mut files)?;
+                        let mut found: HashMap<NodeId, Vec<PieceId>> = HashMap::new();
+                        for path in files {
+                            if let Some((satellite, id)) = parse_piece_path(&path, root) {
+                                found.entry(satellite).or_default().push(id);
+                            }
+                        }
+                        for (satellite, ids) in found {
+                            report.files_indexed += store.settle_mismatched(&satellite, &ids)?;
+                        }
+                    }
+                }
+            }
+            let satellites = store.index().satellites()?;
+            for satellite in satellites {
+                let mut after: Option<PieceId> = None;
+                while !cancel.is_cancelled() {
+                    let page = store
+                        .index()
+                        .pieces(&satellite, None, after.as_ref(), BATCH)?;
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some(*last);
+                    let ids: Vec<PieceId> = page.into_iter().map(|(id, _)| id).collect();
+                    report.rows_corrected += store.settle_mismatched(&satellite, &ids)?;
+                }
+            }
+            Ok(report)
+        })
+        .await?;
+        if !finished.is_cancelled() {
+            self.space().reconciled = true;
+        }
+        Ok(report)
+    }
+
+    /// Under the index lock, settles from disk those of `ids` whose row does
+    /// not match their file; returns how many.
+    fn settle_mismatched(&self, satellite: &NodeId, ids: &[PieceId]) -> Result<usize> {
+        let dir = &self.inner.dir;
+        let mut index = self.index();
+        let mut rows = Vec::new();
+        for id in ids {
+            let on_disk = state_on_disk(dir, satellite, id)?;
+            let indexed = index.get(satellite, id)?;
+            let matches = match (indexed, on_disk) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.size == b.size
+                        && matches!(
+                            (a.place, b.place),
+                            (Place::Stored, Place::Stored) | (Place::Trash(_), Place::Trash(_))
+                        )
+                }
+                _ => false,
+            };
+            if !matches {
+                rows.push((*id, on_disk));
+            }
+        }
+        if !rows.is_empty() {
+            let settled = index.settle(satellite, &rows)?;
+            self.space().apply(&settled);
+        }
+        Ok(rows.len())
+    }
+}
+
+/// What [`PieceStore::change`] does to one piece.
+enum Change {
+    Keep,
+    Move(Place),
+    /// Remove the file where it is (`None`: there is none).
+    Remove(Option<Place>),
+}
+
+/// Renames a piece file to `target` (creating its directory); returns the
+/// directory to sync.
+fn move_piece_file(from: &Path, target: &Path) -> std::io::Result<PathBuf> {
+    let parent = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a piece path without a directory"))?;
+    std::fs::create_dir_all(parent)?;
+    if std::fs::symlink_metadata(target).is_ok() {
+        // Stored again meanwhile (a restore onto a re-uploaded piece): the
+        // stored copy wins, the other goes.
+        std::fs::remove_file(from)?;
+    } else {
+        std::fs::rename(from, target)?;
+    }
+    Ok(parent.to_path_buf())
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What the disk says of a piece: stored (preferred), in the trash, or absent.
+fn state_on_disk(dir: &Path, satellite: &NodeId, id: &PieceId) -> Result<Option<PieceRow>> {
+    for place in [Place::Stored, Place::Trash(0)] {
+        let path = place_path(dir, place, satellite, id);
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()))(e)),
+        };
+        // A damaged header still takes space; it counts as created long ago.
+        let (created, expiration) = match read_header_blocking(&path) {
+            Ok(header) => header
+                .order_limit
+                .map_or((0, 0), |l| (l.order_creation, l.piece_expiration)),
+            Err(e) => {
+                tracing::warn!("{e}");
+                (0, 0)
+            }
+        };
+        let place = match place {
+            Place::Stored => Place::Stored,
+            // Moving a file into the trash changes its inode, not its data.
+            Place::Trash(_) => Place::Trash(meta.ctime()),
+        };
+        return Ok(Some(PieceRow {
+            size: meta.len(),
+            created,
+            expiration,
+            place,
+        }));
+    }
+    Ok(None)
+}
+
+/// Takes the exclusive lock of the storage directory, failing at once if
+/// another process has it.
+fn lock_storage_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io(format!("cannot open {}", path.display())))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |e| Error::StorageInUse {
+            path: dir.to_path_buf(),
+            reason: std::io::Error::from(e).to_string(),
+        },
+    )?;
+    Ok(file)
+}
+
+/// The directories directly in `dir` (none if it does not exist).
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()))(e)),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(format!("cannot list {}", dir.display())))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
 }
 
 /// Runs blocking file system work off the async threads.
@@ -652,29 +1093,44 @@ impl PieceWriter {
         let store = self.store.clone();
         let temp = self.temp_path.clone();
         let final_path = piece_path(&store.inner.dir, &self.satellite, &self.piece_id);
-        let size = piece_file_size(piece_size, self.chunk_size);
-        let entry = (self.limit.piece_expiration, self.satellite, self.piece_id);
+        let row = PieceRow {
+            size: piece_file_size(piece_size, self.chunk_size),
+            created: self.limit.order_creation,
+            expiration: self.limit.piece_expiration,
+            place: Place::Stored,
+        };
+        let (satellite, piece_id) = (self.satellite, self.piece_id);
         spawn_blocking(move || {
             let parent = final_path.parent().unwrap_or(&store.inner.dir);
             std::fs::create_dir_all(parent)
                 .map_err(Error::io(format!("cannot create {}", parent.display())))?;
-            let _namespace = store.namespace();
+            let mut index = store.index();
             // Under the lock, no other commit can take the name between the
             // check and the rename.
-            refuse_existing(&final_path, &entry.2)?;
-            std::fs::rename(&temp, &final_path).map_err(Error::io(format!(
-                "cannot move the finished piece to {}",
-                final_path.display()
-            )))?;
-            // The reservation is given back by Drop, which runs whatever
-            // happens to this future.
-            let mut space = store.space();
-            space.used += size;
-            if entry.0 != 0 {
-                space.expirations.insert(entry);
+            refuse_existing(&final_path, &piece_id)?;
+            index.begin(&satellite, &[piece_id])?;
+            if let Err(e) = std::fs::rename(&temp, &final_path) {
+                index.settle(&satellite, &[(piece_id, None)])?;
+                return Err(Error::io(format!(
+                    "cannot move the finished piece to {}",
+                    final_path.display()
+                ))(e));
             }
-            drop(space);
-            // Without this the rename itself might not survive a crash.
+            match index.settle(&satellite, &[(piece_id, Some(row))]) {
+                Ok(settled) => store.space().apply(&settled),
+                Err(e) => {
+                    // Unrecorded, the piece must not stay; its journal entry
+                    // settles it at the next open if this removal fails too.
+                    if let Err(removal) = std::fs::remove_file(&final_path) {
+                        tracing::warn!(path = %final_path.display(), "cannot remove an unrecorded piece: {removal}");
+                    }
+                    return Err(e);
+                }
+            }
+            drop(index);
+            // The reservation is given back by Drop, which runs whatever
+            // happens to this future. Without this sync the rename itself
+            // might not survive a crash.
             if let Err(e) = sync_dir(parent) {
                 tracing::warn!(dir = %parent.display(), "cannot sync a piece directory: {e}");
             }
@@ -828,7 +1284,7 @@ impl PieceData {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::LazyLock;
 
     use archipel_proto::hostile;
@@ -837,7 +1293,7 @@ mod tests {
 
     use super::*;
 
-    fn limit(satellite: &Identity, piece: u8, expiration: i64) -> OrderLimit {
+    pub(crate) fn limit(satellite: &Identity, piece: u8, expiration: i64) -> OrderLimit {
         orders::sign_order_limit(
             satellite,
             OrderLimit {
@@ -853,11 +1309,11 @@ mod tests {
         )
     }
 
-    fn data(len: usize) -> Vec<u8> {
+    pub(crate) fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
-    async fn put(
+    pub(crate) async fn put(
         store: &PieceStore,
         node: &Identity,
         limit: OrderLimit,
@@ -988,7 +1444,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leftover_temp_files_are_removed_and_space_is_recounted_at_open() {
+    async fn leftover_temp_files_are_removed_and_space_is_kept_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let (sat, node) = (Identity::generate(), Identity::generate());
         let expected_used;
@@ -1004,10 +1460,8 @@ mod tests {
                 piece_file_size(30_000, hashtree::DEFAULT_CHUNK_SIZE)
                     + piece_file_size(70_000, hashtree::DEFAULT_CHUNK_SIZE)
             );
-            // An upload interrupted by a crash: its writer never ran Drop.
-            let writer = store.create(limit(&sat, 7, 0), 10).await.unwrap();
-            std::mem::forget(writer);
         }
+        // An upload interrupted by a crash: its writer never ran Drop.
         std::fs::write(dir.path().join("temp").join("x.partial"), b"half").unwrap();
         let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
             .await
@@ -1127,21 +1581,182 @@ mod tests {
             Err(Error::PieceExpired(_))
         ));
         let report = store.sweep_expired(now).await.unwrap();
-        assert_eq!(report.removed, 1);
+        assert_eq!(report.pieces, 1);
         assert!(!piece_path(dir.path(), &sat.id(), &[11; 32]).exists());
         assert_eq!(
             store.used_bytes(),
             2 * piece_file_size(10, hashtree::DEFAULT_CHUNK_SIZE)
         );
 
-        // The index is rebuilt at open, so a restart still sweeps the rest later.
+        // The index keeps expirations, so a restart still sweeps the rest later.
         drop(store);
         let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
             .await
             .unwrap();
         let report = store.sweep_expired(now + 3600).await.unwrap();
-        assert_eq!(report.removed, 1);
+        assert_eq!(report.pieces, 1);
         store.open_piece(sat.id(), [13; 32]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn trashed_pieces_are_not_served_and_come_back_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        for piece in 1..=3 {
+            put(
+                &store,
+                &node,
+                limit(&sat, piece, 0),
+                &data(5_000 * piece as usize),
+            )
+            .await;
+        }
+        let before = store.usage()[&sat.id()];
+        let report = store
+            .trash(sat.id(), vec![[1; 32], [2; 32], [9; 32]], 1_000)
+            .await
+            .unwrap();
+        assert_eq!(report.pieces, 2, "a piece the store lacks is not counted");
+        assert!(matches!(
+            store.open_piece(sat.id(), [1; 32]).await,
+            Err(Error::PieceNotFound(_))
+        ));
+        assert!(trash_path(dir.path(), &sat.id(), &[1; 32]).exists());
+        let trashed = store.usage()[&sat.id()];
+        assert_eq!(trashed.pieces, 1);
+        assert_eq!(trashed.trash_pieces, 2);
+        assert_eq!(trashed.disk_bytes(), before.bytes);
+        assert_eq!(store.used_bytes() + store.trash_bytes(), before.bytes);
+
+        let restored = store.restore_trash(sat.id()).await.unwrap();
+        assert_eq!(restored.pieces, 2);
+        assert_eq!(store.usage()[&sat.id()], before);
+        for piece in 1..=3u8 {
+            let len = 5_000 * u64::from(piece);
+            assert_eq!(
+                read_range(&store, sat.id(), piece, 0, len).await,
+                data(len as usize)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_trash_empties_after_its_retention_and_deletes_reach_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        for piece in 1..=3 {
+            put(&store, &node, limit(&sat, piece, 0), &data(100)).await;
+        }
+        store.trash(sat.id(), vec![[1; 32]], 100).await.unwrap();
+        store.trash(sat.id(), vec![[2; 32]], 200).await.unwrap();
+        let emptied = store.empty_trash(150).await.unwrap();
+        assert_eq!(emptied.pieces, 1);
+        assert!(!trash_path(dir.path(), &sat.id(), &[1; 32]).exists());
+        assert!(trash_path(dir.path(), &sat.id(), &[2; 32]).exists());
+        store.delete(sat.id(), [2; 32]).await.unwrap();
+        assert!(!trash_path(dir.path(), &sat.id(), &[2; 32]).exists());
+        assert!(matches!(
+            store.delete(sat.id(), [2; 32]).await,
+            Err(Error::PieceNotFound(_))
+        ));
+        let usage = store.usage()[&sat.id()];
+        assert_eq!(
+            (usage.pieces, usage.trash_pieces, usage.trash_bytes),
+            (1, 0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_cut_short_by_a_crash_is_settled_from_the_disk_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let size = piece_file_size(3_000, hashtree::DEFAULT_CHUNK_SIZE);
+        {
+            let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+                .await
+                .unwrap();
+            for piece in 1..=3 {
+                put(&store, &node, limit(&sat, piece, 0), &data(3_000)).await;
+            }
+            // Three changes journalled, their files changed, then the process
+            // dies before the rows are settled.
+            store
+                .index()
+                .begin(&sat.id(), &[[1; 32], [2; 32], [3; 32]])
+                .unwrap();
+            let stored = |p: u8| piece_path(dir.path(), &sat.id(), &[p; 32]);
+            let trashed = trash_path(dir.path(), &sat.id(), &[1; 32]);
+            std::fs::create_dir_all(trashed.parent().unwrap()).unwrap();
+            std::fs::rename(stored(1), trashed).unwrap();
+            std::fs::remove_file(stored(2)).unwrap();
+            assert_eq!(store.usage()[&sat.id()].pieces, 3);
+        }
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        let usage = store.usage()[&sat.id()];
+        assert_eq!(
+            usage,
+            Usage {
+                pieces: 1,
+                bytes: size,
+                trash_pieces: 1,
+                trash_bytes: size
+            }
+        );
+        assert!(store.reconciled(), "a process crash needs no disk walk");
+        store.restore_trash(sat.id()).await.unwrap();
+        assert_eq!(read_range(&store, sat.id(), 1, 0, 3_000).await, data(3_000));
+    }
+
+    #[tokio::test]
+    async fn a_lost_index_is_rebuilt_from_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sat, node) = (Identity::generate(), Identity::generate());
+        let before;
+        {
+            let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+                .await
+                .unwrap();
+            let now = orders::unix_now();
+            put(&store, &node, limit(&sat, 1, 0), &data(1_000)).await;
+            put(&store, &node, limit(&sat, 2, now + 60), &data(2_000)).await;
+            put(&store, &node, limit(&sat, 3, 0), &data(3_000)).await;
+            store.trash(sat.id(), vec![[3; 32]], now).await.unwrap();
+            before = store.usage();
+            store.close().await.unwrap();
+        }
+        for file in ["node.db", "node.db-wal", "node.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(file));
+        }
+        let store = PieceStore::open(dir.path().to_path_buf(), 1 << 30)
+            .await
+            .unwrap();
+        assert!(!store.reconciled());
+        let report = store.reconcile(CancellationToken::new()).await.unwrap();
+        assert!(store.reconciled());
+        assert_eq!(report.files_indexed, 3);
+        assert_eq!(store.usage(), before);
+        let expiring = store.index().get(&sat.id(), &[2; 32]).unwrap().unwrap();
+        assert_ne!(
+            expiring.expiration, 0,
+            "the expiration is read from the header"
+        );
+        assert!(matches!(
+            store
+                .index()
+                .get(&sat.id(), &[3; 32])
+                .unwrap()
+                .unwrap()
+                .place,
+            Place::Trash(_)
+        ));
     }
 
     #[tokio::test]
@@ -1180,7 +1795,7 @@ mod tests {
         let sat = Identity::generate().id();
         let dir = Path::new("/srv/node");
         let path = piece_path(dir, &sat, &[0xab; 32]);
-        assert_eq!(parse_piece_path(&path), Some((sat, [0xab; 32])));
+        assert_eq!(parse_piece_path(&path, PIECES_DIR), Some((sat, [0xab; 32])));
         assert!(!is_piece_file(&dir.join("temp").join("abc.partial")));
         assert!(!is_piece_file(&path.with_extension("partial")));
         assert!(!is_piece_file(

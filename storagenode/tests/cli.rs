@@ -122,3 +122,68 @@ fn run_serves_until_sigterm_and_exits_cleanly() {
     assert!(output.status.success(), "{log}");
     assert!(log.contains("storage node stopped"), "{log}");
 }
+
+#[test]
+fn restore_trash_brings_pieces_back_and_refuses_while_the_store_is_open() {
+    use archipel_proto::pb::{OrderLimit, PieceAction};
+    use archipel_storagenode::{piece_path, trash_path, PieceStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = dir.path().join("node");
+    let setup = node()
+        .args(["setup", "--dir"])
+        .arg(&node_dir)
+        .args(["--difficulty", "0"])
+        .output()
+        .unwrap();
+    assert!(setup.status.success());
+    let config_path = node_dir.join("config.toml");
+    let config = archipel_storagenode::Config::load(&config_path).unwrap();
+    let satellite = archipel_proto::Identity::generate().id();
+    let identity = archipel_proto::Identity::load(&config.identity_path).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(async {
+        let store = PieceStore::open(config.storage_dir.clone(), 1 << 30)
+            .await
+            .unwrap();
+        let limit = OrderLimit {
+            satellite_id: satellite.to_vec(),
+            piece_id: vec![7; 32],
+            action: PieceAction::Put as i32,
+            ..OrderLimit::default()
+        };
+        let mut writer = store.create(limit, 1000).await.unwrap();
+        writer.write(&[42; 1000]).await.unwrap();
+        writer.commit(&identity).await.unwrap();
+        store.trash(satellite, vec![[7; 32]], 0).await.unwrap();
+        store
+    });
+    let piece = piece_path(&config.storage_dir, &satellite, &[7; 32]);
+    assert!(!piece.exists());
+    assert!(trash_path(&config.storage_dir, &satellite, &[7; 32]).exists());
+
+    let refused = node()
+        .args(["restore-trash", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("is the node running?"), "{message}");
+
+    runtime.block_on(store.close()).unwrap();
+    drop(store);
+    let restored = node()
+        .args(["restore-trash", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let text = String::from_utf8_lossy(&restored.stdout);
+    assert!(text.contains("restored 1 pieces"), "{text}");
+    assert!(piece.exists());
+}
