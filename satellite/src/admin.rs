@@ -1,6 +1,7 @@
 //! The admin HTTP API (the `[admin]` section): the node registry with each
 //! node's status and reputation, marking nodes as exiting, the repair queue,
-//! lost segments, the repair checker's last pass, and `/metrics` for
+//! lost segments, the repair checker's last pass, a retain round on demand
+//! and a node's trash restored, and `/metrics` for
 //! Prometheus. Every request needs the configured bearer token; the server
 //! listens on loopback unless told otherwise.
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::gc::{RetainReport, RetainSender};
 use crate::health::{self, NodeStatus};
 use crate::metabase::{Node, NodeStanding, QueueEntry};
 use crate::metrics::{CheckerPass, Gauges, Metrics, PROMETHEUS_CONTENT_TYPE};
@@ -108,6 +110,7 @@ struct Admin {
     reputation: ReputationConfig,
     metabase: Metabase,
     metrics: Arc<Metrics>,
+    retain: RetainSender,
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -116,6 +119,7 @@ pub(crate) async fn serve(
     config: Config,
     metabase: Metabase,
     metrics: Arc<Metrics>,
+    retain: RetainSender,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let admin = Admin {
@@ -124,6 +128,7 @@ pub(crate) async fn serve(
         reputation: config.reputation.clone(),
         metabase,
         metrics,
+        retain,
     };
     tracing::info!("admin API serving on http://{}", listener.local_addr()?);
     axum::serve(listener, router(admin))
@@ -139,6 +144,8 @@ fn router(admin: Admin) -> Router {
         .route("/api/nodes", get(list_nodes))
         .route("/api/nodes/{id}", get(get_node))
         .route("/api/nodes/{id}/exit", post(exit_node))
+        .route("/api/nodes/{id}/restore-trash", post(restore_trash))
+        .route("/api/gc/retain", post(retain_round))
         .route("/api/repair/queue", get(repair_queue))
         .route("/api/segments/lost", get(lost_segments))
         .route("/api/segments/health", get(segment_health))
@@ -196,6 +203,7 @@ impl IntoResponse for Error {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::AlreadyExists(_) | Error::FailedPrecondition(_) => StatusCode::CONFLICT,
             Error::NotEnoughNodes { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) => StatusCode::BAD_GATEWAY,
             Error::Database(_)
             | Error::Migrate(_)
             | Error::UnsupportedDatabase(_)
@@ -392,6 +400,7 @@ impl Admin {
         let counts = self.queue_counts().await?;
         gauges.repair_queue_length = counts.queued;
         gauges.segments_lost = counts.lost;
+        gauges.deletion_queue_length = self.metabase.deletion_queue_length(None).await?;
         Ok(gauges)
     }
 }
@@ -420,6 +429,33 @@ async fn exit_node(State(admin): State<Admin>, Path(id): Path<String>) -> Result
     }
     tracing::info!("node {id} marked as exiting through the admin API");
     Ok(Json(admin.node(&id).await?))
+}
+
+/// What a node reported restoring from its trash.
+#[derive(Serialize)]
+struct RestoredTrash {
+    pieces_restored: u64,
+    bytes_restored: u64,
+}
+
+async fn restore_trash(
+    State(admin): State<Admin>,
+    Path(id): Path<String>,
+) -> Result<Json<RestoredTrash>> {
+    let id = parse_node_id(&id)?;
+    let restored = admin.retain.restore_trash(id).await?;
+    tracing::info!(
+        pieces = restored.pieces_restored,
+        "node {id} restored its trash on request through the admin API"
+    );
+    Ok(Json(RestoredTrash {
+        pieces_restored: restored.pieces_restored,
+        bytes_restored: restored.bytes_restored,
+    }))
+}
+
+async fn retain_round(State(admin): State<Admin>) -> Result<Json<RetainReport>> {
+    Ok(Json(admin.retain.round().await?))
 }
 
 async fn repair_queue(

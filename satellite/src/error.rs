@@ -33,6 +33,8 @@ pub enum Error {
     Corrupt(String),
     #[error("the repair failed: {0}")]
     Repair(String),
+    #[error("a storage node could not be reached or refused: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +49,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::NotEnoughNodes { .. } => tonic::Status::resource_exhausted(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Database(_)
             | Error::Migrate(_)
             | Error::UnsupportedDatabase(_)

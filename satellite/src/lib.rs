@@ -1,9 +1,11 @@
 //! The Archipel satellite: the coordinator that keeps encrypted metadata (the
 //! [`metabase`]), the registry of storage nodes ([`overlay`]), and serves the
 //! `Node` (check-in) and `Metainfo` gRPC services on one listener ([`service`]).
-//! Pieces of removed segments are deleted from their nodes in the background
-//! ([`deletes`]); abandoned uploads and expired objects are swept by a cleanup
-//! worker ([`worker`]).
+//! Pieces of removed segments are queued in the metabase and deleted from
+//! their nodes by a worker that retries until they are ([`deletes`]); retain
+//! filters collect whatever else nodes hold that no segment lists ([`gc`]);
+//! abandoned uploads and expired objects are swept by a cleanup worker
+//! ([`worker`]).
 //! Audit workers check that nodes keep their pieces ([`audit`]) and move their
 //! reputation ([`reputation`]), which node selection heeds. The repair checker
 //! and repairers ([`repair`]) keep every segment above its repair threshold,
@@ -24,6 +26,7 @@ pub mod audit;
 pub mod cli;
 pub mod deletes;
 mod error;
+pub mod gc;
 pub mod health;
 pub mod metabase;
 pub mod metrics;
@@ -94,6 +97,8 @@ pub struct Config {
     pub repair: repair::RepairConfig,
     /// The admin HTTP API and Prometheus metrics (the `[admin]` section).
     pub admin: admin::AdminConfig,
+    /// Garbage collection: retain filters and piece deletions (the `[gc]` section).
+    pub gc: gc::GcConfig,
 }
 
 /// The redundancy scheme as `k/repair/success/total/share_size` text in TOML.
@@ -160,6 +165,7 @@ impl Default for Config {
             reputation: reputation::ReputationConfig::default(),
             repair: repair::RepairConfig::default(),
             admin: admin::AdminConfig::default(),
+            gc: gc::GcConfig::default(),
         }
     }
 }
@@ -193,6 +199,7 @@ impl Config {
         }
         self.audit.validate()?;
         self.repair.validate()?;
+        self.gc.validate()?;
         self.reputation.validate()
     }
 }
@@ -220,8 +227,13 @@ pub async fn run(
     let tls = transport::ServerTls::new(&identity)?;
     let metabase = Metabase::connect(&config.database_url).await?;
     let orders = orders::OrderSigner::new(identity.clone(), config.order_expiration);
-    let deleter = deletes::PieceDeleter::new(orders.clone(), metabase.clone());
     let metrics = Arc::new(metrics::Metrics::default());
+    let deleter = deletes::PieceDeleter::new(
+        orders.clone(),
+        metabase.clone(),
+        config.gc.clone(),
+        metrics.clone(),
+    );
     let mut state = service::State::new(
         config.clone(),
         identity.clone(),
@@ -268,16 +280,37 @@ pub async fn run(
             )));
         }
     }
+    let retain = gc::RetainSender::new(
+        metabase.clone(),
+        identity.clone(),
+        config.gc.clone(),
+        metrics.clone(),
+    );
     let admin = admin.map(|listener| {
         tokio::spawn(admin::serve(
             listener,
             config.clone(),
             metabase.clone(),
             metrics.clone(),
+            retain.clone(),
             stop_rx.clone(),
         ))
     });
     let state = Arc::new(state);
+    workers.push(tokio::spawn(worker::run_worker(
+        "piece deletion",
+        config.gc.delete_interval,
+        stop_rx.clone(),
+        deleter.clone(),
+    )));
+    if config.gc.retain {
+        workers.push(tokio::spawn(worker::run_worker(
+            "retain filters",
+            config.gc.retain_interval,
+            stop_rx.clone(),
+            retain,
+        )));
+    }
     workers.push(tokio::spawn(worker::run_worker(
         "cleanup of abandoned uploads and expired objects",
         config.cleanup_interval,

@@ -32,6 +32,15 @@ pub struct Metrics {
     pub repair_download_bytes: AtomicU64,
     /// Bad or missing pieces reported by clients.
     pub bad_piece_reports: AtomicU64,
+    /// Piece deletions nodes confirmed, and sends that failed (to be retried).
+    pub pieces_deleted: AtomicU64,
+    pub piece_deletes_failed: AtomicU64,
+    /// Retain filters nodes applied, and those they did not take.
+    pub retain_filters_sent: AtomicU64,
+    pub retain_filters_failed: AtomicU64,
+    /// What nodes reported moving to their trash on retain filters.
+    pub retain_pieces_trashed: AtomicU64,
+    pub retain_bytes_trashed: AtomicU64,
     checker: Mutex<Option<CheckerPass>>,
     /// How long each gRPC call took, by method.
     pub rpc_latencies: Arc<Latencies>,
@@ -121,6 +130,8 @@ pub struct Gauges {
     pub repair_queue_length: u64,
     /// Queued segments with fewer healthy pieces than `k`.
     pub segments_lost: u64,
+    /// Pieces waiting to be deleted from their nodes.
+    pub deletion_queue_length: u64,
 }
 
 /// Every node status with its `status` label, healthiest first.
@@ -238,6 +249,54 @@ impl Metrics {
             "Bad or missing pieces reported by clients.",
             read(&self.bad_piece_reports),
         );
+        out.family(
+            "archipel_piece_deletes_total",
+            "counter",
+            "Piece deletions sent to nodes, by result; failed ones are retried.",
+        );
+        for (result, counter) in [
+            ("deleted", &self.pieces_deleted),
+            ("failed", &self.piece_deletes_failed),
+        ] {
+            out.sample(
+                "archipel_piece_deletes_total",
+                &[("result", result)],
+                read(counter),
+            );
+        }
+        out.single(
+            "archipel_piece_deletion_queue_length",
+            "gauge",
+            "Pieces waiting to be deleted from their nodes.",
+            gauges.deletion_queue_length,
+        );
+        out.family(
+            "archipel_retain_filters_total",
+            "counter",
+            "Retain filters sent to nodes, by result.",
+        );
+        for (result, counter) in [
+            ("applied", &self.retain_filters_sent),
+            ("failed", &self.retain_filters_failed),
+        ] {
+            out.sample(
+                "archipel_retain_filters_total",
+                &[("result", result)],
+                read(counter),
+            );
+        }
+        out.single(
+            "archipel_retain_trashed_pieces_total",
+            "counter",
+            "Pieces nodes moved to their trash on this satellite's retain filters.",
+            read(&self.retain_pieces_trashed),
+        );
+        out.single(
+            "archipel_retain_trashed_bytes_total",
+            "counter",
+            "Bytes of pieces nodes moved to their trash on this satellite's retain filters.",
+            read(&self.retain_bytes_trashed),
+        );
         out.single(
             "archipel_repair_queue_length",
             "gauge",
@@ -295,6 +354,7 @@ mod tests {
             nodes: BTreeMap::from([(NodeStatus::Healthy, 12), (NodeStatus::Offline, 2)]),
             repair_queue_length: 3,
             segments_lost: 1,
+            deletion_queue_length: 5,
         };
         metrics
             .rpc_latencies
@@ -309,6 +369,7 @@ mod tests {
             "# TYPE archipel_audits_total counter",
             "archipel_audits_total{outcome=\"success\"} 2",
             "archipel_audits_total{outcome=\"offline\"} 1",
+            "archipel_piece_deletion_queue_length 5",
             "archipel_audits_total{outcome=\"contained\"} 0",
             "archipel_repairs_total{result=\"succeeded\"} 1",
             "# TYPE archipel_satellite_rpc_duration_seconds histogram",

@@ -324,7 +324,7 @@ impl State {
         let project = self.authenticate(r.header.as_ref()).await?;
         let segment = self.remote_segment(&project, r).await?;
         let replaced = self.metabase.put_segment(&project.id, &segment).await?;
-        self.deleter.delete(replaced.into_iter().collect());
+        self.deleter.removed(replaced.as_slice());
         Ok(())
     }
 
@@ -339,6 +339,17 @@ impl State {
         if token.project_id != project.id {
             return Err(Error::InvalidArgument(
                 "the segment id belongs to another project".into(),
+            ));
+        }
+        // Garbage collection counts on no segment being committed after its
+        // grace: its pieces may be missing from a retain filter by then.
+        if self
+            .config
+            .gc
+            .too_old_to_commit(token.created_at, unix_now())
+        {
+            return Err(Error::FailedPrecondition(
+                "the segment was begun too long ago to be committed; upload it again".into(),
             ));
         }
         let redundancy: Redundancy = token
@@ -471,7 +482,7 @@ impl State {
             },
         )?;
         let replaced = self.metabase.put_segment(&project.id, &segment).await?;
-        self.deleter.delete(replaced.into_iter().collect());
+        self.deleter.removed(replaced.as_slice());
         Ok(())
     }
 
@@ -664,7 +675,7 @@ impl State {
             .metabase
             .copy_object(&project.id, &source.stream, &copy)
             .await?;
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(pb::FinishCopyObjectResponse {
             object: Some(self.object_pb(&object)),
         })
@@ -735,7 +746,12 @@ impl Node for State {
                 r.timestamp.saturating_sub(now)
             )));
         }
-        if r.address.is_empty() || r.capacity_bytes < 0 || r.free_bytes < 0 {
+        if r.address.is_empty()
+            || r.capacity_bytes < 0
+            || r.free_bytes < 0
+            || r.used_bytes < 0
+            || r.trash_bytes < 0
+        {
             return Err(Status::invalid_argument(
                 "a check-in needs an address and non-negative space figures",
             ));
@@ -772,6 +788,9 @@ impl Node for State {
                 last_contact: now,
                 created_at: now,
             })
+            .await?;
+        self.metabase
+            .record_node_usage(&key.id(), r.used_bytes, r.trash_bytes)
             .await?;
         Ok(Response::new(pb::CheckInResponse {
             satellite_public_key: self.identity.public_key().to_vec(),
@@ -916,7 +935,7 @@ impl Metainfo for State {
         object.encrypted_metadata_key = r.encrypted_metadata_key;
         object.encrypted_metadata_nonce = r.encrypted_metadata_nonce;
         let removed = self.metabase.put_inline_object(&object, &segment).await?;
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(Response::new(pb::CommitObjectResponse {
             object: Some(self.object_pb(&object)),
         }))
@@ -984,7 +1003,7 @@ impl Metainfo for State {
             last_segment,
         };
         let (object, removed) = self.metabase.commit_object(&project.id, &commit).await?;
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(Response::new(pb::CommitObjectResponse {
             object: Some(self.object_pb(&object)),
         }))
@@ -1085,7 +1104,7 @@ impl Metainfo for State {
             .metabase
             .delete_object(&project.id, &r.bucket, &r.encrypted_object_key)
             .await?;
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(Response::new(pb::DeleteObjectResponse {
             object: Some(self.object_pb(&object)),
         }))
@@ -1125,7 +1144,7 @@ impl Metainfo for State {
                 unix_now(),
             )
             .await?;
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(Response::new(pb::CommitPartResponse {}))
     }
 
@@ -1215,7 +1234,7 @@ impl Metainfo for State {
             .metabase
             .abort_object(&project.id, &stream.stream)
             .await?;
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(Response::new(pb::AbortObjectResponse {}))
     }
 

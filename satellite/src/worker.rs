@@ -1,10 +1,12 @@
-//! The one shape of background loop: do one unit of work, sleep while idle,
-//! stop when told. And the loop's first user: the cleanup of abandoned uploads
+//! The one shape of background loop: do one unit of work, sleep while idle
+//! (or until woken), stop when told. And the loop's first user: the cleanup of abandoned uploads
 //! and of expired objects.
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
 
 use crate::deletes::PieceDeleter;
 use crate::{Metabase, Result};
@@ -19,6 +21,11 @@ pub enum Progress {
 /// One unit of background work.
 pub trait Work: Send + 'static {
     fn run_once(&mut self) -> impl std::future::Future<Output = Result<Progress>> + Send;
+
+    /// A signal that ends an idle wait early: new work arrived.
+    fn wake_signal(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// Runs `work` until `stop` turns true: again at once while busy, after
@@ -29,6 +36,7 @@ pub async fn run_worker(
     mut stop: watch::Receiver<bool>,
     mut work: impl Work,
 ) {
+    let wake = work.wake_signal();
     loop {
         if *stop.borrow() {
             return;
@@ -46,8 +54,15 @@ pub async fn run_worker(
             }
         };
         if !pause.is_zero() {
+            let woken = async {
+                match &wake {
+                    Some(wake) => wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = woken => {}
                 _ = stop.changed() => return,
             }
         }
@@ -100,12 +115,12 @@ impl Work for Cleanup {
         if abandoned > 0 {
             tracing::info!("deleted {abandoned} abandoned uploads");
         }
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         let (expired, removed) = self.metabase.delete_expired(now, CLEANUP_BATCH).await?;
         if expired > 0 {
             tracing::info!("deleted {expired} expired objects");
         }
-        self.deleter.delete(removed);
+        self.deleter.removed(&removed);
         Ok(if abandoned == CLEANUP_BATCH || expired == CLEANUP_BATCH {
             Progress::Busy
         } else {

@@ -51,6 +51,7 @@ on_both_backends!(
     multipart_uploads,
     server_side_copies,
     concurrent_copies,
+    deletion_queue,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -1336,4 +1337,94 @@ async fn concurrent_copies(mb: &Metabase) {
         let object = mb.get_object(&p, "b", key, NOW).await.unwrap();
         assert_eq!(mb.segments(&object.stream_id).await.unwrap().len(), 1);
     }
+}
+
+/// Uploads and commits an object of one remote segment; returns the segment.
+async fn put_remote_object(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> Segment {
+    let object = pending(project, bucket, key, NOW);
+    mb.begin_object(&object).await.unwrap();
+    let segment = remote_segment(&object.stream_id, 0, 1000);
+    mb.put_segment(project, &segment).await.unwrap();
+    mb.commit_object(
+        project,
+        &commit(&object.stream_id, b"meta", b"mkey", b"nonce", &[]),
+    )
+    .await
+    .unwrap();
+    segment
+}
+
+async fn deletion_queue(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let doomed = put_remote_object(mb, &p, "b", b"doomed").await;
+    let kept = put_remote_object(mb, &p, "b", b"kept").await;
+    assert_eq!(mb.deletion_queue_length(None).await.unwrap(), 0);
+
+    // The scan sees every piece list, from one snapshot.
+    let mut seen = Vec::new();
+    let segments = mb
+        .scan_piece_lists(|root, pieces| seen.push((root, pieces)))
+        .await
+        .unwrap();
+    assert_eq!(segments, 2);
+    assert!(seen.contains(&(doomed.root_piece_id, doomed.pieces.clone())));
+    assert!(seen.contains(&(kept.root_piece_id, kept.pieces.clone())));
+
+    // Deleting the object queues its pieces in the same transaction.
+    mb.delete_object(&p, "b", b"doomed").await.unwrap();
+    assert_eq!(mb.deletion_queue_length(None).await.unwrap(), 4);
+    let node = doomed.pieces[0].node;
+    assert_eq!(mb.deletion_queue_length(Some(&node)).await.unwrap(), 1);
+
+    // Claimed deletions are not handed out twice until their claim ends.
+    // (Deletions are queued at the real time, not the test's NOW.)
+    let now = archipel_proto::orders::unix_now();
+    let claimed = mb.claim_deletions(now, now + 600, 10).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed
+        .iter()
+        .all(|d| d.root_piece_id == doomed.root_piece_id));
+    assert!(mb
+        .claim_deletions(now, now + 600, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    mb.finish_deletions(&claimed[..2]).await.unwrap();
+    mb.retry_deletions(&claimed[2..], "node away", now + 60)
+        .await
+        .unwrap();
+    assert_eq!(mb.deletion_queue_length(None).await.unwrap(), 2);
+    assert!(mb
+        .claim_deletions(now + 59, now + 600, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let retried = mb.claim_deletions(now + 60, now + 600, 10).await.unwrap();
+    assert_eq!(retried.len(), 2);
+    assert!(retried.iter().all(|d| d.attempts == 1));
+    mb.finish_deletions(&retried).await.unwrap();
+
+    // A repair's swap queues the pieces it gives up, and only those.
+    let mut repaired = kept.pieces.clone();
+    let given_up = repaired[1];
+    repaired[1] = Piece {
+        num: given_up.num,
+        node: NodeId(rand::random()),
+        root: rand::random(),
+    };
+    assert!(mb
+        .swap_pieces(&kept.key(), &kept.pieces, &repaired)
+        .await
+        .unwrap());
+    let queued = mb.claim_deletions(now, now + 600, 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].node, queued[0].piece_num),
+        (given_up.node, given_up.num)
+    );
+    assert!(!mb
+        .swap_pieces(&kept.key(), &kept.pieces, &repaired)
+        .await
+        .unwrap());
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::audit::{verify_answer, AuditRequests, Expected, PieceRef};
 use crate::deletes::PieceDeleter;
 use crate::health::{self, NetworkView, NodeStatus, PieceHealth};
-use crate::metabase::{Node, Piece, RemovedSegment, Segment, SegmentKey};
+use crate::metabase::{Node, Piece, Segment, SegmentKey};
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::repair::checker::{verdict, Verdict};
@@ -187,12 +187,21 @@ impl Repairer {
         .await
         .map_err(|e| Error::Repair(format!("the rebuild task failed: {e}")))??;
 
+        let signed_at = unix_now();
         let stored = self
             .upload_pieces(&segment, targets, rebuilt, piece_size, expiration)
             .await;
         if stored.is_empty() {
             return Err(Error::Repair(
                 "no rebuilt piece could be stored on a node".into(),
+            ));
+        }
+        // Pieces older than the garbage collection grace may already be
+        // missing from a retain filter: they must not be listed now.
+        if self.config.gc.too_old_to_commit(signed_at, unix_now()) {
+            self.discard(&segment, stored).await?;
+            return Err(Error::Repair(
+                "the rebuilt pieces took longer than the garbage collection grace to store".into(),
             ));
         }
         let (pieces, replaced) = merge_pieces(&health, &bad_nums, &stored);
@@ -202,28 +211,17 @@ impl Repairer {
             .await?
         {
             // Another repair may have put the same piece number on the same
-            // node (same piece id, one file): never delete what is listed now.
-            let current = self.current_pieces(key).await?.unwrap_or_default();
-            let orphans: Vec<Piece> = stored
-                .into_iter()
-                .filter(|p| !current.iter().any(|c| c.node == p.node && c.num == p.num))
-                .collect();
-            self.deleter.delete(vec![RemovedSegment {
-                root_piece_id: segment.root_piece_id,
-                pieces: orphans,
-            }]);
+            // node (same piece id, one file): never delete what is listed
+            // now (the deletion worker checks that again before it sends).
+            self.discard(&segment, stored).await?;
             return Ok(RepairOutcome::Superseded);
         }
         let bytes = piece_size * stored.len() as u64;
         metrics::add(&self.metrics.repaired_pieces, stored.len() as u64);
         metrics::add(&self.metrics.repaired_bytes, bytes);
-        // The pieces given up for new ones are garbage now (best effort).
-        let unwanted: Vec<Piece> = replaced.into_iter().chain(bad).collect();
-        if !unwanted.is_empty() {
-            self.deleter.delete(vec![RemovedSegment {
-                root_piece_id: segment.root_piece_id,
-                pieces: unwanted,
-            }]);
+        // The swap queued the pieces given up for new ones for deletion.
+        if !replaced.is_empty() || !bad.is_empty() {
+            self.deleter.wake();
         }
         // The new nodes were eligible, so the view counts them healthy.
         let healthy = view.classify(&pieces).healthy_count();
@@ -231,6 +229,15 @@ impl Repairer {
             new_pieces: stored.len(),
             healthy,
         })
+    }
+
+    /// Queues the pieces a repair stored but could not list for deletion.
+    async fn discard(&self, segment: &Segment, stored: Vec<Piece>) -> Result<()> {
+        self.metabase
+            .queue_deletions(segment.root_piece_id, stored)
+            .await?;
+        self.deleter.wake();
+        Ok(())
     }
 
     /// The segment's piece list now; `None` once it is gone.
