@@ -122,12 +122,29 @@ impl StorageNode {
         self.server.is_some()
     }
 
-    /// Every piece file this node holds.
+    /// Every piece file this node holds (not counting its trash).
     pub fn piece_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         collect_files(&self.config.storage_dir, &mut files);
         files.retain(|f| archipel_storagenode::is_piece_file(f));
         files
+    }
+
+    /// Every piece file in this node's trash.
+    pub fn trash_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        collect_files(&self.config.storage_dir, &mut files);
+        files.retain(|f| archipel_storagenode::is_trashed_piece_file(f));
+        files
+    }
+
+    /// Bytes of the piece files this node holds (not counting its trash).
+    pub fn piece_bytes(&self) -> u64 {
+        self.piece_files()
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -389,6 +406,15 @@ impl Planet {
         let listener = TcpListener::bind(self.nodes[i].address).await?;
         let server = start_node(config, identity.clone(), listener);
         Ok(Impostor { identity, server })
+    }
+
+    /// Every stored piece file on the running nodes.
+    pub fn running_piece_files(&self) -> std::collections::BTreeSet<PathBuf> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .flat_map(|n| n.piece_files())
+            .collect()
     }
 
     /// Index of the node with this id.

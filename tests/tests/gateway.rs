@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use archipel_client::UploadOptions;
 use archipel_gateway::Config;
-use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
+use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
@@ -1252,7 +1252,12 @@ async fn server_side_copies_share_pieces_until_the_last_copy_goes(backend: Backe
         .await
         .unwrap();
     wait_for_pieces(&marker, false).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every queued deletion has been sent or dropped as still listed.
+    let metabase = fx.planet.metabase().await.unwrap();
+    wait_for("the deletion queue to drain", || async {
+        metabase.deletion_queue_length(None).await.unwrap() == 0
+    })
+    .await;
     assert!(stored.iter().all(|file| file.exists()));
     assert!(get_bytes(s3, "dst", "copy").await == data);
     let head = s3

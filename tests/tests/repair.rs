@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
-use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,7 +245,10 @@ async fn repair_moves_data_off_disqualified_nodes(backend: Backend) {
         config.audit = AuditConfig {
             enabled: true,
             interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(1),
+            // Generous: on a loaded machine a 1 s audit timed out, which
+            // contains the node instead of failing it, and the wait for
+            // disqualification ran out.
+            timeout: Duration::from_secs(10),
             max_reverify_count: 3,
             concurrency: 2,
         };
@@ -385,12 +388,18 @@ fn repairer(planet: &Planet, metabase: &Metabase) -> Repairer {
         planet.satellite_identity.clone(),
         planet.satellite_config.order_expiration,
     );
+    let metrics = Arc::new(Metrics::default());
     Repairer::new(
         planet.satellite_config.clone(),
         orders.clone(),
         metabase.clone(),
-        PieceDeleter::new(orders, metabase.clone()),
-        Arc::new(Metrics::default()),
+        PieceDeleter::new(
+            orders,
+            metabase.clone(),
+            planet.satellite_config.gc.clone(),
+            metrics.clone(),
+        ),
+        metrics,
         None,
     )
 }
@@ -401,16 +410,6 @@ fn on_running_node(planet: &Planet, file: &Path) -> bool {
         .nodes
         .iter()
         .any(|n| n.is_running() && file.starts_with(&n.config.storage_dir))
-}
-
-/// Every piece file on the running nodes.
-fn running_piece_files(planet: &Planet) -> BTreeSet<PathBuf> {
-    planet
-        .nodes
-        .iter()
-        .filter(|n| n.is_running())
-        .flat_map(|n| n.piece_files())
-        .collect()
 }
 
 async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend) {
@@ -460,7 +459,7 @@ async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend)
     // Besides the listed pieces, the uploads may have left pieces of their
     // cancelled long tail (settled by now), which only garbage collection
     // removes.
-    let uploaded = running_piece_files(&planet);
+    let uploaded = planet.running_piece_files();
 
     let project = planet.project().await.unwrap();
     let mut outcomes = Vec::new();
@@ -519,7 +518,8 @@ async fn repair_racing_delete_and_overwrite_resurrects_nothing(backend: Backend)
     // listed piece and no piece a repair uploaded (the new objects are
     // inline: they have no pieces).
     wait_for("the running nodes hold no piece", || async {
-        running_piece_files(&planet)
+        planet
+            .running_piece_files()
             .iter()
             .all(|f| uploaded.contains(f) && !doomed_pieces.contains(f))
     })

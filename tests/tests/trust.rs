@@ -15,7 +15,8 @@ use archipel_proto::hashtree::{TreeBuilder, DEFAULT_CHUNK_SIZE};
 use archipel_proto::pb::piecestore_server::{Piecestore, PiecestoreServer};
 use archipel_proto::pb::{
     PieceDeleteRequest, PieceDeleteResponse, PieceDownloadRequest, PieceDownloadResponse,
-    PieceHash, PieceUploadRequest, PieceUploadResponse,
+    PieceHash, PieceUploadRequest, PieceUploadResponse, RestoreTrashRequest, RestoreTrashResponse,
+    RetainRequest, RetainResponse,
 };
 use archipel_proto::{orders, transport, Identity};
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
@@ -168,6 +169,17 @@ impl Piecestore for LyingPiecestore {
         _: Request<PieceDeleteRequest>,
     ) -> Result<Response<PieceDeleteResponse>, Status> {
         Ok(Response::new(PieceDeleteResponse {}))
+    }
+
+    async fn retain(&self, _: Request<RetainRequest>) -> Result<Response<RetainResponse>, Status> {
+        Ok(Response::new(RetainResponse::default()))
+    }
+
+    async fn restore_trash(
+        &self,
+        _: Request<RestoreTrashRequest>,
+    ) -> Result<Response<RestoreTrashResponse>, Status> {
+        Ok(Response::new(RestoreTrashResponse::default()))
     }
 }
 
