@@ -2,18 +2,37 @@
 //! way: log setup and the shutdown signal. It lives in the bottom crate only
 //! because the daemons must not depend on each other.
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Spans the filter
-/// lets through (the stages of a request, at debug level) are logged when
-/// they close, with how long they took. Does nothing if a logger is already
-/// installed.
+/// How a daemon writes its log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for a person reading a terminal or the journal.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to stderr in human form; see [`init_logging_as`].
 pub fn init_logging() {
+    init_logging_as(LogFormat::Human);
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`). Spans
+/// the filter lets through (the stages of a request, at debug level) are
+/// logged when they close, with how long they took. Does nothing if a logger
+/// is already installed.
+pub fn init_logging_as(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Completes at the first Ctrl-C (SIGINT) or SIGTERM. The handlers are

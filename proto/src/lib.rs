@@ -19,6 +19,7 @@ pub mod bloom;
 pub mod daemon;
 pub mod erasure;
 mod error;
+pub mod exposition;
 pub mod hashtree;
 #[cfg(any(test, feature = "testing"))]
 pub mod hostile;

@@ -24,9 +24,11 @@ use tokio::sync::watch;
 
 use crate::gc::{RetainReport, RetainSender};
 use crate::health::{self, NodeStatus};
-use crate::metabase::{Node, NodeStanding, QueueEntry};
-use crate::metrics::{CheckerPass, Gauges, Metrics, PROMETHEUS_CONTENT_TYPE};
-use crate::reputation::{Beta, NodeHealth, ReputationConfig};
+use crate::metabase::{NodeRecord, NodeStanding, QueueEntry};
+use archipel_proto::exposition::PROMETHEUS_CONTENT_TYPE;
+
+use crate::metrics::{CheckerPass, Gauges, Metrics};
+use crate::reputation::{Beta, ReputationConfig};
 use crate::{Config, Error, Metabase, Result};
 
 /// Queue entries a listing returns unless asked for fewer or more.
@@ -264,6 +266,11 @@ struct NodeView {
     disqualified_at: Option<i64>,
     suspended_at: Option<i64>,
     exiting_at: Option<i64>,
+    /// Bytes of this satellite's pieces on the node, as it last reported.
+    used_bytes: i64,
+    trash_bytes: i64,
+    /// Why the node takes no uploads (a failed disk probe), if it said so.
+    disk_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -319,17 +326,15 @@ impl Admin {
         let online_since = health::online_since(self.online_window, now);
         let scores: HashMap<NodeId, f64> = self
             .metabase
-            .online_scores(now)
+            .online_scores(now, None)
             .await?
             .into_iter()
             .collect();
         self.metabase
-            .nodes_with_health(&self.reputation)
+            .node_records(&self.reputation)
             .await?
             .into_iter()
-            .map(|(node, health, exiting_at)| {
-                self.node_view(node, health, exiting_at, online_since, &scores)
-            })
+            .map(|record| self.node_view(record, online_since, &scores))
             .collect()
     }
 
@@ -343,12 +348,18 @@ impl Admin {
 
     fn node_view(
         &self,
-        node: Node,
-        health: NodeHealth,
-        exiting_at: Option<i64>,
+        record: NodeRecord,
         online_since: i64,
         online_scores: &HashMap<NodeId, f64>,
     ) -> Result<NodeView> {
+        let NodeRecord {
+            node,
+            health,
+            exiting_at,
+            used_bytes,
+            trash_bytes,
+            disk_problem,
+        } = record;
         let id = NodeId::from_bytes(&node.id)
             .map_err(|_| Error::Corrupt("a node id is not 32 bytes".into()))?;
         let standing = NodeStanding {
@@ -380,6 +391,9 @@ impl Admin {
             disqualified_at: health.disqualified_at,
             suspended_at: health.suspended_at,
             exiting_at,
+            used_bytes,
+            trash_bytes,
+            disk_problem,
         })
     }
 

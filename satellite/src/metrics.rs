@@ -4,11 +4,12 @@
 //! [`Gauges`] read from the metabase) in the Prometheus text format.
 
 use std::collections::BTreeMap;
-use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use archipel_proto::latency::Latencies;
+
+use archipel_proto::exposition::Exposition;
 
 use crate::health::NodeStatus;
 use crate::reputation::AuditOutcome;
@@ -118,9 +119,6 @@ impl Metrics {
     }
 }
 
-/// The `Content-Type` of [`Metrics::render_prometheus`]'s text.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 /// Figures read from the metabase when the metrics are scraped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -142,53 +140,6 @@ const NODE_STATUSES: [(NodeStatus, &str); 5] = [
     (NodeStatus::Exiting, "exiting"),
     (NodeStatus::Disqualified, "disqualified"),
 ];
-
-/// Text in the Prometheus exposition format 0.0.4, a metric family at a time.
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            let _ = write!(self.text, "{{{}}}", labels.join(","));
-        }
-        let _ = writeln!(self.text, " {value}");
-    }
-
-    /// A family of one unlabelled sample.
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    /// A histogram with a bucket at 0 and at each value seen.
-    fn histogram(&mut self, name: &str, help: &str, counts: &BTreeMap<u16, u64>) {
-        self.family(name, "histogram", help);
-        let bucket = format!("{name}_bucket");
-        let mut cumulative = counts.get(&0).copied().unwrap_or(0);
-        self.sample(&bucket, &[("le", "0")], cumulative);
-        let mut sum = 0u64;
-        for (&value, &count) in counts {
-            sum = sum.saturating_add(u64::from(value).saturating_mul(count));
-            if value > 0 {
-                cumulative = cumulative.saturating_add(count);
-                self.sample(&bucket, &[("le", &value.to_string())], cumulative);
-            }
-        }
-        self.sample(&bucket, &[("le", "+Inf")], cumulative);
-        self.sample(&format!("{name}_sum"), &[], sum);
-        self.sample(&format!("{name}_count"), &[], cumulative);
-    }
-}
 
 impl Metrics {
     /// The counters, `gauges` and the last checker pass in the Prometheus
@@ -328,13 +279,14 @@ impl Metrics {
                 pass.segments,
             );
         }
+        let mut text = out.finish();
         self.rpc_latencies.render(
             "archipel_satellite_rpc_duration_seconds",
             "method",
             "Time from a gRPC request's arrival to its response, by method.",
-            &mut out.text,
+            &mut text,
         );
-        out.text
+        text
     }
 }
 

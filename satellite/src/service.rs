@@ -534,6 +534,31 @@ impl State {
         ))
     }
 
+    /// A node's standing as its operator's dashboard shows it.
+    fn reputation_of(
+        &self,
+        record: &metabase::NodeRecord,
+        online_score: f64,
+    ) -> pb::NodeReputation {
+        let config = &self.config.reputation;
+        let health = &record.health;
+        pb::NodeReputation {
+            audit_score: health.audit.score(),
+            suspension_score: health.unknown.score(),
+            online_score,
+            disqualification_threshold: config.disqualification_threshold,
+            suspension_threshold: config.suspension_threshold,
+            audits: health.audit_total,
+            audits_succeeded: health.audit_success,
+            vetting_audits: i64::try_from(config.vetting_audits).unwrap_or(i64::MAX),
+            vetted_at: health.vetted_at.unwrap_or(0),
+            joined_at: record.node.created_at,
+            suspended_at: health.suspended_at.unwrap_or(0),
+            disqualified_at: health.disqualified_at.unwrap_or(0),
+            exiting_at: record.exiting_at.unwrap_or(0),
+        }
+    }
+
     /// `view` must be present for remote segments (see [`State::view_for`]).
     fn segment_info(segment: &Segment, view: Option<&NetworkView>) -> pb::SegmentInfo {
         let healthy = view.map_or(0, |v| v.classify(&segment.pieces).healthy_count());
@@ -789,11 +814,33 @@ impl Node for State {
                 created_at: now,
             })
             .await?;
+        let node_id = key.id();
+        let record = self
+            .metabase
+            .node_record(&node_id, &self.config.reputation)
+            .await?
+            .ok_or_else(|| Status::internal("a node just recorded is missing"))?;
+        let disk_problem = Some(r.disk_problem.as_str()).filter(|p| !p.is_empty());
+        if record.disk_problem.as_deref() != disk_problem {
+            match disk_problem {
+                Some(problem) => {
+                    tracing::warn!(node = %node_id, "the node takes no uploads: {problem}")
+                }
+                None => tracing::info!(node = %node_id, "the node's disk is healthy again"),
+            }
+        }
         self.metabase
-            .record_node_usage(&key.id(), r.used_bytes, r.trash_bytes)
+            .record_node_report(&node_id, r.used_bytes, r.trash_bytes, disk_problem)
             .await?;
+        let online_score = self
+            .metabase
+            .online_scores(now, Some(&node_id))
+            .await?
+            .first()
+            .map_or(1.0, |(_, score)| *score);
         Ok(Response::new(pb::CheckInResponse {
             satellite_public_key: self.identity.public_key().to_vec(),
+            reputation: Some(self.reputation_of(&record, online_score)),
             next_check_in_seconds: secs(self.config.check_in_interval),
         }))
     }

@@ -672,13 +672,13 @@ async fn metabase_keeps_reputation(backend: Backend) {
     assert_eq!((h.audit_total, h.last_contact_failure), (30, now + 40));
     assert!((h.audit.alpha - expected.alpha).abs() < 1e-9);
     // The online score counts it: 30 contacts reached the node, one did not.
-    let scores = mb.online_scores(now + 40).await.unwrap();
+    let scores = mb.online_scores(now + 40, None).await.unwrap();
     assert_eq!(scores.len(), 1);
     assert_eq!(scores[0].0, a);
     assert!((scores[0].1 - 30.0 / 31.0).abs() < 1e-9);
     // Contacts older than the score's period no longer count.
     let later = now + archipel_satellite::reputation::ONLINE_SCORE_PERIOD_SECS + 86_400;
-    assert!(mb.online_scores(later).await.unwrap().is_empty());
+    assert!(mb.online_scores(later, None).await.unwrap().is_empty());
 
     // Unknown errors suspend, after as many as the arithmetic says;
     // successes lift the suspension.

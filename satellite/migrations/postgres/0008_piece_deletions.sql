@@ -19,3 +19,6 @@ CREATE INDEX piece_deletions_due ON piece_deletions (next_attempt_at);
 -- pieces take on it, in use and in its trash.
 ALTER TABLE nodes ADD COLUMN used_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN trash_bytes BIGINT NOT NULL DEFAULT 0;
+-- Why the node takes no uploads (its disk failed a write probe), as it said
+-- at its last check-in; NULL while its disk is healthy.
+ALTER TABLE nodes ADD COLUMN disk_problem TEXT;

@@ -199,7 +199,7 @@ mod segments;
 pub use audits::PendingAudit;
 pub use deletions::QueuedDeletion;
 pub use multipart::Part;
-pub use nodes::{Node, NodeStanding};
+pub use nodes::{Node, NodeRecord, NodeStanding};
 pub use objects::{Bucket, ListEntry, Listing, Object, ObjectCommit, ObjectCopy};
 pub use projects::Project;
 pub use repair_queue::{QueueEntry, QueuedSegment, RepairClaim};

@@ -108,6 +108,47 @@ impl TryFrom<NodeStandingRow> for NodeStanding {
     }
 }
 
+/// Everything the satellite knows of a node: its check-in, health, standing
+/// and what it reported about its disk.
+#[derive(Clone, Debug)]
+pub struct NodeRecord {
+    pub node: Node,
+    pub health: NodeHealth,
+    pub exiting_at: Option<i64>,
+    /// Bytes of this satellite's pieces on the node, in use and in its trash.
+    pub used_bytes: i64,
+    pub trash_bytes: i64,
+    /// Why the node takes no uploads, as it said at its last check-in.
+    pub disk_problem: Option<String>,
+}
+
+const REPORT_COLUMNS: &str = "exiting_at, used_bytes, trash_bytes, disk_problem";
+
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    #[sqlx(flatten)]
+    node: Node,
+    #[sqlx(flatten)]
+    health: HealthRow,
+    exiting_at: Option<i64>,
+    used_bytes: i64,
+    trash_bytes: i64,
+    disk_problem: Option<String>,
+}
+
+impl RecordRow {
+    fn into_record(self, config: &ReputationConfig) -> NodeRecord {
+        NodeRecord {
+            node: self.node,
+            health: self.health.into_health(config),
+            exiting_at: self.exiting_at,
+            used_bytes: self.used_bytes,
+            trash_bytes: self.trash_bytes,
+            disk_problem: self.disk_problem,
+        }
+    }
+}
+
 impl Metabase {
     // ------------------------------------------------------------ nodes
 
@@ -141,38 +182,33 @@ impl Metabase {
     }
 
     /// Records what a node said at check-in about the space this
-    /// satellite's pieces take on it, in use and in its trash.
-    pub async fn record_node_usage(&self, id: &NodeId, used: i64, trash: i64) -> Result<()> {
+    /// satellite's pieces take on it (in use and in its trash) and about its
+    /// disk: a node whose disk failed its write probe takes no new pieces.
+    pub async fn record_node_report(
+        &self,
+        id: &NodeId,
+        used: i64,
+        trash: i64,
+        disk_problem: Option<&str>,
+    ) -> Result<()> {
         let _writing = self.writing().await;
         on_pool!(self, pool => {
-            sqlx::query("UPDATE nodes SET used_bytes = $2, trash_bytes = $3 WHERE id = $1")
-                .bind(id.to_vec())
-                .bind(used)
-                .bind(trash)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE nodes SET used_bytes = $2, trash_bytes = $3, disk_problem = $4 WHERE id = $1",
+            )
+            .bind(id.to_vec())
+            .bind(used)
+            .bind(trash)
+            .bind(disk_problem)
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }
 
-    /// What nodes last said about the space this satellite's pieces take on
-    /// them: (used bytes, trash bytes) by node.
-    pub async fn node_usage(&self) -> Result<Vec<(NodeId, i64, i64)>> {
-        let rows: Vec<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, used_bytes, trash_bytes FROM nodes ORDER BY id")
-                .fetch_all(pool)
-                .await?
-        });
-        rows.into_iter()
-            .map(|(id, used, trash)| {
-                let id = NodeId::from_bytes(&id).map_err(|_| Error::Corrupt("a node id".into()))?;
-                Ok((id, used, trash))
-            })
-            .collect()
-    }
-
     /// Nodes that checked in at or after `online_since` with at least `min_free`
-    /// bytes free, and are neither disqualified nor suspended.
+    /// bytes free, and are neither disqualified, suspended, exiting nor
+    /// reporting a failing disk.
     pub async fn eligible_nodes(&self, online_since: i64, min_free: i64) -> Result<Vec<Node>> {
         let (mut vetted, unvetted) = self
             .eligible_nodes_by_vetting(online_since, min_free, 0)
@@ -198,7 +234,7 @@ impl Metabase {
         let sql = format!(
             "SELECT {NODE_COLUMNS}, audit_success FROM nodes WHERE last_contact >= $1 \
              AND free_bytes >= $2 AND disqualified_at IS NULL AND suspended_at IS NULL \
-             AND exiting_at IS NULL"
+             AND exiting_at IS NULL AND disk_problem IS NULL"
         );
         let rows: Vec<Row> = on_pool!(self, pool => {
             sqlx::query_as(&sql).bind(online_since).bind(min_free).fetch_all(pool).await?
@@ -407,18 +443,24 @@ impl Metabase {
         Ok(())
     }
 
-    /// Every audited node's online score at `now`: the share of its audit
-    /// contacts in the recent windows that reached it. Nodes never audited
-    /// in that time are missing (their score is 1).
-    pub async fn online_scores(&self, now: i64) -> Result<Vec<(NodeId, f64)>> {
+    /// Every audited node's online score at `now`, or only `only`'s: the
+    /// share of its audit contacts in the recent windows that reached it.
+    /// Nodes never audited in that time are missing (their score is 1).
+    pub async fn online_scores(
+        &self,
+        now: i64,
+        only: Option<&NodeId>,
+    ) -> Result<Vec<(NodeId, f64)>> {
         let oldest = now.saturating_sub(reputation::ONLINE_SCORE_PERIOD_SECS);
         let since = oldest - oldest.rem_euclid(reputation::ONLINE_WINDOW_SECS);
         let rows: Vec<(Vec<u8>, i64, i64)> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT node_id, CAST(SUM(total) AS BIGINT), CAST(SUM(online) AS BIGINT) \
-                 FROM node_online_windows WHERE window_start >= $1 GROUP BY node_id",
+                 FROM node_online_windows WHERE window_start >= $1 \
+                 AND ($2 IS NULL OR node_id = $2) GROUP BY node_id",
             )
             .bind(since)
+            .bind(only.map(|id| id.to_vec()))
             .fetch_all(pool)
             .await?
         });
@@ -474,26 +516,29 @@ impl Metabase {
         rows.into_iter().map(NodeStanding::try_from).collect()
     }
 
-    /// Every node with its health, for the admin API.
-    pub async fn nodes_with_health(
+    /// Every node with its health and what it last reported, for the admin API.
+    pub async fn node_records(&self, config: &ReputationConfig) -> Result<Vec<NodeRecord>> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS}, {HEALTH_COLUMNS}, {REPORT_COLUMNS} FROM nodes ORDER BY id"
+        );
+        let rows: Vec<RecordRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|r| r.into_record(config)).collect())
+    }
+
+    /// One node's record; `None` for an unknown node.
+    pub async fn node_record(
         &self,
+        id: &NodeId,
         config: &ReputationConfig,
-    ) -> Result<Vec<(Node, NodeHealth, Option<i64>)>> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            node: Node,
-            #[sqlx(flatten)]
-            health: HealthRow,
-            exiting_at: Option<i64>,
-        }
-        let sql =
-            format!("SELECT {NODE_COLUMNS}, {HEALTH_COLUMNS}, exiting_at FROM nodes ORDER BY id");
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.node, r.health.into_health(config), r.exiting_at))
-            .collect())
+    ) -> Result<Option<NodeRecord>> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS}, {HEALTH_COLUMNS}, {REPORT_COLUMNS} FROM nodes WHERE id = $1"
+        );
+        let row: Option<RecordRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).bind(id.to_vec()).fetch_optional(pool).await?
+        });
+        Ok(row.map(|r| r.into_record(config)))
     }
 
     /// Marks a node as exiting: it gets no new pieces and repair moves its
