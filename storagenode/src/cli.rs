@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{parse_byte_size, DEFAULT_LISTEN_ADDRESS};
+use crate::config::{parse_byte_size, DEFAULT_DASHBOARD_ADDRESS, DEFAULT_LISTEN_ADDRESS};
 use crate::{Config, Error, PieceStore, TrustedSatellite};
 use archipel_proto::Identity;
 use clap::{Parser, Subcommand};
@@ -30,6 +30,9 @@ enum Command {
         /// host:port announced to satellites, if not the listen address.
         #[arg(long)]
         advertise: Option<String>,
+        /// host:port of the dashboard (keep it on loopback); "" turns it off.
+        #[arg(long, default_value = DEFAULT_DASHBOARD_ADDRESS)]
+        dashboard: String,
         /// Disk space offered, e.g. 500GB or 2TiB.
         #[arg(long, value_parser = parse_size)]
         allocated: Option<u64>,
@@ -52,12 +55,22 @@ enum Command {
         /// Overrides the advertised address of the config file.
         #[arg(long, env = "ARCHIPEL_NODE_ADVERTISE")]
         advertise: Option<String>,
+        /// Overrides the dashboard address of the config file.
+        #[arg(long, env = "ARCHIPEL_NODE_DASHBOARD")]
+        dashboard: Option<String>,
     },
-    /// Prints the node's id.
+    /// Shows the running node's dashboard in the terminal: space, bandwidth
+    /// this month and standing per satellite, warnings.
     Info {
         /// The node's config file.
         #[arg(long)]
         config: PathBuf,
+        /// Prints the dashboard's JSON report instead.
+        #[arg(long)]
+        json: bool,
+        /// The dashboard's host:port, if `run` was given another than the config's.
+        #[arg(long, env = "ARCHIPEL_NODE_DASHBOARD")]
+        dashboard: Option<String>,
     },
     /// Moves the pieces garbage collection put in the trash back, for one
     /// satellite or all; run it while the node is stopped.
@@ -87,12 +100,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    archipel_proto::daemon::init_logging();
     let result = match cli.command {
         Command::Setup {
             dir,
             listen,
             advertise,
+            dashboard,
             allocated,
             satellites,
             difficulty,
@@ -101,6 +114,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             SetupOptions {
                 listen,
                 advertise,
+                dashboard,
                 allocated,
                 satellites,
                 difficulty,
@@ -110,8 +124,20 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             config,
             listen,
             advertise,
-        } => run(&config, listen, advertise),
-        Command::Info { config } => info(&config),
+            dashboard,
+        } => run(
+            &config,
+            Overrides {
+                listen,
+                advertise,
+                dashboard,
+            },
+        ),
+        Command::Info {
+            config,
+            json,
+            dashboard,
+        } => info(&config, json, dashboard),
         Command::RestoreTrash { config, satellite } => restore_trash(&config, satellite),
     };
     match result {
@@ -127,6 +153,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
 struct SetupOptions {
     listen: String,
     advertise: Option<String>,
+    dashboard: String,
     allocated: Option<u64>,
     satellites: Vec<TrustedSatellite>,
     difficulty: u32,
@@ -136,6 +163,7 @@ fn setup(dir: &Path, options: SetupOptions) -> Result<(), Error> {
     let SetupOptions {
         listen,
         advertise,
+        dashboard,
         allocated,
         satellites,
         difficulty,
@@ -160,6 +188,7 @@ fn setup(dir: &Path, options: SetupOptions) -> Result<(), Error> {
     config.identity_path = identity_path.clone();
     config.listen_address = listen;
     config.advertised_address = advertise;
+    config.dashboard_address = dashboard;
     if let Some(allocated) = allocated {
         config.allocated_bytes = allocated;
     }
@@ -189,6 +218,12 @@ fn setup(dir: &Path, options: SetupOptions) -> Result<(), Error> {
     println!("node id:  {}", identity.id());
     println!("identity: {}", identity_path.display());
     println!("config:   {}", config_path.display());
+    if !config.dashboard_address.is_empty() {
+        println!(
+            "dashboard: http://{}/ (once the node runs)",
+            config.dashboard_address
+        );
+    }
     if config.satellites.is_empty() {
         println!("No satellite is trusted yet: add \"ID@HOST:PORT\" entries to `satellites` in the config.");
     }
@@ -204,13 +239,24 @@ fn load(config_path: &Path) -> Result<(Config, Identity), Error> {
     Ok((config, identity))
 }
 
-fn run(config_path: &Path, listen: Option<String>, advertise: Option<String>) -> Result<(), Error> {
+/// Flags of `run` that override the config file.
+struct Overrides {
+    listen: Option<String>,
+    advertise: Option<String>,
+    dashboard: Option<String>,
+}
+
+fn run(config_path: &Path, overrides: Overrides) -> Result<(), Error> {
     let (mut config, identity) = load(config_path)?;
-    if let Some(listen) = listen {
+    archipel_proto::daemon::init_logging_as(config.log_format);
+    if let Some(listen) = overrides.listen {
         config.listen_address = listen;
     }
-    if advertise.is_some() {
-        config.advertised_address = advertise;
+    if overrides.advertise.is_some() {
+        config.advertised_address = overrides.advertise;
+    }
+    if let Some(dashboard) = overrides.dashboard {
+        config.dashboard_address = dashboard;
     }
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|source| io_error("cannot start the async runtime".into(), source))?;
@@ -223,24 +269,49 @@ fn run(config_path: &Path, listen: Option<String>, advertise: Option<String>) ->
                     source,
                 )
             })?;
+        let dashboard =
+            match config.dashboard_address.as_str() {
+                "" => None,
+                address => Some(tokio::net::TcpListener::bind(address).await.map_err(
+                    |source| {
+                        io_error(
+                            format!("cannot listen on {address} for the dashboard"),
+                            source,
+                        )
+                    },
+                )?),
+            };
         crate::run(
             config,
             identity,
             listener,
+            dashboard,
             archipel_proto::daemon::shutdown_signal(),
         )
         .await
     })
 }
 
-fn info(config_path: &Path) -> Result<(), Error> {
-    let (_, identity) = load(config_path)?;
-    println!("{}", identity.id());
+fn info(config_path: &Path, json: bool, dashboard: Option<String>) -> Result<(), Error> {
+    let config = Config::load(config_path)?;
+    let address = dashboard.unwrap_or(config.dashboard_address);
+    let body = crate::dashboard::fetch_report(&address)?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let report: crate::dashboard::NodeReport = serde_json::from_str(&body).map_err(|e| {
+        Error::Config(format!(
+            "the dashboard at {address} answered something other than a node report: {e}"
+        ))
+    })?;
+    print!("{}", crate::dashboard::terminal_report(&report));
     Ok(())
 }
 
 fn restore_trash(config_path: &Path, only: Option<archipel_proto::NodeId>) -> Result<(), Error> {
     let config = Config::load(config_path)?;
+    archipel_proto::daemon::init_logging_as(config.log_format);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|source| io_error("cannot start the async runtime".into(), source))?;
     runtime.block_on(async move {

@@ -18,6 +18,11 @@ const DEFAULT_CHECK_IN_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_EXPIRATION_SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// Far longer than any healthy sender pauses between 64 KiB messages.
 const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where the dashboard listens when the operator does not say: loopback only.
+pub const DEFAULT_DASHBOARD_ADDRESS: &str = "127.0.0.1:7778";
+/// Often enough to stop taking uploads soon after a disk fails, rarely
+/// enough to cost the disk nothing.
+const DEFAULT_DISK_PROBE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// A week: long enough for an operator or a satellite to notice a bad retain
 /// filter and restore.
 pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -68,6 +73,18 @@ pub struct Config {
     /// it and releases the space it reserved, e.g. "60s".
     #[serde(with = "humantime_serde", default = "default_upload_idle_timeout")]
     pub upload_idle_timeout: Duration,
+    /// host:port of the web dashboard, its JSON API (`/api/node`, which
+    /// `archipel-node info` reads) and its Prometheus metrics (`/metrics`).
+    /// It has no login: keep it on a loopback address. Empty turns it off.
+    #[serde(default = "default_dashboard_address")]
+    pub dashboard_address: String,
+    /// Time between two write probes of the disk, e.g. "5m".
+    #[serde(with = "humantime_serde", default = "default_disk_probe_interval")]
+    pub disk_probe_interval: Duration,
+    /// How the node logs to stderr: "human" (default) or "json" (one object
+    /// per line, for log collectors).
+    #[serde(default)]
+    pub log_format: archipel_proto::daemon::LogFormat,
 }
 
 fn default_listen_address() -> String {
@@ -84,6 +101,14 @@ fn default_expiration_sweep_interval() -> Duration {
 }
 fn default_trash_retention() -> Duration {
     DEFAULT_TRASH_RETENTION
+}
+
+fn default_dashboard_address() -> String {
+    DEFAULT_DASHBOARD_ADDRESS.to_string()
+}
+
+fn default_disk_probe_interval() -> Duration {
+    DEFAULT_DISK_PROBE_INTERVAL
 }
 
 fn default_upload_idle_timeout() -> Duration {
@@ -105,6 +130,9 @@ impl Config {
             expiration_sweep_interval: DEFAULT_EXPIRATION_SWEEP_INTERVAL,
             trash_retention: DEFAULT_TRASH_RETENTION,
             upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
+            dashboard_address: default_dashboard_address(),
+            disk_probe_interval: DEFAULT_DISK_PROBE_INTERVAL,
+            log_format: Default::default(),
         }
     }
 
@@ -142,6 +170,9 @@ impl Config {
         }
         if self.upload_idle_timeout.is_zero() {
             return Err(Error::Config("upload_idle_timeout must not be zero".into()));
+        }
+        if self.disk_probe_interval.is_zero() {
+            return Err(Error::Config("disk_probe_interval must not be zero".into()));
         }
         if self.expiration_sweep_interval.is_zero() {
             return Err(Error::Config(

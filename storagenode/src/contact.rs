@@ -1,7 +1,7 @@
 //! Check-in: one background loop per trusted satellite announces this node
-//! (address, capacity, free space, the space that satellite's pieces use,
-//! version) at start and every
-//! `check_in_interval`, and learns the satellite's public key from the answer.
+//! (address, capacity, free space, the space that satellite's pieces use, a
+//! failing disk, version) at start and every `check_in_interval`, and learns
+//! the satellite's public key and the node's standing with it from the answer.
 //!
 //! A satellite that cannot be reached is retried with a backoff that doubles
 //! up to the interval; it never stops the node. The satellite's suggested
@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 use crate::config::TrustedSatellite;
 use crate::error::{Error, Result};
+use crate::standing::Standings;
 use crate::store::PieceStore;
 use crate::trust::SatelliteKeys;
 
@@ -30,6 +31,7 @@ pub struct CheckInContext {
     pub identity: Identity,
     pub store: PieceStore,
     pub keys: Arc<SatelliteKeys>,
+    pub standings: Arc<Standings>,
     /// host:port announced to satellites.
     pub address: String,
     pub interval: Duration,
@@ -74,6 +76,7 @@ impl SatelliteContact {
                 free_bytes: clamp_i64(context.store.available_bytes()?),
                 used_bytes: clamp_i64(usage.bytes),
                 trash_bytes: clamp_i64(usage.trash_bytes),
+                disk_problem: context.store.disk_problem().unwrap_or_default(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 timestamp: orders::unix_now(),
                 ..Default::default()
@@ -91,6 +94,10 @@ impl SatelliteContact {
         context
             .keys
             .learn(self.satellite.id, &response.satellite_public_key)
+            .await?;
+        context
+            .standings
+            .checked_in(self.satellite.id, orders::unix_now(), response.reputation)
             .await
     }
 
@@ -116,6 +123,9 @@ impl SatelliteContact {
                     context.interval
                 }
                 Err(e) => {
+                    if let Err(record) = context.standings.failed(id, e.to_string()).await {
+                        tracing::warn!(satellite = %id, "cannot record a failed check-in: {record}");
+                    }
                     // Warn once per outage; the retries are logged quietly.
                     if reachable {
                         tracing::warn!(satellite = %id, address = %self.satellite.address, "check-in failed, will retry: {e}");
@@ -169,6 +179,11 @@ pub(crate) mod tests {
             Ok(Response::new(CheckInResponse {
                 satellite_public_key: self.identity.public_key().to_vec(),
                 next_check_in_seconds: 1,
+                reputation: Some(archipel_proto::pb::NodeReputation {
+                    audit_score: 1.0,
+                    joined_at: 1_700_000_000,
+                    ..Default::default()
+                }),
             }))
         }
     }
@@ -211,12 +226,15 @@ pub(crate) mod tests {
                 .await
                 .unwrap(),
         );
+        let store = PieceStore::open(dir.path().to_path_buf(), 5_000_000)
+            .await
+            .unwrap();
+        let standings = Arc::new(Standings::load(store.clone(), &[trusted.id]).await.unwrap());
         let context = Arc::new(CheckInContext {
             identity: Identity::generate(),
-            store: PieceStore::open(dir.path().to_path_buf(), 5_000_000)
-                .await
-                .unwrap(),
+            store,
             keys: keys.clone(),
+            standings: standings.clone(),
             address: "127.0.0.1:4444".into(),
             interval: Duration::from_millis(500),
         });
@@ -247,6 +265,7 @@ pub(crate) mod tests {
         assert_eq!(first.address, "127.0.0.1:4444");
         assert_eq!(first.capacity_bytes, 5_000_000);
         assert!(first.free_bytes > 0 && first.free_bytes <= 5_000_000);
+        assert_eq!(first.disk_problem, "");
 
         // Later check-ins keep coming at the interval.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -254,6 +273,13 @@ pub(crate) mod tests {
             assert!(tokio::time::Instant::now() < deadline, "no second check-in");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The first check-in was recorded before the second was sent.
+        let standing = standings.get(&satellite.id());
+        assert!(standing.last_contact.is_some(), "{standing:?}");
+        assert_eq!(
+            standing.reputation.and_then(|r| r.joined_at),
+            Some(1_700_000_000)
+        );
 
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), looping)
@@ -289,11 +315,13 @@ pub(crate) mod tests {
                 .await
                 .unwrap(),
         );
+        let store = PieceStore::open(dir.path().to_path_buf(), 5_000_000)
+            .await
+            .unwrap();
         let context = CheckInContext {
             identity: Identity::generate(),
-            store: PieceStore::open(dir.path().to_path_buf(), 5_000_000)
-                .await
-                .unwrap(),
+            standings: Arc::new(Standings::load(store.clone(), &[trusted.id]).await.unwrap()),
+            store,
             keys: keys.clone(),
             address: "127.0.0.1:4444".into(),
             interval: Duration::from_secs(1),

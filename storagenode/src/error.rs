@@ -24,6 +24,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the node's dashboard at {address} (is the node running, with this dashboard_address?): {reason}")]
+    DashboardUnreachable { address: String, reason: String },
+    #[error("the node takes no uploads because its disk failed a write probe: {0}")]
+    DiskUnhealthy(String),
     #[error("not enough space: the upload may need {requested} bytes but only {available} are available")]
     NotEnoughSpace { requested: u64, available: u64 },
     #[error("piece {0} is not stored on this node")]
@@ -128,7 +132,7 @@ impl Error {
             Error::DamagedPiece { .. } => Code::DataLoss,
             Error::RangeOutOfBounds { .. } => Code::OutOfRange,
             Error::UntrustedSatellite(_) | Error::ReplayedSerial(_) => Code::PermissionDenied,
-            Error::SatelliteKeyUnknown(_) => Code::Unavailable,
+            Error::SatelliteKeyUnknown(_) | Error::DiskUnhealthy(_) => Code::Unavailable,
             Error::InvalidRequest(_) | Error::UploadIncomplete => Code::InvalidArgument,
             Error::UploadIdle(_) => Code::DeadlineExceeded,
             Error::Order(inner) => match inner {
@@ -150,6 +154,7 @@ impl Error {
             | Error::StorageInUse { .. }
             | Error::SerialLog { .. }
             | Error::CheckIn { .. }
+            | Error::DashboardUnreachable { .. }
             | Error::SatelliteKey { .. }
             | Error::Config(_)
             | Error::ConfigRead { .. }

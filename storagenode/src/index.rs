@@ -6,6 +6,10 @@
 //! transactions. So the node knows its usage, its expiring pieces and its
 //! trash without walking its disk.
 //!
+//! The same database keeps the node's other records: the bytes transferred
+//! per satellite, action and day ([`crate::bandwidth`]), the last retain
+//! filter applied and what each satellite said at the last check-in.
+//!
 //! # Staying in step with the files
 //!
 //! Every change to piece files goes through [`Index::begin`] and
@@ -61,6 +65,13 @@ CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bandwidth (
+    satellite BLOB NOT NULL,
+    action TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (satellite, action, day)
+) WITHOUT ROWID;
 ";
 
 /// Where a piece file is.
@@ -274,6 +285,63 @@ impl Index {
 
     pub fn set_last_retain(&self, satellite: &NodeId, created_at: i64) -> Result<()> {
         self.set_state(&format!("retain:{satellite}"), &created_at.to_string())
+    }
+
+    /// What `satellite` said at the last check-in, as the contact loop
+    /// stored it (JSON).
+    pub fn standing(&self, satellite: &NodeId) -> Result<Option<String>> {
+        self.state(&format!("standing:{satellite}"))
+    }
+
+    pub fn set_standing(&self, satellite: &NodeId, json: &str) -> Result<()> {
+        self.set_state(&format!("standing:{satellite}"), json)
+    }
+
+    /// Adds transferred bytes, each `(satellite, action, day, bytes)`, in one
+    /// transaction.
+    pub fn add_bandwidth(&mut self, entries: &[(NodeId, &str, i64, u64)]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(db)?;
+        {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO bandwidth (satellite, action, day, bytes) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (satellite, action, day) DO UPDATE SET bytes = bytes + excluded.bytes",
+                )
+                .map_err(db)?;
+            for (satellite, action, day, bytes) in entries {
+                add.execute(params![satellite.as_bytes(), action, day, to_i64(*bytes)])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// The bytes transferred on `since_day` and later, as
+    /// `(satellite, action, day, bytes)`.
+    pub fn bandwidth_since(&self, since_day: i64) -> Result<Vec<(NodeId, String, i64, u64)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT satellite, action, day, bytes FROM bandwidth WHERE day >= ?1 \
+                 ORDER BY satellite, day, action",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map([since_day], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (satellite, action, day, bytes) = row.map_err(db)?;
+            out.push((satellite_id(&satellite)?, action, day, to_u64(bytes)));
+        }
+        Ok(out)
     }
 
     fn journal(&self) -> Result<Vec<(NodeId, PieceId)>> {

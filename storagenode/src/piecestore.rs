@@ -25,9 +25,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::bandwidth::Ledger;
 use crate::error::{Error, Result};
+use crate::metrics::{Direction, NodeMetrics, Outcome};
 use crate::serials::UsedSerials;
-use crate::store::PieceStore;
+use crate::store::{PieceData, PieceStore};
 use crate::trust::SatelliteKeys;
 
 /// Data bytes per download message. A multiple of the hash chunk size, so
@@ -56,6 +58,27 @@ pub struct PiecestoreService {
     keys: Arc<SatelliteKeys>,
     serials: UsedSerials,
     upload_idle_timeout: Duration,
+    ledger: Arc<Ledger>,
+    metrics: Arc<NodeMetrics>,
+}
+
+/// What a transfer moved, for the bandwidth ledger and the metrics.
+#[derive(Default)]
+struct Transfer {
+    /// The action the request's order limit names, checked or not.
+    action: Option<PieceAction>,
+    /// Set once the order limit passed every check.
+    satellite: Option<NodeId>,
+    bytes: u64,
+}
+
+impl Transfer {
+    fn named_by(limit: Option<&OrderLimit>) -> Transfer {
+        Transfer {
+            action: limit.and_then(|l| PieceAction::try_from(l.action).ok()),
+            ..Transfer::default()
+        }
+    }
 }
 
 /// An order limit that passed every check.
@@ -74,6 +97,8 @@ impl PiecestoreService {
         keys: Arc<SatelliteKeys>,
         serials: UsedSerials,
         upload_idle_timeout: Duration,
+        ledger: Arc<Ledger>,
+        metrics: Arc<NodeMetrics>,
     ) -> Self {
         PiecestoreService {
             identity,
@@ -81,7 +106,15 @@ impl PiecestoreService {
             keys,
             serials,
             upload_idle_timeout,
+            ledger,
+            metrics,
         }
+    }
+
+    /// Counts a finished transfer: its outcome in the metrics and, if its
+    /// order limit was honoured, its bytes in the ledger.
+    fn account(&self, direction: Direction, transfer: &Transfer, outcome: Outcome) {
+        account(&self.ledger, &self.metrics, direction, transfer, outcome);
     }
 
     async fn authorize(
@@ -125,16 +158,29 @@ impl PiecestoreService {
 
     async fn upload(
         &self,
+        stream: Streaming<PieceUploadRequest>,
+    ) -> Result<PieceUploadResponse, Status> {
+        let mut transfer = Transfer::default();
+        let result = self.receive(stream, &mut transfer).await;
+        self.account(Direction::Upload, &transfer, Outcome::of(&result));
+        result
+    }
+
+    async fn receive(
+        &self,
         mut stream: Streaming<PieceUploadRequest>,
+        transfer: &mut Transfer,
     ) -> Result<PieceUploadResponse, Status> {
         let mut first = self
             .next_message(&mut stream)
             .await?
             .ok_or_else(|| Error::InvalidRequest("the upload stream is empty".into()))?;
+        *transfer = Transfer::named_by(first.limit.as_ref());
         let order = self
             .authorize(first.limit.take(), UPLOAD_ACTIONS)
             .instrument(tracing::debug_span!("order check"))
             .await?;
+        transfer.satellite = Some(order.satellite);
         let expiration = order.limit.piece_expiration;
         if expiration != 0 && expiration <= orders::unix_now() {
             return Err(Error::InvalidRequest("the piece would already be expired".into()).into());
@@ -144,6 +190,7 @@ impl PiecestoreService {
         loop {
             if !message.data.is_empty() {
                 writer.write(&message.data).await?;
+                transfer.bytes += message.data.len() as u64;
             }
             if message.done {
                 let hash = writer
@@ -177,7 +224,26 @@ impl PiecestoreService {
         &self,
         request: PieceDownloadRequest,
     ) -> Result<mpsc::Receiver<Result<PieceDownloadResponse, Status>>> {
+        let mut transfer = Transfer::named_by(request.limit.as_ref());
+        let started = self.start_download(request, &mut transfer).await;
+        match started {
+            Ok((header, data)) => Ok(self.send(header, data, transfer)),
+            Err(e) => {
+                self.account(Direction::Download, &transfer, Outcome::Failure);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks a download request and opens its range of the piece: the first
+    /// message (hashes and proof) and the data to follow.
+    async fn start_download(
+        &self,
+        request: PieceDownloadRequest,
+        transfer: &mut Transfer,
+    ) -> Result<(PieceDownloadResponse, PieceData)> {
         let order = self.authorize(request.limit, DOWNLOAD_ACTIONS).await?;
+        transfer.satellite = Some(order.satellite);
         let (offset, length) = match (u64::try_from(request.offset), u64::try_from(request.length))
         {
             (Ok(offset), Ok(length)) => (offset, length),
@@ -230,36 +296,27 @@ impl PiecestoreService {
             proof: proof.iter().map(|hash| hash.to_vec()).collect(),
             data: Default::default(),
         };
-        let mut data = piece
+        let data = piece
             .into_data(aligned_offset, aligned_end - aligned_offset)
             .await?;
+        Ok((header, data))
+    }
 
+    /// Streams a started download to the client from a task of its own, and
+    /// accounts for it when it ends.
+    fn send(
+        &self,
+        header: PieceDownloadResponse,
+        mut data: PieceData,
+        mut transfer: Transfer,
+    ) -> mpsc::Receiver<Result<PieceDownloadResponse, Status>> {
         let (sender, receiver) = mpsc::channel(DOWNLOAD_QUEUE);
-        let piece_hex = hex::encode(order.piece_id);
+        let (ledger, metrics) = (self.ledger.clone(), self.metrics.clone());
         tokio::spawn(async move {
-            if sender.send(Ok(header)).await.is_err() {
-                return;
-            }
-            loop {
-                let message = match data.next(DOWNLOAD_MESSAGE_SIZE).await {
-                    Ok(Some(data)) => PieceDownloadResponse {
-                        data: data.into(),
-                        ..Default::default()
-                    },
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(piece = %piece_hex, "cannot read piece data: {e}");
-                        let _ = sender.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                // A closed channel means the client went away.
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-            }
+            let outcome = stream_piece(&sender, header, &mut data, &mut transfer).await;
+            account(&ledger, &metrics, Direction::Download, &transfer, outcome);
         });
-        Ok(receiver)
+        receiver
     }
 
     async fn delete(&self, request: PieceDeleteRequest) -> Result<PieceDeleteResponse> {
@@ -275,13 +332,62 @@ impl PiecestoreService {
             .ok_or_else(|| Error::InvalidRequest("the request carries no filter".into()))?;
         let satellite = NodeId::from_bytes(&filter.satellite_id)?;
         let key = self.keys.key(satellite, SATELLITE_KEY_WAIT).await?;
-        crate::retain::apply_filter(&self.store, &key, self.identity.id(), filter).await
+        let response =
+            crate::retain::apply_filter(&self.store, &key, self.identity.id(), filter).await?;
+        self.metrics
+            .retained(response.pieces_trashed, response.bytes_trashed);
+        Ok(response)
     }
 
     async fn restore_trash(&self, request: RestoreTrashRequest) -> Result<RestoreTrashResponse> {
         let satellite = NodeId::from_bytes(&request.satellite_id)?;
         let key = self.keys.key(satellite, SATELLITE_KEY_WAIT).await?;
         crate::retain::restore(&self.store, &key, self.identity.id(), request).await
+    }
+}
+
+fn account(
+    ledger: &Ledger,
+    metrics: &NodeMetrics,
+    direction: Direction,
+    transfer: &Transfer,
+    outcome: Outcome,
+) {
+    metrics.transfer(direction, transfer.action, outcome);
+    if let (Some(satellite), Some(action)) = (transfer.satellite, transfer.action) {
+        ledger.record(satellite, action, transfer.bytes);
+    }
+}
+
+/// Sends `header`, then `data` in messages, counting the data bytes sent.
+async fn stream_piece(
+    sender: &mpsc::Sender<Result<PieceDownloadResponse, Status>>,
+    header: PieceDownloadResponse,
+    data: &mut PieceData,
+    transfer: &mut Transfer,
+) -> Outcome {
+    // A closed channel means the client went away.
+    if sender.send(Ok(header)).await.is_err() {
+        return Outcome::Cancelled;
+    }
+    loop {
+        let message = match data.next(DOWNLOAD_MESSAGE_SIZE).await {
+            Ok(Some(data)) => PieceDownloadResponse {
+                data: data.into(),
+                ..Default::default()
+            },
+            Ok(None) => return Outcome::Success,
+            Err(e) => {
+                tracing::warn!("cannot read piece data: {e}");
+                let _ = sender.send(Err(e.into())).await;
+                return Outcome::Failure;
+            }
+        };
+        let sent = message.data.len() as u64;
+        if sender.send(Ok(message)).await.is_err() {
+            return Outcome::Cancelled;
+        }
+        transfer.bytes += sent;
     }
 }
 
@@ -436,6 +542,7 @@ mod tests {
                 self.config.clone(),
                 self.node.clone(),
                 listener,
+                None,
                 self.node_stop.clone().cancelled_owned(),
             )));
         }

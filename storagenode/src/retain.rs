@@ -12,6 +12,7 @@
 //! that satellite is refused, so a replayed filter cannot trash again what a
 //! restore brought back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_proto::bloom::BloomFilter;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::index::Place;
+use crate::metrics::NodeMetrics;
 use crate::store::PieceStore;
 
 /// How far a restore request's timestamp may be from the node's clock.
@@ -117,6 +119,7 @@ pub async fn restore(
 /// `trash_retention`, every `interval` (and once at start) until `cancel`.
 pub async fn housekeeping(
     store: PieceStore,
+    metrics: Arc<NodeMetrics>,
     interval: Duration,
     trash_retention: Duration,
     cancel: CancellationToken,
@@ -124,7 +127,11 @@ pub async fn housekeeping(
     let retention = i64::try_from(trash_retention.as_secs()).unwrap_or(i64::MAX);
     loop {
         let now = orders::unix_now();
-        match store.sweep_expired(now).await {
+        let swept = store.sweep_expired(now).await;
+        if let Ok(report) = &swept {
+            metrics.expired(report);
+        }
+        match swept {
             Ok(report) if report.pieces > 0 => tracing::info!(
                 removed = report.pieces,
                 freed_bytes = report.bytes,
@@ -133,7 +140,11 @@ pub async fn housekeeping(
             Ok(_) => {}
             Err(e) => tracing::warn!("sweeping expired pieces failed: {e}"),
         }
-        match store.empty_trash(now.saturating_sub(retention)).await {
+        let emptied = store.empty_trash(now.saturating_sub(retention)).await;
+        if let Ok(report) = &emptied {
+            metrics.trash_emptied(report);
+        }
+        match emptied {
             Ok(report) if report.pieces > 0 => tracing::info!(
                 removed = report.pieces,
                 freed_bytes = report.bytes,

@@ -164,6 +164,8 @@ struct Space {
     /// Whether the index is known to match the disk (false while a
     /// reconciliation it needs has not finished).
     reconciled: bool,
+    /// Why the disk takes no new pieces: the last write probe failed.
+    disk_problem: Option<String>,
 }
 
 impl Space {
@@ -352,6 +354,31 @@ impl PieceStore {
         self.space().reconciled
     }
 
+    /// Why the disk takes no new pieces, while the last write probe failed.
+    pub fn disk_problem(&self) -> Option<String> {
+        self.space().disk_problem.clone()
+    }
+
+    /// Records the outcome of a write probe (`None`: it passed); uploads are
+    /// refused while a problem stands.
+    pub(crate) fn set_disk_problem(&self, problem: Option<String>) {
+        self.space().disk_problem = problem;
+    }
+
+    /// The directory unfinished uploads (and the disk probe) write to.
+    pub(crate) fn temp_dir(&self) -> &Path {
+        &self.inner.temp_dir
+    }
+
+    /// Runs `work` on the node's database, off the async threads.
+    pub(crate) async fn with_index<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Index) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        spawn_blocking(move || work(&mut store.index())).await
+    }
+
     /// Bytes reserved by uploads in progress.
     pub fn reserved_bytes(&self) -> u64 {
         self.space().reserved
@@ -397,6 +424,9 @@ impl PieceStore {
             // Checked and reserved under one lock, so two uploads cannot both
             // take the last free bytes.
             let mut space = self.space();
+            if let Some(problem) = &space.disk_problem {
+                return Err(Error::DiskUnhealthy(problem.clone()));
+            }
             let available = self.available_within(&space, disk_free);
             if requested > available {
                 return Err(Error::NotEnoughSpace {
@@ -576,13 +606,13 @@ impl PieceStore {
 
     /// The creation time of the last retain filter applied for `satellite`.
     pub async fn last_retain(&self, satellite: NodeId) -> Result<Option<i64>> {
-        let store = self.clone();
-        spawn_blocking(move || store.index().last_retain(&satellite)).await
+        self.with_index(move |index| index.last_retain(&satellite))
+            .await
     }
 
     pub async fn set_last_retain(&self, satellite: NodeId, created_at: i64) -> Result<()> {
-        let store = self.clone();
-        spawn_blocking(move || store.index().set_last_retain(&satellite, created_at)).await
+        self.with_index(move |index| index.set_last_retain(&satellite, created_at))
+            .await
     }
 
     /// Removes the stored pieces whose expiration is at or before `now`.

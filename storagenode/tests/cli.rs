@@ -1,4 +1,5 @@
-//! The `archipel-node` binary: setup, info, and a run stopped by SIGTERM.
+//! The `archipel-node` binary: setup, info (from the running node's
+//! dashboard), and a run stopped by SIGTERM.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ fn setup_writes_identity_and_config_and_refuses_to_overwrite() {
         .args(["setup", "--dir"])
         .arg(&node_dir)
         .args(["--listen", "127.0.0.1:0", "--allocated", "2GB"])
-        .args(["--difficulty", "8"])
+        .args(["--difficulty", "8", "--dashboard", "127.0.0.1:9"])
         .arg("--satellite")
         .arg(format!("{satellite}@127.0.0.1:7070"))
         .output()
@@ -33,19 +34,19 @@ fn setup_writes_identity_and_config_and_refuses_to_overwrite() {
     assert_eq!(config.allocated_bytes, 2_000_000_000);
     assert_eq!(config.satellites[0].id, satellite);
     assert_eq!(config.listen_address, "127.0.0.1:0");
+    assert_eq!(config.dashboard_address, "127.0.0.1:9");
     let identity = archipel_proto::Identity::load(&config.identity_path).unwrap();
     assert!(identity.id().difficulty() >= 8, "{}", identity.id());
 
+    // `info` reads the running node; this one is not running.
     let output = node()
         .args(["info", "--config"])
         .arg(node_dir.join("config.toml"))
         .output()
         .unwrap();
-    assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        identity.id().to_string()
-    );
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("is the node running"), "{message}");
 
     let again = node()
         .args(["setup", "--dir"])
@@ -99,19 +100,55 @@ fn run_serves_until_sigterm_and_exits_cleanly() {
         .status()
         .unwrap();
     assert!(status.success());
+    let dashboard = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let config = dir.path().join("config.toml");
     let mut child = node()
         .args(["run", "--config"])
-        .arg(dir.path().join("config.toml"))
+        .arg(&config)
+        .args(["--dashboard", &dashboard])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The piece store is opened at start; wait for its directories.
+    // `info` answers once the node is up, in words and in JSON.
+    let info = |json: bool| {
+        let mut command = node();
+        command.args(["info", "--config"]).arg(&config);
+        command.env("ARCHIPEL_NODE_DASHBOARD", &dashboard);
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join("storage").join("temp").exists() {
-        assert!(Instant::now() < deadline, "the node did not start");
+    let json = loop {
+        let output = info(true);
+        if output.status.success() {
+            break output.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node's dashboard did not answer"
+        );
         assert!(child.try_wait().unwrap().is_none(), "the node exited early");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    let report: archipel_storagenode::dashboard::NodeReport =
+        serde_json::from_slice(&json).unwrap();
+    let identity = archipel_proto::Identity::load(&dir.path().join("identity")).unwrap();
+    assert_eq!(report.node_id, identity.id().to_string());
+    assert_eq!(report.disk.used_bytes, 0);
+    assert!(report.disk.free_bytes > 0);
+    assert_eq!(report.disk.problem, None);
+    let words = info(false);
+    assert!(words.status.success());
+    let words = String::from_utf8_lossy(&words.stdout);
+    assert!(words.contains(&report.node_id), "{words}");
+    assert!(words.contains("0 B used"), "{words}");
+
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

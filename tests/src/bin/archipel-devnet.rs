@@ -130,6 +130,8 @@ struct SatelliteEntry {
 struct NodeEntry {
     id: NodeId,
     address: String,
+    /// Its dashboard: `http://ADDRESS/` (JSON at `/api/node`, metrics at `/metrics`).
+    dashboard: String,
     pid: Option<u32>,
     storage_dir: PathBuf,
 }
@@ -235,6 +237,7 @@ fn prepare_node(
         let mut config = archipel_storagenode::Config::new(node_dir.join("storage"));
         config.identity_path = node_dir.join("identity");
         config.listen_address = free_port(&ip)?.to_string();
+        config.dashboard_address = free_port(&ip)?.to_string();
         config.satellites = vec![archipel_storagenode::TrustedSatellite {
             id: satellite.id,
             address: satellite.address.clone(),
@@ -246,6 +249,7 @@ fn prepare_node(
     Ok(NodeEntry {
         id: identity.id(),
         address: config.listen_address.clone(),
+        dashboard: config.dashboard_address.clone(),
         pid: None,
         storage_dir: config.storage_dir,
     })
@@ -460,6 +464,16 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     println!("  cargo run --release --bin archipel -- ls ap://demo");
     println!("  cargo run --release --bin archipel -- stat ap://demo/some-file");
     println!("  cargo run --release --bin archipel -- cp ap://demo/some-file ./copy");
+    if let Some(first) = layout.nodes.first() {
+        println!(
+            "Node dashboards (devnet.json lists them all): http://{}/ for node0; in a terminal:",
+            first.dashboard
+        );
+        println!(
+            "  cargo run --release --bin archipel-node -- info --config {}",
+            dir.join("node0/config.toml").display()
+        );
+    }
     println!("Kill a few node processes (pids in devnet.json) and download again.");
     match &admin_env {
         Some(admin_env) => {
