@@ -1,5 +1,5 @@
-//! Signed order limits, piece hashes, check-ins, retain filters and trash
-//! restore requests; per-node piece ids.
+//! Signed order limits, piece hashes, check-ins, retain filters, trash
+//! restore requests, graceful exit requests and receipts; per-node piece ids.
 //!
 //! A signature always covers the protobuf encoding of the message with its
 //! signature field cleared; both sides encode with the same prost code, so the
@@ -10,7 +10,8 @@ use prost::Message;
 use crate::bloom::BloomFilter;
 use crate::identity::{Identity, NodeId, PeerKey};
 use crate::pb::{
-    CheckInRequest, OrderLimit, PieceAction, PieceHash, RestoreTrashRequest, RetainFilter,
+    CheckInRequest, ExitCompleted, ExitRequest, OrderLimit, PieceAction, PieceHash,
+    RestoreTrashRequest, RetainFilter,
 };
 use crate::{Error, Result};
 
@@ -77,6 +78,74 @@ fn verify_satellite_signed<M: Message + Clone>(
     }
     let signature = std::mem::take(signature);
     satellite.verify(&unsigned.encode_to_vec(), &signature)
+}
+
+/// The public key and signature fields of a message a node signs.
+type NodeFields<M> = fn(&mut M) -> (&mut Vec<u8>, &mut Vec<u8>);
+
+/// Fills in the node's public key and signature of `message`: the signature
+/// covers the encoding with the key filled in and the signature empty.
+fn sign_as_node<M: Message>(node: &Identity, mut message: M, fields: NodeFields<M>) -> M {
+    let (key, signature) = fields(&mut message);
+    *key = node.public_key().to_vec();
+    signature.clear();
+    let signed = node.sign(&message.encode_to_vec());
+    *fields(&mut message).1 = signed;
+    message
+}
+
+/// Checks the signature of a message a node signed; returns the node's key.
+fn verify_node_signed<M: Message + Clone>(message: &M, fields: NodeFields<M>) -> Result<PeerKey> {
+    let mut unsigned = message.clone();
+    let (key, signature) = fields(&mut unsigned);
+    let key = PeerKey::from_public_key(key)?;
+    let signature = std::mem::take(signature);
+    key.verify(&unsigned.encode_to_vec(), &signature)?;
+    Ok(key)
+}
+
+fn check_in_fields(request: &mut CheckInRequest) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    (&mut request.node_public_key, &mut request.node_signature)
+}
+
+fn exit_request_fields(request: &mut ExitRequest) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    (&mut request.node_public_key, &mut request.node_signature)
+}
+
+fn exit_completed_fields(receipt: &mut ExitCompleted) -> (&mut Vec<u8>, &mut Vec<u8>) {
+    (&mut receipt.satellite_id, &mut receipt.satellite_signature)
+}
+
+/// Fills in the node's key and signature of a graceful exit request.
+pub fn sign_exit_request(node: &Identity, request: ExitRequest) -> ExitRequest {
+    sign_as_node(node, request, exit_request_fields)
+}
+
+/// Checks a graceful exit request's signature; returns the node's key.
+pub fn verify_exit_request(request: &ExitRequest) -> Result<PeerKey> {
+    verify_node_signed(request, exit_request_fields)
+}
+
+/// Fills in `satellite_id` and the signature of an exit receipt.
+pub fn sign_exit_completed(satellite: &Identity, receipt: ExitCompleted) -> ExitCompleted {
+    sign_as_satellite(satellite, receipt, exit_completed_fields)
+}
+
+/// Checks that an exit receipt is `satellite`'s, signed, and for `node`.
+pub fn verify_exit_completed(
+    satellite: &PeerKey,
+    node: NodeId,
+    receipt: &ExitCompleted,
+) -> Result<()> {
+    verify_satellite_signed(satellite, receipt, exit_completed_fields)?;
+    let named = NodeId::from_bytes(&receipt.node_id)?;
+    if named != node {
+        return Err(Error::WrongNode {
+            expected: node,
+            actual: named,
+        });
+    }
+    Ok(())
 }
 
 fn order_limit_fields(limit: &mut OrderLimit) -> (&mut Vec<u8>, &mut Vec<u8>) {
@@ -196,20 +265,13 @@ pub fn verify_piece_hash(node: &PeerKey, hash: &PieceHash) -> Result<()> {
     node.verify(&unsigned.encode_to_vec(), &hash.node_signature)
 }
 
-pub fn sign_check_in(node: &Identity, mut request: CheckInRequest) -> CheckInRequest {
-    request.node_public_key = node.public_key().to_vec();
-    request.node_signature.clear();
-    request.node_signature = node.sign(&request.encode_to_vec());
-    request
+pub fn sign_check_in(node: &Identity, request: CheckInRequest) -> CheckInRequest {
+    sign_as_node(node, request, check_in_fields)
 }
 
 /// Verifies a check-in's signature and returns the node's checked key.
 pub fn verify_check_in(request: &CheckInRequest) -> Result<PeerKey> {
-    let key = PeerKey::from_public_key(&request.node_public_key)?;
-    let mut unsigned = request.clone();
-    unsigned.node_signature.clear();
-    key.verify(&unsigned.encode_to_vec(), &request.node_signature)?;
-    Ok(key)
+    verify_node_signed(request, check_in_fields)
 }
 
 /// A fresh random order serial number.

@@ -26,6 +26,7 @@ pub mod audit;
 pub mod cli;
 pub mod deletes;
 mod error;
+pub mod exit;
 pub mod gc;
 pub mod health;
 pub mod metabase;
@@ -99,6 +100,8 @@ pub struct Config {
     pub admin: admin::AdminConfig,
     /// Garbage collection: retain filters and piece deletions (the `[gc]` section).
     pub gc: gc::GcConfig,
+    /// Graceful exit of nodes (the `[exit]` section).
+    pub exit: exit::ExitConfig,
 }
 
 /// The redundancy scheme as `k/repair/success/total/share_size` text in TOML.
@@ -166,6 +169,7 @@ impl Default for Config {
             repair: repair::RepairConfig::default(),
             admin: admin::AdminConfig::default(),
             gc: gc::GcConfig::default(),
+            exit: exit::ExitConfig::default(),
         }
     }
 }
@@ -200,6 +204,7 @@ impl Config {
         self.audit.validate()?;
         self.repair.validate()?;
         self.gc.validate()?;
+        self.exit.validate()?;
         self.reputation.validate()
     }
 }
@@ -311,6 +316,12 @@ pub async fn run(
             retain,
         )));
     }
+    workers.push(tokio::spawn(worker::run_worker(
+        "silent exiting nodes",
+        config.exit.check_interval,
+        stop_rx.clone(),
+        exit::ExitWatcher::new(metabase.clone(), config.exit.clone()),
+    )));
     workers.push(tokio::spawn(worker::run_worker(
         "cleanup of abandoned uploads and expired objects",
         config.cleanup_interval,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use archipel_proto::orders::{
-    derive_piece_id, new_root_piece_id, unix_now, verify_check_in, verify_piece_hash,
+    derive_piece_id, new_root_piece_id, unix_now, verify_check_in, verify_exit_request,
+    verify_piece_hash,
 };
 use archipel_proto::pb::commit_object_request::LastSegment;
 use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, PieceAction};
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditRequests, PieceRef};
 use crate::deletes::PieceDeleter;
+use crate::exit::GracefulExit;
 use crate::health::{self, NetworkView};
 use crate::metabase::{self, ListEntry, Listing, ObjectCommit, Piece, Project, Segment};
 use crate::metrics::{self, Metrics};
@@ -46,6 +48,7 @@ pub struct State {
     /// Where prompt audits are requested (`None` when audits are disabled).
     pub audit_requests: Option<AuditRequests>,
     pub metrics: Arc<Metrics>,
+    exits: GracefulExit,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -115,8 +118,17 @@ impl State {
         // The identity's own public key always derives its id.
         let key = PeerKey::for_id(identity.id(), &identity.public_key())
             .unwrap_or_else(|_| unreachable!("an identity's key matches its id"));
+        let orders = OrderSigner::new(identity.clone(), config.order_expiration);
         State {
-            orders: OrderSigner::new(identity.clone(), config.order_expiration),
+            exits: GracefulExit::new(
+                config.clone(),
+                identity.clone(),
+                key.clone(),
+                metabase.clone(),
+                orders.clone(),
+                deleter.clone(),
+            ),
+            orders,
             config,
             identity,
             key,
@@ -843,6 +855,23 @@ impl Node for State {
             reputation: Some(self.reputation_of(&record, online_score)),
             next_check_in_seconds: secs(self.config.check_in_interval),
         }))
+    }
+
+    async fn exit(
+        &self,
+        request: Request<pb::ExitRequest>,
+    ) -> Result<Response<pb::ExitResponse>, Status> {
+        let r = request.into_inner();
+        let key = verify_exit_request(&r)
+            .map_err(|e| Status::unauthenticated(format!("the exit request is not signed: {e}")))?;
+        let now = unix_now();
+        if r.timestamp.abs_diff(now) > CHECK_IN_CLOCK_SKEW.unsigned_abs() {
+            return Err(Status::invalid_argument(format!(
+                "the exit request's timestamp is {} seconds off the satellite's clock",
+                r.timestamp.saturating_sub(now)
+            )));
+        }
+        Ok(Response::new(self.exits.call(key.id(), r.results).await?))
     }
 }
 

@@ -36,14 +36,17 @@ pub enum Action {
     Audit,
     /// Pieces served to a repairer, or received from one.
     Repair,
+    /// Pieces handed over in a graceful exit, sent or received.
+    Exit,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 5] = [
         Action::Upload,
         Action::Download,
         Action::Audit,
         Action::Repair,
+        Action::Exit,
     ];
 
     /// The accounting action of an order limit's action; `None` for those
@@ -54,6 +57,7 @@ impl Action {
             PieceAction::Get => Some(Action::Download),
             PieceAction::GetAudit => Some(Action::Audit),
             PieceAction::GetRepair | PieceAction::PutRepair => Some(Action::Repair),
+            PieceAction::PutExit => Some(Action::Exit),
             PieceAction::Delete | PieceAction::Invalid => None,
         }
     }
@@ -64,6 +68,7 @@ impl Action {
             Action::Download => "download",
             Action::Audit => "audit",
             Action::Repair => "repair",
+            Action::Exit => "exit",
         }
     }
 

@@ -72,6 +72,23 @@ enum Command {
         #[arg(long, env = "ARCHIPEL_NODE_DASHBOARD")]
         dashboard: Option<String>,
     },
+    /// Leaves a satellite gracefully: the running node hands its pieces to
+    /// other nodes, gets the satellite's receipt, then deletes them. Shows
+    /// the progress until the exit ends (Ctrl-C stops watching, not the exit).
+    Exit {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The satellite to leave (its id).
+        #[arg(long)]
+        satellite: archipel_proto::NodeId,
+        /// Starts the exit and returns without watching it.
+        #[arg(long)]
+        no_wait: bool,
+        /// The dashboard's host:port, if `run` was given another than the config's.
+        #[arg(long, env = "ARCHIPEL_NODE_DASHBOARD")]
+        dashboard: Option<String>,
+    },
     /// Moves the pieces garbage collection put in the trash back, for one
     /// satellite or all; run it while the node is stopped.
     RestoreTrash {
@@ -138,6 +155,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
             json,
             dashboard,
         } => info(&config, json, dashboard),
+        Command::Exit {
+            config,
+            satellite,
+            no_wait,
+            dashboard,
+        } => exit(&config, satellite, no_wait, dashboard),
         Command::RestoreTrash { config, satellite } => restore_trash(&config, satellite),
     };
     match result {
@@ -307,6 +330,64 @@ fn info(config_path: &Path, json: bool, dashboard: Option<String>) -> Result<(),
     })?;
     print!("{}", crate::dashboard::terminal_report(&report));
     Ok(())
+}
+
+fn exit(
+    config_path: &Path,
+    satellite: archipel_proto::NodeId,
+    no_wait: bool,
+    dashboard: Option<String>,
+) -> Result<(), Error> {
+    use crate::dashboard::{fetch_report, read_operator_token, request_exit, NodeReport};
+    let config = Config::load(config_path)?;
+    let address = dashboard.unwrap_or(config.dashboard_address);
+    let token = read_operator_token(&config.storage_dir)?;
+    request_exit(&address, &satellite, &token)?;
+    println!("graceful exit from satellite {satellite} started");
+    if no_wait {
+        return Ok(());
+    }
+    let mut last = String::new();
+    loop {
+        let body = fetch_report(&address)?;
+        let report: NodeReport = serde_json::from_str(&body).map_err(|e| {
+            Error::Config(format!(
+                "the dashboard at {address} answered something other than a node report: {e}"
+            ))
+        })?;
+        let exit = report
+            .satellites
+            .iter()
+            .find(|s| s.id == satellite.to_string())
+            .and_then(|s| s.exit.clone())
+            .unwrap_or_default();
+        let line = format!(
+            "{} pieces handed over, {} failed{}",
+            exit.pieces_transferred,
+            exit.pieces_failed,
+            exit.last_error
+                .as_ref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if let Some(failure) = exit.failure {
+            return Err(Error::NodeRefused(format!(
+                "the satellite ended the exit as failed: {failure}"
+            )));
+        }
+        if exit.succeeded() && exit.pieces_deleted.is_some() {
+            println!(
+                "exit completed: the satellite's receipt is kept in the node's database and its {} pieces are deleted",
+                exit.pieces_deleted.unwrap_or(0)
+            );
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn restore_trash(config_path: &Path, only: Option<archipel_proto::NodeId>) -> Result<(), Error> {

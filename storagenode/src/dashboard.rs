@@ -1,7 +1,11 @@
 //! The operator's dashboard: a web page (`/`), the JSON report behind it
 //! (`/api/node`, which `archipel-node info` prints) and Prometheus metrics
-//! (`/metrics`), on an address of its own (loopback by default; there is no
-//! login). Every figure is read when asked for, from the same records the
+//! (`/metrics`), on an address of its own (loopback by default; reading
+//! needs no login). The one action, starting a graceful exit
+//! (`POST /api/exit/{satellite}`, which `archipel-node exit` sends), needs
+//! the operator token the node writes to its storage directory at start, so
+//! that neither a web page nor a local user without access to that
+//! directory can make the node leave. Every figure is read when asked for, from the same records the
 //! node works from (the piece index, the bandwidth ledger, the standings from
 //! the last check-ins), so the page never lags what the node does.
 
@@ -11,10 +15,12 @@ use std::sync::Arc;
 use archipel_proto::exposition::{Exposition, PROMETHEUS_CONTENT_TYPE};
 use archipel_proto::orders::unix_now;
 use archipel_proto::NodeId;
+use axum::extract::Path;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -23,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bandwidth::{self, Action, ByAction, Ledger};
 use crate::config::TrustedSatellite;
 use crate::error::{Error, Result};
+use crate::exit::{ExitStatus, Exits};
 use crate::metrics::{read, NodeMetrics};
 use crate::standing::{Reputation, Standings};
 use crate::store::PieceStore;
@@ -33,6 +40,39 @@ const FULL_BELOW_BYTES: u64 = 1 << 20;
 /// Share of the allocation in use from which the dashboard warns.
 const NEARLY_FULL_SHARE: f64 = 0.9;
 
+/// The file in the storage directory holding the operator token.
+pub const OPERATOR_TOKEN_FILE: &str = "operator-token";
+
+/// Writes a fresh operator token to the storage directory, readable by its
+/// owner only; returns it.
+pub fn write_operator_token(storage_dir: &std::path::Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let path = storage_dir.join(OPERATOR_TOKEN_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(Error::io(format!("cannot write {}", path.display())))?;
+    file.write_all(token.as_bytes())
+        .map_err(Error::io(format!("cannot write {}", path.display())))?;
+    Ok(token)
+}
+
+/// The operator token the running node wrote to its storage directory.
+pub fn read_operator_token(storage_dir: &std::path::Path) -> Result<String> {
+    let path = storage_dir.join(OPERATOR_TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|token| token.trim().to_string())
+        .map_err(Error::io(format!(
+            "cannot read {} (is the node running, and may this user read its storage directory?)",
+            path.display()
+        )))
+}
+
 /// What the dashboard reads from.
 pub struct Dashboard {
     pub node_id: NodeId,
@@ -42,6 +82,9 @@ pub struct Dashboard {
     pub ledger: Arc<Ledger>,
     pub standings: Arc<Standings>,
     pub metrics: Arc<NodeMetrics>,
+    pub exits: Arc<Exits>,
+    /// What `POST` requests must carry as a bearer token.
+    pub operator_token: String,
 }
 
 /// The whole node at a glance: `/api/node`.
@@ -96,6 +139,8 @@ pub struct SatelliteReport {
     pub last_error: Option<String>,
     /// As the satellite reported it; none before the first check-in.
     pub reputation: Option<Reputation>,
+    /// The node's graceful exit from this satellite, once started.
+    pub exit: Option<ExitStatus>,
 }
 
 /// One day's transfers for one satellite.
@@ -220,6 +265,13 @@ impl Dashboard {
                     trusted.id
                 ));
             }
+            let exit = self.exits.status(&trusted.id);
+            if let Some(failure) = exit.as_ref().and_then(|e| e.failure.as_ref()) {
+                warnings.push(format!(
+                    "The graceful exit from satellite {} failed: {failure}",
+                    trusted.id
+                ));
+            }
             if let Some(reputation) = &standing.reputation {
                 if reputation.disqualified_at.is_some() {
                     warnings.push(format!(
@@ -246,6 +298,7 @@ impl Dashboard {
                 last_contact: standing.last_contact,
                 last_error: standing.last_error,
                 reputation: standing.reputation,
+                exit,
             });
         }
         Ok(NodeReport {
@@ -434,6 +487,24 @@ impl Dashboard {
 /// Reads `/api/node` from the dashboard at `address` (host:port), as
 /// `archipel-node info` does: the running node is the one source of its figures.
 pub fn fetch_report(address: &str) -> Result<String> {
+    http(address, "GET", "/api/node", None)
+}
+
+/// Asks the node whose dashboard is at `address` to start its graceful exit
+/// from `satellite`, with the operator token from its storage directory;
+/// returns the exit's status as JSON.
+pub fn request_exit(address: &str, satellite: &NodeId, token: &str) -> Result<String> {
+    http(
+        address,
+        "POST",
+        &format!("/api/exit/{satellite}"),
+        Some(token),
+    )
+}
+
+/// One HTTP/1.0 exchange with the dashboard (the server closes the
+/// connection after a plain body); the body of a 200 answer.
+fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> Result<String> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
     let unreachable = |reason: String| Error::DashboardUnreachable {
@@ -453,11 +524,17 @@ pub fn fetch_report(address: &str) -> Result<String> {
         .ok_or_else(|| unreachable("the address resolves to nothing".into()))?;
     let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
         .map_err(|e| unreachable(e.to_string()))?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     let exchange = |stream: &mut std::net::TcpStream| -> std::io::Result<Vec<u8>> {
         stream.set_read_timeout(Some(timeout))?;
-        // HTTP/1.0: the server closes the connection after a plain body.
-        stream
-            .write_all(format!("GET /api/node HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())?;
+        stream.write_all(
+            format!(
+                "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{authorization}Content-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer)?;
         Ok(answer)
@@ -469,7 +546,7 @@ pub fn fetch_report(address: &str) -> Result<String> {
         .ok_or_else(|| unreachable("the answer is not HTTP".into()))?;
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
-        return Err(unreachable(format!("it answered {status:?}: {body}")));
+        return Err(Error::NodeRefused(format!("{status}: {body}")));
     }
     Ok(body.to_string())
 }
@@ -538,6 +615,21 @@ pub fn terminal_report(report: &NodeReport) -> String {
             report.month,
             by_action.join(", ")
         );
+        if let Some(exit) = &sat.exit {
+            let state = match (&exit.failure, exit.succeeded(), exit.finished_at) {
+                (Some(why), _, _) => format!("failed: {why}"),
+                (None, true, _) => format!(
+                    "completed, {} pieces deleted",
+                    exit.pieces_deleted.unwrap_or(0)
+                ),
+                _ => "in progress".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  Exit        {state} ({} pieces handed over, {} failed)",
+                exit.pieces_transferred, exit.pieces_failed
+            );
+        }
         match &sat.reputation {
             None => {
                 let _ = writeln!(out, "  Reputation  not reported yet");
@@ -588,6 +680,7 @@ pub async fn serve(
         .route("/", get(page))
         .route("/api/node", get(node_report))
         .route("/metrics", get(metrics))
+        .route("/api/exit/{satellite}", post(start_exit))
         .with_state(dashboard);
     axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -607,6 +700,51 @@ fn failed(e: Error) -> Response {
 async fn node_report(State(dashboard): State<Arc<Dashboard>>) -> Response {
     match dashboard.report().await {
         Ok(report) => Json(report).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// Whether `headers` carry `token` as a bearer token; compared in constant time.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+async fn start_exit(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(satellite): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers, &dashboard.operator_token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "starting an exit needs the operator token of the node's storage directory",
+        )
+            .into_response();
+    }
+    let Ok(satellite) = satellite.parse::<NodeId>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{satellite:?} is not a satellite id"),
+        )
+            .into_response();
+    };
+    match dashboard.exits.start(satellite).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e @ Error::UntrustedSatellite(_)) => {
+            (StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
         Err(e) => failed(e),
     }
 }

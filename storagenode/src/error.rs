@@ -26,6 +26,8 @@ pub enum Error {
     },
     #[error("cannot read the node's dashboard at {address} (is the node running, with this dashboard_address?): {reason}")]
     DashboardUnreachable { address: String, reason: String },
+    #[error("the node refused the request: {0}")]
+    NodeRefused(String),
     #[error("the node takes no uploads because its disk failed a write probe: {0}")]
     DiskUnhealthy(String),
     #[error("not enough space: the upload may need {requested} bytes but only {available} are available")]
@@ -155,6 +157,7 @@ impl Error {
             | Error::SerialLog { .. }
             | Error::CheckIn { .. }
             | Error::DashboardUnreachable { .. }
+            | Error::NodeRefused(_)
             | Error::SatelliteKey { .. }
             | Error::Config(_)
             | Error::ConfigRead { .. }

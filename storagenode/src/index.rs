@@ -287,14 +287,14 @@ impl Index {
         self.set_state(&format!("retain:{satellite}"), &created_at.to_string())
     }
 
-    /// What `satellite` said at the last check-in, as the contact loop
-    /// stored it (JSON).
-    pub fn standing(&self, satellite: &NodeId) -> Result<Option<String>> {
-        self.state(&format!("standing:{satellite}"))
+    /// A record other parts of the node keep (JSON): a satellite's standing
+    /// from its check-ins, an exit's progress.
+    pub fn record(&self, key: &str) -> Result<Option<String>> {
+        self.state(key)
     }
 
-    pub fn set_standing(&self, satellite: &NodeId, json: &str) -> Result<()> {
-        self.set_state(&format!("standing:{satellite}"), json)
+    pub fn set_record(&self, key: &str, value: &str) -> Result<()> {
+        self.set_state(key, value)
     }
 
     /// Adds transferred bytes, each `(satellite, action, day, bytes)`, in one

@@ -10,6 +10,7 @@
 //! - [`disk`]: the disk's write probe;
 //! - [`contact`]: periodic check-in with each trusted satellite;
 //! - [`standing`]: the node's standing with each satellite, from check-ins;
+//! - [`exit`]: graceful exit from a satellite, started by the operator;
 //! - [`dashboard`]: the operator's web page, JSON report and Prometheus metrics;
 //! - [`metrics`]: counters of transfers and garbage collection;
 //! - [`trust`]: trusted satellites and their cached public keys;
@@ -25,6 +26,7 @@ pub mod contact;
 pub mod dashboard;
 pub mod disk;
 pub mod error;
+pub mod exit;
 pub mod index;
 pub mod metrics;
 pub mod piecestore;
@@ -53,6 +55,7 @@ pub use store::{
 use bandwidth::Ledger;
 use contact::{CheckInContext, SatelliteContact};
 use dashboard::Dashboard;
+use exit::Exits;
 use metrics::NodeMetrics;
 use piecestore::{PiecestoreService, MAX_UPLOAD_MESSAGE_SIZE};
 use serials::UsedSerials;
@@ -111,6 +114,16 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let mut background = JoinSet::new();
+    let exits = Exits::load(
+        identity.clone(),
+        store.clone(),
+        ledger.clone(),
+        keys.clone(),
+        config.satellites.clone(),
+        cancel.clone(),
+    )
+    .await?;
+    exits.resume();
     if let Some(listener) = dashboard {
         let dashboard = Arc::new(Dashboard {
             node_id: identity.id(),
@@ -120,6 +133,8 @@ pub async fn run(
             ledger: ledger.clone(),
             standings: standings.clone(),
             metrics: metrics.clone(),
+            exits,
+            operator_token: dashboard::write_operator_token(&config.storage_dir)?,
         });
         match listener.local_addr() {
             Ok(at) if !at.ip().is_loopback() => tracing::warn!(

@@ -43,7 +43,11 @@ const SATELLITE_KEY_WAIT: Duration = Duration::from_secs(5);
 /// Download messages buffered ahead of a slow client.
 const DOWNLOAD_QUEUE: usize = 4;
 
-const UPLOAD_ACTIONS: &[PieceAction] = &[PieceAction::Put, PieceAction::PutRepair];
+const UPLOAD_ACTIONS: &[PieceAction] = &[
+    PieceAction::Put,
+    PieceAction::PutRepair,
+    PieceAction::PutExit,
+];
 const DOWNLOAD_ACTIONS: &[PieceAction] = &[
     PieceAction::Get,
     PieceAction::GetAudit,

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::store::PieceStore;
 
+fn record_key(satellite: &NodeId) -> String {
+    format!("standing:{satellite}")
+}
+
 /// A node's standing with one satellite, as that satellite reports it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reputation {
@@ -81,7 +85,7 @@ impl Standings {
         let recorded = store
             .with_index(move |index| {
                 ids.into_iter()
-                    .map(|id| Ok((id, index.standing(&id)?)))
+                    .map(|id| Ok((id, index.record(&record_key(&id))?)))
                     .collect::<Result<Vec<_>>>()
             })
             .await?;
@@ -142,7 +146,7 @@ impl Standings {
             })?
         };
         self.store
-            .with_index(move |index| index.set_standing(&satellite, &json))
+            .with_index(move |index| index.set_record(&record_key(&satellite), &json))
             .await
     }
 

@@ -545,6 +545,29 @@ impl PieceStore {
         Ok(())
     }
 
+    /// Removes every piece of `satellite`, stored or in the trash: what a
+    /// node does once it holds the satellite's receipt for its exit.
+    pub async fn remove_all(&self, satellite: NodeId) -> Result<ChangeReport> {
+        let mut total = ChangeReport::default();
+        loop {
+            let page = self.pieces(satellite, None, None).await?;
+            if page.is_empty() {
+                return Ok(total);
+            }
+            let ids: Vec<PieceId> = page.into_iter().map(|(id, _)| id).collect();
+            let report = self
+                .change(satellite, ids, |row| {
+                    Change::Remove(row.map(|row| row.place))
+                })
+                .await?;
+            if report.pieces == 0 {
+                // Rows whose files are gone were cleared; nothing is left to remove.
+                return Ok(total);
+            }
+            total.add(report);
+        }
+    }
+
     /// Moves stored pieces of `satellite` to the trash (pieces not stored
     /// are left as they are).
     pub async fn trash(

@@ -149,6 +149,18 @@ fn run_serves_until_sigterm_and_exits_cleanly() {
     assert!(words.contains(&report.node_id), "{words}");
     assert!(words.contains("0 B used"), "{words}");
 
+    // `exit` asks the running node, which refuses a satellite it does not trust.
+    let stranger = archipel_proto::Identity::generate().id().to_string();
+    let refused = node()
+        .args(["exit", "--config"])
+        .arg(&config)
+        .args(["--satellite", &stranger, "--dashboard", &dashboard])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("does not trust satellite"), "{message}");
+
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -187,6 +187,7 @@ async fn the_dashboard_shows_in_a_browser_what_the_json_api_says() {
         "satellites.0.bandwidth.download",
         "satellites.0.bandwidth.audit",
         "satellites.0.bandwidth.repair",
+        "satellites.0.bandwidth.exit",
         "satellites.0.bandwidth_total",
         "satellites.0.reputation.audit_score",
         "satellites.0.reputation.suspension_score",

@@ -164,14 +164,15 @@ impl Metabase {
         Ok(())
     }
 
-    /// Drops the queued deletions of disqualified nodes (their pieces count
-    /// for nothing and the nodes may never answer); returns how many.
+    /// Drops the queued deletions of disqualified and exited nodes (their
+    /// pieces count for nothing and the nodes may never answer); returns how many.
     pub async fn forget_deletions_of_gone_nodes(&self) -> Result<u64> {
         let _writing = self.writing().await;
         let forgotten = on_pool!(self, pool => {
             sqlx::query(
                 "DELETE FROM piece_deletions WHERE node_id IN \
-                 (SELECT id FROM nodes WHERE disqualified_at IS NOT NULL)",
+                 (SELECT id FROM nodes WHERE disqualified_at IS NOT NULL \
+                 OR exit_finished_at IS NOT NULL)",
             )
             .execute(pool)
             .await?

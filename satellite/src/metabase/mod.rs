@@ -189,6 +189,7 @@ macro_rules! queue_deletions {
 
 mod audits;
 mod deletions;
+mod exits;
 mod multipart;
 mod nodes;
 mod objects;
@@ -198,6 +199,7 @@ mod segments;
 
 pub use audits::PendingAudit;
 pub use deletions::QueuedDeletion;
+pub use exits::ExitState;
 pub use multipart::Part;
 pub use nodes::{Node, NodeRecord, NodeStanding};
 pub use objects::{Bucket, ListEntry, Listing, Object, ObjectCommit, ObjectCopy};
