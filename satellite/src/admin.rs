@@ -266,6 +266,8 @@ struct NodeView {
     disqualified_at: Option<i64>,
     suspended_at: Option<i64>,
     exiting_at: Option<i64>,
+    /// When its graceful exit ended, either way.
+    exited_at: Option<i64>,
     /// Bytes of this satellite's pieces on the node, as it last reported.
     used_bytes: i64,
     trash_bytes: i64,
@@ -356,6 +358,7 @@ impl Admin {
             node,
             health,
             exiting_at,
+            exited_at,
             used_bytes,
             trash_bytes,
             disk_problem,
@@ -369,6 +372,7 @@ impl Admin {
             disqualified_at: health.disqualified_at,
             suspended_at: health.suspended_at,
             exiting_at,
+            exited_at,
         };
         Ok(NodeView {
             id,
@@ -391,6 +395,7 @@ impl Admin {
             disqualified_at: health.disqualified_at,
             suspended_at: health.suspended_at,
             exiting_at,
+            exited_at,
             used_bytes,
             trash_bytes,
             disk_problem,

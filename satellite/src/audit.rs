@@ -268,6 +268,15 @@ impl Auditor {
         if health.is_none_or(|h| h.disqualified_at.is_some()) {
             return Ok(AuditResult::Skipped);
         }
+        // A node whose exit ended owes nothing: its pieces count as lost.
+        if self
+            .metabase
+            .exit_state(&node)
+            .await?
+            .is_some_and(|exit| exit.finished_at.is_some())
+        {
+            return Ok(AuditResult::Skipped);
+        }
         if let Some(pending) = self.metabase.pending_audit(&node).await? {
             match self.pending_challenge(&row, &pending).await? {
                 Some(challenge) => return self.reverify(challenge, pending).await,

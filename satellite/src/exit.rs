@@ -11,13 +11,15 @@
 //! limit for it. A reported transfer counts only once the replacement's
 //! signed piece hash carries the segment's committed root for that piece
 //! number; then the piece list is swapped with repair's compare-and-swap.
-//! A transfer that failed is recorded and not offered again (the piece is
-//! left to repair). When a full pass finds nothing left, the exit succeeds —
+//! A transfer that failed is recorded and not offered again; a piece for
+//! which no replacement is available yet is offered again in the next pass.
+//! When a whole pass of the scan finds nothing left, the exit succeeds —
 //! unless more than `max_failed_share` of the pieces could not be handed
 //! over — and the node gets a signed receipt, after which it deletes the
 //! satellite's pieces. A node silent for `inactivity_timeout` fails its exit
-//! (see [`ExitWatcher`]); its pieces are then repaired around as for any
-//! node gone.
+//! (see [`ExitWatcher`]). Once an exit has ended, either way, the node's
+//! pieces still listed count as lost (it is `Exited`), so repair rebuilds
+//! them and audits leave the node alone.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -163,9 +165,11 @@ impl GracefulExit {
             .exit_state(&node)
             .await?
             .ok_or_else(|| Error::NotFound(format!("node {node}")))?;
-        let (transfers, cursor, passed_end) = self.next_transfers(node, &state, now).await?;
-        if transfers.is_empty() && passed_end && state.cursor.is_none() {
-            // A whole pass from the start found nothing left to hand over.
+        let scan = self.next_transfers(node, &state, now).await?;
+        let pass_pieces = state.pass_pieces.saturating_add(scan.found);
+        if scan.passed_end && pass_pieces == 0 {
+            // A whole pass found nothing left to hand over: neither pieces
+            // waiting for a replacement nor pieces still in transfer.
             let total = state.transferred + state.failed;
             let failure = (total > 0
                 && state.failed as f64 > self.config.exit.max_failed_share * total as f64)
@@ -186,11 +190,15 @@ impl GracefulExit {
             }
             return self.current(node).await;
         }
-        self.metabase
-            .set_exit_cursor(&node, if passed_end { None } else { cursor.as_ref() })
-            .await?;
+        if scan.passed_end {
+            self.metabase.set_exit_cursor(&node, None, 0).await?;
+        } else {
+            self.metabase
+                .set_exit_cursor(&node, scan.cursor.as_ref(), pass_pieces)
+                .await?;
+        }
         Ok(pb::ExitResponse {
-            transfers,
+            transfers: scan.transfers,
             progress: Some(progress(&state)),
             ..Default::default()
         })
@@ -351,53 +359,54 @@ impl GracefulExit {
         Ok(())
     }
 
-    /// The next transfers for `node` from where its scan stands: up to a
-    /// batch, the cursor after them, and whether the scan reached the end.
-    async fn next_transfers(
-        &self,
-        node: NodeId,
-        state: &ExitState,
-        now: i64,
-    ) -> Result<(Vec<pb::ExitTransfer>, Option<SegmentKey>, bool)> {
+    /// The next transfers for `node` from where its scan stands, up to a
+    /// batch.
+    async fn next_transfers(&self, node: NodeId, state: &ExitState, now: i64) -> Result<Scan> {
         let failures = self.metabase.exit_failures(&node).await?;
-        let mut cursor = state.cursor.clone();
-        let mut transfers = Vec::new();
+        let mut scan = Scan {
+            transfers: Vec::new(),
+            found: 0,
+            cursor: state.cursor.clone(),
+            passed_end: false,
+        };
         for _ in 0..PAGES_PER_CALL {
             let page = self
                 .metabase
-                .remote_segments_after(cursor.as_ref(), SCAN_PAGE, now)
+                .remote_segments_after(scan.cursor.as_ref(), SCAN_PAGE, now)
                 .await?;
             if page.is_empty() {
-                return Ok((transfers, cursor, true));
+                scan.passed_end = true;
+                return Ok(scan);
             }
             for segment in page {
-                cursor = Some(segment.key());
-                if let Some(transfer) = self.transfer_of(node, &segment, &failures, now).await? {
-                    transfers.push(transfer);
-                    if transfers.len() >= self.config.exit.batch {
-                        return Ok((transfers, cursor, false));
+                scan.cursor = Some(segment.key());
+                let Some(piece) = segment.pieces.iter().find(|p| p.node == node) else {
+                    continue;
+                };
+                if failures.contains(&(segment.key(), piece.num)) {
+                    continue;
+                }
+                scan.found += 1;
+                if let Some(transfer) = self.transfer_of(node, &segment, piece, now).await? {
+                    scan.transfers.push(transfer);
+                    if scan.transfers.len() >= self.config.exit.batch {
+                        return Ok(scan);
                     }
                 }
             }
         }
-        Ok((transfers, cursor, false))
+        Ok(scan)
     }
 
-    /// The transfer of `node`'s piece of `segment`, if it holds one still
-    /// to hand over and a replacement is available.
+    /// The transfer of `node`'s `piece` of `segment`, if a replacement is
+    /// available.
     async fn transfer_of(
         &self,
         node: NodeId,
         segment: &Segment,
-        failures: &HashSet<(SegmentKey, u16)>,
+        piece: &Piece,
         now: i64,
     ) -> Result<Option<pb::ExitTransfer>> {
-        let Some(piece) = segment.pieces.iter().find(|p| p.node == node) else {
-            return Ok(None);
-        };
-        if failures.contains(&(segment.key(), piece.num)) {
-            return Ok(None);
-        }
         let Some(redundancy) = segment.redundancy else {
             return Ok(None);
         };
@@ -445,6 +454,18 @@ impl GracefulExit {
             piece_num: piece.num.into(),
         }))
     }
+}
+
+/// What one call's scan found.
+struct Scan {
+    transfers: Vec<pb::ExitTransfer>,
+    /// The node's pieces still to hand over seen, with or without a
+    /// replacement available yet.
+    found: i64,
+    /// The last segment looked at.
+    cursor: Option<SegmentKey>,
+    /// Whether the scan reached the last segment.
+    passed_end: bool,
 }
 
 fn progress(state: &ExitState) -> pb::ExitProgress {

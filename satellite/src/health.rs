@@ -26,6 +26,8 @@ use crate::{Config, Metabase, Result};
 pub enum NodeStatus {
     /// Disqualified, or not in the registry at all: its pieces are lost.
     Disqualified,
+    /// Its graceful exit ended (either way): its pieces count as lost.
+    Exited,
     Offline,
     Suspended,
     Exiting,
@@ -38,6 +40,8 @@ impl NodeStatus {
     pub fn of(standing: &NodeStanding, online_since: i64) -> NodeStatus {
         if standing.disqualified_at.is_some() {
             NodeStatus::Disqualified
+        } else if standing.exited_at.is_some() {
+            NodeStatus::Exited
         } else if standing.last_contact < online_since {
             NodeStatus::Offline
         } else if standing.suspended_at.is_some() {
@@ -132,7 +136,9 @@ impl NetworkView {
         let mut networks = HashSet::new();
         for piece in pieces {
             match self.nodes.get(&piece.node) {
-                None | Some((NodeStatus::Disqualified, _)) => health.lost.push(*piece),
+                None | Some((NodeStatus::Disqualified | NodeStatus::Exited, _)) => {
+                    health.lost.push(*piece)
+                }
                 Some((NodeStatus::Healthy, net))
                     if !self.distinct_subnets || networks.insert(net.as_str()) =>
                 {
@@ -202,6 +208,7 @@ mod tests {
             disqualified_at: None,
             suspended_at: None,
             exiting_at: None,
+            exited_at: None,
         }
     }
 
@@ -212,6 +219,9 @@ mod tests {
         assert_eq!(NodeStatus::of(&s, 101), NodeStatus::Offline);
         s.exiting_at = Some(1);
         assert_eq!(NodeStatus::of(&s, 50), NodeStatus::Exiting);
+        s.exited_at = Some(2);
+        assert_eq!(NodeStatus::of(&s, 101), NodeStatus::Exited);
+        s.exited_at = None;
         s.suspended_at = Some(1);
         assert_eq!(NodeStatus::of(&s, 50), NodeStatus::Suspended);
         assert_eq!(NodeStatus::of(&s, 101), NodeStatus::Offline);

@@ -133,12 +133,13 @@ pub struct Gauges {
 }
 
 /// Every node status with its `status` label, healthiest first.
-const NODE_STATUSES: [(NodeStatus, &str); 5] = [
+const NODE_STATUSES: [(NodeStatus, &str); 6] = [
     (NodeStatus::Healthy, "healthy"),
     (NodeStatus::Offline, "offline"),
     (NodeStatus::Suspended, "suspended"),
     (NodeStatus::Exiting, "exiting"),
     (NodeStatus::Disqualified, "disqualified"),
+    (NodeStatus::Exited, "exited"),
 ];
 
 impl Metrics {

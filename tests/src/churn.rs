@@ -369,6 +369,7 @@ impl Simulation {
                 disqualified_at: n.disqualified_at,
                 suspended_at: None,
                 exiting_at: None,
+                exited_at: None,
             })
             .collect();
         let online_since = now - i64::from(self.config.online_window_minutes) * 60;

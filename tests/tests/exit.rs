@@ -239,6 +239,12 @@ async fn a_node_silent_mid_exit_fails_it(backend: Backend) {
     );
     assert!(again.transfers.is_empty() && again.completed.is_none());
     assert!(pieces_listed_on(&planet, leaving).await > 0);
+    // Its pieces still listed count as lost, for repair to rebuild.
+    let standing = &metabase.node_standings_of(&[identity.id()]).await.unwrap()[0];
+    assert_eq!(
+        archipel_satellite::health::NodeStatus::of(standing, 0),
+        archipel_satellite::health::NodeStatus::Exited
+    );
     // A forged request is refused before anything changes.
     let mut forged = call(Vec::new());
     forged.timestamp += 1;

@@ -4,6 +4,9 @@
 -- success). exiting_at (0003) says when it began.
 ALTER TABLE nodes ADD COLUMN exit_seen_at BIGINT;
 ALTER TABLE nodes ADD COLUMN exit_cursor BYTEA;
+-- Pieces of the node the current pass of the scan has found so far: a pass
+-- that ends having found none finishes the exit.
+ALTER TABLE nodes ADD COLUMN exit_pass_pieces BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN exit_transferred BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN exit_failed BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE nodes ADD COLUMN exit_finished_at BIGINT;

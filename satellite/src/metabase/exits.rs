@@ -16,6 +16,8 @@ pub struct ExitState {
     pub started_at: i64,
     /// The last segment the scan for the node's pieces has passed.
     pub cursor: Option<SegmentKey>,
+    /// Pieces still to hand over that the scan's current pass has found.
+    pub pass_pieces: i64,
     pub transferred: i64,
     pub failed: i64,
     pub finished_at: Option<i64>,
@@ -28,6 +30,7 @@ pub struct ExitState {
 struct ExitRow {
     exiting_at: Option<i64>,
     exit_cursor: Option<Vec<u8>>,
+    exit_pass_pieces: i64,
     exit_transferred: i64,
     exit_failed: i64,
     exit_finished_at: Option<i64>,
@@ -35,7 +38,8 @@ struct ExitRow {
     disqualified_at: Option<i64>,
 }
 
-const EXIT_COLUMNS: &str = "exiting_at, exit_cursor, exit_transferred, exit_failed, \
+const EXIT_COLUMNS: &str =
+    "exiting_at, exit_cursor, exit_pass_pieces, exit_transferred, exit_failed, \
      exit_finished_at, exit_failure, disqualified_at";
 
 /// A segment key as one blob: the stream id, then the position (big-endian).
@@ -67,6 +71,7 @@ impl TryFrom<ExitRow> for ExitState {
         Ok(ExitState {
             started_at: r.exiting_at.unwrap_or(0),
             cursor: r.exit_cursor.as_deref().map(decode_cursor).transpose()?,
+            pass_pieces: r.exit_pass_pieces,
             transferred: r.exit_transferred,
             failed: r.exit_failed,
             finished_at: r.exit_finished_at,
@@ -171,13 +176,20 @@ impl Metabase {
             .collect()
     }
 
-    /// Moves the scan for `node`'s pieces to after `cursor` (`None`: from the start).
-    pub async fn set_exit_cursor(&self, node: &NodeId, cursor: Option<&SegmentKey>) -> Result<()> {
+    /// Moves the scan for `node`'s pieces to after `cursor` (`None`: a new
+    /// pass from the start), with `pass_pieces` found in the pass so far.
+    pub async fn set_exit_cursor(
+        &self,
+        node: &NodeId,
+        cursor: Option<&SegmentKey>,
+        pass_pieces: i64,
+    ) -> Result<()> {
         let _writing = self.writing().await;
         on_pool!(self, pool => {
-            sqlx::query("UPDATE nodes SET exit_cursor = $2 WHERE id = $1")
+            sqlx::query("UPDATE nodes SET exit_cursor = $2, exit_pass_pieces = $3 WHERE id = $1")
                 .bind(node.to_vec())
                 .bind(cursor.map(encode_cursor))
+                .bind(pass_pieces)
                 .execute(pool)
                 .await?;
         });

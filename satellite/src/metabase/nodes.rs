@@ -70,7 +70,7 @@ impl HealthRow {
 }
 
 const STANDING_COLUMNS: &str =
-    "id, last_net, last_contact, disqualified_at, suspended_at, exiting_at";
+    "id, last_net, last_contact, disqualified_at, suspended_at, exiting_at, exit_finished_at";
 
 /// A node's standing as far as the health of its pieces goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +81,8 @@ pub struct NodeStanding {
     pub disqualified_at: Option<i64>,
     pub suspended_at: Option<i64>,
     pub exiting_at: Option<i64>,
+    /// When its graceful exit ended, either way.
+    pub exited_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -91,6 +93,7 @@ struct NodeStandingRow {
     disqualified_at: Option<i64>,
     suspended_at: Option<i64>,
     exiting_at: Option<i64>,
+    exit_finished_at: Option<i64>,
 }
 
 impl TryFrom<NodeStandingRow> for NodeStanding {
@@ -104,6 +107,7 @@ impl TryFrom<NodeStandingRow> for NodeStanding {
             disqualified_at: r.disqualified_at,
             suspended_at: r.suspended_at,
             exiting_at: r.exiting_at,
+            exited_at: r.exit_finished_at,
         })
     }
 }
@@ -115,6 +119,8 @@ pub struct NodeRecord {
     pub node: Node,
     pub health: NodeHealth,
     pub exiting_at: Option<i64>,
+    /// When its graceful exit ended, either way.
+    pub exited_at: Option<i64>,
     /// Bytes of this satellite's pieces on the node, in use and in its trash.
     pub used_bytes: i64,
     pub trash_bytes: i64,
@@ -122,7 +128,7 @@ pub struct NodeRecord {
     pub disk_problem: Option<String>,
 }
 
-const REPORT_COLUMNS: &str = "exiting_at, used_bytes, trash_bytes, disk_problem";
+const REPORT_COLUMNS: &str = "exiting_at, exit_finished_at, used_bytes, trash_bytes, disk_problem";
 
 #[derive(sqlx::FromRow)]
 struct RecordRow {
@@ -131,6 +137,7 @@ struct RecordRow {
     #[sqlx(flatten)]
     health: HealthRow,
     exiting_at: Option<i64>,
+    exit_finished_at: Option<i64>,
     used_bytes: i64,
     trash_bytes: i64,
     disk_problem: Option<String>,
@@ -142,6 +149,7 @@ impl RecordRow {
             node: self.node,
             health: self.health.into_health(config),
             exiting_at: self.exiting_at,
+            exited_at: self.exit_finished_at,
             used_bytes: self.used_bytes,
             trash_bytes: self.trash_bytes,
             disk_problem: self.disk_problem,
