@@ -1,10 +1,11 @@
-//! The in-process test network ("planet"): one satellite and N storage nodes,
-//! the real servers, each on its own 127.0.0.1 port with its own temp dir, all in
+//! The in-process test network ("planet"): one satellite (or several
+//! independent ones, every node trusting them all) and N storage nodes, the
+//! real servers, each on its own 127.0.0.1 port with its own temp dir, all in
 //! the test's process. Every test builds its own planet, so tests run in parallel.
 //!
 //! Fault injection works on the real thing: stop and restart nodes, silence them
 //! (a listener that accepts and never answers), and corrupt or delete piece
-//! files on their disks. The satellite's admin API always runs, on a port and
+//! files on their disks. Each satellite's admin API always runs, on a port and
 //! with a token of its own.
 //!
 //! Also here: the seeded churn simulation of the durability loop ([`churn`]).
@@ -52,6 +53,9 @@ pub const PLANET_IDENTITY_DIFFICULTY: u32 = 4;
 #[derive(Clone, Debug)]
 pub struct PlanetConfig {
     pub nodes: usize,
+    /// Independent satellites, each with its own identity, metabase, admin
+    /// API and project; every node trusts them all. At least one.
+    pub satellites: usize,
     pub backend: Backend,
     pub redundancy: Redundancy,
     pub max_segment_size: u64,
@@ -62,6 +66,7 @@ impl Default for PlanetConfig {
     fn default() -> Self {
         PlanetConfig {
             nodes: 10,
+            satellites: 1,
             backend: Backend::Sqlite,
             redundancy: Redundancy::new(4, 6, 8, 10, 1024).expect("a valid scheme"),
             max_segment_size: 1 << 20,
@@ -110,6 +115,8 @@ pub struct StorageNode {
     pub identity: Identity,
     pub config: archipel_storagenode::Config,
     pub address: SocketAddr,
+    /// Where its dashboard (web page, `/api/node`, `/metrics`) listens.
+    pub dashboard: SocketAddr,
     server: Option<RunningServer>,
 }
 
@@ -122,20 +129,40 @@ impl StorageNode {
         self.server.is_some()
     }
 
+    /// The dashboard's base URL, e.g. `http://127.0.0.1:PORT`.
+    pub fn dashboard_url(&self) -> String {
+        format!("http://{}", self.dashboard)
+    }
+
     /// Every piece file this node holds (not counting its trash).
     pub fn piece_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        collect_files(&self.config.storage_dir, &mut files);
-        files.retain(|f| archipel_storagenode::is_piece_file(f));
-        files
+        files_under(
+            &self.config.storage_dir,
+            archipel_storagenode::is_piece_file,
+        )
     }
 
     /// Every piece file in this node's trash.
     pub fn trash_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        collect_files(&self.config.storage_dir, &mut files);
-        files.retain(|f| archipel_storagenode::is_trashed_piece_file(f));
-        files
+        files_under(
+            &self.config.storage_dir,
+            archipel_storagenode::is_trashed_piece_file,
+        )
+    }
+
+    /// The piece files this node holds for `satellite` (not counting its trash).
+    pub fn piece_files_of(&self, satellite: NodeId) -> Vec<PathBuf> {
+        let any = archipel_storagenode::piece_path(&self.config.storage_dir, &satellite, &[0; 32]);
+        files_under(satellite_dir(&any), archipel_storagenode::is_piece_file)
+    }
+
+    /// The piece files in this node's trash that `satellite` stored.
+    pub fn trash_files_of(&self, satellite: NodeId) -> Vec<PathBuf> {
+        let any = archipel_storagenode::trash_path(&self.config.storage_dir, &satellite, &[0; 32]);
+        files_under(
+            satellite_dir(&any),
+            archipel_storagenode::is_trashed_piece_file,
+        )
     }
 
     /// Bytes of the piece files this node holds (not counting its trash).
@@ -146,6 +173,21 @@ impl StorageNode {
             .map(|m| m.len())
             .sum()
     }
+}
+
+/// The directory a satellite's pieces (or trashed pieces) live under, from
+/// the path the store gives one of them: the storage node's layout
+/// (`ROOT/SATELLITE/FAN-OUT/PIECE`) stays the storage node's to define.
+fn satellite_dir(piece: &Path) -> &Path {
+    piece.parent().and_then(Path::parent).unwrap_or(piece)
+}
+
+/// The files under `dir`, at any depth, that `keep` accepts.
+fn files_under(dir: &Path, keep: fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files.retain(|f| keep(f));
+    files
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -162,100 +204,300 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-pub struct Planet {
-    pub satellite_identity: Identity,
-    pub satellite_address: SocketAddr,
-    pub satellite_config: archipel_satellite::Config,
-    pub nodes: Vec<StorageNode>,
+/// One satellite of a planet, with its own identity, metabase, admin API and
+/// project (and an access grant for that project).
+pub struct Satellite {
+    pub identity: Identity,
+    pub address: SocketAddr,
+    pub config: archipel_satellite::Config,
+    /// The API key of its project.
     pub api_key: String,
     access: Access,
-    satellite: Option<RunningServer>,
-    _database: FreshDatabase,
+    server: Option<RunningServer>,
+    database: FreshDatabase,
+}
+
+impl Satellite {
+    /// Creates a fresh metabase under `dir` and a project in it, and starts
+    /// a satellite on it with `shared`'s settings and admin API of its own.
+    async fn start(
+        backend: Backend,
+        dir: &Path,
+        shared: &archipel_satellite::Config,
+    ) -> Result<Satellite> {
+        std::fs::create_dir_all(dir)?;
+        let database = FreshDatabase::create(backend, dir).await?;
+        let mut config = shared.clone();
+        config.database_url = database.url().to_string();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+        config.admin = archipel_satellite::admin::AdminConfig {
+            listen_address: admin_listener.local_addr()?.to_string(),
+            token: archipel_satellite::admin::AdminConfig::random_token(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        // The project is created first: that also migrates the database, which
+        // the satellite would otherwise try at the same moment.
+        let api_key = archipel_satellite::create_project(database.url(), "test").await?;
+        let identity = Identity::generate();
+        let server = start_satellite(config.clone(), identity.clone(), listener, admin_listener);
+        let url = NodeUrl {
+            id: identity.id(),
+            address: address.to_string(),
+        };
+        let access = Access::request(&url, &api_key, "planet passphrase").await?;
+        Ok(Satellite {
+            identity,
+            address,
+            config,
+            api_key,
+            access,
+            server: Some(server),
+            database,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.identity.id()
+    }
+
+    /// An access grant to its project.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// A client connected with its access grant.
+    pub async fn project(&self) -> Result<Project> {
+        Ok(Project::open(&self.access).await?)
+    }
+
+    /// The satellite as clients dial it: `ID@127.0.0.1:PORT`.
+    pub fn url(&self) -> NodeUrl {
+        self.access.satellite()
+    }
+
+    /// A gRPC channel to it, over TLS pinned to its id, for tests that speak
+    /// the protocol themselves.
+    pub async fn channel(&self) -> Result<Channel> {
+        pinned_channel(&self.address, self.id()).await
+    }
+
+    /// Its admin API, e.g. `http://127.0.0.1:PORT`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.config.admin.listen_address)
+    }
+
+    /// The bearer token of its admin API.
+    pub fn admin_token(&self) -> &str {
+        &self.config.admin.token
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database.url()
+    }
+
+    /// Its metabase, opened once, for inspection.
+    pub async fn metabase(&self) -> Result<&archipel_satellite::Metabase> {
+        Ok(self.database.metabase().await?)
+    }
+
+    /// Every remote segment of its committed objects not expired now (up to
+    /// a thousand), in (stream id, position) order.
+    pub async fn remote_segments(&self) -> Result<Vec<archipel_satellite::metabase::Segment>> {
+        Ok(self
+            .metabase()
+            .await?
+            .committed_remote_segments_from(&[], 1000, archipel_proto::orders::unix_now())
+            .await?)
+    }
+
+    /// Where `nodes` keep the pieces that its committed segments list. Files
+    /// of pieces no segment lists (an upload's cancelled long tail) are not
+    /// among them.
+    pub async fn committed_piece_files(
+        &self,
+        nodes: &[StorageNode],
+    ) -> Result<std::collections::BTreeSet<PathBuf>> {
+        let mut files = std::collections::BTreeSet::new();
+        for segment in self.remote_segments().await? {
+            for piece in &segment.pieces {
+                let Some(node) = nodes.iter().find(|n| n.id() == piece.node) else {
+                    continue;
+                };
+                let id = archipel_proto::orders::derive_piece_id(
+                    &segment.root_piece_id,
+                    &piece.node,
+                    piece.num.into(),
+                );
+                files.insert(archipel_storagenode::piece_path(
+                    &node.config.storage_dir,
+                    &self.id(),
+                    &id,
+                ));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Waits until its registry holds `count` nodes.
+    async fn wait_for_check_ins(&self, count: usize) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let known = self.database.node_count().await?;
+            if known >= count {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(PlanetError::Other(format!(
+                    "only {known} of {count} nodes checked in to satellite {}",
+                    self.id()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops it and starts it again on the same addresses and database,
+    /// after `configure` has changed its configuration.
+    async fn restart(
+        &mut self,
+        configure: impl FnOnce(&mut archipel_satellite::Config),
+    ) -> Result<()> {
+        self.stop().await?;
+        configure(&mut self.config);
+        let listener = TcpListener::bind(self.address).await?;
+        let admin_listener = TcpListener::bind(&self.config.admin.listen_address).await?;
+        self.server = Some(start_satellite(
+            self.config.clone(),
+            self.identity.clone(),
+            listener,
+            admin_listener,
+        ));
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A running test network; see the module docs.
+pub struct Planet {
+    // The first satellite's identity, address, config and API key, as
+    // `satellite(0)` has them: what tests of a single satellite use.
+    // `restart_satellite`, the only method that changes one, keeps them equal.
+    /// `satellite(0).identity`.
+    pub satellite_identity: Identity,
+    /// `satellite(0).address`.
+    pub satellite_address: SocketAddr,
+    /// `satellite(0).config`.
+    pub satellite_config: archipel_satellite::Config,
+    /// `satellite(0).api_key`.
+    pub api_key: String,
+    pub nodes: Vec<StorageNode>,
+    satellites: Vec<Satellite>,
     _dir: tempfile::TempDir,
 }
 
 impl Planet {
-    /// Starts a planet whose satellite neither audits nor repairs (so that tests
-    /// injecting faults see only their own effects); see [`Planet::start_with`].
+    /// Starts a planet whose satellites neither audit nor repair (so that
+    /// tests injecting faults see only their own effects); see
+    /// [`Planet::start_with`].
     pub async fn start(config: PlanetConfig) -> Result<Planet> {
         Planet::start_with(config, |_| {}).await
     }
 
-    /// Starts a planet after `configure` has adjusted the satellite's config
-    /// (audits and repair are off unless it turns them on).
+    /// Starts a planet after `configure` has adjusted the satellites' config
+    /// (audits and repair are off unless it turns them on). Each satellite
+    /// then gets its own database and admin API in place of `configure`'s.
     pub async fn start_with(
         config: PlanetConfig,
         configure: impl FnOnce(&mut archipel_satellite::Config),
     ) -> Result<Planet> {
+        if config.satellites == 0 {
+            return Err(PlanetError::Other(
+                "a planet needs at least one satellite".into(),
+            ));
+        }
         let dir = tempfile::tempdir()?;
-        let database = FreshDatabase::create(config.backend, dir.path()).await?;
-        let satellite_identity = Identity::generate();
-        let mut satellite_config = archipel_satellite::Config::new(database.url());
-        satellite_config.redundancy = config.redundancy;
-        satellite_config.max_segment_size = config.max_segment_size;
-        satellite_config.inline_threshold = config.inline_threshold;
-        satellite_config.distinct_subnets = false;
-        satellite_config.min_identity_difficulty = PLANET_IDENTITY_DIFFICULTY;
-        satellite_config.audit.enabled = false;
-        satellite_config.repair.enabled = false;
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
-        satellite_config.admin = archipel_satellite::admin::AdminConfig {
-            listen_address: admin_listener.local_addr()?.to_string(),
-            token: archipel_satellite::admin::AdminConfig::random_token(),
+        let mut shared = archipel_satellite::Config {
+            redundancy: config.redundancy,
+            max_segment_size: config.max_segment_size,
+            inline_threshold: config.inline_threshold,
+            distinct_subnets: false,
+            min_identity_difficulty: PLANET_IDENTITY_DIFFICULTY,
+            ..Default::default()
         };
-        configure(&mut satellite_config);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let satellite_address = listener.local_addr()?;
-        // The project is created first: that also migrates the database, which
-        // the satellite would otherwise try at the same moment.
-        let api_key = archipel_satellite::create_project(database.url(), "test").await?;
-        let satellite = start_satellite(
-            satellite_config.clone(),
-            satellite_identity.clone(),
-            listener,
-            admin_listener,
-        );
+        shared.audit.enabled = false;
+        shared.repair.enabled = false;
+        configure(&mut shared);
+        let mut satellites = Vec::with_capacity(config.satellites);
+        for i in 0..config.satellites {
+            let satellite_dir = dir.path().join(format!("satellite{i}"));
+            satellites.push(Satellite::start(config.backend, &satellite_dir, &shared).await?);
+        }
+        let trusted: Vec<_> = satellites
+            .iter()
+            .map(|satellite| archipel_storagenode::TrustedSatellite {
+                id: satellite.id(),
+                address: satellite.address.to_string(),
+            })
+            .collect();
 
         let mut nodes = Vec::with_capacity(config.nodes);
         for i in 0..config.nodes {
             let storage_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&storage_dir)?;
             let mut node_config = archipel_storagenode::Config::new(storage_dir);
-            node_config.satellites = vec![archipel_storagenode::TrustedSatellite {
-                id: satellite_identity.id(),
-                address: satellite_address.to_string(),
-            }];
+            node_config.satellites = trusted.clone();
             node_config.check_in_interval = Duration::from_secs(1);
             // Expired pieces leave the disk within moments, as tests expect.
             node_config.expiration_sweep_interval = Duration::from_millis(200);
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
+            let dashboard_listener = TcpListener::bind("127.0.0.1:0").await?;
+            let dashboard = dashboard_listener.local_addr()?;
             let identity = Identity::generate_with_difficulty(PLANET_IDENTITY_DIFFICULTY);
-            let server = start_node(node_config.clone(), identity.clone(), listener);
+            let server = start_node(
+                node_config.clone(),
+                identity.clone(),
+                listener,
+                Some(dashboard_listener),
+            );
             nodes.push(StorageNode {
                 identity,
                 config: node_config,
                 address,
+                dashboard,
                 server: Some(server),
             });
         }
-        wait_for_check_ins(&database, config.nodes).await?;
-        let satellite_url = archipel_proto::NodeUrl {
-            id: satellite_identity.id(),
-            address: satellite_address.to_string(),
-        };
-        let access = Access::request(&satellite_url, &api_key, "planet passphrase").await?;
+        for satellite in &satellites {
+            satellite.wait_for_check_ins(config.nodes).await?;
+        }
+        let first = &satellites[0];
         Ok(Planet {
-            satellite_identity,
-            satellite_address,
-            satellite_config,
+            satellite_identity: first.identity.clone(),
+            satellite_address: first.address,
+            satellite_config: first.config.clone(),
+            api_key: first.api_key.clone(),
             nodes,
-            api_key,
-            access,
-            satellite: Some(satellite),
-            _database: database,
+            satellites,
             _dir: dir,
         })
+    }
+
+    /// Satellite `i` (0 is the one the planet's own methods speak of).
+    pub fn satellite(&self, i: usize) -> &Satellite {
+        &self.satellites[i]
+    }
+
+    /// Every satellite, the first first.
+    pub fn satellites(&self) -> &[Satellite] {
+        &self.satellites
     }
 
     /// A node's health as the satellite keeps it (the node must be known).
@@ -271,23 +513,23 @@ impl Planet {
     }
 
     pub fn access(&self) -> &Access {
-        &self.access
+        self.satellite(0).access()
     }
 
     /// A client connected with the planet's access grant.
     pub async fn project(&self) -> Result<Project> {
-        Ok(Project::open(&self.access).await?)
+        self.satellite(0).project().await
     }
 
     /// The satellite as clients dial it: `ID@127.0.0.1:PORT`.
     pub fn satellite_url(&self) -> NodeUrl {
-        self.access.satellite()
+        self.satellite(0).url()
     }
 
     /// A gRPC channel to the satellite, over TLS pinned to its id, for tests
     /// that speak the protocol themselves.
     pub async fn satellite_channel(&self) -> Result<Channel> {
-        pinned_channel(&self.satellite_address, self.satellite_identity.id()).await
+        self.satellite(0).channel().await
     }
 
     /// A gRPC channel to node `i`'s piecestore, over TLS pinned to its id.
@@ -297,57 +539,34 @@ impl Planet {
 
     /// The satellite's admin API, e.g. `http://127.0.0.1:PORT`.
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.satellite_config.admin.listen_address)
+        self.satellite(0).admin_url()
     }
 
     /// The bearer token of the satellite's admin API.
     pub fn admin_token(&self) -> &str {
-        &self.satellite_config.admin.token
+        self.satellite(0).admin_token()
     }
 
     pub fn database_url(&self) -> &str {
-        self._database.url()
+        self.satellite(0).database_url()
     }
 
     /// The satellite's metabase, opened once, for inspection.
     pub async fn metabase(&self) -> Result<&archipel_satellite::Metabase> {
-        Ok(self._database.metabase().await?)
+        self.satellite(0).metabase().await
     }
 
     /// Every remote segment of committed objects not expired now (up to a
     /// thousand), in (stream id, position) order.
     pub async fn remote_segments(&self) -> Result<Vec<archipel_satellite::metabase::Segment>> {
-        Ok(self
-            .metabase()
-            .await?
-            .committed_remote_segments_from(&[], 1000, archipel_proto::orders::unix_now())
-            .await?)
+        self.satellite(0).remote_segments().await
     }
 
     /// Where the nodes keep the pieces that committed segments list. Files
     /// of pieces no segment lists (an upload's cancelled long tail) are
     /// not among them.
     pub async fn committed_piece_files(&self) -> Result<std::collections::BTreeSet<PathBuf>> {
-        let satellite = self.satellite_identity.id();
-        let mut files = std::collections::BTreeSet::new();
-        for segment in self.remote_segments().await? {
-            for piece in &segment.pieces {
-                let Some(i) = self.node_index(piece.node) else {
-                    continue;
-                };
-                let id = archipel_proto::orders::derive_piece_id(
-                    &segment.root_piece_id,
-                    &piece.node,
-                    piece.num.into(),
-                );
-                files.insert(archipel_storagenode::piece_path(
-                    &self.nodes[i].config.storage_dir,
-                    &satellite,
-                    &id,
-                ));
-            }
-        }
-        Ok(files)
+        self.satellite(0).committed_piece_files(&self.nodes).await
     }
 
     /// The indices of the nodes holding a piece some committed segment lists.
@@ -383,10 +602,12 @@ impl Planet {
         let node = &mut self.nodes[i];
         if node.server.is_none() {
             let listener = TcpListener::bind(node.address).await?;
+            let dashboard = TcpListener::bind(node.dashboard).await?;
             node.server = Some(start_node(
                 node.config.clone(),
                 node.identity.clone(),
                 listener,
+                Some(dashboard),
             ));
         }
         Ok(())
@@ -394,7 +615,7 @@ impl Planet {
 
     /// Stops node `i` and starts in its place, on its address, a real storage
     /// node with another identity and an empty disk, trusting the same
-    /// satellite: an impostor that clients and the satellite meet when they
+    /// satellites: an impostor that clients and the satellite meet when they
     /// dial node `i`.
     pub async fn impersonate_node(&mut self, i: usize) -> Result<Impostor> {
         self.stop_node(i).await?;
@@ -404,7 +625,7 @@ impl Planet {
         config.storage_dir = storage_dir;
         let identity = Identity::generate();
         let listener = TcpListener::bind(self.nodes[i].address).await?;
-        let server = start_node(config, identity.clone(), listener);
+        let server = start_node(config, identity.clone(), listener, None);
         Ok(Impostor { identity, server })
     }
 
@@ -422,24 +643,15 @@ impl Planet {
         self.nodes.iter().position(|n| n.id() == id)
     }
 
-    /// Stops the satellite and starts it again on the same addresses and
-    /// database, after `configure` has changed its configuration.
+    /// Stops the first satellite and starts it again on the same addresses
+    /// and database, after `configure` has changed its configuration.
     pub async fn restart_satellite(
         &mut self,
         configure: impl FnOnce(&mut archipel_satellite::Config),
     ) -> Result<()> {
-        if let Some(satellite) = self.satellite.take() {
-            satellite.stop().await?;
-        }
-        configure(&mut self.satellite_config);
-        let listener = TcpListener::bind(self.satellite_address).await?;
-        let admin_listener = TcpListener::bind(&self.satellite_config.admin.listen_address).await?;
-        self.satellite = Some(start_satellite(
-            self.satellite_config.clone(),
-            self.satellite_identity.clone(),
-            listener,
-            admin_listener,
-        ));
+        let first = &mut self.satellites[0];
+        first.restart(configure).await?;
+        self.satellite_config = first.config.clone();
         Ok(())
     }
 
@@ -448,7 +660,7 @@ impl Planet {
         for i in 0..self.nodes.len() {
             self.stop_node(i).await?;
         }
-        if let Some(satellite) = self.satellite.take() {
+        for satellite in &mut self.satellites {
             satellite.stop().await?;
         }
         Ok(())
@@ -518,31 +730,15 @@ fn start_node(
     config: archipel_storagenode::Config,
     identity: Identity,
     listener: TcpListener,
+    dashboard: Option<TcpListener>,
 ) -> RunningServer {
     let (shutdown, signal) = shutdown_pair();
     let task = tokio::spawn(async move {
-        archipel_storagenode::run(config, identity, listener, signal)
+        archipel_storagenode::run(config, identity, listener, dashboard, signal)
             .await
             .map_err(|e| e.to_string())
     });
     RunningServer { shutdown, task }
-}
-
-/// Waits until the satellite's registry holds `count` nodes.
-async fn wait_for_check_ins(database: &FreshDatabase, count: usize) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let known = database.node_count().await?;
-        if known >= count {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(PlanetError::Other(format!(
-                "only {known} of {count} nodes checked in"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn pinned_channel(address: &SocketAddr, id: NodeId) -> Result<Channel> {

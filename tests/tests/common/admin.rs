@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use archipel_tests::Planet;
+use archipel_tests::{Planet, Satellite};
 use serde_json::Value;
 
 /// Status and body of `method url`, with `token` as a bearer token.
@@ -34,17 +34,22 @@ pub fn histogram_count(page: &str, metric: &str, label: &str, value: &str) -> u6
         .map_or(0, |count| count.parse().unwrap())
 }
 
-/// An HTTP client for one planet's admin API.
+/// An HTTP client for one satellite's admin API.
 pub struct AdminApi {
     url: String,
     token: String,
 }
 
 impl AdminApi {
+    /// The admin API of the planet's (first) satellite.
     pub fn of(planet: &Planet) -> AdminApi {
+        AdminApi::of_satellite(planet.satellite(0))
+    }
+
+    pub fn of_satellite(satellite: &Satellite) -> AdminApi {
         AdminApi {
-            url: planet.admin_url(),
-            token: planet.admin_token().to_string(),
+            url: satellite.admin_url(),
+            token: satellite.admin_token().to_string(),
         }
     }
 

@@ -310,6 +310,7 @@ async fn start_planet(cli: &Cli) -> Result<Planet, BenchError> {
         inline_threshold: cli
             .inline_threshold
             .unwrap_or(archipel_satellite::DEFAULT_INLINE_THRESHOLD),
+        ..Default::default()
     })
     .await?;
     planet.project().await?.create_bucket(BUCKET).await?;
