@@ -1,13 +1,17 @@
 //! `archipel-devnet`: a whole Archipel network on one machine for trying it out.
 //!
-//! Starts a satellite (SQLite) and N storage nodes, each as its own OS process
-//! (this binary re-executed with `satellite …` or `node …`, which run exactly
-//! the code of `archipel-satellite` and `archipel-node`), on distinct loopback
-//! addresses — node `i` on 127.0.`i+1`.1, so every node sits in its own /24 and
-//! the satellite's one-piece-per-subnet rule stays on. Intervals are short
-//! (check-ins every 2 s, offline after 10 s, repair checks every 2 s) so that a
-//! person sees repair happen. Writes the access grant to `DIR/access`, the
-//! admin API's address and token to `DIR/admin.env` and the layout to
+//! Starts a satellite (SQLite) — or several independent ones with
+//! `--satellites N` — and N storage nodes trusting every satellite, each as
+//! its own OS process (this binary re-executed with `satellite …` or
+//! `node …`, which run exactly the code of `archipel-satellite` and
+//! `archipel-node`), on distinct loopback addresses — node `i` on
+//! 127.0.`i+1`.1, so every node sits in its own /24 and the satellite's
+//! one-piece-per-subnet rule stays on. Intervals are short (check-ins every
+//! 2 s, offline after 10 s, repair checks every 2 s) so that a person sees
+//! repair happen. Writes the first satellite's access grant to `DIR/access`
+//! and its admin API's address and token to `DIR/admin.env` (satellite `i`'s
+//! to `DIR/access-sat<i>` and `DIR/admin-sat<i>.env`), the S3 gateway's keys
+//! (for the first satellite's grant) to `DIR/s3.env` and the layout to
 //! `DIR/devnet.json`; started again on the same DIR it resumes with the same
 //! identities, ports and data.
 
@@ -35,6 +39,10 @@ struct Cli {
     /// Number of storage nodes (at least the scheme's total).
     #[arg(long, default_value_t = 14)]
     nodes: usize,
+    /// Number of independent satellites (each its own metabase, identity
+    /// and project); every node trusts them all.
+    #[arg(long, default_value_t = 1)]
+    satellites: usize,
     /// Redundancy scheme k/repair/success/total for new segments.
     #[arg(long, default_value = "4/6/8/10")]
     redundancy: Redundancy,
@@ -95,7 +103,11 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> D
 /// `DIR/devnet.json`: what a person or a script needs to use the network.
 #[derive(Serialize, Deserialize)]
 struct Layout {
+    /// The first satellite, whose grant `access_file` and the gateway use
+    /// (also `satellites[0]`; scripts of a single satellite read it here).
     satellite: SatelliteEntry,
+    /// Every satellite, each with its own access grant.
+    satellites: Vec<SatelliteEntry>,
     nodes: Vec<NodeEntry>,
     access_file: PathBuf,
     gateway: GatewayEntry,
@@ -114,7 +126,7 @@ struct GatewayEntry {
     pid: Option<u32>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct SatelliteEntry {
     id: NodeId,
     address: String,
@@ -124,6 +136,8 @@ struct SatelliteEntry {
     /// The admin HTTP API (and `/metrics`); none if its config has no token.
     admin_address: Option<String>,
     admin_token: Option<String>,
+    /// An access grant to its project.
+    access_file: PathBuf,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -172,9 +186,33 @@ fn identity_at(path: &Path, difficulty: u32) -> Result<Identity, DevnetError> {
     Ok(identity)
 }
 
-/// Creates (or reuses) the satellite's directory, identity and config.
-fn prepare_satellite(dir: &Path, redundancy: Redundancy) -> Result<SatelliteEntry, DevnetError> {
-    let sat_dir = dir.join("satellite");
+/// Satellite `i`'s name: its directory in DIR and its log. The first keeps
+/// the name of a devnet's only satellite, so that directories made before
+/// there could be several keep working.
+fn satellite_name(i: usize) -> String {
+    match i {
+        0 => "satellite".to_string(),
+        i => format!("satellite{i}"),
+    }
+}
+
+/// What satellite `i`'s files directly in DIR (access grant, passphrase, API
+/// key, admin env) add to their names; nothing for the first, whose files
+/// keep the names they had when a devnet had one satellite.
+fn file_suffix(i: usize) -> String {
+    match i {
+        0 => String::new(),
+        i => format!("-sat{i}"),
+    }
+}
+
+/// Creates (or reuses) satellite `i`'s directory, identity and config.
+fn prepare_satellite(
+    dir: &Path,
+    i: usize,
+    redundancy: Redundancy,
+) -> Result<SatelliteEntry, DevnetError> {
+    let sat_dir = dir.join(satellite_name(i));
     std::fs::create_dir_all(&sat_dir).map_err(io_err("create", &sat_dir))?;
     let identity = identity_at(&sat_dir.join("identity"), 0)?;
     let config_path = sat_dir.join("config.toml");
@@ -215,33 +253,46 @@ fn prepare_satellite(dir: &Path, redundancy: Redundancy) -> Result<SatelliteEntr
         database_url: config.database_url,
         admin_address: admin.as_ref().map(|a| a.listen_address.clone()),
         admin_token: admin.map(|a| a.token),
+        access_file: dir.join(format!("access{}", file_suffix(i))),
     })
 }
 
-/// Creates (or reuses) node `i`'s directory, identity and config.
+/// Creates (or reuses) node `i`'s directory, identity and config; the node
+/// trusts exactly `satellites`.
 fn prepare_node(
     dir: &Path,
     i: usize,
-    satellite: &SatelliteEntry,
+    satellites: &[SatelliteEntry],
 ) -> Result<NodeEntry, DevnetError> {
     let node_dir = dir.join(format!("node{i}"));
     std::fs::create_dir_all(&node_dir).map_err(io_err("create", &node_dir))?;
     let identity = identity_at(&node_dir.join("identity"), DEVNET_IDENTITY_DIFFICULTY)?;
     let config_path = node_dir.join("config.toml");
+    let trusted: Vec<_> = satellites
+        .iter()
+        .map(|satellite| archipel_storagenode::TrustedSatellite {
+            id: satellite.id,
+            address: satellite.address.clone(),
+        })
+        .collect();
     let config: archipel_storagenode::Config = if config_path.exists() {
         let text = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
-        toml::from_str(&text)
-            .map_err(|e| DevnetError::Message(format!("{}: {e}", config_path.display())))?
+        let mut config: archipel_storagenode::Config = toml::from_str(&text)
+            .map_err(|e| DevnetError::Message(format!("{}: {e}", config_path.display())))?;
+        // A run with another --satellites than the last: the node trusts
+        // the satellites of this run, which it checks in to.
+        if config.satellites != trusted {
+            config.satellites = trusted;
+            write_toml(&config_path, &config)?;
+        }
+        config
     } else {
         let ip = format!("127.0.{}.1", (i + 1) % 256);
         let mut config = archipel_storagenode::Config::new(node_dir.join("storage"));
         config.identity_path = node_dir.join("identity");
         config.listen_address = free_port(&ip)?.to_string();
         config.dashboard_address = free_port(&ip)?.to_string();
-        config.satellites = vec![archipel_storagenode::TrustedSatellite {
-            id: satellite.id,
-            address: satellite.address.clone(),
-        }];
+        config.satellites = trusted;
         config.check_in_interval = CHECK_IN_INTERVAL;
         write_toml(&config_path, &config)?;
         config
@@ -284,12 +335,17 @@ fn write_s3_env(dir: &Path, gateway: &GatewayEntry) -> Result<PathBuf, DevnetErr
     Ok(path)
 }
 
-/// `DIR/admin.env`: the satellite's admin API address and token, if it has one.
-fn write_admin_env(dir: &Path, satellite: &SatelliteEntry) -> Result<Option<PathBuf>, DevnetError> {
+/// `DIR/admin.env` (`DIR/admin-sat<i>.env` for satellite `i` > 0): satellite
+/// `i`'s admin API address and token, if it has one.
+fn write_admin_env(
+    dir: &Path,
+    i: usize,
+    satellite: &SatelliteEntry,
+) -> Result<Option<PathBuf>, DevnetError> {
     let (Some(address), Some(token)) = (&satellite.admin_address, &satellite.admin_token) else {
         return Ok(None);
     };
-    let path = dir.join("admin.env");
+    let path = dir.join(format!("admin{}.env", file_suffix(i)));
     let text = format!(
         "export ARCHIPEL_ADMIN_URL=http://{address}\nexport ARCHIPEL_ADMIN_TOKEN={token}\n"
     );
@@ -326,25 +382,37 @@ async fn wait_until_listening(address: &str, what: &str, log: &Path) -> Result<(
     )))
 }
 
-async fn ensure_access(dir: &Path, satellite: &SatelliteEntry) -> Result<PathBuf, DevnetError> {
-    let access_file = dir.join("access");
-    if access_file.exists() {
-        return Ok(access_file);
+/// Creates a project on satellite `i` and writes its access grant to the
+/// satellite's `access_file` (with the passphrase and API key next to it),
+/// unless an earlier run did.
+async fn ensure_access(
+    dir: &Path,
+    i: usize,
+    satellite: &SatelliteEntry,
+) -> Result<(), DevnetError> {
+    if satellite.access_file.exists() {
+        return Ok(());
     }
     let api_key = archipel_satellite::create_project(&satellite.database_url, "devnet").await?;
     let passphrase = format!("devnet-{}", hex::encode(rand::random::<[u8; 8]>()));
-    write_file(&dir.join("passphrase"), &format!("{passphrase}\n"))?;
-    write_file(&dir.join("api-key"), &format!("{api_key}\n"))?;
+    let suffix = file_suffix(i);
+    write_file(
+        &dir.join(format!("passphrase{suffix}")),
+        &format!("{passphrase}\n"),
+    )?;
+    write_file(
+        &dir.join(format!("api-key{suffix}")),
+        &format!("{api_key}\n"),
+    )?;
     let satellite_url = archipel_proto::NodeUrl {
         id: satellite.id,
         address: satellite.address.clone(),
     };
     let access = Access::request(&satellite_url, &api_key, &passphrase).await?;
-    write_file(&access_file, &format!("{}\n", access.serialize()))?;
-    Ok(access_file)
+    write_file(&satellite.access_file, &format!("{}\n", access.serialize()))
 }
 
-async fn wait_for_nodes(database_url: &str, count: usize) -> Result<(), DevnetError> {
+async fn wait_for_nodes(database_url: &str, count: usize, to: &str) -> Result<(), DevnetError> {
     for _ in 0..300 {
         if archipel_satellite::testing::node_count(database_url).await? >= count {
             return Ok(());
@@ -352,7 +420,7 @@ async fn wait_for_nodes(database_url: &str, count: usize) -> Result<(), DevnetEr
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(DevnetError::Message(format!(
-        "not all {count} storage nodes checked in within 30 s; see the node logs"
+        "not all {count} storage nodes checked in to {to} within 30 s; see the node logs"
     )))
 }
 
@@ -372,25 +440,35 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
             cli.nodes, cli.redundancy.total, cli.redundancy, cli.redundancy.total
         )));
     }
+    if cli.satellites == 0 {
+        return Err(DevnetError::Message(
+            "a network needs a satellite; pass --satellites 1 or more".into(),
+        ));
+    }
     let dir = &cli.dir;
     std::fs::create_dir_all(dir.join("logs")).map_err(io_err("create", dir))?;
     let dir = &std::fs::canonicalize(dir).map_err(io_err("find", dir))?;
-    let mut satellite = prepare_satellite(dir, cli.redundancy)?;
+    let mut satellites = (0..cli.satellites)
+        .map(|i| prepare_satellite(dir, i, cli.redundancy))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut nodes = (0..cli.nodes)
-        .map(|i| prepare_node(dir, i, &satellite))
+        .map(|i| prepare_node(dir, i, &satellites))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut children = Vec::new();
-    let sat_log = dir.join("logs/satellite.log");
-    let sat_config = satellite.dir.join("config.toml");
-    let child = spawn(
-        "satellite",
-        &["run", "--config", &sat_config.to_string_lossy()],
-        &sat_log,
-    )?;
-    satellite.pid = child.id();
-    children.push(("satellite".to_string(), child));
-    wait_until_listening(&satellite.address, "the satellite", &sat_log).await?;
+    for (i, satellite) in satellites.iter_mut().enumerate() {
+        let name = satellite_name(i);
+        let log = dir.join(format!("logs/{name}.log"));
+        let config = satellite.dir.join("config.toml");
+        let child = spawn(
+            "satellite",
+            &["run", "--config", &config.to_string_lossy()],
+            &log,
+        )?;
+        satellite.pid = child.id();
+        children.push((name.clone(), child));
+        wait_until_listening(&satellite.address, &name, &log).await?;
+    }
 
     for (i, node) in nodes.iter_mut().enumerate() {
         let log = dir.join(format!("logs/node{i}.log"));
@@ -403,8 +481,13 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
         node.pid = child.id();
         children.push((format!("node{i}"), child));
     }
-    wait_for_nodes(&satellite.database_url, nodes.len()).await?;
-    let access_file = ensure_access(dir, &satellite).await?;
+    let mut admin_envs = Vec::with_capacity(satellites.len());
+    for (i, satellite) in satellites.iter().enumerate() {
+        wait_for_nodes(&satellite.database_url, nodes.len(), &satellite_name(i)).await?;
+        ensure_access(dir, i, satellite).await?;
+        admin_envs.push(write_admin_env(dir, i, satellite)?);
+    }
+    let access_file = satellites[0].access_file.clone();
 
     let gateway_config = prepare_gateway(dir, &access_file)?;
     let gateway_log = dir.join("logs/gateway.log");
@@ -438,10 +521,10 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     )
     .await?;
     let s3_env = write_s3_env(dir, &gateway)?;
-    let admin_env = write_admin_env(dir, &satellite)?;
 
     let layout = Layout {
-        satellite,
+        satellite: satellites[0].clone(),
+        satellites,
         nodes,
         access_file: access_file.clone(),
         gateway,
@@ -451,9 +534,12 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
         serde_json::to_string_pretty(&layout).map_err(|e| DevnetError::Message(e.to_string()))?;
     write_file(&dir.join("devnet.json"), &json)?;
 
+    let satellites_text = match layout.satellites.len() {
+        1 => format!("a satellite at {}", layout.satellite.address),
+        n => format!("{n} satellites (the first at {})", layout.satellite.address),
+    };
     println!(
-        "Archipel devnet is running: a satellite at {} and {} storage nodes.",
-        layout.satellite.address,
+        "Archipel devnet is running: {satellites_text} and {} storage nodes.",
         layout.nodes.len()
     );
     println!("State, logs and devnet.json are in {}.\n", dir.display());
@@ -475,7 +561,7 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
         );
     }
     println!("Kill a few node processes (pids in devnet.json) and download again.");
-    match &admin_env {
+    match &admin_envs[0] {
         Some(admin_env) => {
             println!("Within seconds the satellite sees them offline and repairs; watch it with:");
             println!("  source {}", admin_env.display());
@@ -494,6 +580,21 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     );
     if let Some(metrics) = &layout.gateway.metrics {
         println!("How long each S3 operation takes: curl {metrics}");
+    }
+    if layout.satellites.len() > 1 {
+        println!("\nThe other satellites, each with a project of its own on the same nodes:");
+        let others = layout.satellites.iter().zip(&admin_envs).enumerate();
+        for (i, (satellite, admin_env)) in others.skip(1) {
+            println!(
+                "  {} at {}: export ARCHIPEL_ACCESS={}",
+                satellite_name(i),
+                satellite.address,
+                satellite.access_file.display()
+            );
+            if let Some(admin_env) = admin_env {
+                println!("    its admin API: source {}", admin_env.display());
+            }
+        }
     }
     println!("Press Ctrl-C to stop the network.");
 
