@@ -186,6 +186,15 @@ pub(crate) mod tests {
                 }),
             }))
         }
+
+        async fn exit(
+            &self,
+            _request: Request<archipel_proto::pb::ExitRequest>,
+        ) -> Result<Response<archipel_proto::pb::ExitResponse>, Status> {
+            Err(Status::unimplemented(
+                "this test satellite only takes check-ins",
+            ))
+        }
     }
 
     /// Serves `satellite` on `listener` until `stop` fires.
