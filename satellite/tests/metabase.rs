@@ -1417,7 +1417,12 @@ async fn deletion_queue(mb: &Metabase) {
         .swap_pieces(&kept.key(), &kept.pieces, &repaired)
         .await
         .unwrap());
-    let queued = mb.claim_deletions(now, now + 600, 10).await.unwrap();
+    // Stamped with the clock at the swap, which may have ticked since `now`.
+    let swapped_at = archipel_proto::orders::unix_now();
+    let queued = mb
+        .claim_deletions(swapped_at, swapped_at + 600, 10)
+        .await
+        .unwrap();
     assert_eq!(queued.len(), 1);
     assert_eq!(
         (queued[0].node, queued[0].piece_num),
