@@ -405,43 +405,36 @@ async fn upload(
         .into_data(0, size)
         .await
         .map_err(|e| format!("cannot read the piece: {e}"))?;
-    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // The piece is read in upload-sized messages and each is sent as read,
+    // not gathered into one buffer first; an empty last message says done.
+    let mut messages = vec![PieceUploadRequest {
+        limit: Some(limit),
+        ..PieceUploadRequest::default()
+    }];
+    let mut bytes = 0u64;
     while let Some(chunk) = reader
         .next(UPLOAD_MESSAGE)
         .await
         .map_err(|e| format!("cannot read the piece: {e}"))?
     {
-        data.extend_from_slice(&chunk);
+        bytes += chunk.len() as u64;
+        messages.push(PieceUploadRequest {
+            data: chunk,
+            ..PieceUploadRequest::default()
+        });
     }
+    messages.push(PieceUploadRequest {
+        done: true,
+        ..PieceUploadRequest::default()
+    });
     let endpoint = transport::endpoint(&transfer.address)
         .map_err(|e| format!("the replacement's address is not usable: {e}"))?
         .timeout(TRANSFER_TIMEOUT);
     let channel = transport::connect(&endpoint, replacement)
         .await
         .map_err(|e| format!("cannot reach the replacement node: {e}"))?;
-    let bytes = data.len() as u64;
-    let first = PieceUploadRequest {
-        limit: Some(limit),
-        ..PieceUploadRequest::default()
-    };
-    let chunks: Vec<PieceUploadRequest> = if data.is_empty() {
-        vec![PieceUploadRequest {
-            done: true,
-            ..PieceUploadRequest::default()
-        }]
-    } else {
-        let count = data.len().div_ceil(UPLOAD_MESSAGE);
-        data.chunks(UPLOAD_MESSAGE)
-            .enumerate()
-            .map(|(i, chunk)| PieceUploadRequest {
-                data: chunk.to_vec(),
-                done: i + 1 == count,
-                ..PieceUploadRequest::default()
-            })
-            .collect()
-    };
     let hash = PiecestoreClient::new(channel)
-        .upload(tokio_stream::iter(std::iter::once(first).chain(chunks)))
+        .upload(tokio_stream::iter(messages))
         .await
         .map_err(|s| format!("the replacement refused the piece: {}", s.message()))?
         .into_inner()
