@@ -25,6 +25,7 @@ pub mod hashtree;
 pub mod hostile;
 pub mod identity;
 pub mod latency;
+pub mod macaroon;
 pub mod multipart;
 pub mod orders;
 pub mod redundancy;

@@ -203,6 +203,7 @@ impl IntoResponse for Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::InvalidArgument(_) | Error::Proto(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::AlreadyExists(_) | Error::FailedPrecondition(_) => StatusCode::CONFLICT,
             Error::NotEnoughNodes { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unavailable(_) => StatusCode::BAD_GATEWAY,

@@ -19,6 +19,8 @@ pub enum Error {
     Config(String),
     #[error("the API key is not valid")]
     Unauthenticated,
+    #[error("the API key does not allow this: {0}")]
+    PermissionDenied(String),
     #[error("the request is invalid: {0}")]
     InvalidArgument(String),
     #[error("{0} was not found")]
@@ -44,6 +46,7 @@ impl From<Error> for tonic::Status {
         let message = error.to_string();
         match error {
             Error::Unauthenticated => tonic::Status::unauthenticated(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             Error::InvalidArgument(_) | Error::Proto(_) => tonic::Status::invalid_argument(message),
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),

@@ -33,6 +33,7 @@ pub mod metabase;
 pub mod metrics;
 pub mod orders;
 pub mod overlay;
+pub mod permission;
 pub mod repair;
 pub mod reputation;
 pub mod service;

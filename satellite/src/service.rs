@@ -1,7 +1,8 @@
 //! The gRPC services: `Node` (storage node check-ins) and `Metainfo` (buckets,
 //! objects, segments and the order limits that authorize piece transfers).
-//! Every metainfo call is authenticated by its API key and scoped to the key's
-//! project; stream and segment ids are signed tokens (see [`crate::tokens`]).
+//! Every metainfo call is authenticated by its API key, scoped to the key's
+//! project and checked against the key's caveats ([`crate::permission`]);
+//! stream and segment ids are signed tokens (see [`crate::tokens`]).
 //! Segment infos carry their healthy piece count by [`crate::health`]'s rules;
 //! pieces clients report bad are audited promptly ([`crate::audit`]).
 
@@ -9,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use archipel_proto::macaroon::{ApiKey, Op};
 use archipel_proto::orders::{
     derive_piece_id, new_root_piece_id, unix_now, verify_check_in, verify_exit_request,
     verify_piece_hash,
@@ -22,12 +24,17 @@ use crate::audit::{AuditRequests, PieceRef};
 use crate::deletes::PieceDeleter;
 use crate::exit::GracefulExit;
 use crate::health::{self, NetworkView};
-use crate::metabase::{self, ListEntry, Listing, ObjectCommit, Piece, Project, Segment};
+use crate::metabase::{
+    self, Credential, ListEntry, Listing, ObjectCommit, Piece, Project, Segment,
+};
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
+use crate::permission::Scope;
 use crate::tokens::{self, SegmentToken, StreamToken};
 use crate::{overlay, size_i64, Config, Error, Metabase, Result};
 
+/// Every operation a caveat can allow.
+const ALL_OPS: [Op; 4] = [Op::Read, Op::Write, Op::List, Op::Delete];
 /// Check-ins whose clock is further off than this are refused (replay guard).
 const CHECK_IN_CLOCK_SKEW: i64 = 600;
 /// Encrypted inline data may exceed the threshold by this much (AEAD tag and nonce).
@@ -139,12 +146,72 @@ impl State {
         }
     }
 
-    async fn authenticate(&self, header: Option<&pb::RequestHeader>) -> Result<Project> {
+    async fn authenticate(&self, header: Option<&pb::RequestHeader>) -> Result<Credential> {
         let key = header.map(|h| h.api_key.as_str()).unwrap_or_default();
         if key.is_empty() {
             return Err(Error::Unauthenticated);
         }
-        self.metabase.project_by_api_key(key).await
+        self.metabase.authenticate(key).await
+    }
+
+    /// The caller's credential, checked for `op` on `scope`.
+    async fn authorize(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        op: Op,
+        scope: Scope<'_>,
+    ) -> Result<Credential> {
+        let credential = self.authenticate(header).await?;
+        credential.check(op, scope, unix_now())?;
+        Ok(credential)
+    }
+
+    /// The caller's credential, checked for the first of `ops` it allows on
+    /// `scope` (an error for the first if none).
+    async fn authorize_any(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        ops: &[Op],
+        scope: Scope<'_>,
+    ) -> Result<Credential> {
+        let credential = self.authenticate(header).await?;
+        let now = unix_now();
+        let mut first_refusal = None;
+        for &op in ops {
+            match credential.check(op, scope, now) {
+                Ok(()) => return Ok(credential),
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or(Error::PermissionDenied("no operation was named".into())))
+    }
+
+    /// The caller's credential and the token of `stream_id`, checked for
+    /// `op` on the stream's object.
+    async fn authorize_stream(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        stream_id: &[u8],
+        op: Op,
+    ) -> Result<(Credential, StreamToken)> {
+        let credential = self.authenticate(header).await?;
+        let token = self.open_stream(&credential.project, stream_id)?;
+        credential.check(
+            op,
+            Scope::Object(&token.bucket, &token.object_key),
+            unix_now(),
+        )?;
+        Ok((credential, token))
+    }
+
+    /// Whether the caller may replace a committed object at `bucket`/`key`:
+    /// only a key that may delete it.
+    fn may_replace(credential: &Credential, bucket: &str, key: &[u8]) -> bool {
+        credential
+            .check(Op::Delete, Scope::Object(bucket, key), unix_now())
+            .is_ok()
     }
 
     fn open_stream(&self, project: &Project, stream_id: &[u8]) -> Result<StreamToken> {
@@ -242,8 +309,10 @@ impl State {
     }
 
     async fn begin_segment(&self, r: pb::BeginSegmentRequest) -> Result<pb::BeginSegmentResponse> {
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Write)
+            .await?;
+        let project = credential.project;
         let object = self
             .metabase
             .object_by_stream(&project.id, &stream.stream)
@@ -298,6 +367,8 @@ impl State {
         let mut token = SegmentToken {
             project_id: project.id.clone(),
             stream: object.stream_id.clone(),
+            bucket: object.bucket.clone(),
+            object_key: object.object_key.clone(),
             position,
             root_piece_id: root.to_vec(),
             redundancy: redundancy_text(&redundancy),
@@ -333,26 +404,35 @@ impl State {
     }
 
     async fn commit_segment(&self, r: pb::CommitSegmentRequest) -> Result<()> {
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let segment = self.remote_segment(&project, r).await?;
-        let replaced = self.metabase.put_segment(&project.id, &segment).await?;
+        let credential = self.authenticate(r.header.as_ref()).await?;
+        let segment = self.remote_segment(&credential, r).await?;
+        let replaced = self
+            .metabase
+            .put_segment(&credential.project.id, &segment)
+            .await?;
         self.deleter.removed(replaced.as_slice());
         Ok(())
     }
 
     /// The segment a CommitSegment request describes, checked against its
-    /// signed segment id and the nodes' signatures.
+    /// signed segment id, the caller's right to write its object and the
+    /// nodes' signatures.
     async fn remote_segment(
         &self,
-        project: &Project,
+        credential: &Credential,
         r: pb::CommitSegmentRequest,
     ) -> Result<Segment> {
         let token = tokens::open_segment(&self.key, &r.segment_id)?;
-        if token.project_id != project.id {
+        if token.project_id != credential.project.id {
             return Err(Error::InvalidArgument(
                 "the segment id belongs to another project".into(),
             ));
         }
+        credential.check(
+            Op::Write,
+            Scope::Object(&token.bucket, &token.object_key),
+            unix_now(),
+        )?;
         // Garbage collection counts on no segment being committed after its
         // grace: its pieces may be missing from a retain filter by then.
         if self
@@ -481,8 +561,10 @@ impl State {
     }
 
     async fn make_inline_segment(&self, r: pb::MakeInlineSegmentRequest) -> Result<()> {
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Write)
+            .await?;
+        let project = credential.project;
         let segment = self.inline_segment(
             stream.stream,
             r.position,
@@ -609,9 +691,10 @@ impl State {
         &self,
         r: pb::DownloadSegmentRequest,
     ) -> Result<pb::DownloadSegmentResponse> {
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
-        let object = self.committed_object(&project, &stream).await?;
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Read)
+            .await?;
+        let object = self.committed_object(&credential.project, &stream).await?;
         let segment = self.metabase.segment(&stream.stream, r.position).await?;
         let view = self.view_for(std::slice::from_ref(&segment)).await?;
         self.segment_download(&object, segment, view.as_ref()).await
@@ -678,8 +761,16 @@ impl State {
         &self,
         r: pb::FinishCopyObjectRequest,
     ) -> Result<pb::FinishCopyObjectResponse> {
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let source = self.open_stream(&project, &r.stream_id)?;
+        let (credential, source) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Read)
+            .await?;
+        credential.check(
+            Op::Write,
+            Scope::Object(&r.bucket, &r.encrypted_object_key),
+            unix_now(),
+        )?;
+        let replace = State::may_replace(&credential, &r.bucket, &r.encrypted_object_key);
+        let project = credential.project;
         if r.encrypted_object_key.is_empty() {
             return Err(Error::InvalidArgument("an object needs a key".into()));
         }
@@ -707,6 +798,7 @@ impl State {
                     encrypted_key_nonce: k.encrypted_key_nonce,
                 })
                 .collect(),
+            replace,
         };
         let (object, removed) = self
             .metabase
@@ -726,9 +818,10 @@ impl State {
         &self,
         r: pb::ReportBadPiecesRequest,
     ) -> Result<pb::ReportBadPiecesResponse> {
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
-        self.committed_object(&project, &stream).await?;
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Read)
+            .await?;
+        self.committed_object(&credential.project, &stream).await?;
         let segment = self.metabase.segment(&stream.stream, r.position).await?;
         let mut reported = HashSet::new();
         for bad in r.pieces.iter().take(segment.pieces.len()) {
@@ -881,9 +974,9 @@ impl Metainfo for State {
         &self,
         request: Request<pb::ProjectInfoRequest>,
     ) -> Result<Response<pb::ProjectInfoResponse>, Status> {
-        let project = self.authenticate(request.get_ref().header.as_ref()).await?;
+        let credential = self.authenticate(request.get_ref().header.as_ref()).await?;
         Ok(Response::new(pb::ProjectInfoResponse {
-            project_salt: project.salt,
+            project_salt: credential.project.salt,
             satellite_id: self.identity.id().to_vec(),
         }))
     }
@@ -893,7 +986,10 @@ impl Metainfo for State {
         request: Request<pb::CreateBucketRequest>,
     ) -> Result<Response<pb::BucketResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let project = self
+            .authorize(r.header.as_ref(), Op::Write, Scope::WholeBucket(&r.name))
+            .await?
+            .project;
         validate_bucket_name(&r.name)?;
         let bucket = self
             .metabase
@@ -909,7 +1005,11 @@ impl Metainfo for State {
         request: Request<pb::GetBucketRequest>,
     ) -> Result<Response<pb::BucketResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        // Any operation needs the bucket's settings (how it stores names).
+        let project = self
+            .authorize_any(r.header.as_ref(), &ALL_OPS, Scope::Bucket(&r.name))
+            .await?
+            .project;
         let bucket = self.metabase.get_bucket(&project.id, &r.name).await?;
         Ok(Response::new(pb::BucketResponse {
             bucket: Some(bucket_pb(bucket)),
@@ -921,7 +1021,10 @@ impl Metainfo for State {
         request: Request<pb::DeleteBucketRequest>,
     ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let project = self
+            .authorize(r.header.as_ref(), Op::Delete, Scope::WholeBucket(&r.name))
+            .await?
+            .project;
         self.metabase.delete_bucket(&project.id, &r.name).await?;
         Ok(Response::new(pb::DeleteBucketResponse {}))
     }
@@ -931,18 +1034,37 @@ impl Metainfo for State {
         request: Request<pb::ListBucketsRequest>,
     ) -> Result<Response<pb::ListBucketsResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let credential = self
+            .authorize(r.header.as_ref(), Op::List, Scope::Project)
+            .await?;
         let limit = if r.limit == 0 {
             metabase::MAX_LIST_LIMIT
         } else {
             r.limit as usize
         };
-        let (buckets, more) = self
-            .metabase
-            .list_buckets(&project.id, &r.cursor, limit)
-            .await?;
+        // A key limited to some buckets sees only those; pages the caveats
+        // empty are skipped, since a client stops at an empty page.
+        let mut cursor = r.cursor;
+        let mut shown = Vec::new();
+        let more = loop {
+            let (buckets, more) = self
+                .metabase
+                .list_buckets(&credential.project.id, &cursor, limit)
+                .await?;
+            if let Some(last) = buckets.last() {
+                cursor.clone_from(&last.name);
+            }
+            shown.extend(
+                buckets
+                    .into_iter()
+                    .filter(|b| credential.shows_bucket(&b.name)),
+            );
+            if !shown.is_empty() || !more {
+                break more;
+            }
+        };
         Ok(Response::new(pb::ListBucketsResponse {
-            buckets: buckets.into_iter().map(bucket_pb).collect(),
+            buckets: shown.into_iter().map(bucket_pb).collect(),
             more,
         }))
     }
@@ -952,7 +1074,14 @@ impl Metainfo for State {
         request: Request<pb::BeginObjectRequest>,
     ) -> Result<Response<pb::BeginObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let project = self
+            .authorize(
+                r.header.as_ref(),
+                Op::Write,
+                Scope::Object(&r.bucket, &r.encrypted_object_key),
+            )
+            .await?
+            .project;
         let mut object = self.new_object(
             &project,
             r.bucket,
@@ -986,7 +1115,15 @@ impl Metainfo for State {
         request: Request<pb::PutInlineObjectRequest>,
     ) -> Result<Response<pb::CommitObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let credential = self
+            .authorize(
+                r.header.as_ref(),
+                Op::Write,
+                Scope::Object(&r.bucket, &r.encrypted_object_key),
+            )
+            .await?;
+        let replace = State::may_replace(&credential, &r.bucket, &r.encrypted_object_key);
+        let project = credential.project;
         let mut object = self.new_object(
             &project,
             r.bucket,
@@ -1010,7 +1147,10 @@ impl Metainfo for State {
         object.encrypted_metadata = r.encrypted_metadata;
         object.encrypted_metadata_key = r.encrypted_metadata_key;
         object.encrypted_metadata_nonce = r.encrypted_metadata_nonce;
-        let removed = self.metabase.put_inline_object(&object, &segment).await?;
+        let removed = self
+            .metabase
+            .put_inline_object(&object, &segment, replace)
+            .await?;
         self.deleter.removed(&removed);
         Ok(Response::new(pb::CommitObjectResponse {
             object: Some(self.object_pb(&object)),
@@ -1047,8 +1187,10 @@ impl Metainfo for State {
         request: Request<pb::CommitObjectRequest>,
     ) -> Result<Response<pb::CommitObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Write)
+            .await?;
+        let replace = State::may_replace(&credential, &stream.bucket, &stream.object_key);
         if r.part_infos.len() != r.parts.len() {
             return Err(
                 Error::InvalidArgument("each part named needs its info as listed".into()).into(),
@@ -1056,7 +1198,7 @@ impl Metainfo for State {
         }
         let last_segment = match r.last_segment {
             Some(LastSegment::RemoteSegment(commit)) => {
-                Some(self.remote_segment(&project, commit).await?)
+                Some(self.remote_segment(&credential, commit).await?)
             }
             Some(LastSegment::InlineSegment(inline)) => Some(self.inline_segment(
                 stream.stream.clone(),
@@ -1077,8 +1219,12 @@ impl Metainfo for State {
             encrypted_metadata_nonce: r.encrypted_metadata_nonce,
             parts: r.parts.into_iter().zip(r.part_infos).collect(),
             last_segment,
+            replace,
         };
-        let (object, removed) = self.metabase.commit_object(&project.id, &commit).await?;
+        let (object, removed) = self
+            .metabase
+            .commit_object(&credential.project.id, &commit)
+            .await?;
         self.deleter.removed(&removed);
         Ok(Response::new(pb::CommitObjectResponse {
             object: Some(self.object_pb(&object)),
@@ -1090,7 +1236,14 @@ impl Metainfo for State {
         request: Request<pb::GetObjectRequest>,
     ) -> Result<Response<pb::GetObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let project = self
+            .authorize(
+                r.header.as_ref(),
+                Op::Read,
+                Scope::Object(&r.bucket, &r.encrypted_object_key),
+            )
+            .await?
+            .project;
         let object = self
             .metabase
             .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
@@ -1136,22 +1289,48 @@ impl Metainfo for State {
         request: Request<pb::ListObjectsRequest>,
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
-        self.metabase.get_bucket(&project.id, &r.bucket).await?;
-        let (entries, more) = self
-            .metabase
-            .list_objects(
-                &project.id,
-                &r.bucket,
-                &Listing {
-                    prefix: &r.encrypted_prefix,
-                    cursor: &r.cursor,
-                    recursive: r.recursive,
-                    limit: r.limit as usize,
-                },
-                unix_now(),
+        let credential = self
+            .authorize(
+                r.header.as_ref(),
+                Op::List,
+                Scope::Listing(&r.bucket, &r.encrypted_prefix),
             )
             .await?;
+        let project = &credential.project;
+        self.metabase.get_bucket(&project.id, &r.bucket).await?;
+        // Above an allowed path only the way to it shows; pages the caveats
+        // empty are skipped, since a client stops at an empty page.
+        let mut cursor = r.cursor;
+        let mut entries = Vec::new();
+        let more = loop {
+            let (page, more) = self
+                .metabase
+                .list_objects(
+                    &project.id,
+                    &r.bucket,
+                    &Listing {
+                        prefix: &r.encrypted_prefix,
+                        cursor: &cursor,
+                        recursive: r.recursive,
+                        limit: r.limit as usize,
+                    },
+                    unix_now(),
+                )
+                .await?;
+            if let Some(last) = page.last() {
+                cursor = last.key().to_vec();
+            }
+            entries.extend(page.into_iter().filter(|entry| {
+                let relative = entry.key();
+                let is_prefix = matches!(entry, ListEntry::Prefix(_));
+                let relative = relative.strip_suffix(b"/").unwrap_or(relative);
+                let full = [r.encrypted_prefix.as_slice(), relative].concat();
+                credential.shows(&r.bucket, &full, is_prefix)
+            }));
+            if !entries.is_empty() || !more {
+                break more;
+            }
+        };
         let items = entries
             .into_iter()
             .map(|entry| match entry {
@@ -1175,7 +1354,14 @@ impl Metainfo for State {
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let project = self
+            .authorize(
+                r.header.as_ref(),
+                Op::Delete,
+                Scope::Object(&r.bucket, &r.encrypted_object_key),
+            )
+            .await?
+            .project;
         let (object, removed) = self
             .metabase
             .delete_object(&project.id, &r.bucket, &r.encrypted_object_key)
@@ -1200,8 +1386,10 @@ impl Metainfo for State {
         request: Request<pb::CommitPartRequest>,
     ) -> Result<Response<pb::CommitPartResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Write)
+            .await?;
+        let project = credential.project;
         if r.encrypted_info.len() > MAX_PART_INFO {
             return Err(Error::InvalidArgument(format!(
                 "a part's info is at most {MAX_PART_INFO} bytes"
@@ -1229,8 +1417,15 @@ impl Metainfo for State {
         request: Request<pb::ListPartsRequest>,
     ) -> Result<Response<pb::ListPartsResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
+        // Completing an upload lists its parts: writing is enough.
+        let credential = self.authenticate(r.header.as_ref()).await?;
+        let stream = self.open_stream(&credential.project, &r.stream_id)?;
+        let scope = Scope::Object(&stream.bucket, &stream.object_key);
+        let now = unix_now();
+        if credential.check(Op::Write, scope, now).is_err() {
+            credential.check(Op::List, scope, now)?;
+        }
+        let project = credential.project;
         let limit = if r.limit == 0 {
             metabase::MAX_LIST_LIMIT
         } else {
@@ -1265,12 +1460,15 @@ impl Metainfo for State {
         request: Request<pb::ListPendingObjectsRequest>,
     ) -> Result<Response<pb::ListPendingObjectsResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let credential = self
+            .authorize(r.header.as_ref(), Op::List, Scope::Bucket(&r.bucket))
+            .await?;
+        let project = &credential.project;
         self.metabase.get_bucket(&project.id, &r.bucket).await?;
-        let cursor = if r.cursor.is_empty() {
+        let mut cursor = if r.cursor.is_empty() {
             None
         } else {
-            let token = self.open_stream(&project, &r.cursor)?;
+            let token = self.open_stream(project, &r.cursor)?;
             if token.bucket != r.bucket {
                 return Err(Error::InvalidArgument(
                     "the cursor is an upload of another bucket".into(),
@@ -1284,17 +1482,33 @@ impl Metainfo for State {
         } else {
             r.limit as usize
         };
-        let (objects, more) = self
-            .metabase
-            .list_multipart_uploads(
-                &project.id,
-                &r.bucket,
-                cursor.as_ref().map(|(k, s)| (k.as_slice(), s.as_slice())),
-                limit,
-            )
-            .await?;
+        // Uploads outside the key's paths are left out; pages that leaves
+        // empty are skipped, since a client stops at an empty page.
+        let mut shown = Vec::new();
+        let more = loop {
+            let (objects, more) = self
+                .metabase
+                .list_multipart_uploads(
+                    &project.id,
+                    &r.bucket,
+                    cursor.as_ref().map(|(k, s)| (k.as_slice(), s.as_slice())),
+                    limit,
+                )
+                .await?;
+            if let Some(last) = objects.last() {
+                cursor = Some((last.object_key.clone(), last.stream_id.clone()));
+            }
+            shown.extend(
+                objects
+                    .into_iter()
+                    .filter(|o| credential.shows(&r.bucket, &o.object_key, false)),
+            );
+            if !shown.is_empty() || !more {
+                break more;
+            }
+        };
         Ok(Response::new(pb::ListPendingObjectsResponse {
-            objects: objects.iter().map(|o| self.object_pb(o)).collect(),
+            objects: shown.iter().map(|o| self.object_pb(o)).collect(),
             more,
         }))
     }
@@ -1304,11 +1518,13 @@ impl Metainfo for State {
         request: Request<pb::AbortObjectRequest>,
     ) -> Result<Response<pb::AbortObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
-        let stream = self.open_stream(&project, &r.stream_id)?;
+        // Aborting removes only what the upload itself stored: writing is enough.
+        let (credential, stream) = self
+            .authorize_stream(r.header.as_ref(), &r.stream_id, Op::Write)
+            .await?;
         let removed = self
             .metabase
-            .abort_object(&project.id, &stream.stream)
+            .abort_object(&credential.project.id, &stream.stream)
             .await?;
         self.deleter.removed(&removed);
         Ok(Response::new(pb::AbortObjectResponse {}))
@@ -1319,7 +1535,14 @@ impl Metainfo for State {
         request: Request<pb::BeginCopyObjectRequest>,
     ) -> Result<Response<pb::BeginCopyObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self.authenticate(r.header.as_ref()).await?;
+        let project = self
+            .authorize(
+                r.header.as_ref(),
+                Op::Read,
+                Scope::Object(&r.bucket, &r.encrypted_object_key),
+            )
+            .await?
+            .project;
         let object = self
             .metabase
             .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
@@ -1345,6 +1568,29 @@ impl Metainfo for State {
         Ok(Response::new(
             State::finish_copy_object(self, request.into_inner()).await?,
         ))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let r = request.into_inner();
+        let caller = self.authenticate(r.header.as_ref()).await?;
+        let refused = || {
+            Error::PermissionDenied(
+                "only a key it was restricted from (or the key itself) can revoke a key".into(),
+            )
+        };
+        let target = ApiKey::parse(&r.api_key)
+            .map_err(|e| Error::InvalidArgument(format!("the key to revoke: {e}")))?;
+        let caller_key = caller.key.as_ref().ok_or_else(refused)?;
+        // The target must be a real key of this project, restricted from the caller's.
+        let revoked = self.metabase.authenticate(&r.api_key).await?;
+        if revoked.project.id != caller.project.id || !target.derives_from(caller_key) {
+            return Err(refused().into());
+        }
+        self.metabase.revoke_api_key(&target, unix_now()).await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 }
 

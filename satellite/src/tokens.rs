@@ -66,6 +66,12 @@ pub struct SegmentToken {
     pub max_piece_size: i64,
     #[prost(int64, tag = "9")]
     pub created_at: i64,
+    /// The object the segment is of, so that committing it checks the
+    /// caller's right to write there.
+    #[prost(string, tag = "10")]
+    pub bucket: String,
+    #[prost(bytes = "vec", tag = "11")]
+    pub object_key: Vec<u8>,
 }
 
 fn seal(identity: &Identity, tag: &[u8], body: Vec<u8>) -> Vec<u8> {
@@ -187,6 +193,8 @@ mod tests {
             prop::collection::vec((any::<u32>(), hostile::bytes(40)), 0..5),
             any::<i64>(),
             any::<i64>(),
+            hostile::text(),
+            hostile::bytes(20),
         )
             .prop_map(
                 |(
@@ -198,6 +206,8 @@ mod tests {
                     pieces,
                     max_piece_size,
                     created_at,
+                    bucket,
+                    object_key,
                 )| {
                     let (piece_nums, node_ids) = pieces.into_iter().unzip();
                     SegmentToken {
@@ -210,6 +220,8 @@ mod tests {
                         node_ids,
                         max_piece_size,
                         created_at,
+                        bucket,
+                        object_key,
                     }
                 },
             )

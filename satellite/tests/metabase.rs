@@ -4,8 +4,9 @@
 // Test helpers outside #[test] functions unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+use archipel_proto::macaroon::ApiKey;
 use archipel_proto::multipart::position;
-use archipel_proto::{NodeId, Redundancy};
+use archipel_proto::{pb, NodeId, Redundancy};
 use archipel_satellite::metabase::{
     ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy, Piece, Segment,
     SegmentKey, WrappedSegmentKey,
@@ -37,6 +38,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     projects_and_api_keys,
+    commits_replace_only_when_allowed,
     buckets,
     objects_and_segments,
     commit_replaces_the_committed_object,
@@ -58,7 +60,7 @@ const NOW: i64 = 1_700_000_000;
 
 async fn project(mb: &Metabase) -> Vec<u8> {
     let key = mb.create_project("p", NOW).await.unwrap();
-    mb.project_by_api_key(&key).await.unwrap().id
+    mb.authenticate(&key).await.unwrap().project.id
 }
 
 fn pending(project: &[u8], bucket: &str, key: &[u8], created_at: i64) -> Object {
@@ -131,6 +133,7 @@ fn commit(
         encrypted_metadata_nonce: nonce.to_vec(),
         parts: parts.to_vec(),
         last_segment: None,
+        replace: true,
     }
 }
 
@@ -152,18 +155,61 @@ async fn put_object(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> 
 
 async fn projects_and_api_keys(mb: &Metabase) {
     let key = mb.create_project("first", NOW).await.unwrap();
-    assert!(key.starts_with("ak_") && key.len() == 46, "{key}");
-    let project = mb.project_by_api_key(&key).await.unwrap();
-    assert_eq!(project.name, "first");
-    assert_eq!(project.salt.len(), 32);
+    assert!(key.starts_with("ak1"), "{key}");
+    let first = mb.authenticate(&key).await.unwrap();
+    assert_eq!(first.project.name, "first");
+    assert_eq!(first.project.salt.len(), 32);
+    assert!(first.caveats.is_empty());
     let other = mb.create_project("second", NOW).await.unwrap();
-    let second = mb.project_by_api_key(&other).await.unwrap();
-    assert_ne!(project.id, second.id);
-    assert_ne!(project.salt, second.salt);
-    assert!(matches!(
-        mb.project_by_api_key("ak_wrong").await,
-        Err(Error::Unauthenticated)
-    ));
+    let second = mb.authenticate(&other).await.unwrap().project;
+    assert_ne!(first.project.id, second.id);
+    assert_ne!(first.project.salt, second.salt);
+    for wrong in ["ak_wrong", "ak1wrong", ""] {
+        assert!(matches!(
+            mb.authenticate(wrong).await,
+            Err(Error::Unauthenticated)
+        ));
+    }
+
+    // A key restricted offline carries its caveats; a forged one is refused.
+    let issued = ApiKey::parse(&key).unwrap();
+    let caveat = pb::Caveat {
+        disallow_deletes: true,
+        nonce: vec![1],
+        ..Default::default()
+    };
+    let child = issued.restrict(&caveat);
+    let grandchild = child.restrict(&pb::Caveat {
+        nonce: vec![2],
+        ..Default::default()
+    });
+    let sibling = issued.restrict(&pb::Caveat {
+        nonce: vec![3],
+        ..Default::default()
+    });
+    let authenticated = mb.authenticate(&child.serialize()).await.unwrap();
+    assert_eq!(authenticated.caveats, vec![caveat]);
+    assert_eq!(authenticated.project.id, first.project.id);
+    let forged = ApiKey::parse(&other)
+        .unwrap()
+        .restrict(&pb::Caveat::default());
+    let mut text = forged.serialize();
+    text.replace_range(10..12, "AA");
+    assert!(mb.authenticate(&text).await.is_err());
+
+    // Revoking the child revokes the grandchild, not the parent or a sibling.
+    mb.revoke_api_key(&child, NOW).await.unwrap();
+    mb.revoke_api_key(&child, NOW).await.unwrap();
+    for revoked in [&child, &grandchild] {
+        assert!(matches!(
+            mb.authenticate(&revoked.serialize()).await,
+            Err(Error::Unauthenticated)
+        ));
+    }
+    for valid in [&issued, &sibling] {
+        assert!(mb.authenticate(&valid.serialize()).await.is_ok());
+    }
+    assert!(mb.authenticate(&other).await.is_ok());
 }
 
 async fn buckets(mb: &Metabase) {
@@ -794,10 +840,57 @@ async fn put_inline(
     object.segment_count = 1;
     object.plain_size = segment_of(&object).plain_size;
     let removed = mb
-        .put_inline_object(&object, &segment_of(&object))
+        .put_inline_object(&object, &segment_of(&object), true)
         .await
         .unwrap();
     (object, removed)
+}
+
+/// A key that may write but not delete cannot replace an object, by any of
+/// the three ways of committing one; the object stays as it was.
+async fn commits_replace_only_when_allowed(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let original = put_object(mb, &p, "b", b"k").await;
+    fn refused<T>(result: Result<T, Error>) -> bool {
+        matches!(result, Err(Error::PermissionDenied(_)))
+    }
+
+    let object = pending(&p, "b", b"k", NOW);
+    mb.begin_object(&object).await.unwrap();
+    mb.put_segment(&p, &inline_segment(&object.stream_id, 0, &[1; 5]))
+        .await
+        .unwrap();
+    let no_replace = ObjectCommit {
+        replace: false,
+        ..commit(&object.stream_id, b"new", b"", b"", &[])
+    };
+    assert!(refused(mb.commit_object(&p, &no_replace).await));
+
+    let mut inline = pending(&p, "b", b"k", NOW);
+    inline.committed = 1;
+    inline.segment_count = 1;
+    let segment = inline_segment(&inline.stream_id, 0, &[2; 5]);
+    inline.plain_size = segment.plain_size;
+    assert!(refused(
+        mb.put_inline_object(&inline, &segment, false).await
+    ));
+
+    let other = put_object(mb, &p, "b", b"source").await;
+    let copy = ObjectCopy {
+        replace: false,
+        ..copy_to("b", b"k", &[0], b"copied")
+    };
+    assert!(refused(mb.copy_object(&p, &other.stream_id, &copy).await));
+
+    let still = mb.get_object(&p, "b", b"k", NOW).await.unwrap();
+    assert_eq!(still.stream_id, original.stream_id);
+    // Where nothing is replaced, the same commit goes through.
+    let fresh = ObjectCopy {
+        replace: false,
+        ..copy_to("b", b"fresh", &[0], b"copied")
+    };
+    mb.copy_object(&p, &other.stream_id, &fresh).await.unwrap();
 }
 
 async fn commits_with_their_last_segment(mb: &Metabase) {
@@ -883,20 +976,20 @@ async fn inline_objects_in_one_transaction(mb: &Metabase) {
     elsewhere.committed = 1;
     let segment = inline_segment(&elsewhere.stream_id, 0, &[1; 20]);
     assert!(matches!(
-        mb.put_inline_object(&elsewhere, &segment).await,
+        mb.put_inline_object(&elsewhere, &segment, true).await,
         Err(Error::NotFound(_))
     ));
     let pending_one = pending(&p, "b", b"p", NOW);
     let segment = inline_segment(&pending_one.stream_id, 0, &[1; 20]);
     assert!(matches!(
-        mb.put_inline_object(&pending_one, &segment).await,
+        mb.put_inline_object(&pending_one, &segment, true).await,
         Err(Error::InvalidArgument(_))
     ));
     let mut with_remote = pending(&p, "b", b"p", NOW);
     with_remote.committed = 1;
     let segment = remote_segment(&with_remote.stream_id, 0, 10);
     assert!(matches!(
-        mb.put_inline_object(&with_remote, &segment).await,
+        mb.put_inline_object(&with_remote, &segment, true).await,
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -1156,6 +1249,7 @@ fn copy_to(bucket: &str, key: &[u8], positions: &[u32], metadata: &[u8]) -> Obje
                 encrypted_key_nonce: vec![position as u8; 12],
             })
             .collect(),
+        replace: true,
     }
 }
 

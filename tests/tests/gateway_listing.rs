@@ -273,9 +273,10 @@ async fn unencrypted_names_through_the_gateway(backend: Backend) {
 
     let metabase = fx.planet.metabase().await.unwrap();
     let project = metabase
-        .project_by_api_key(&fx.planet.api_key)
+        .authenticate(&fx.planet.api_key)
         .await
-        .unwrap();
+        .unwrap()
+        .project;
     let stored = |bucket: &'static str| {
         let project = project.id.clone();
         async move {

@@ -548,7 +548,7 @@ fn piece(num: u16, node: u8) -> Piece {
 async fn stored_segment(metabase: &Metabase, name: &str, pieces: Vec<Piece>) -> SegmentKey {
     use archipel_satellite::metabase::Object;
     let key = metabase.create_project(name, 1).await.unwrap();
-    let project = metabase.project_by_api_key(&key).await.unwrap();
+    let project = metabase.authenticate(&key).await.unwrap().project;
     metabase
         .create_bucket(&project.id, "bucket", 1)
         .await

@@ -62,8 +62,10 @@ macro_rules! on_pool {
 
 /// Inside the write transaction `$tx`, removes the committed object under a
 /// key (if any) with its segments; evaluates to the removed remote segments.
+/// Unless `$replace`, an object there fails the transaction instead: a key
+/// that may write but not delete must not destroy data by overwriting it.
 macro_rules! remove_committed {
-    ($tx:ident, $project:expr, $bucket:expr, $key:expr) => {{
+    ($tx:ident, $project:expr, $bucket:expr, $key:expr, $replace:expr) => {{
         let old: Option<(Vec<u8>,)> = sqlx::query_as(
             "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 \
              AND object_key = $3 AND committed = 1",
@@ -74,6 +76,12 @@ macro_rules! remove_committed {
         .fetch_optional(&mut *$tx)
         .await?;
         match old {
+            Some(_) if !$replace => {
+                return Err(Error::PermissionDenied(
+                    "an object exists under this key and the API key does not allow deleting it"
+                        .into(),
+                ))
+            }
             Some((old_stream,)) => {
                 // RETURNING: the piece lists as deleted, including any a
                 // repair swapped in after this transaction began.
@@ -203,7 +211,7 @@ pub use exits::ExitState;
 pub use multipart::Part;
 pub use nodes::{Node, NodeRecord, NodeStanding};
 pub use objects::{Bucket, ListEntry, Listing, Object, ObjectCommit, ObjectCopy};
-pub use projects::Project;
+pub use projects::{Credential, Project};
 pub use repair_queue::{QueueEntry, QueuedSegment, RepairClaim};
 pub use segments::{
     decode_pieces, encode_pieces, Piece, RemovedSegment, Segment, SegmentKey, WrappedSegmentKey,

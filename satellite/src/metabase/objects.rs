@@ -108,6 +108,8 @@ pub struct ObjectCommit {
     pub parts: Vec<(u32, Vec<u8>)>,
     /// Single uploads only: the last segment, added in the same transaction.
     pub last_segment: Option<Segment>,
+    /// Whether the commit may replace a committed object under the key.
+    pub replace: bool,
 }
 
 /// A server-side copy of a committed object: the destination and what is
@@ -124,6 +126,8 @@ pub struct ObjectCopy {
     pub encrypted_metadata_nonce: Vec<u8>,
     /// One per source segment, in position order.
     pub segment_keys: Vec<WrappedSegmentKey>,
+    /// Whether the copy may replace a committed object under its key.
+    pub replace: bool,
 }
 
 /// What a listing asks for: the entries under `prefix` strictly after
@@ -460,7 +464,7 @@ impl Metabase {
                 })?;
             }
 
-            removed.extend(remove_committed!(tx, project, &object.bucket, &object.object_key));
+            removed.extend(remove_committed!(tx, project, &object.bucket, &object.object_key, commit.replace));
 
             object.committed = 1;
             object.plain_size = offset;
@@ -488,12 +492,14 @@ impl Metabase {
     }
 
     /// Stores `object` (committed, of one segment) with its inline
-    /// `segment` in one transaction, replacing a committed object of its key;
-    /// returns the replaced object's segments.
+    /// `segment` in one transaction, replacing a committed object of its key
+    /// if `replace` (else failing with `PermissionDenied`); returns the
+    /// replaced object's segments.
     pub async fn put_inline_object(
         &self,
         object: &Object,
         segment: &Segment,
+        replace: bool,
     ) -> Result<Vec<RemovedSegment>> {
         if object.committed == 0
             || segment.inline_data.is_none()
@@ -509,7 +515,7 @@ impl Metabase {
                 let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
                 let removed =
-                    remove_committed!(tx, &object.project_id, &object.bucket, &object.object_key);
+                    remove_committed!(tx, &object.project_id, &object.bucket, &object.object_key, replace);
                 insert_object!(&mut *tx, object)?;
                 insert_segment!(&mut *tx, segment)?;
                 queue_deletions!(tx, &removed);
@@ -591,7 +597,7 @@ impl Metabase {
                     positions.len()
                 )));
             }
-            let removed = remove_committed!(tx, project, &copy.bucket, &copy.object_key);
+            let removed = remove_committed!(tx, project, &copy.bucket, &copy.object_key, copy.replace);
             let object = Object {
                 stream_id: copy.stream_id.clone(),
                 project_id: project.to_vec(),

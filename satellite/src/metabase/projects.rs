@@ -1,6 +1,8 @@
-//! Projects and their API keys.
+//! Projects and their API keys: issuing, authenticating (the chain of a
+//! restrictable key, see `archipel_proto::macaroon`) and revoking.
 
-use base64::Engine;
+use archipel_proto::macaroon::{ApiKey, KEY_LEN};
+use archipel_proto::pb;
 
 use super::{BeginWrite, Metabase, Pool};
 use crate::{Error, Result};
@@ -14,18 +16,30 @@ pub struct Project {
     pub created_at: i64,
 }
 
-/// Generates a new API key: "ak_" and 32 random bytes in unpadded base64url.
-fn new_api_key() -> String {
-    let secret: [u8; 32] = rand::random();
-    format!(
-        "ak_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-    )
+/// What an API key proved: its project and the caveats every request
+/// with it must satisfy.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub project: Project,
+    pub caveats: Vec<pb::Caveat>,
+    /// The key itself, for keys that can be restricted (all but those
+    /// issued before restrictable keys existed).
+    pub key: Option<ApiKey>,
 }
 
-/// Keys are stored only as this hash.
-fn api_key_hash(key: &str) -> Vec<u8> {
-    blake3::hash(key.as_bytes()).as_bytes().to_vec()
+/// Keys are found by this hash: of the head for restrictable keys, of the
+/// whole key for the ones issued before them.
+fn key_hash(bytes: &[u8]) -> Vec<u8> {
+    blake3::hash(bytes).as_bytes().to_vec()
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: Vec<u8>,
+    name: String,
+    salt: Vec<u8>,
+    created_at: i64,
+    secret: Option<Vec<u8>>,
 }
 
 impl Metabase {
@@ -33,7 +47,8 @@ impl Metabase {
     pub async fn create_project(&self, name: &str, now: i64) -> Result<String> {
         let id: [u8; 16] = rand::random();
         let salt: [u8; 32] = rand::random();
-        let key = new_api_key();
+        let secret: [u8; KEY_LEN] = rand::random();
+        let key = ApiKey::issue(&secret);
         on_pool!(self, pool => {
             let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
@@ -44,29 +59,93 @@ impl Metabase {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO api_keys (key_hash, project_id, created_at) VALUES ($1, $2, $3)")
-                .bind(api_key_hash(&key))
-                .bind(id.to_vec())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO api_keys (key_hash, project_id, created_at, secret) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(key_hash(key.head()))
+            .bind(id.to_vec())
+            .bind(now)
+            .bind(secret.to_vec())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         });
-        Ok(key)
+        Ok(key.serialize())
     }
 
-    /// The project an API key belongs to, or `Unauthenticated`.
-    pub async fn project_by_api_key(&self, key: &str) -> Result<Project> {
-        let hash = api_key_hash(key);
-        let project: Option<Project> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT p.id, p.name, p.salt, p.created_at FROM projects p \
+    /// What `key` may do, or `Unauthenticated` for a key this satellite did
+    /// not issue, a tampered one, or one that was revoked.
+    pub async fn authenticate(&self, key: &str) -> Result<Credential> {
+        let macaroon = ApiKey::parse(key).ok();
+        let hash = match &macaroon {
+            Some(macaroon) => key_hash(macaroon.head()),
+            None => key_hash(key.as_bytes()),
+        };
+        let (row, revoked): (Option<KeyRow>, Vec<Vec<u8>>) = on_pool!(self, pool => {
+            let row = sqlx::query_as(
+                "SELECT p.id, p.name, p.salt, p.created_at, k.secret FROM projects p \
                  JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = $1",
             )
-            .bind(hash)
+            .bind(&hash)
             .fetch_optional(pool)
-            .await?
+            .await?;
+            let revoked = sqlx::query_scalar("SELECT tail FROM revoked_api_keys WHERE key_hash = $1")
+                .bind(&hash)
+                .fetch_all(pool)
+                .await?;
+            (row, revoked)
         });
-        project.ok_or(Error::Unauthenticated)
+        let row = row.ok_or(Error::Unauthenticated)?;
+        let project = Project {
+            id: row.id,
+            name: row.name,
+            salt: row.salt,
+            created_at: row.created_at,
+        };
+        match (macaroon, row.secret) {
+            (Some(macaroon), Some(secret)) => {
+                let secret: [u8; KEY_LEN] = secret.try_into().map_err(|_| {
+                    Error::Corrupt("an API key's secret has the wrong length".into())
+                })?;
+                let tails = macaroon
+                    .verified_tails(&secret)
+                    .ok_or(Error::Unauthenticated)?;
+                if tails.iter().any(|tail| revoked.iter().any(|r| r == tail)) {
+                    return Err(Error::Unauthenticated);
+                }
+                let caveats = macaroon
+                    .caveats()
+                    .map_err(|e| Error::PermissionDenied(e.to_string()))?;
+                Ok(Credential {
+                    project,
+                    caveats,
+                    key: Some(macaroon),
+                })
+            }
+            // A key from before restrictable keys, found by its whole hash.
+            (None, None) => Ok(Credential {
+                project,
+                caveats: Vec::new(),
+                key: None,
+            }),
+            _ => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// Refuses `key` and every key restricted from it from now on.
+    pub async fn revoke_api_key(&self, key: &ApiKey, now: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            sqlx::query(
+                "INSERT INTO revoked_api_keys (key_hash, tail, revoked_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(key_hash(key.head()))
+            .bind(key.tail().to_vec())
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 }
