@@ -87,7 +87,7 @@ impl Key {
     }
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     SystemRandom::new()
         .fill(&mut out)
@@ -178,20 +178,25 @@ pub(crate) fn decrypt_component(level: &Key, text: &[u8]) -> Result<String, Erro
     Ok(component)
 }
 
-/// Encrypts the `/`-separated `components` below `bucket`; returns the encrypted
-/// components joined with `/` and the path key below the last component.
-pub(crate) fn encrypt_path<'a>(
-    root: &Key,
-    bucket: &str,
+/// Walks down from the level of `key` through `components`: returns each
+/// component as the satellite stores it (sealed under its level's key, or
+/// itself in a bucket with unencrypted names) and the path key below the last.
+pub(crate) fn descend<'a>(
+    key: &Key,
     components: impl IntoIterator<Item = &'a str>,
-) -> (String, Key) {
-    let mut key = bucket_path_key(root, bucket);
-    let mut encrypted = Vec::new();
+    plain_names: bool,
+) -> (Vec<String>, Key) {
+    let mut key = key.clone();
+    let mut stored = Vec::new();
     for component in components {
-        encrypted.push(encrypt_component(&key, component));
+        stored.push(if plain_names {
+            component.to_string()
+        } else {
+            encrypt_component(&key, component)
+        });
         key = child_path_key(&key, component);
     }
-    (encrypted.join("/"), key)
+    (stored, key)
 }
 
 /// Where the satellite keeps an object: the key it stores (the encrypted
@@ -200,24 +205,6 @@ pub(crate) fn encrypt_path<'a>(
 pub(crate) struct ObjectPath {
     pub(crate) stored: String,
     pub(crate) key: Key,
-}
-
-/// The [`ObjectPath`] of the `/`-separated `name` in `bucket`.
-pub(crate) fn object_path(root: &Key, bucket: &str, name: &str, plain_names: bool) -> ObjectPath {
-    if plain_names {
-        let key = name
-            .split('/')
-            .fold(bucket_path_key(root, bucket), |key, component| {
-                child_path_key(&key, component)
-            });
-        ObjectPath {
-            stored: name.to_string(),
-            key,
-        }
-    } else {
-        let (stored, key) = encrypt_path(root, bucket, name.split('/'));
-        ObjectPath { stored, key }
-    }
 }
 
 /// Decrypts a `/`-separated encrypted path relative to the level of `key`.
@@ -437,6 +424,23 @@ mod tests {
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(open_part_tag(&object, 3, &tampered).is_err());
+    }
+
+    fn encrypt_path<'a>(
+        root: &Key,
+        bucket: &str,
+        components: impl IntoIterator<Item = &'a str>,
+    ) -> (String, Key) {
+        let (stored, key) = descend(&bucket_path_key(root, bucket), components, false);
+        (stored.join("/"), key)
+    }
+
+    fn object_path(root: &Key, bucket: &str, name: &str, plain_names: bool) -> ObjectPath {
+        let (stored, key) = descend(&bucket_path_key(root, bucket), name.split('/'), plain_names);
+        ObjectPath {
+            stored: stored.join("/"),
+            key,
+        }
     }
 
     #[test]

@@ -8,8 +8,10 @@ use tonic::Code;
 pub enum Error {
     #[error("cannot reach the satellite at {address}: {reason}")]
     SatelliteUnreachable { address: String, reason: String },
-    #[error("the satellite rejected the API key")]
+    #[error("the satellite rejected the API key (unknown, damaged or revoked)")]
     Unauthenticated,
+    #[error("the access grant does not allow this: {0}")]
+    PermissionDenied(String),
     #[error("bucket {0:?} does not exist")]
     BucketNotFound(String),
     #[error("bucket {0:?} already exists")]
@@ -82,7 +84,13 @@ impl Error {
         let message = archipel_proto::status_reason(&status);
         let mentions_bucket = message.to_ascii_lowercase().contains("bucket");
         match (status.code(), subject) {
-            (Code::Unauthenticated | Code::PermissionDenied, _) => Error::Unauthenticated,
+            (Code::Unauthenticated, _) => Error::Unauthenticated,
+            (Code::PermissionDenied, _) => Error::PermissionDenied(
+                message
+                    .strip_prefix("the API key does not allow this: ")
+                    .unwrap_or(&message)
+                    .to_string(),
+            ),
             (Code::Unavailable, _) => Error::SatelliteUnreachable {
                 address: address.to_string(),
                 reason: if message.is_empty() {
@@ -148,7 +156,19 @@ mod tests {
             "sat:1",
             Subject::Project,
         );
-        assert_eq!(e.to_string(), "the satellite rejected the API key");
+        assert_eq!(
+            e.to_string(),
+            "the satellite rejected the API key (unknown, damaged or revoked)"
+        );
+        let e = Error::from_status(
+            tonic::Status::permission_denied("the API key does not allow this: it expired"),
+            "sat:1",
+            Subject::Project,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the access grant does not allow this: it expired"
+        );
         let e = Error::from_status(
             tonic::Status::unavailable("connection refused"),
             "sat:1",

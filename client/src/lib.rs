@@ -16,6 +16,7 @@ mod copy;
 mod crypto;
 mod download;
 mod error;
+mod keystore;
 mod metainfo;
 mod multipart;
 mod nodes;
@@ -29,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use archipel_proto::{pb, Redundancy};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use access::Access;
+pub use access::{Access, AccessInfo, Permissions, RestrictionInfo, Share};
 pub use copy::CopyMetadata;
 pub use error::Error;
 pub use multipart::{MultipartUpload, PartInfo, UploadParts};
@@ -176,7 +177,8 @@ pub struct ListEntry {
 #[derive(Clone)]
 pub struct Project {
     metainfo: Metainfo,
-    root_key: Key,
+    /// The grant the project was opened with (its keys name and open objects).
+    access: Access,
     /// Per bucket, whether it stores names unencrypted: asked once, then
     /// remembered (a bucket's mode is fixed when it is created).
     plain_names: Arc<Mutex<HashMap<String, bool>>>,
@@ -261,9 +263,40 @@ impl Project {
     pub async fn open(access: &Access) -> Result<Project, Error> {
         Ok(Project {
             metainfo: Metainfo::connect(&access.satellite(), &access.api_key).await?,
-            root_key: access.root_key.clone(),
+            access: access.clone(),
             plain_names: Arc::default(),
         })
+    }
+
+    /// A new grant that can do only what `share` allows: a caveat appended to
+    /// this grant's API key (offline: the satellite is asked only how each
+    /// bucket stores names) and the keys of `share`'s prefixes alone. It
+    /// never allows more than this grant does.
+    pub async fn share(&self, share: &Share) -> Result<Access, Error> {
+        if share.prefixes.is_empty() {
+            return Err(Error::InvalidAccess(
+                "a shared grant opens at least one bucket or prefix".into(),
+            ));
+        }
+        let mut prefixes = Vec::with_capacity(share.prefixes.len());
+        for (bucket, prefix) in &share.prefixes {
+            let plain = self.has_plain_names(bucket).await?;
+            let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+            let components: Vec<&str> = if prefix.is_empty() {
+                Vec::new()
+            } else {
+                prefix.split('/').collect()
+            };
+            prefixes.push(self.access.keys.share(bucket, &components, plain)?);
+        }
+        self.access.restricted(share, prefixes)
+    }
+
+    /// Revokes the grant whose API key is `api_key` and every grant shared
+    /// from it, from their next request on. This project's own grant must be
+    /// that grant or one it was shared from.
+    pub async fn revoke(&self, api_key: &str) -> Result<(), Error> {
+        self.metainfo.revoke_api_key(api_key).await
     }
 
     /// Creates a bucket whose object names are encrypted.
@@ -342,7 +375,7 @@ impl Project {
     /// Where the satellite keeps `bucket`/`key` and the path key below it.
     async fn object_path(&self, bucket: &str, key: &str) -> Result<crypto::ObjectPath, Error> {
         let plain = self.has_plain_names(bucket).await?;
-        Ok(crypto::object_path(&self.root_key, bucket, key, plain))
+        self.access.keys.object_path(bucket, key, plain)
     }
 
     /// Whether the satellite keeps `bucket`'s keys in the names' own order
@@ -475,15 +508,23 @@ impl Project {
             return Ok(Vec::new());
         }
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
-        let (stored_dir, dir_key) = match dir.strip_suffix('/') {
-            Some(path) => {
-                let path = crypto::object_path(&self.root_key, bucket, path, plain);
-                (format!("{}/", path.stored), path.key)
-            }
-            None => (
-                String::new(),
-                crypto::bucket_path_key(&self.root_key, bucket),
-            ),
+        let dir_components: Vec<&str> = dir
+            .strip_suffix('/')
+            .map(|path| path.split('/').collect())
+            .unwrap_or_default();
+        let located = self
+            .access
+            .keys
+            .locate(bucket, &dir_components, plain)
+            .ok_or_else(|| {
+                Error::PermissionDenied(format!(
+                    "the access grant holds no key for {bucket}/{dir} (it was shared for other prefixes)"
+                ))
+            })?;
+        let stored_dir = if dir_components.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", located.stored.join("/"))
         };
         let mut cursor = if plain {
             match start_cursor(dir, prefix, after) {
@@ -510,10 +551,17 @@ impl Project {
             for item in &page.items {
                 let relative = &item.encrypted_object_key;
                 let name = relative.strip_suffix(b"/").unwrap_or(relative);
-                let name = if plain {
-                    std::str::from_utf8(name).ok().map(str::to_string)
-                } else {
-                    crypto::decrypt_relative_path(&dir_key, name).ok()
+                let name = match (&located.key, plain) {
+                    (_, true) => std::str::from_utf8(name).ok().map(str::to_string),
+                    (Some(dir_key), false) => crypto::decrypt_relative_path(dir_key, name).ok(),
+                    // Above a shared prefix: only the way to it is readable.
+                    (None, false) => {
+                        let full = [stored_dir.as_bytes(), name].concat();
+                        self.access
+                            .keys
+                            .reveal(bucket, &full, false)
+                            .map(|components| components[dir_components.len()..].join("/"))
+                    }
                 };
                 let Some(name) = name else {
                     continue;

@@ -151,6 +151,15 @@ impl Metainfo {
         call!(self, get_project_info, request, Subject::Project)
     }
 
+    /// Revokes `api_key` and every key restricted from it.
+    pub(crate) async fn revoke_api_key(&self, api_key: &str) -> Result<(), Error> {
+        let request = RevokeApiKeyRequest {
+            header: self.header(),
+            api_key: api_key.to_string(),
+        };
+        call!(self, revoke_api_key, request, Subject::Project).map(|_| ())
+    }
+
     pub(crate) async fn create_bucket(
         &self,
         name: &str,

@@ -321,7 +321,6 @@ impl Project {
         prefix: &str,
     ) -> Result<Vec<MultipartUpload>, Error> {
         let plain = self.has_plain_names(bucket).await?;
-        let bucket_key = crypto::bucket_path_key(&self.root_key, bucket);
         let mut uploads = Vec::new();
         let mut cursor = Vec::new();
         loop {
@@ -330,12 +329,11 @@ impl Project {
                 .list_pending_objects(bucket, cursor.clone())
                 .await?;
             for object in &page.objects {
-                let stored = &object.encrypted_object_key;
-                let key = if plain {
-                    String::from_utf8(stored.clone()).ok()
-                } else {
-                    crypto::decrypt_relative_path(&bucket_key, stored).ok()
-                };
+                let key = self
+                    .access
+                    .keys
+                    .reveal(bucket, &object.encrypted_object_key, plain)
+                    .map(|components| components.join("/"));
                 let Some(key) = key else {
                     continue;
                 };

@@ -5,9 +5,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use archipel_client::{
-    Access, BucketOptions, ByteRange, Error, ListEntry, ObjectInfo, Project, UploadOptions,
+    Access, AccessInfo, BucketOptions, ByteRange, Error, ListEntry, ObjectInfo, Permissions,
+    Project, Share, UploadOptions,
 };
 use archipel_proto::NodeUrl;
 use clap::{Parser, Subcommand};
@@ -68,6 +70,32 @@ enum Command {
     },
     /// Remove an object.
     Rm { object: String },
+    /// Share buckets or prefixes: prints a new access grant, alone on the
+    /// first line, that can do only what the flags say (read-only unless
+    /// told otherwise) and holds only the keys of the given prefixes.
+    Share {
+        /// What to share: `ap://BUCKET` or `ap://BUCKET/PREFIX/` (whole path
+        /// components; `ap://b/photos` opens the object `photos` and
+        /// everything below `photos/`).
+        #[arg(required = true)]
+        locations: Vec<String>,
+        /// Download and list (the default).
+        #[arg(long, group = "permission")]
+        readonly: bool,
+        /// Upload and list; no reading, deleting or overwriting.
+        #[arg(long, group = "permission")]
+        writeonly: bool,
+        /// Everything: read, list, write and delete.
+        #[arg(long, group = "permission")]
+        readwrite: bool,
+        /// Not valid before this time: a date (2027-01-01), an RFC 3339 time,
+        /// or a duration from now (+2h).
+        #[arg(long, value_parser = parse_time)]
+        not_before: Option<SystemTime>,
+        /// Not valid after this time (same forms as --not-before).
+        #[arg(long, value_parser = parse_time)]
+        not_after: Option<SystemTime>,
+    },
     /// Show an object's size, segments and redundancy.
     Stat {
         object: String,
@@ -90,6 +118,37 @@ enum AccessCommand {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Show what an access grant allows: its satellite, the prefixes it holds
+    /// keys for, and each restriction of its API key.
+    Inspect {
+        /// The grant, or a file holding one (default: --access).
+        grant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an access grant and every grant shared from it, from their
+    /// next request on. Run with the grant it was shared from (--access) or
+    /// with itself.
+    Revoke {
+        /// The grant to revoke, or a file holding one.
+        grant: String,
+    },
+}
+
+/// A time given as a date, an RFC 3339 time, or `+DURATION` from now.
+fn parse_time(text: &str) -> Result<SystemTime, String> {
+    if let Some(duration) = text.strip_prefix('+') {
+        let duration = humantime::parse_duration(duration).map_err(|e| e.to_string())?;
+        return Ok(SystemTime::now() + duration);
+    }
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        format!("{text:?} is not a date (2027-01-01), an RFC 3339 time or +DURATION (+24h)")
+    })
 }
 
 fn parse_node_url(text: &str) -> Result<NodeUrl, String> {
@@ -160,6 +219,11 @@ fn load_access(flag: Option<&str>) -> Result<Access, CliError> {
             "no access grant: pass --access GRANT_OR_FILE or set ARCHIPEL_ACCESS".into(),
         )
     })?;
+    parse_grant(given)
+}
+
+/// A grant given inline or as the name of a file holding one.
+fn parse_grant(given: &str) -> Result<Access, CliError> {
     let text = if Path::new(given).is_file() {
         std::fs::read_to_string(given).map_err(io_error("read", given))?
     } else {
@@ -355,25 +419,119 @@ fn print_stat(info: &ObjectInfo) {
     }
 }
 
+fn print_access_info(info: &AccessInfo) {
+    println!("satellite:  {}", info.satellite);
+    if info.full_keys {
+        println!("keys:       the project's root key (every bucket and object)");
+    } else {
+        println!("keys:       {}", info.prefixes.join(", "));
+    }
+    if info.restrictions.is_empty() {
+        println!("allows:     everything");
+    }
+    for (i, r) in info.restrictions.iter().enumerate() {
+        let ops: Vec<&str> = [
+            (r.read, "read"),
+            (r.list, "list"),
+            (r.write, "write"),
+            (r.delete, "delete"),
+        ]
+        .into_iter()
+        .filter_map(|(allowed, name)| allowed.then_some(name))
+        .collect();
+        println!("restriction {}:", i + 1);
+        println!(
+            "  allows:   {}",
+            if ops.is_empty() {
+                "nothing".to_string()
+            } else {
+                ops.join(", ")
+            }
+        );
+        if !r.paths.is_empty() {
+            println!("  only:     {}", r.paths.join(", "));
+        }
+        if let Some(time) = r.not_before {
+            println!("  from:     {}", humantime::format_rfc3339_seconds(time));
+        }
+        if let Some(time) = r.not_after {
+            println!("  until:    {}", humantime::format_rfc3339_seconds(time));
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Access {
-        command:
+    if let Command::Access { command } = &cli.command {
+        match command {
             AccessCommand::Create {
                 satellite,
                 api_key,
                 passphrase_file,
-            },
-    } = &cli.command
-    {
-        let passphrase = read_passphrase(passphrase_file.as_deref())?;
-        let access = Access::request(satellite, api_key, &passphrase).await?;
-        println!("{}", access.serialize());
-        return Ok(());
+            } => {
+                let passphrase = read_passphrase(passphrase_file.as_deref())?;
+                let access = Access::request(satellite, api_key, &passphrase).await?;
+                println!("{}", access.serialize());
+                return Ok(());
+            }
+            AccessCommand::Inspect { grant, json } => {
+                let access = match grant {
+                    Some(grant) => parse_grant(grant)?,
+                    None => load_access(cli.access.as_deref())?,
+                };
+                let info = access.inspect()?;
+                if *json {
+                    let text = serde_json::to_string_pretty(&info).map_err(|e| {
+                        CliError::Usage(format!("cannot format the grant as JSON: {e}"))
+                    })?;
+                    println!("{text}");
+                } else {
+                    print_access_info(&info);
+                }
+                return Ok(());
+            }
+            AccessCommand::Revoke { .. } => {}
+        }
     }
     let access = load_access(cli.access.as_deref())?;
     let project = Project::open(&access).await?;
     match cli.command {
+        Command::Access {
+            command: AccessCommand::Revoke { grant },
+        } => {
+            let revoked = parse_grant(&grant)?;
+            project.revoke(&revoked.api_key).await?;
+            println!("Revoked the grant and every grant shared from it");
+        }
         Command::Access { .. } => unreachable!("handled above"),
+        Command::Share {
+            locations,
+            readonly: _,
+            writeonly,
+            readwrite,
+            not_before,
+            not_after,
+        } => {
+            let permissions = if writeonly {
+                Permissions::WRITE_ONLY
+            } else if readwrite {
+                Permissions::ALL
+            } else {
+                Permissions::READ_ONLY
+            };
+            let prefixes = locations
+                .iter()
+                .map(|text| location(text).map(|loc| (loc.bucket, loc.key)))
+                .collect::<Result<_, _>>()?;
+            let shared = project
+                .share(&Share {
+                    permissions,
+                    prefixes,
+                    not_before,
+                    not_after,
+                })
+                .await?;
+            println!("{}", shared.serialize());
+        }
         Command::Mb {
             bucket,
             unencrypted_names,
