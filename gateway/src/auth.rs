@@ -1,20 +1,32 @@
 //! Request authentication: s3s checks SigV4 signatures (Authorization header
-//! and presigned query strings) against the secrets from the configuration;
-//! a wrong secret answers `SignatureDoesNotMatch`, an unknown key id
+//! and presigned query strings) against the secrets of the key pairs in the
+//! configuration and then of those registered (see `grants`); a wrong
+//! secret answers `SignatureDoesNotMatch`, an unknown key id
 //! `InvalidAccessKeyId`, and unsigned requests `AccessDenied`.
 
-use s3s::auth::SimpleAuth;
+use std::sync::Arc;
 
-use crate::config::Credential;
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{s3_error, S3Result};
+
+use crate::grants::Grants;
 
 /// The key store s3s verifies signatures with.
-pub(crate) fn key_store(credentials: &[Credential]) -> SimpleAuth {
-    let mut auth = SimpleAuth::new();
-    for credential in credentials {
-        auth.register(
-            credential.access_key_id.clone(),
-            credential.secret_access_key.clone().into(),
-        );
+pub(crate) struct KeyStore(pub(crate) Arc<Grants>);
+
+#[async_trait::async_trait]
+impl S3Auth for KeyStore {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.0.secret(access_key).await {
+            Ok(Some(secret)) => Ok(secret.into()),
+            Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
+            Err(e) => {
+                tracing::warn!("cannot look up an access key id: {e}");
+                Err(s3_error!(
+                    InternalError,
+                    "the gateway cannot read its registry of access keys"
+                ))
+            }
+        }
     }
-    auth
 }

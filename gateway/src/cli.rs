@@ -1,5 +1,6 @@
 //! The `archipel-gateway` command line: `setup` writes a configuration with
-//! fresh S3 keys for an access grant; `run` serves S3 until Ctrl-C or SIGTERM.
+//! fresh S3 keys for an access grant; `run` serves S3 (and links, metrics
+//! when configured) until Ctrl-C or SIGTERM.
 //! The binary and the devnet both run it through [`main_with_args`].
 
 use std::path::PathBuf;
@@ -68,6 +69,9 @@ async fn execute(command: Command) -> Result<(), String> {
                 println!("secret access key: {}", credential.secret_access_key);
             }
             println!("endpoint:          http://{}", config.listen);
+            if let Some(links) = config.links_url() {
+                println!("links:             {links} (register grants at {links}/api/v1/access)");
+            }
             Ok(())
         }
         Command::Run { config } => {
@@ -83,12 +87,28 @@ async fn execute(command: Command) -> Result<(), String> {
                 ),
                 None => None,
             };
+            let linksharing = match config.linksharing_address {
+                Some(address) => Some(
+                    tokio::net::TcpListener::bind(address)
+                        .await
+                        .map_err(|e| format!("cannot serve links on {address}: {e}"))?,
+                ),
+                None => None,
+            };
             tracing::info!("serving S3 on {}://{}", config.scheme(), config.listen);
             if let Some(address) = config.metrics_listen {
                 tracing::info!("serving metrics on http://{address}/metrics");
             }
+            if let (Some(address), Some(url)) = (config.linksharing_address, config.links_url()) {
+                tracing::info!("serving links on {address} as {url}");
+            }
             let shutdown = archipel_proto::daemon::shutdown_signal();
-            crate::run_with_metrics(config, listener, metrics, shutdown)
+            let listeners = crate::Listeners {
+                s3: listener,
+                metrics,
+                linksharing,
+            };
+            crate::run_with_listeners(config, listeners, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }

@@ -78,6 +78,44 @@ pub struct Config {
     /// served as `GET /metrics`, e.g. "127.0.0.1:7481"; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where public links and the registration of access grants are served
+    /// (`host:port`, see docs/SHARING.md); `""` turns them off.
+    #[serde(with = "optional_address", default = "default_linksharing_address")]
+    pub linksharing_address: Option<SocketAddr>,
+    /// The base URL people reach the links at (behind a proxy, say), given to
+    /// whoever registers a grant; `http://<linksharing_address>` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Where the gateway keeps its state: the registry of registered access
+    /// grants (`registry.db`). A relative path is relative to the
+    /// configuration file's directory, which is also the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// An address that may be turned off with `""` in the file.
+mod optional_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(address: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match address {
+            Some(address) => s.collect_str(address),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// One S3 key pair and the Archipel access grant it acts with.
@@ -116,6 +154,13 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7480))
 }
 
+/// Where links are served unless told otherwise.
+pub const DEFAULT_LINKSHARING_ADDRESS: &str = "127.0.0.1:7780";
+
+fn default_linksharing_address() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 7780)))
+}
+
 fn default_region() -> String {
     DEFAULT_REGION.to_string()
 }
@@ -147,7 +192,27 @@ impl Config {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             metrics_listen: None,
+            linksharing_address: default_linksharing_address(),
+            public_url: None,
+            state_dir: None,
         }
+    }
+
+    /// The base URL of links, without a trailing `/`: `public_url`, else
+    /// the linksharing address (none when links are off).
+    pub fn links_url(&self) -> Option<String> {
+        match (&self.public_url, self.linksharing_address) {
+            (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+            (None, Some(address)) => Some(format!("{}://{address}", self.scheme())),
+            (None, None) => None,
+        }
+    }
+
+    /// The registry's file, if the configuration has a state directory.
+    pub fn registry_path(&self) -> Option<PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|dir| dir.join(crate::registry::FILE_NAME))
     }
 
     /// The URL scheme clients reach the gateway with.
@@ -189,6 +254,10 @@ impl Config {
             {
                 *file = dir.join(&*file);
             }
+            config.state_dir = Some(match config.state_dir.take() {
+                Some(state) => dir.join(state),
+                None => dir.to_path_buf(),
+            });
         }
         Ok(config)
     }
@@ -226,23 +295,38 @@ impl Config {
 impl Credential {
     /// Fresh random S3 keys for `access`, in the shape AWS uses.
     pub fn generate(access: &Access) -> Credential {
-        let mut rng = rand::thread_rng();
-        const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        let pick = Uniform::from(0..UPPER_ALNUM.len());
-        let access_key_id = (0..20)
-            .map(|_| UPPER_ALNUM[pick.sample(&mut rng)] as char)
-            .collect();
-        let secret_access_key = (&mut rng)
-            .sample_iter(Alphanumeric)
-            .take(40)
-            .map(char::from)
-            .collect();
+        let (access_key_id, secret_access_key) = new_key_pair();
         Credential {
             access_key_id,
             secret_access_key,
             access: access.serialize(),
         }
     }
+}
+
+/// A fresh random S3 key pair in the shape AWS uses: an access key id of 20
+/// upper-case letters and digits and a secret of 40 alphanumerics.
+pub(crate) fn new_key_pair() -> (String, String) {
+    let mut rng = rand::thread_rng();
+    let pick = Uniform::from(0..UPPER_ALNUM.len());
+    let access_key_id = (0..ACCESS_KEY_ID_LEN)
+        .map(|_| UPPER_ALNUM[pick.sample(&mut rng)] as char)
+        .collect();
+    let secret_access_key = (&mut rng)
+        .sample_iter(Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    (access_key_id, secret_access_key)
+}
+
+/// The characters and length of generated access key ids.
+const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+pub(crate) const ACCESS_KEY_ID_LEN: usize = 20;
+
+/// Whether `id` has the shape of a generated access key id.
+pub(crate) fn is_access_key_id(id: &str) -> bool {
+    id.len() == ACCESS_KEY_ID_LEN && id.bytes().all(|b| UPPER_ALNUM.contains(&b))
 }
 
 /// `archipel-gateway setup`: reads the grant (given inline or as a file that

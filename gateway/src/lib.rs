@@ -12,7 +12,12 @@
 //! - `snapshots`: listings kept between the pages of a walk;
 //! - [`run`]: the HTTP(S) server with graceful shutdown, `tls` (rustls) and
 //!   `vhost` (virtual-hosted-style bucket names);
-//! - `metrics`: latency histograms of S3 operations, served for Prometheus.
+//! - `metrics`: latency histograms of S3 operations and counters of links,
+//!   served for Prometheus;
+//! - `registry`: registered access grants (sealed in SQLite), `grants`: who
+//!   a request acts as (configured key pairs, then registered ones, with
+//!   their opened projects cached), and `linksharing`: the second listener,
+//!   with public links that stream and the registration endpoint.
 
 mod auth;
 mod buckets;
@@ -22,12 +27,15 @@ mod conditional;
 pub mod config;
 mod copy;
 mod errors;
+mod grants;
+mod linksharing;
 mod listing;
 mod metadata;
 mod metrics;
 mod multipart;
 mod objects;
 mod part_checksums;
+mod registry;
 mod server;
 mod service;
 mod snapshots;
@@ -35,7 +43,7 @@ mod tls;
 mod vhost;
 
 pub use config::{Config, Credential};
-pub use server::{run, run_with_metrics};
+pub use server::{run, run_with_listeners, run_with_metrics, Listeners};
 
 /// Everything the gateway can fail with outside of single S3 requests.
 #[derive(Debug, thiserror::Error)]
@@ -81,4 +89,13 @@ pub enum Error {
     InvalidDomainName(String),
     #[error("{0} in the configuration must be positive")]
     ZeroLimit(&'static str),
+    #[error("the registry of access grants {path} is unusable: {reason}")]
+    Registry {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("the registry of access grants is damaged: {0}")]
+    RegistryEntry(&'static str),
+    #[error("links need a state directory for their registry: set state_dir in the configuration")]
+    NoStateDir,
 }

@@ -1,5 +1,6 @@
-//! The HTTP server: connects one project per configured credential, then
-//! serves the S3 service on the listener (over TLS when the configuration
+//! The HTTP server: opens the registry of access grants and connects one
+//! project per configured credential, then serves the S3 service on its
+//! listener and the links on theirs (both over TLS when the configuration
 //! names a certificate) until `shutdown` completes, letting requests in
 //! flight finish.
 //!
@@ -10,7 +11,6 @@
 //! when dead, and presigned URLs valid for more than seven days are refused,
 //! as AWS refuses them.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use archipel_client::{Access, Project};
 use archipel_proto::latency::Latencies;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -36,7 +35,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::metrics::{self, NameOperations, OperationName, Timed};
+use crate::grants::Grants;
+use crate::linksharing;
+use crate::metrics::{self, LinkCounters, NameOperations, OperationName, Timed};
+use crate::registry::Registry;
 use crate::service::Gateway;
 use crate::vhost::VirtualHosts;
 use crate::{auth, tls, Config, Error};
@@ -70,10 +72,43 @@ pub async fn run_with_metrics(
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    if config.credentials.is_empty() {
+    let listeners = Listeners {
+        s3: listener,
+        metrics,
+        linksharing: None,
+    };
+    run_with_listeners(config, listeners, shutdown).await
+}
+
+/// The sockets the gateway serves on (the configuration's addresses are for
+/// the binary, which binds them; tests pass 127.0.0.1:0).
+pub struct Listeners {
+    /// The S3 endpoint.
+    pub s3: TcpListener,
+    /// Prometheus metrics (`GET /metrics`), if wanted.
+    pub metrics: Option<TcpListener>,
+    /// Public links and the registration of access grants (see
+    /// docs/SHARING.md), if wanted; needs the configuration's `state_dir`.
+    pub linksharing: Option<TcpListener>,
+}
+
+/// Serves S3, and metrics and links when their listeners are given, until
+/// `shutdown` completes. S3 and links share one registry of access grants
+/// and one cap on connections.
+pub async fn run_with_listeners(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    config.validate()?;
+    let registry = match config.registry_path() {
+        Some(path) => Some(Registry::open(&path)?),
+        None if listeners.linksharing.is_some() => return Err(Error::NoStateDir),
+        None => None,
+    };
+    if config.credentials.is_empty() && registry.is_none() {
         return Err(Error::NoCredentials);
     }
-    config.validate()?;
     let tls = match (&config.tls_certificate, &config.tls_key) {
         (Some(certificate), Some(key)) => Some(tls::acceptor(certificate, key)?),
         (None, None) => None,
@@ -84,42 +119,35 @@ pub async fn run_with_metrics(
     } else {
         Some(VirtualHosts::new(&config.domain_names)?)
     };
-    let mut projects = HashMap::new();
-    for credential in &config.credentials {
-        let key_id = credential.access_key_id.clone();
-        if projects.contains_key(&key_id) {
-            return Err(Error::DuplicateAccessKey(key_id));
-        }
-        let access_error = |source| Error::Access {
-            key_id: key_id.clone(),
-            source,
-        };
-        let access = Access::parse(&credential.access).map_err(access_error)?;
-        let project = Project::open(&access).await.map_err(access_error)?;
-        projects.insert(key_id, project);
-    }
+    let grants = Arc::new(Grants::open(&config, registry).await?);
     let mut builder = S3ServiceBuilder::new(Gateway {
-        projects,
+        grants: grants.clone(),
         region: config.region.clone(),
         snapshots: Default::default(),
         unencrypted_names: config.unencrypted_names.clone(),
     });
-    builder.set_auth(auth::key_store(&config.credentials));
+    builder.set_auth(auth::KeyStore(grants.clone()));
     builder.set_access(NameOperations);
     if let Some(hosts) = hosts {
         builder.set_host(hosts);
     }
     let latencies = Arc::new(Latencies::default());
+    let link_counters = Arc::new(LinkCounters::default());
     let service = Limited {
         s3: builder.build(),
         body_idle_timeout: config.body_idle_timeout,
         latencies: latencies.clone(),
     };
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics = metrics.map(|listener| {
-        tokio::spawn(metrics::serve(listener, latencies, async {
-            let _ = metrics_stopped.await;
-        }))
+    let metrics = listeners.metrics.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            latencies,
+            link_counters.clone(),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
     });
 
     let mut http = ConnectionBuilder::new(TokioExecutor::new());
@@ -132,45 +160,47 @@ pub async fn run_with_metrics(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        // At the cap, new clients wait in the listen backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // never closed
-            },
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Without it a response's small last write waits for the
-                    // ACK of the one before, which the client delays: 40 ms.
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
-                    }
-                    stream
-                }
-                Err(e) => {
-                    // Running out of file descriptors passes; do not spin meanwhile.
-                    tracing::warn!("cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        tokio::spawn(serve(
-            stream,
-            tls.clone(),
-            http.clone(),
-            service.clone(),
-            graceful.watcher(),
-            permit,
-        ));
+    let s3 = accept(
+        listeners.s3,
+        tls.clone(),
+        http.clone(),
+        service,
+        connections.clone(),
+        &graceful,
+    );
+    let links = async {
+        match listeners.linksharing {
+            Some(listener) => {
+                // The address actually listened on, unless the configuration
+                // names a public URL (tests listen on 127.0.0.1:0).
+                let base_url = match &config.public_url {
+                    Some(url) => url.trim_end_matches('/').to_string(),
+                    None => listener_url(&config, &listener),
+                };
+                let links = Links {
+                    router: linksharing::router(grants.clone(), base_url, link_counters.clone()),
+                    body_idle_timeout: config.body_idle_timeout,
+                    counters: link_counters.clone(),
+                };
+                accept(
+                    listener,
+                    tls.clone(),
+                    http.clone(),
+                    links,
+                    connections,
+                    &graceful,
+                )
+                .await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    // The accept loops run until shutdown; dropping them closes the listeners.
+    tokio::select! {
+        () = s3 => {}
+        () = links => {}
+        () = shutdown => {}
     }
-    drop(listener);
     let _ = stop_metrics.send(());
     if let Some(metrics) = metrics {
         let _ = metrics.await;
@@ -185,17 +215,86 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
+/// `SCHEME://ADDRESS` of a listener.
+fn listener_url(config: &Config, listener: &TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(address) => format!("{}://{address}", config.scheme()),
+        Err(_) => String::new(),
+    }
+}
+
+/// Accepts connections on `listener` and serves each with `service`, at
+/// most as many at once as `connections` has permits; never returns.
+async fn accept<S, B>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    http: ConnectionBuilder<TokioExecutor>,
+    service: S,
+    connections: Arc<Semaphore>,
+    graceful: &GracefulShutdown,
+) where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        // At the cap, new clients wait in the listen backlog.
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, peer)) => {
+                // Without it a response's small last write waits for the
+                // ACK of the one before, which the client delays: 40 ms.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                }
+                stream
+            }
+            Err(e) => {
+                // Running out of file descriptors passes; do not spin meanwhile.
+                tracing::warn!("cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tokio::spawn(serve(
+            stream,
+            tls.clone(),
+            http.clone(),
+            service.clone(),
+            graceful.watcher(),
+            permit,
+        ));
+    }
+}
+
 /// Serves one accepted connection, after the TLS handshake if there is one.
 /// A client that fails the handshake (plain HTTP on an HTTPS port, say) only
 /// loses its own connection.
-async fn serve(
+async fn serve<S, B>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     http: ConnectionBuilder<TokioExecutor>,
-    service: Limited,
+    service: S,
     watcher: Watcher,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let Some(acceptor) = tls else {
         return serve_http(stream, &http, service, watcher).await;
     };
@@ -206,12 +305,21 @@ async fn serve(
     }
 }
 
-async fn serve_http(
+async fn serve_http<S, B>(
     stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     http: &ConnectionBuilder<TokioExecutor>,
-    service: Limited,
+    service: S,
     watcher: Watcher,
-) {
+) where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let connection = http
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
@@ -257,6 +365,34 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
             }
             .instrument(span),
         )
+    }
+}
+
+/// The links' routes behind the same body check as S3's (a request body, a
+/// registration, may not stall), counting their answers by status.
+#[derive(Clone)]
+struct Links {
+    router: axum::Router,
+    body_idle_timeout: Duration,
+    counters: Arc<LinkCounters>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Links {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<axum::response::Response, std::convert::Infallible>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let timeout = self.body_idle_timeout;
+        let request = request.map(|body| axum::body::Body::new(IdleTimeout::new(body, timeout)));
+        // A router is always ready; it needs no poll_ready first.
+        let mut router = self.router.clone();
+        let counters = self.counters.clone();
+        Box::pin(async move {
+            let response = tower_service::Service::call(&mut router, request).await?;
+            counters.response(response.status());
+            Ok(response)
+        })
     }
 }
 

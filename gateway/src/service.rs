@@ -3,7 +3,7 @@
 //! Operations not listed here answer `NotImplemented` (the s3s default):
 //! PutBucketVersioning among them, since buckets have no versions.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use archipel_client::Project;
 use s3s::auth::Credentials;
@@ -12,12 +12,13 @@ use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::checksums::Checksummer;
 use crate::conditional::WriteCondition;
+use crate::grants::Grants;
 use crate::listing::{Lister, Snapshots};
 use crate::{buckets, config, copy, listing, multipart, objects};
 
 pub(crate) struct Gateway {
-    /// One connected project per configured access key id.
-    pub(crate) projects: HashMap<String, Project>,
+    /// The project of every key pair, configured or registered.
+    pub(crate) grants: Arc<Grants>,
     pub(crate) region: String,
     /// Listings kept between the pages of walks over encrypted names.
     pub(crate) snapshots: Snapshots,
@@ -28,23 +29,36 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// The project of the access key that signed the request (s3s has
     /// already checked the signature; unsigned requests never get here).
-    fn project(&self, credentials: &Option<Credentials>) -> S3Result<&Project> {
+    async fn project(&self, credentials: &Option<Credentials>) -> S3Result<Project> {
         let key_id = credentials
             .as_ref()
             .map(|c| c.access_key.as_str())
             .ok_or_else(|| s3_error!(AccessDenied, "the request is not signed"))?;
-        self.projects
-            .get(key_id)
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))
+        match self.grants.project(key_id).await {
+            Ok(Some(project)) => Ok(project),
+            Ok(None) => Err(s3_error!(InvalidAccessKeyId)),
+            Err(e) => {
+                // The grant stays out of the answer; the log says what failed.
+                tracing::warn!("cannot act for access key id {key_id}: {e}");
+                Err(s3_error!(
+                    ServiceUnavailable,
+                    "the gateway cannot open the project of this access key"
+                ))
+            }
+        }
     }
+}
 
-    /// Lists for the access key that signed the request.
-    fn lister<'a>(&'a self, credentials: &'a Option<Credentials>) -> S3Result<Lister<'a>> {
-        Ok(Lister {
-            project: self.project(credentials)?,
-            access_key: credentials.as_ref().map_or("", |c| c.access_key.as_str()),
-            snapshots: &self.snapshots,
-        })
+/// Lists for the access key that signed the request.
+fn lister<'a>(
+    gateway: &'a Gateway,
+    project: &'a Project,
+    credentials: &'a Option<Credentials>,
+) -> Lister<'a> {
+    Lister {
+        project,
+        access_key: credentials.as_ref().map_or("", |c| c.access_key.as_str()),
+        snapshots: &gateway.snapshots,
     }
 }
 
@@ -58,7 +72,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         let plain = config::unencrypted_names_for(&self.unencrypted_names, &req.input.bucket);
         ok(buckets::create(project, req.input, plain).await?)
     }
@@ -67,7 +81,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(buckets::delete(project, req.input).await?)
     }
 
@@ -75,7 +89,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(buckets::head(project, &self.region, req.input).await?)
     }
 
@@ -83,7 +97,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         let key_id = req
             .credentials
             .as_ref()
@@ -95,7 +109,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(buckets::location(project, &self.region, req.input).await?)
     }
 
@@ -103,7 +117,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         let checksum = Checksummer::from_put(&req.input, req.trailing_headers.as_ref())?;
         let condition = WriteCondition::from_put(&req.input)?;
         if let Some(condition) = &condition {
@@ -118,7 +132,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(objects::get(project, req.input).await?)
     }
 
@@ -126,7 +140,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(objects::head(project, req.input).await?)
     }
 
@@ -134,7 +148,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(objects::delete(project, req.input).await?)
     }
 
@@ -142,7 +156,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(objects::delete_many(project, req.input).await?)
     }
 
@@ -150,7 +164,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let lister = self.lister(&req.credentials)?;
+        let project = self.project(&req.credentials).await?;
+        let lister = lister(self, &project, &req.credentials);
         ok(listing::list_v2(&lister, req.input).await?)
     }
 
@@ -158,7 +173,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let lister = self.lister(&req.credentials)?;
+        let project = self.project(&req.credentials).await?;
+        let lister = lister(self, &project, &req.credentials);
         ok(listing::list_v1(&lister, req.input).await?)
     }
 
@@ -166,7 +182,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(copy::copy(project, req.input).await?)
     }
 
@@ -174,7 +190,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(multipart::create(project, req.input).await?)
     }
 
@@ -182,7 +198,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         let checksum = Checksummer::from_part(&req.input, req.trailing_headers.as_ref())?;
         ok(multipart::upload_part(project, req.input, checksum).await?)
     }
@@ -191,7 +207,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(multipart::upload_part_copy(project, req.input).await?)
     }
 
@@ -199,7 +215,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(multipart::complete(project, req.input).await?)
     }
 
@@ -207,7 +223,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(multipart::abort(project, req.input).await?)
     }
 
@@ -215,7 +231,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(multipart::list_parts(project, req.input).await?)
     }
 
@@ -223,7 +239,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(multipart::list_uploads(project, req.input).await?)
     }
 
@@ -231,7 +247,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        let project = self.project(&req.credentials)?;
+        let project = &self.project(&req.credentials).await?;
         ok(buckets::versioning(project, req.input).await?)
     }
 
@@ -239,7 +255,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        let lister = self.lister(&req.credentials)?;
+        let project = self.project(&req.credentials).await?;
+        let lister = lister(self, &project, &req.credentials);
         ok(listing::list_versions(&lister, req.input).await?)
     }
 }
