@@ -123,6 +123,10 @@ struct GatewayEntry {
     region: String,
     /// Its Prometheus metrics (`http://HOST:PORT/metrics`), if configured.
     metrics: Option<String>,
+    /// The base URL of its public links (`POST .../api/v1/access` registers
+    /// a grant, see docs/SHARING.md), if they are on.
+    #[serde(default)]
+    linksharing: Option<String>,
     pid: Option<u32>,
 }
 
@@ -314,14 +318,25 @@ fn prepare_gateway(
     let gateway_dir = dir.join("gateway");
     let config_path = gateway_dir.join("config.toml");
     if config_path.exists() {
-        return Ok(archipel_gateway::Config::load(&config_path)?);
+        let mut config = archipel_gateway::Config::load(&config_path)?;
+        // A devnet made before links existed gets a port of its own for
+        // them rather than the fixed default.
+        let text = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
+        if !text.contains("linksharing_address") {
+            config.linksharing_address = Some(free_port("127.0.0.1")?);
+            config.state_dir = None; // the default: the configuration's directory
+            config.save(&config_path)?;
+            config = archipel_gateway::Config::load(&config_path)?;
+        }
+        return Ok(config);
     }
     let (mut config, _) =
         archipel_gateway::config::setup(&gateway_dir, &access_file.to_string_lossy())?;
     config.listen = free_port("127.0.0.1")?;
     config.metrics_listen = Some(free_port("127.0.0.1")?);
+    config.linksharing_address = Some(free_port("127.0.0.1")?);
     config.save(&config_path)?;
-    Ok(config)
+    Ok(archipel_gateway::Config::load(&config_path)?)
 }
 
 /// `DIR/s3.env`: the gateway's endpoint and keys for `source`.
@@ -511,6 +526,7 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
         metrics: gateway_config
             .metrics_listen
             .map(|address| format!("http://{address}/metrics")),
+        linksharing: gateway_config.links_url(),
         pid: child.id(),
     };
     children.push(("gateway".to_string(), child));
@@ -580,6 +596,14 @@ async fn devnet(cli: Cli) -> Result<(), DevnetError> {
     );
     if let Some(metrics) = &layout.gateway.metrics {
         println!("How long each S3 operation takes: curl {metrics}");
+    }
+    if let Some(links) = &layout.gateway.linksharing {
+        println!("Share objects by link (see docs/SHARING.md):");
+        println!(
+            "  curl -s {links}/api/v1/access -d \"{{\\\"access_grant\\\": \\\"$(cat {})\\\", \\\"public\\\": true}}\"",
+            access_file.display()
+        );
+        println!("  then open {links}/s/<access_key_id>/photos/ in a browser");
     }
     if layout.satellites.len() > 1 {
         println!("\nThe other satellites, each with a project of its own on the same nodes:");
