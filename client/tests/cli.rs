@@ -217,3 +217,83 @@ async fn every_command_works_and_errors_read_like_sentences() {
     assert!(!Path::new(&dir.path().join(".copy.jpg.archipel-partial")).exists());
     planet.shutdown().await.unwrap();
 }
+
+/// `archipel share` prints a grant alone on its first line that a friend
+/// uses as `--access`; `access inspect` says what it allows; `access
+/// revoke` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_inspect_and_revoke() {
+    let planet = Planet::start(PlanetConfig::default()).await.unwrap();
+    let grant = planet.access().serialize();
+    let owner = Cli { access: &grant };
+    owner.ok(&["mb", "ap://family"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("beach.jpg");
+    std::fs::write(&photo, test_data(5000, 3)).unwrap();
+    owner
+        .ok(&[
+            "cp",
+            photo.to_str().unwrap(),
+            "ap://family/photos/beach.jpg",
+        ])
+        .await;
+    owner
+        .ok(&[
+            "cp",
+            photo.to_str().unwrap(),
+            "ap://family/private/diary.txt",
+        ])
+        .await;
+
+    let out = owner
+        .ok(&[
+            "share",
+            "ap://family/photos/",
+            "--readonly",
+            "--not-after",
+            "+1h",
+        ])
+        .await;
+    let out = String::from_utf8(out).unwrap();
+    let shared = out.lines().next().unwrap().to_string();
+    assert!(shared.starts_with("ap2"), "{out}");
+
+    let info = String::from_utf8(owner.ok(&["access", "inspect", &shared]).await).unwrap();
+    assert!(info.contains("family/photos"), "{info}");
+    assert!(info.contains("allows:   read, list"), "{info}");
+    assert!(info.contains("until:"), "{info}");
+    let json = owner.ok(&["access", "inspect", &shared, "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["full_keys"], false);
+    assert_eq!(json["restrictions"][0]["write"], false);
+
+    let friend = Cli { access: &shared };
+    let listing = String::from_utf8(friend.ok(&["ls", "ap://family/", "-r"]).await).unwrap();
+    assert!(listing.contains("photos/beach.jpg"), "{listing}");
+    assert!(!listing.contains("diary"), "{listing}");
+    assert_eq!(
+        friend.ok(&["cat", "ap://family/photos/beach.jpg"]).await,
+        test_data(5000, 3)
+    );
+    let message = friend
+        .fails(&["cp", photo.to_str().unwrap(), "ap://family/photos/new.jpg"])
+        .await;
+    assert!(message.contains("does not allow writing"), "{message}");
+    let message = friend
+        .fails(&["cat", "ap://family/private/diary.txt"])
+        .await;
+    assert!(message.contains("no key"), "{message}");
+    let message = friend.fails(&["share", "ap://family/", "--readonly"]).await;
+    assert!(message.contains("no key"), "{message}");
+    let out = owner
+        .run(&["share", "ap://family/", "--not-after", "soon"])
+        .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("+DURATION"));
+
+    owner.ok(&["access", "revoke", &shared]).await;
+    let message = friend.fails(&["cat", "ap://family/photos/beach.jpg"]).await;
+    assert!(message.contains("revoked"), "{message}");
+    // The owner's grant is untouched.
+    owner.ok(&["cat", "ap://family/photos/beach.jpg"]).await;
+}
