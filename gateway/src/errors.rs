@@ -46,7 +46,7 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
         Error::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
         Error::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
         Error::InvalidRange { .. } => S3ErrorCode::InvalidRange,
-        Error::Unauthenticated => S3ErrorCode::AccessDenied,
+        Error::Unauthenticated | Error::PermissionDenied(_) => S3ErrorCode::AccessDenied,
         Error::SatelliteUnreachable { .. } | Error::NotEnoughPieces { .. } => {
             S3ErrorCode::ServiceUnavailable
         }

@@ -674,8 +674,9 @@ fn first_offset(header: &str) -> Option<u64> {
 
 // ---- Errors and HTML ------------------------------------------------------
 
-/// A client-library failure as a page: missing is 404, refused by the
-/// satellite (revoked or expired grant) 403, the network unable 503. The
+/// A client-library failure as a page: missing is 404, refused (a revoked
+/// or expired grant, or a place its restrictions do not reach) 403, the
+/// network unable 503. The
 /// detail goes to the log only.
 fn failure(error: &ClientError) -> Response {
     match error {
@@ -686,6 +687,13 @@ fn failure(error: &ClientError) -> Response {
             StatusCode::FORBIDDEN,
             "Access refused",
             "<p>The network refuses this link's access: it was revoked or has expired.</p>",
+        ),
+        // Decided from the grant's own restrictions (or by the satellite):
+        // it tells nothing about what exists there.
+        ClientError::PermissionDenied(_) => page(
+            StatusCode::FORBIDDEN,
+            "Access refused",
+            "<p>This link's access does not reach this.</p>",
         ),
         _ => {
             tracing::warn!("a link could not be served: {error}");

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use archipel_client::UploadOptions;
+use archipel_client::{Permissions, Share, UploadOptions};
 use archipel_gateway::{Config, Listeners};
 use archipel_tests::{test_data, Planet, PlanetConfig};
 use aws_sdk_s3::primitives::ByteStream;
@@ -515,25 +515,83 @@ async fn links_serve_pages_bytes_and_ranges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_grant_is_refused() {
-    // A grant whose API key the satellite does not know stands for a
-    // revoked one: the link answers 403 without telling the grant.
+async fn shared_grants_serve_their_prefix_until_revoked() {
+    // A read-only grant of one prefix (`archipel share`) made public: its
+    // links serve that prefix only, and from its revocation on answer 403,
+    // never telling the grant.
     let planet = Planet::start(PlanetConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(&planet, dir.path()).await;
-    let mut access = planet.access().clone();
-    access.api_key = "revoked-api-key".into();
-    let grant = access.serialize();
-    let (id, _, _) = gateway.register(&grant, true).await;
+    let project = planet.project().await.unwrap();
+    project.create_bucket("photos").await.unwrap();
+    for key in ["clips/a.txt", "private/b.txt"] {
+        project
+            .upload("photos", key, key.as_bytes(), UploadOptions::default())
+            .await
+            .unwrap();
+    }
+    let shared = project
+        .share(&Share {
+            permissions: Permissions::READ_ONLY,
+            prefixes: vec![("photos".into(), "clips/".into())],
+            not_before: None,
+            not_after: None,
+        })
+        .await
+        .unwrap();
+    let grant = shared.serialize();
+    let (id, secret, _) = gateway.register(&grant, true).await;
+    let share = format!("{}/s/{id}", gateway.links);
+    let raw = format!("{}/raw/{id}", gateway.links);
+
+    // As S3 credentials the registration is restricted alike.
+    let s3 = s3_client(&gateway.s3, &id, &secret);
+    assert_eq!(
+        common::get_bytes(&s3, "photos", "clips/a.txt").await,
+        b"clips/a.txt"
+    );
+    let denied = s3
+        .get_object()
+        .bucket("photos")
+        .key("private/b.txt")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&denied), "AccessDenied");
+
+    let served = get(&format!("{raw}/photos/clips/a.txt"), &[]).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.body, b"clips/a.txt");
+    let listing = get(&format!("{share}/photos/clips/"), &[]).await;
+    assert_eq!(listing.status, 200, "{}", listing.text());
+    assert!(listing.text().contains(">a.txt</a>"));
+    let root = get(&format!("{share}/photos/"), &[]).await;
+    assert!(!root.text().contains("private"), "{}", root.text());
     for url in [
-        format!("{}/s/{id}/photos/x.txt", gateway.links),
-        format!("{}/raw/{id}/photos/x.txt", gateway.links),
-        format!("{}/s/{id}/photos/", gateway.links),
+        format!("{raw}/photos/private/b.txt"),
+        format!("{share}/photos/private/b.txt"),
+        format!("{share}/photos/private/"),
+    ] {
+        let outside = get(&url, &[]).await;
+        assert!(
+            [403, 404].contains(&outside.status),
+            "{url}: {} {}",
+            outside.status,
+            outside.text()
+        );
+        assert!(!outside.text().contains("private/b.txt"));
+    }
+
+    project.revoke(&shared.api_key).await.unwrap();
+    for url in [
+        format!("{raw}/photos/clips/a.txt"),
+        format!("{share}/photos/clips/a.txt"),
+        format!("{share}/photos/clips/"),
     ] {
         let refused = get(&url, &[]).await;
         assert_eq!(refused.status, 403, "{url}: {}", refused.text());
         assert!(!refused.text().contains(&grant));
-        assert!(!refused.text().contains("revoked-api-key"));
+        assert!(!refused.text().contains(&shared.api_key));
     }
     gateway.stop().await;
     planet.shutdown().await.unwrap();
