@@ -81,7 +81,7 @@ async fn setup_project_info_and_run() {
         "project", "create", "demo", "--config", config,
     ]));
     let key = key.trim().to_string();
-    assert!(key.starts_with("ak_") && !key.contains(char::is_whitespace));
+    assert!(key.starts_with("ak1") && !key.contains(char::is_whitespace));
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_archipel-satellite"))
         .args(["run", "--config", config])

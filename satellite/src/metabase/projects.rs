@@ -40,6 +40,7 @@ struct KeyRow {
     salt: Vec<u8>,
     created_at: i64,
     secret: Option<Vec<u8>>,
+    revocations: i64,
 }
 
 impl Metabase {
@@ -81,21 +82,29 @@ impl Metabase {
             Some(macaroon) => key_hash(macaroon.head()),
             None => key_hash(key.as_bytes()),
         };
-        let (row, revoked): (Option<KeyRow>, Vec<Vec<u8>>) = on_pool!(self, pool => {
-            let row = sqlx::query_as(
-                "SELECT p.id, p.name, p.salt, p.created_at, k.secret FROM projects p \
-                 JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = $1",
+        // One query in the common case: the revoked tails of the key's
+        // family are read only when there are some.
+        let row: Option<KeyRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT p.id, p.name, p.salt, p.created_at, k.secret, \
+                 (SELECT COUNT(*) FROM revoked_api_keys r WHERE r.key_hash = k.key_hash) AS revocations \
+                 FROM projects p JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = $1",
             )
             .bind(&hash)
             .fetch_optional(pool)
-            .await?;
-            let revoked = sqlx::query_scalar("SELECT tail FROM revoked_api_keys WHERE key_hash = $1")
-                .bind(&hash)
-                .fetch_all(pool)
-                .await?;
-            (row, revoked)
+            .await?
         });
         let row = row.ok_or(Error::Unauthenticated)?;
+        let revoked: Vec<Vec<u8>> = if row.revocations == 0 {
+            Vec::new()
+        } else {
+            on_pool!(self, pool => {
+                sqlx::query_scalar("SELECT tail FROM revoked_api_keys WHERE key_hash = $1")
+                    .bind(&hash)
+                    .fetch_all(pool)
+                    .await?
+            })
+        };
         let project = Project {
             id: row.id,
             name: row.name,
