@@ -809,12 +809,15 @@ pub(crate) async fn open_object(
 
 impl OpenObject {
     /// Writes the object (or `range` of it) to `writer`; returns the bytes
-    /// written. See [`crate::Project::download`].
+    /// written. See [`crate::Project::download`]. With `parallelism` N > 1,
+    /// up to N segments are read at once, each into memory (at most N
+    /// segments' plaintext is held), and written out in order.
     pub(crate) async fn download(
         mut self,
         range: Option<ByteRange>,
         writer: impl AsyncWrite + Unpin + Send,
         progress: Option<Progress>,
+        parallelism: usize,
     ) -> Result<u64, Error> {
         let (start, end) = resolve_range(range, self.info.size)?;
         let mut sink = Sink {
@@ -822,59 +825,120 @@ impl OpenObject {
             written: 0,
             progress: progress.as_ref(),
         };
+        // The segments the range touches, with the part of each it wants.
+        let mut wanted = Vec::new();
         let mut segment_start = 0u64;
         for segment in &self.segments {
             let plain_size = segment.plain_size as u64;
             let segment_end = segment_start + plain_size;
             let (lo, hi) = (start.max(segment_start), end.min(segment_end));
             if lo < hi {
-                let prefetched = self.prefetched.take_if(|download| {
-                    download
-                        .segment
-                        .as_ref()
-                        .is_some_and(|s| s.position == segment.position)
-                });
-                let response = match prefetched {
-                    Some(response) => response,
-                    None => {
-                        self.metainfo
-                            .download_segment(
-                                &self.object.stream_id,
-                                segment.position,
-                                &self.bucket,
-                                &self.key,
-                            )
-                            .await?
-                    }
+                let layout = SegmentLayout {
+                    plain_size,
+                    block_size: self.block_size,
                 };
-                if response.segment.as_ref().map(|s| s.position) != Some(segment.position) {
-                    return Err(Error::Protocol(format!(
-                        "the download of segment {} is for another segment",
-                        segment.position
-                    )));
-                }
-                download_segment(
-                    &self.metainfo,
-                    &self.object,
-                    &self.object_key,
-                    response,
-                    SegmentLayout {
-                        plain_size,
-                        block_size: self.block_size,
-                    },
+                wanted.push((
+                    segment.position,
+                    layout,
                     (lo - segment_start, hi - segment_start),
-                    &mut sink,
-                )
-                .instrument(tracing::debug_span!(
-                    "segment download",
-                    position = segment.position
-                ))
-                .await?;
+                ));
             }
             segment_start = segment_end;
         }
+        if parallelism <= 1 {
+            for (position, layout, range) in wanted {
+                let response = self.segment_download(position).await?;
+                self.read_segment(position, response, layout, range, &mut sink)
+                    .await?;
+            }
+        } else {
+            let mut prefetched = self.prefetched.take();
+            let this = &self;
+            let mut segments = futures::stream::iter(wanted)
+                .map(|(position, layout, range)| {
+                    let prefetched = prefetched.take_if(|download| {
+                        download
+                            .segment
+                            .as_ref()
+                            .is_some_and(|s| s.position == position)
+                    });
+                    async move {
+                        let response = match prefetched {
+                            Some(response) => response,
+                            None => this.fetch_segment_download(position).await?,
+                        };
+                        let mut plain = Sink {
+                            writer: Vec::new(),
+                            written: 0,
+                            progress: None,
+                        };
+                        this.read_segment(position, response, layout, range, &mut plain)
+                            .await?;
+                        Ok::<_, Error>(plain.writer)
+                    }
+                })
+                .buffered(parallelism);
+            while let Some(plain) = segments.next().await {
+                sink.write(&plain?).await?;
+            }
+        }
         sink.writer.flush().await.map_err(Error::Write)?;
         Ok(sink.written)
+    }
+
+    /// The satellite's answer for downloading the segment at `position`
+    /// (the one that came with the object when it is that segment).
+    async fn segment_download(
+        &mut self,
+        position: u32,
+    ) -> Result<pb::DownloadSegmentResponse, Error> {
+        let prefetched = self.prefetched.take_if(|download| {
+            download
+                .segment
+                .as_ref()
+                .is_some_and(|s| s.position == position)
+        });
+        match prefetched {
+            Some(response) => Ok(response),
+            None => self.fetch_segment_download(position).await,
+        }
+    }
+
+    async fn fetch_segment_download(
+        &self,
+        position: u32,
+    ) -> Result<pb::DownloadSegmentResponse, Error> {
+        self.metainfo
+            .download_segment(&self.object.stream_id, position, &self.bucket, &self.key)
+            .await
+    }
+
+    /// Reads `range` of the segment at `position`, which the satellite's
+    /// `response` must be about, into `sink`.
+    async fn read_segment(
+        &self,
+        position: u32,
+        response: pb::DownloadSegmentResponse,
+        layout: SegmentLayout,
+        range: (u64, u64),
+        sink: &mut Sink<'_, impl AsyncWrite + Unpin>,
+    ) -> Result<(), Error> {
+        if response.segment.as_ref().map(|s| s.position) != Some(position) {
+            return Err(Error::Protocol(format!(
+                "the download of segment {position} is for another segment"
+            )));
+        }
+        download_segment(
+            &self.metainfo,
+            &self.object,
+            &self.object_key,
+            response,
+            layout,
+            range,
+            sink,
+        )
+        .instrument(tracing::debug_span!("segment download", position))
+        .await
     }
 }
 

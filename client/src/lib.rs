@@ -84,6 +84,13 @@ pub struct UploadOptions {
     /// it, say): called just before the object commits and merged into `metadata`.
     pub late_metadata: Option<LateMetadata>,
     pub progress: Option<Progress>,
+    /// Segments uploaded at once. 0 or 1: one after the other, streaming
+    /// (nothing is held but the batch being sent). N > 1: up to N segments
+    /// in flight, each read whole into memory before it is sent, so an
+    /// upload holds at most N × the satellite's maximum segment size
+    /// (64 MiB by default) of plaintext. Segments are still committed in
+    /// order; progress counts the bytes sent over all of them.
+    pub parallelism: usize,
 }
 
 /// Produces user metadata at commit time; see [`UploadOptions::late_metadata`].
@@ -185,12 +192,24 @@ pub struct Project {
 }
 
 /// An object opened by [`Project::open_object`], ready to be read.
-pub struct ObjectDownload(download::OpenObject);
+pub struct ObjectDownload {
+    open: download::OpenObject,
+    parallelism: usize,
+}
 
 impl ObjectDownload {
+    /// Reads up to `parallelism` segments at once (0 and 1: one after the
+    /// other, streaming). Each segment in flight is read whole into memory
+    /// before it is written out in order, so a download holds at most
+    /// `parallelism` segments' plaintext.
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
     /// The object, as [`Project::stat`] describes it.
     pub fn info(&self) -> &ObjectInfo {
-        &self.0.info
+        &self.open.info
     }
 
     /// Writes the object (or `range` of it) to `writer`, as
@@ -201,7 +220,9 @@ impl ObjectDownload {
         writer: impl AsyncWrite + Unpin + Send,
         progress: Option<Progress>,
     ) -> Result<u64, Error> {
-        self.0.download(range, writer, progress).await
+        self.open
+            .download(range, writer, progress, self.parallelism)
+            .await
     }
 }
 
@@ -428,7 +449,10 @@ impl Project {
     ) -> Result<ObjectDownload, Error> {
         let path = self.object_path(bucket, key).await?;
         let open = download::open_object(&self.metainfo, path, bucket, key, offset).await?;
-        Ok(ObjectDownload(open))
+        Ok(ObjectDownload {
+            open,
+            parallelism: 1,
+        })
     }
 
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
@@ -491,6 +515,57 @@ impl Project {
         Ok(entries)
     }
 
+    /// One page of the listing of `bucket` below `prefix` (one level, or
+    /// everything below it when `recursive`), continuing after `cursor`
+    /// (`None`: from the start). Pages follow the satellite's order, which is
+    /// the names' order only in a bucket with unencrypted names; with
+    /// encrypted names it is the order of the encrypted names, so each page
+    /// is sorted but the pages are not in order with one another. Each call
+    /// reads one page of at most 1000 entries from the satellite and holds
+    /// nothing else, so a walk over millions of objects costs the memory of
+    /// a page. A page may be empty (its names were not readable with this
+    /// access) and still have a `next`. Entries whose names do not decrypt
+    /// with this access are left out, as in [`Project::list`].
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        recursive: bool,
+        cursor: Option<&ListCursor>,
+    ) -> Result<ListPage, Error> {
+        let level = self.level(bucket, prefix).await?;
+        let cursor = match cursor {
+            Some(cursor) => cursor.0.clone(),
+            None if level.plain => match start_cursor(&level.dir, prefix, None) {
+                Some(cursor) => cursor,
+                None => {
+                    return Ok(ListPage {
+                        entries: Vec::new(),
+                        next: None,
+                    })
+                }
+            },
+            None => Vec::new(),
+        };
+        let page = self
+            .read_page(
+                &level,
+                bucket,
+                prefix,
+                recursive,
+                cursor,
+                None,
+                MAX_LIST_PAGE,
+            )
+            .await?;
+        let mut entries = page.entries;
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(ListPage {
+            entries,
+            next: page.next.map(ListCursor),
+        })
+    }
+
     /// Reads the listing from the satellite page by page, keeping up to
     /// `limit` entries below `prefix` after `after`, in the satellite's order
     /// (the names' order only in a bucket with unencrypted names, where the
@@ -503,10 +578,41 @@ impl Project {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ListEntry>, Error> {
-        let plain = self.has_plain_names(bucket).await?;
         if limit == 0 {
+            self.has_plain_names(bucket).await?;
             return Ok(Vec::new());
         }
+        let level = self.level(bucket, prefix).await?;
+        let mut cursor = if level.plain {
+            match start_cursor(&level.dir, prefix, after) {
+                Some(cursor) => cursor,
+                None => return Ok(Vec::new()),
+            }
+        } else {
+            Vec::new()
+        };
+        let mut entries = Vec::new();
+        loop {
+            let wanted = limit.saturating_sub(entries.len()).min(MAX_LIST_PAGE);
+            let page = self
+                .read_page(&level, bucket, prefix, recursive, cursor, after, wanted)
+                .await?;
+            entries.extend(page.entries);
+            if entries.len() >= limit {
+                entries.truncate(limit);
+                return Ok(entries);
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// Where the listing of `prefix`'s level in `bucket` happens, and with
+    /// which key its names open.
+    async fn level(&self, bucket: &str, prefix: &str) -> Result<Level, Error> {
+        let plain = self.has_plain_names(bucket).await?;
         let dir = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
         let dir_components: Vec<&str> = dir
             .strip_suffix('/')
@@ -526,83 +632,95 @@ impl Project {
         } else {
             format!("{}/", located.stored.join("/"))
         };
-        let mut cursor = if plain {
-            match start_cursor(dir, prefix, after) {
-                Some(cursor) => cursor,
-                None => return Ok(Vec::new()),
-            }
-        } else {
-            Vec::new()
-        };
+        Ok(Level {
+            plain,
+            dir: dir.to_string(),
+            depth: dir_components.len(),
+            dir_key: located.key,
+            stored_dir,
+        })
+    }
+
+    /// Reads one page of at most `wanted` items from the satellite after
+    /// `cursor`, keeping the entries below `prefix` (and after `after`);
+    /// the page's `next` is where the listing goes on, `None` at its end.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_page(
+        &self,
+        level: &Level,
+        bucket: &str,
+        prefix: &str,
+        recursive: bool,
+        cursor: Vec<u8>,
+        after: Option<&str>,
+        wanted: usize,
+    ) -> Result<RawPage, Error> {
+        let page = self
+            .metainfo
+            .list_objects(pb::ListObjectsRequest {
+                header: self.metainfo.header(),
+                bucket: bucket.to_string(),
+                encrypted_prefix: level.stored_dir.as_bytes().to_vec(),
+                cursor,
+                recursive,
+                limit: wanted as u32,
+            })
+            .await?;
         let mut entries = Vec::new();
-        loop {
-            let wanted = limit.saturating_sub(entries.len()).min(MAX_LIST_PAGE);
-            let page = self
-                .metainfo
-                .list_objects(pb::ListObjectsRequest {
-                    header: self.metainfo.header(),
-                    bucket: bucket.to_string(),
-                    encrypted_prefix: stored_dir.as_bytes().to_vec(),
-                    cursor: cursor.clone(),
-                    recursive,
-                    limit: wanted as u32,
-                })
-                .await?;
-            for item in &page.items {
-                let relative = &item.encrypted_object_key;
-                let name = relative.strip_suffix(b"/").unwrap_or(relative);
-                let name = match (&located.key, plain) {
-                    (_, true) => std::str::from_utf8(name).ok().map(str::to_string),
-                    (Some(dir_key), false) => crypto::decrypt_relative_path(dir_key, name).ok(),
-                    // Above a shared prefix: only the way to it is readable.
-                    (None, false) => {
-                        let full = [stored_dir.as_bytes(), name].concat();
-                        self.access
-                            .keys
-                            .reveal(bucket, &full, false)
-                            .map(|components| components[dir_components.len()..].join("/"))
-                    }
-                };
-                let Some(name) = name else {
-                    continue;
-                };
-                let mut key = format!("{dir}{name}");
-                if item.is_prefix {
-                    key.push('/');
+        for item in &page.items {
+            let relative = &item.encrypted_object_key;
+            let name = relative.strip_suffix(b"/").unwrap_or(relative);
+            let name = match (&level.dir_key, level.plain) {
+                (_, true) => std::str::from_utf8(name).ok().map(str::to_string),
+                (Some(dir_key), false) => crypto::decrypt_relative_path(dir_key, name).ok(),
+                // Above a shared prefix: only the way to it is readable.
+                (None, false) => {
+                    let full = [level.stored_dir.as_bytes(), name].concat();
+                    self.access
+                        .keys
+                        .reveal(bucket, &full, false)
+                        .map(|components| components[level.depth..].join("/"))
                 }
-                if !key.starts_with(prefix) {
-                    if plain && key.as_str() > prefix {
-                        // In order: everything further is past the prefix too.
-                        return Ok(entries);
-                    }
-                    continue;
-                }
-                if after.is_some_and(|after| key.as_str() <= after) {
-                    continue;
-                }
-                let object = item.object.as_ref();
-                entries.push(ListEntry {
-                    key,
-                    is_prefix: item.is_prefix,
-                    size: object.map_or(0, |o| o.plain_size.max(0) as u64),
-                    created: object.map(|o| from_unix(o.created_at)),
-                });
-                if entries.len() >= limit {
-                    return Ok(entries);
-                }
+            };
+            let Some(name) = name else {
+                continue;
+            };
+            let mut key = format!("{}{name}", level.dir);
+            if item.is_prefix {
+                key.push('/');
             }
-            match page.items.last() {
-                Some(last) if page.more => cursor = last.encrypted_object_key.clone(),
-                Some(_) => break,
-                None if page.more => {
-                    return Err(Error::Protocol(
-                        "an object listing page was empty but claimed more".into(),
-                    ))
+            if !key.starts_with(prefix) {
+                if level.plain && key.as_str() > prefix {
+                    // In order: everything further is past the prefix too.
+                    return Ok(RawPage {
+                        entries,
+                        next: None,
+                    });
                 }
-                None => break,
+                continue;
             }
+            if after.is_some_and(|after| key.as_str() <= after) {
+                continue;
+            }
+            let object = item.object.as_ref();
+            entries.push(ListEntry {
+                key,
+                is_prefix: item.is_prefix,
+                size: object.map_or(0, |o| o.plain_size.max(0) as u64),
+                created: object.map(|o| from_unix(o.created_at)),
+            });
         }
-        Ok(entries)
+        let next = match page.items.last() {
+            Some(last) if page.more => Some(last.encrypted_object_key.clone()),
+            Some(_) => None,
+            None if page.more => {
+                return Err(Error::Protocol(
+                    "an object listing page was empty but claimed more".into(),
+                ))
+            }
+            None => None,
+        };
+        Ok(RawPage { entries, next })
     }
 
     /// Copies `source_bucket`/`source_key` to `bucket`/`key` on the satellite:
@@ -666,6 +784,39 @@ impl Project {
 
 /// Entries the satellite returns per listing page at most.
 const MAX_LIST_PAGE: usize = 1000;
+
+/// A level of a bucket as the satellite stores it: see [`Project::level`].
+struct Level {
+    plain: bool,
+    /// The plaintext directory listed, ending with `/` (or empty).
+    dir: String,
+    /// Its number of path components.
+    depth: usize,
+    /// The key its names open with; `None` above a shared prefix.
+    dir_key: Option<Key>,
+    /// The directory as the satellite stores it, ending with `/` (or empty).
+    stored_dir: String,
+}
+
+/// One satellite page of a listing, in the satellite's order.
+struct RawPage {
+    entries: Vec<ListEntry>,
+    next: Option<Vec<u8>>,
+}
+
+/// One page of [`Project::list_page`].
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    /// Sorted by key within the page.
+    pub entries: Vec<ListEntry>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<ListCursor>,
+}
+
+/// Where a paged listing goes on: opaque, valid for the same bucket, prefix
+/// and recursion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListCursor(Vec<u8>);
 
 /// Where a scan of the level `dir` in a bucket with unencrypted names starts
 /// (a satellite cursor, relative to `dir`: the listing continues strictly
@@ -741,6 +892,7 @@ mod tests {
             is_send(project.download("b", "k", None, tokio::io::sink(), None));
             is_send(project.list("b", "", true));
             is_send(project.list_after("b", "", true, Some("a"), 10));
+            is_send(project.list_page("b", "", true, None));
             is_send(project.stat("b", "k"));
             let satellite = archipel_proto::NodeUrl {
                 id: archipel_proto::NodeId([1; 32]),

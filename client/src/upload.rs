@@ -23,6 +23,7 @@
 //! reserves the size of a full segment with the satellite (a short last segment
 //! uses less).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,16 @@ impl<R: AsyncRead + Unpin> Source<R> {
             self.eof = n == 0;
         }
         Ok(())
+    }
+
+    /// The next `max` bytes, fewer only at the end of the stream.
+    async fn take(&mut self, max: u64) -> Result<Vec<u8>, Error> {
+        let want = usize::try_from(max).unwrap_or(usize::MAX);
+        self.fill(want).await?;
+        let take = want.min(self.buffer.len());
+        let rest = self.buffer.split_off(take);
+        self.consumed += take as u64;
+        Ok(std::mem::replace(&mut self.buffer, rest))
     }
 
     fn exhausted(&self) -> bool {
@@ -654,14 +665,20 @@ pub(crate) struct StoredSegments {
     pub(crate) last: Option<SegmentCommit>,
 }
 
-pub(crate) struct ObjectUpload<'a> {
-    metainfo: &'a Metainfo,
+#[derive(Clone)]
+pub(crate) struct ObjectUpload {
+    metainfo: Metainfo,
     object_key: Key,
     stream_id: Vec<u8>,
     scheme: Redundancy,
     max_segment_size: u64,
     inline_plain: Option<u64>,
     progress: Option<crate::Progress>,
+    /// Plaintext bytes sent so far, over all segments (which may be in
+    /// flight together), for `progress`.
+    sent: Arc<Mutex<u64>>,
+    /// Segments in flight at once; see [`UploadOptions::parallelism`].
+    parallelism: usize,
 }
 
 /// A segment stored on nodes or sealed for inline storage, not yet
@@ -712,6 +729,23 @@ fn inline_stat(position: u32, plain_size: u64, encrypted_size: u64) -> SegmentSt
     }
 }
 
+/// A segment upload running on its own task.
+struct SegmentTask {
+    handle: AbortOnDrop<Result<StoredSegment, Error>>,
+    /// Whether it is the object's last segment.
+    last: bool,
+}
+
+/// A task cancelled when its handle is dropped, so that a failed upload
+/// leaves no segment upload running behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One stored segment, its commit still to send.
 struct StoredSegment {
     stat: SegmentStat,
@@ -720,7 +754,7 @@ struct StoredSegment {
     commit: SegmentCommit,
 }
 
-impl ObjectUpload<'_> {
+impl ObjectUpload {
     /// Stores the next segment at `position` (on the nodes of `begun` when
     /// the satellite already began it); the caller commits it.
     async fn segment<R: AsyncRead + Unpin>(
@@ -747,6 +781,7 @@ impl ObjectUpload<'_> {
                 || (source.eof && source.buffer.len() as u64 <= inline_plain);
             if fits {
                 let data = seal_inline(&mut sealer, source).await?;
+                self.advance(sealer.plain_size);
                 let stat = inline_stat(position, sealer.plain_size, data.len() as u64);
                 let commit = SegmentCommit::Inline(pb::MakeInlineSegmentRequest {
                     header: self.metainfo.header(),
@@ -797,13 +832,17 @@ impl ObjectUpload<'_> {
                 )),
             });
         }
+        // Progress counts what this segment sent, whatever others send meanwhile.
+        let mut reported = source.consumed;
         let mut batches = SegmentBatches::new(source, sealer, scheme);
         while let Some(mut shards) = batches.next().await? {
             // Each piece number goes to one node, so its shard moves there.
             uploads
                 .send(|piece| data_message(std::mem::take(&mut shards[piece])))
                 .await?;
-            self.report(batches.consumed());
+            let consumed = batches.consumed();
+            self.advance(consumed - reported);
+            reported = consumed;
         }
         let encrypted = batches.encrypted_size();
         let plain_size = batches.plain_size();
@@ -836,25 +875,33 @@ impl ObjectUpload<'_> {
         })
     }
 
-    fn report(&self, consumed: u64) {
+    /// Counts `bytes` more plaintext sent and reports the total.
+    fn advance(&self, bytes: u64) {
+        // Reported under the lock, so that segments sending side by side
+        // never report a smaller total after a larger one.
+        let mut sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *sent += bytes;
         if let Some(progress) = &self.progress {
-            progress(consumed);
+            progress(*sent);
         }
     }
 }
 
-impl<'a> ObjectUpload<'a> {
+impl ObjectUpload {
     /// An upload into the pending object `stream_id` with the parameters the
     /// satellite gave for it (checked: they come from the network).
     pub(crate) fn new(
-        metainfo: &'a Metainfo,
+        metainfo: &Metainfo,
         object_key: Key,
         stream_id: Vec<u8>,
         redundancy: Option<&pb::RedundancyScheme>,
         max_segment_size: i64,
         inline_threshold: i64,
         progress: Option<crate::Progress>,
-    ) -> Result<ObjectUpload<'a>, Error> {
+    ) -> Result<ObjectUpload, Error> {
         let scheme = Redundancy::from_pb(
             redundancy
                 .ok_or_else(|| Error::Protocol("no redundancy scheme for the object".into()))?,
@@ -873,14 +920,22 @@ impl<'a> ObjectUpload<'a> {
             )));
         }
         Ok(ObjectUpload {
-            metainfo,
+            metainfo: metainfo.clone(),
             object_key,
             stream_id,
             scheme,
             max_segment_size,
             inline_plain: max_plain_within(inline_threshold, DEFAULT_BLOCK_SIZE as u64),
             progress,
+            sent: Arc::default(),
+            parallelism: 1,
         })
+    }
+
+    /// Keeps up to `parallelism` segments in flight (0 counts as 1).
+    pub(crate) fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
     }
 
     /// Uploads everything `source` yields as segments (at least one, perhaps
@@ -896,6 +951,11 @@ impl<'a> ObjectUpload<'a> {
         mut first: Option<pb::BeginSegmentResponse>,
         hold_last: bool,
     ) -> Result<StoredSegments, Error> {
+        if self.parallelism > 1 {
+            return self
+                .parallel_segments(source, position, first, hold_last)
+                .await;
+        }
         let mut stored = StoredSegments {
             stats: Vec::new(),
             key_nonces: Vec::new(),
@@ -918,14 +978,99 @@ impl<'a> ObjectUpload<'a> {
             if done && hold_last {
                 stored.last = Some(segment.commit);
             } else {
-                segment.commit.send(self.metainfo).await?;
+                segment.commit.send(&self.metainfo).await?;
             }
-            self.report(source.consumed);
             if done {
                 stored.size = source.consumed;
                 return Ok(stored);
             }
         }
+    }
+
+    /// Keeps up to [`ObjectUpload::parallelism`] segments in flight at once
+    /// (commits in position order), otherwise as [`ObjectUpload::segments`].
+    /// Each segment is read whole into memory before its upload starts (the
+    /// source is read in order, the uploads run side by side), and the next
+    /// is read only when a slot is free: at most `parallelism` segments'
+    /// plaintext is held. Each upload runs on a task of its own, so a source
+    /// that is slow to read never stalls the segments already sending.
+    async fn parallel_segments<R: AsyncRead + Unpin>(
+        &self,
+        source: &mut Source<R>,
+        position: impl Fn(u32) -> Option<u32>,
+        mut first: Option<pb::BeginSegmentResponse>,
+        hold_last: bool,
+    ) -> Result<StoredSegments, Error> {
+        let mut stored = StoredSegments {
+            stats: Vec::new(),
+            key_nonces: Vec::new(),
+            size: 0,
+            last: None,
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.parallelism));
+        let mut running: VecDeque<SegmentTask> = VecDeque::new();
+        for index in 0u32.. {
+            while running
+                .front()
+                .is_some_and(|task| task.handle.0.is_finished())
+            {
+                if let Some(task) = running.pop_front() {
+                    self.collect(task, &mut stored, hold_last).await?;
+                }
+            }
+            let position = position(index)
+                .ok_or_else(|| Error::Interrupted("the upload has too many segments".into()))?;
+            let slot = Arc::clone(&slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Interrupted("the segment slots closed".into()))?;
+            let data = source.take(self.max_segment_size).await?;
+            source.fill(1).await?;
+            let last = source.exhausted();
+            let upload = self.clone();
+            let begun = first.take();
+            let handle = tokio::spawn(
+                async move {
+                    let _slot = slot;
+                    let mut segment = Source::new(&data[..]);
+                    upload.segment(&mut segment, position, begun).await
+                }
+                .instrument(tracing::debug_span!("segment upload", position)),
+            );
+            running.push_back(SegmentTask {
+                handle: AbortOnDrop(handle),
+                last,
+            });
+            if last {
+                break;
+            }
+        }
+        while let Some(task) = running.pop_front() {
+            self.collect(task, &mut stored, hold_last).await?;
+        }
+        stored.size = source.consumed;
+        Ok(stored)
+    }
+
+    /// Waits for a segment upload of [`ObjectUpload::parallel_segments`] and
+    /// commits it, or holds it back as the last.
+    async fn collect(
+        &self,
+        mut task: SegmentTask,
+        stored: &mut StoredSegments,
+        hold_last: bool,
+    ) -> Result<(), Error> {
+        let segment = (&mut task.handle.0)
+            .await
+            .map_err(|e| Error::Interrupted(format!("a segment upload stopped: {e}")))??;
+        stored.stats.push(segment.stat);
+        stored.key_nonces.push(segment.key_nonce);
+        if task.last && hold_last {
+            stored.last = Some(segment.commit);
+        } else {
+            segment.commit.send(&self.metainfo).await?;
+        }
+        Ok(())
     }
 
     /// Commits the pending object with `metadata` (and for a multipart
@@ -1152,7 +1297,8 @@ pub(crate) async fn upload_object(
         begin.max_segment_size,
         begin.inline_threshold,
         options.progress.clone(),
-    )?;
+    )?
+    .with_parallelism(options.parallelism);
     metainfo.remember_upload_limits(UploadLimits {
         max_segment_size: upload.max_segment_size,
         inline_threshold: non_negative(begin.inline_threshold, "inline threshold")?,
