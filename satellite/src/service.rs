@@ -166,6 +166,20 @@ impl State {
         Ok(credential)
     }
 
+    /// The caller's project, checked for `op` on the object stored as `key`.
+    async fn authorize_object(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        op: Op,
+        bucket: &str,
+        key: &[u8],
+    ) -> Result<Project> {
+        let credential = self
+            .authorize(header, op, Scope::Object(bucket, key))
+            .await?;
+        Ok(credential.project)
+    }
+
     /// The caller's credential, checked for the first of `ops` it allows on
     /// `scope` (an error for the first if none).
     async fn authorize_any(
@@ -1075,13 +1089,13 @@ impl Metainfo for State {
     ) -> Result<Response<pb::BeginObjectResponse>, Status> {
         let r = request.into_inner();
         let project = self
-            .authorize(
+            .authorize_object(
                 r.header.as_ref(),
                 Op::Write,
-                Scope::Object(&r.bucket, &r.encrypted_object_key),
+                &r.bucket,
+                &r.encrypted_object_key,
             )
-            .await?
-            .project;
+            .await?;
         let mut object = self.new_object(
             &project,
             r.bucket,
@@ -1237,13 +1251,13 @@ impl Metainfo for State {
     ) -> Result<Response<pb::GetObjectResponse>, Status> {
         let r = request.into_inner();
         let project = self
-            .authorize(
+            .authorize_object(
                 r.header.as_ref(),
                 Op::Read,
-                Scope::Object(&r.bucket, &r.encrypted_object_key),
+                &r.bucket,
+                &r.encrypted_object_key,
             )
-            .await?
-            .project;
+            .await?;
         let object = self
             .metabase
             .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
@@ -1355,13 +1369,13 @@ impl Metainfo for State {
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let r = request.into_inner();
         let project = self
-            .authorize(
+            .authorize_object(
                 r.header.as_ref(),
                 Op::Delete,
-                Scope::Object(&r.bucket, &r.encrypted_object_key),
+                &r.bucket,
+                &r.encrypted_object_key,
             )
-            .await?
-            .project;
+            .await?;
         let (object, removed) = self
             .metabase
             .delete_object(&project.id, &r.bucket, &r.encrypted_object_key)
@@ -1536,13 +1550,13 @@ impl Metainfo for State {
     ) -> Result<Response<pb::BeginCopyObjectResponse>, Status> {
         let r = request.into_inner();
         let project = self
-            .authorize(
+            .authorize_object(
                 r.header.as_ref(),
                 Op::Read,
-                Scope::Object(&r.bucket, &r.encrypted_object_key),
+                &r.bucket,
+                &r.encrypted_object_key,
             )
-            .await?
-            .project;
+            .await?;
         let object = self
             .metabase
             .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
