@@ -1,23 +1,28 @@
 //! `archipel`: the command-line client. Thin: parsing, progress display and
 //! turning library errors into sentences; all work happens in `archipel_client`.
+//!
+//! - `transfer`: `cp`, `mv`, `rm`, `cat` (single objects and trees);
+//! - `listing`: `ls`;
+//! - `share`: `share`, with registration at a linksharing service;
+//! - `output`: standard output (a closed pipe ends quietly) and human formats.
 
-use std::io::IsTerminal;
+mod listing;
+mod output;
+mod share;
+mod transfer;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use archipel_client::{
-    Access, AccessInfo, BucketOptions, ByteRange, Error, ListEntry, ObjectInfo, Permissions,
-    Project, Share, UploadOptions,
-};
+use archipel_client::{Access, AccessInfo, BucketOptions, ByteRange, Error, ObjectInfo, Project};
 use archipel_proto::NodeUrl;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Transfers at least this large show a progress bar on a terminal.
-const PROGRESS_THRESHOLD: u64 = 8 << 20;
+use crate::output::outln;
+
+/// Transfers in flight at once unless `--parallelism` says otherwise.
+const DEFAULT_PARALLELISM: usize = 4;
 
 #[derive(Parser)]
 #[command(
@@ -54,12 +59,43 @@ enum Command {
     /// List buckets, or objects under `ap://BUCKET/PREFIX`.
     Ls {
         location: Option<String>,
-        /// List every object below the prefix instead of one level.
+        /// List every object below the prefix instead of one level (page by
+        /// page; in a bucket with encrypted names sorted within each page).
         #[arg(long, short)]
         recursive: bool,
+        /// One JSON object per line: key, size, created (RFC 3339), is_prefix.
+        #[arg(long)]
+        json: bool,
     },
-    /// Copy a file to or from the network; `-` is stdin or stdout.
-    Cp { source: String, destination: String },
+    /// Copy: upload (FILE or `-` to ap://BUCKET/KEY), download (ap://… to
+    /// FILE, DIR or `-`), or copy on the network (ap://… to ap://…, no data
+    /// moves). With -r, a whole directory or prefix.
+    Cp {
+        source: String,
+        destination: String,
+        /// Copy a directory tree to a prefix, or everything below a prefix
+        /// into a directory.
+        #[arg(long, short)]
+        recursive: bool,
+        /// Objects in flight at once with -r; segments in flight for a single
+        /// object (each held in memory: up to N × 64 MiB).
+        #[arg(long, default_value_t = DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
+        parallelism: usize,
+        #[command(flatten)]
+        upload: transfer::UploadFlags,
+    },
+    /// Move objects within the network: a copy on the satellite (no data
+    /// moves), then the source is deleted.
+    Mv {
+        source: String,
+        destination: String,
+        /// Move everything below a prefix to another prefix.
+        #[arg(long, short)]
+        recursive: bool,
+        /// Objects moved at once with -r.
+        #[arg(long, default_value_t = DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
+        parallelism: usize,
+    },
     /// Write an object (or a byte range of it) to stdout.
     Cat {
         object: String,
@@ -68,34 +104,19 @@ enum Command {
         #[arg(long)]
         length: Option<u64>,
     },
-    /// Remove an object.
-    Rm { object: String },
+    /// Remove an object, or with -r every object below a prefix.
+    Rm {
+        object: String,
+        #[arg(long, short)]
+        recursive: bool,
+        /// Objects deleted at once with -r.
+        #[arg(long, default_value_t = DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
+        parallelism: usize,
+    },
     /// Share buckets or prefixes: prints a new access grant, alone on the
     /// first line, that can do only what the flags say (read-only unless
     /// told otherwise) and holds only the keys of the given prefixes.
-    Share {
-        /// What to share: `ap://BUCKET` or `ap://BUCKET/PREFIX/` (whole path
-        /// components; `ap://b/photos` opens the object `photos` and
-        /// everything below `photos/`).
-        #[arg(required = true)]
-        locations: Vec<String>,
-        /// Download and list (the default).
-        #[arg(long, group = "permission")]
-        readonly: bool,
-        /// Upload and list; no reading, deleting or overwriting.
-        #[arg(long, group = "permission")]
-        writeonly: bool,
-        /// Everything: read, list, write and delete.
-        #[arg(long, group = "permission")]
-        readwrite: bool,
-        /// Not valid before this time: a date (2027-01-01), an RFC 3339 time,
-        /// or a duration from now (+2h).
-        #[arg(long, value_parser = parse_time)]
-        not_before: Option<SystemTime>,
-        /// Not valid after this time (same forms as --not-before).
-        #[arg(long, value_parser = parse_time)]
-        not_after: Option<SystemTime>,
-    },
+    Share(share::ShareFlags),
     /// Show an object's size, segments and redundancy.
     Stat {
         object: String,
@@ -151,6 +172,13 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
     })
 }
 
+fn parse_parallelism(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a number from 1 to 256")),
+    }
+}
+
 fn parse_node_url(text: &str) -> Result<NodeUrl, String> {
     text.parse()
         .map_err(|e: archipel_proto::Error| e.to_string())
@@ -169,6 +197,11 @@ enum CliError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the linksharing service at {url} {reason}")]
+    Linksharing { url: String, reason: String },
+    /// Standard output's reader went away: the command ends quietly.
+    #[error("standard output was closed")]
+    ClosedPipe,
 }
 
 fn io_error(action: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> CliError {
@@ -251,183 +284,46 @@ fn read_passphrase(file: Option<&Path>) -> Result<String, CliError> {
     Ok(first)
 }
 
-fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() || total.is_some_and(|t| t < PROGRESS_THRESHOLD) {
-        return None;
-    }
-    let bar = match total {
-        Some(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
-        None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        ),
-    };
-    Some(bar)
-}
-
-type Progress = Option<Arc<dyn Fn(u64) + Send + Sync>>;
-
-fn progress_callback(bar: &Option<ProgressBar>) -> Progress {
-    bar.clone().map(|bar| {
-        Arc::new(move |done: u64| bar.set_position(done)) as Arc<dyn Fn(u64) + Send + Sync>
-    })
-}
-
-async fn upload(project: &Project, source: &str, dest: Location) -> Result<ObjectInfo, CliError> {
-    let key = if dest.key.is_empty() || dest.key.ends_with('/') {
-        let name = Path::new(source).file_name().ok_or_else(|| {
-            CliError::Usage(format!("give an object key to upload {source:?} to"))
-        })?;
-        format!("{}{}", dest.key, name.to_string_lossy())
-    } else {
-        dest.key.clone()
-    };
-    let (reader, size): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if source == "-" {
-        (Box::new(tokio::io::stdin()), None)
-    } else {
-        let file = tokio::fs::File::open(source)
-            .await
-            .map_err(io_error("open", source))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(io_error("read", source))?
-            .len();
-        (Box::new(file), Some(size))
-    };
-    let bar = progress_bar(size);
-    let options = UploadOptions {
-        progress: progress_callback(&bar),
-        ..Default::default()
-    };
-    let info = project.upload(&dest.bucket, &key, reader, options).await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(info?)
-}
-
-async fn download(
-    project: &Project,
-    source: Location,
-    dest: &str,
-    range: Option<ByteRange>,
-) -> Result<u64, CliError> {
-    let info = project.stat(&source.bucket, &source.key).await?;
-    let (writer, bar, temp): (Box<dyn AsyncWrite + Unpin + Send>, _, _) = if dest == "-" {
-        (Box::new(tokio::io::stdout()), None, None)
-    } else {
-        let target = if Path::new(dest).is_dir() {
-            let name = source.key.rsplit('/').next().unwrap_or(&source.key);
-            Path::new(dest).join(name)
-        } else {
-            PathBuf::from(dest)
-        };
-        // Write next to the target and rename at the end, so a failed download
-        // never leaves a file that looks complete.
-        let temp = target.with_file_name(format!(
-            ".{}.archipel-partial",
-            target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(io_error("create", &temp.display().to_string()))?;
-        (
-            Box::new(file),
-            progress_bar(Some(info.size)),
-            Some((temp, target)),
-        )
-    };
-    let result = project
-        .download(
-            &source.bucket,
-            &source.key,
-            range,
-            writer,
-            progress_callback(&bar),
-        )
-        .await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    match (result, temp) {
-        (Ok(n), Some((temp, target))) => {
-            tokio::fs::rename(&temp, &target)
-                .await
-                .map_err(io_error("write", &target.display().to_string()))?;
-            Ok(n)
-        }
-        (Ok(n), None) => Ok(n),
-        (Err(e), temp) => {
-            if let Some((temp, _)) = temp {
-                let _ = tokio::fs::remove_file(temp).await;
-            }
-            Err(e.into())
-        }
-    }
-}
-
-fn print_entries(entries: &[ListEntry]) {
-    for entry in entries {
-        if entry.is_prefix {
-            println!("{:>10}  {:19}  {}", "PRE", "", entry.key);
-        } else {
-            let created = entry
-                .created
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-                .unwrap_or_default();
-            println!(
-                "{:>10}  {:19}  {}",
-                entry.size,
-                created.trim_end_matches('Z'),
-                entry.key
-            );
-        }
-    }
-}
-
-fn print_stat(info: &ObjectInfo) {
-    println!("key:      {}", info.key);
-    println!("size:     {} bytes", info.size);
-    println!(
+fn print_stat(info: &ObjectInfo) -> Result<(), CliError> {
+    outln!("key:      {}", info.key)?;
+    outln!("size:     {} bytes", info.size)?;
+    outln!(
         "created:  {}",
         humantime::format_rfc3339_seconds(info.created)
-    );
+    )?;
     if let Some(expires) = info.expires {
-        println!("expires:  {}", humantime::format_rfc3339_seconds(expires));
+        outln!("expires:  {}", humantime::format_rfc3339_seconds(expires))?;
     }
     if let Some(content_type) = &info.content_type {
-        println!("type:     {content_type}");
+        outln!("type:     {content_type}")?;
     }
-    println!("segments: {}", info.segments.len());
+    outln!("segments: {}", info.segments.len())?;
     for s in &info.segments {
         match &s.redundancy {
-            Some(r) if !s.inline => println!(
+            Some(r) if !s.inline => outln!(
                 "  #{:<4} {:>10} bytes  {} pieces ({} healthy: {})  redundancy {}",
-                s.position, s.plain_size, s.piece_count, s.healthy_pieces, s.health, r
-            ),
-            _ => println!("  #{:<4} {:>10} bytes  inline", s.position, s.plain_size),
+                s.position,
+                s.plain_size,
+                s.piece_count,
+                s.healthy_pieces,
+                s.health,
+                r
+            )?,
+            _ => outln!("  #{:<4} {:>10} bytes  inline", s.position, s.plain_size)?,
         }
     }
+    Ok(())
 }
 
-fn print_access_info(info: &AccessInfo) {
-    println!("satellite:  {}", info.satellite);
+fn print_access_info(info: &AccessInfo) -> Result<(), CliError> {
+    outln!("satellite:  {}", info.satellite)?;
     if info.full_keys {
-        println!("keys:       the project's root key (every bucket and object)");
+        outln!("keys:       the project's root key (every bucket and object)")?;
     } else {
-        println!("keys:       {}", info.prefixes.join(", "));
+        outln!("keys:       {}", info.prefixes.join(", "))?;
     }
     if info.restrictions.is_empty() {
-        println!("allows:     everything");
+        outln!("allows:     everything")?;
     }
     for (i, r) in info.restrictions.iter().enumerate() {
         let ops: Vec<&str> = [
@@ -439,25 +335,26 @@ fn print_access_info(info: &AccessInfo) {
         .into_iter()
         .filter_map(|(allowed, name)| allowed.then_some(name))
         .collect();
-        println!("restriction {}:", i + 1);
-        println!(
+        outln!("restriction {}:", i + 1)?;
+        outln!(
             "  allows:   {}",
             if ops.is_empty() {
                 "nothing".to_string()
             } else {
                 ops.join(", ")
             }
-        );
+        )?;
         if !r.paths.is_empty() {
-            println!("  only:     {}", r.paths.join(", "));
+            outln!("  only:     {}", r.paths.join(", "))?;
         }
         if let Some(time) = r.not_before {
-            println!("  from:     {}", humantime::format_rfc3339_seconds(time));
+            outln!("  from:     {}", humantime::format_rfc3339_seconds(time))?;
         }
         if let Some(time) = r.not_after {
-            println!("  until:    {}", humantime::format_rfc3339_seconds(time));
+            outln!("  until:    {}", humantime::format_rfc3339_seconds(time))?;
         }
     }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -470,8 +367,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             } => {
                 let passphrase = read_passphrase(passphrase_file.as_deref())?;
                 let access = Access::request(satellite, api_key, &passphrase).await?;
-                println!("{}", access.serialize());
-                return Ok(());
+                return outln!("{}", access.serialize());
             }
             AccessCommand::Inspect { grant, json } => {
                 let access = match grant {
@@ -483,11 +379,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     let text = serde_json::to_string_pretty(&info).map_err(|e| {
                         CliError::Usage(format!("cannot format the grant as JSON: {e}"))
                     })?;
-                    println!("{text}");
-                } else {
-                    print_access_info(&info);
+                    return outln!("{text}");
                 }
-                return Ok(());
+                return print_access_info(&info);
             }
             AccessCommand::Revoke { .. } => {}
         }
@@ -500,38 +394,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let revoked = parse_grant(&grant)?;
             project.revoke(&revoked.api_key).await?;
-            println!("Revoked the grant and every grant shared from it");
+            outln!("Revoked the grant and every grant shared from it")
         }
         Command::Access { .. } => unreachable!("handled above"),
-        Command::Share {
-            locations,
-            readonly: _,
-            writeonly,
-            readwrite,
-            not_before,
-            not_after,
-        } => {
-            let permissions = if writeonly {
-                Permissions::WRITE_ONLY
-            } else if readwrite {
-                Permissions::ALL
-            } else {
-                Permissions::READ_ONLY
-            };
-            let prefixes = locations
-                .iter()
-                .map(|text| location(text).map(|loc| (loc.bucket, loc.key)))
-                .collect::<Result<_, _>>()?;
-            let shared = project
-                .share(&Share {
-                    permissions,
-                    prefixes,
-                    not_before,
-                    not_after,
-                })
-                .await?;
-            println!("{}", shared.serialize());
-        }
+        Command::Share(flags) => share::share(&project, flags).await,
         Command::Mb {
             bucket,
             unencrypted_names,
@@ -541,66 +407,76 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .create_bucket_with(&loc.bucket, BucketOptions { unencrypted_names })
                 .await?;
             if unencrypted_names {
-                println!("Bucket ap://{} created (object names unencrypted)", loc.bucket);
+                outln!(
+                    "Bucket ap://{} created (object names unencrypted)",
+                    loc.bucket
+                )
             } else {
-                println!("Bucket ap://{} created", loc.bucket);
+                outln!("Bucket ap://{} created", loc.bucket)
             }
         }
         Command::Rb { bucket } => {
             let loc = location(&bucket)?;
             project.delete_bucket(&loc.bucket).await?;
-            println!("Bucket ap://{} removed", loc.bucket);
+            outln!("Bucket ap://{} removed", loc.bucket)
         }
-        Command::Ls { location: None, .. } => {
-            for bucket in project.list_buckets().await? {
-                println!("{}  {}", humantime::format_rfc3339_seconds(bucket.created), bucket.name);
-            }
+        Command::Ls {
+            location,
+            recursive,
+            json,
+        } => listing::ls(&project, location.as_deref(), recursive, json).await,
+        Command::Cp {
+            source,
+            destination,
+            recursive,
+            parallelism,
+            upload,
+        } => {
+            transfer::cp(
+                &project,
+                &source,
+                &destination,
+                recursive,
+                parallelism,
+                &upload,
+            )
+            .await
         }
-        Command::Ls { location: Some(text), recursive } => {
-            let loc = location(&text)?;
-            print_entries(&project.list(&loc.bucket, &loc.key, recursive).await?);
-        }
-        Command::Cp { source, destination } => match (parse_location(&source), parse_location(&destination)) {
-            (None, Some(dest)) => {
-                let bucket = dest.bucket.clone();
-                let info = upload(&project, &source, dest).await?;
-                eprintln!("Uploaded {} bytes to ap://{bucket}/{}", info.size, info.key);
-            }
-            (Some(src), None) => {
-                let n = download(&project, src, &destination, None).await?;
-                if destination != "-" {
-                    eprintln!("Downloaded {n} bytes to {destination}");
-                }
-            }
-            (Some(_), Some(_)) => return Err(CliError::Usage("copying between two network locations is not supported yet; download and upload instead".into())),
-            (None, None) => return Err(CliError::Usage("one side of cp must be a location like ap://bucket/key".into())),
-        },
-        Command::Cat { object, offset, length } => {
-            let loc = object_location(&object)?;
+        Command::Mv {
+            source,
+            destination,
+            recursive,
+            parallelism,
+        } => transfer::mv(&project, &source, &destination, recursive, parallelism).await,
+        Command::Cat {
+            object,
+            offset,
+            length,
+        } => {
             let range = (offset.is_some() || length.is_some()).then(|| ByteRange {
                 offset: offset.unwrap_or(0),
                 length,
             });
-            download(&project, loc, "-", range).await?;
+            transfer::cat(&project, &object, range).await
         }
-        Command::Rm { object } => {
-            let loc = object_location(&object)?;
-            project.delete_object(&loc.bucket, &loc.key).await?;
-            println!("Removed {object}");
-        }
+        Command::Rm {
+            object,
+            recursive,
+            parallelism,
+        } => transfer::rm(&project, &object, recursive, parallelism).await,
         Command::Stat { object, json } => {
             let loc = object_location(&object)?;
             let info = project.stat(&loc.bucket, &loc.key).await?;
             if json {
-                let text = serde_json::to_string_pretty(&info)
-                    .map_err(|e| CliError::Usage(format!("cannot format the object info as JSON: {e}")))?;
-                println!("{text}");
+                let text = serde_json::to_string_pretty(&info).map_err(|e| {
+                    CliError::Usage(format!("cannot format the object info as JSON: {e}"))
+                })?;
+                outln!("{text}")
             } else {
-                print_stat(&info);
+                print_stat(&info)
             }
         }
     }
-    Ok(())
 }
 
 #[tokio::main]
@@ -608,6 +484,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has all it wants (`| head`): see `output`.
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("archipel: {e}");
             ExitCode::FAILURE
