@@ -5,7 +5,8 @@
 # checks every answer. Any failed check stops the script with a message saying
 # what differed; the devnet is always stopped, and its logs' tails are printed
 # when something failed. Needs `aws` (Debian package awscli, v1 or v2), jq,
-# python3 (which awscli depends on), sha256sum, md5sum, diff.
+# python3 (which awscli depends on), sha256sum, md5sum, diff, curl. Ends
+# with the README's sharing walkthrough through the `archipel` CLI.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 trap 'echo "s3-scenario: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -365,5 +366,52 @@ cat "$work/part1.bin" "$work/part2.bin" >"$work/summed.bin"
 expect_eq "sha256 of summed.bin" "$(sha256 "$work/summed.bin")" "$(sha256 "$work/summed.back")"
 s3 s3 rm "s3://$bucket/summed.bin" >/dev/null || fail "aws s3 rm summed.bin"
 s3 s3 rb "s3://$bucket" >/dev/null || fail "aws s3 rb s3://$bucket"
+
+# ---- sharing: the README's walkthrough --------------------------------------
+
+archipel() {
+    "$target_dir/debug/archipel" "$@"
+}
+export ARCHIPEL_ACCESS=$tmp/devnet/access
+step "share a folder read-only, use it as a friend, revoke it"
+archipel mb ap://family >/dev/null || fail "archipel mb ap://family"
+archipel cp "$work/small.bin" ap://family/videos/clip.bin 2>/dev/null || fail "archipel cp clip.bin"
+archipel cp "$work/part2.bin" ap://family/private/notes.txt 2>/dev/null || fail "archipel cp notes.txt"
+archipel share ap://family/videos/ --readonly --not-after +7d | head -1 >"$work/friend" ||
+    fail "archipel share --readonly"
+archipel access inspect "$work/friend" | grep -q "family/videos" ||
+    fail "archipel access inspect does not name the shared prefix"
+listing=$(ARCHIPEL_ACCESS=$work/friend archipel ls -r ap://family/) || fail "the friend's archipel ls -r"
+grep -q "videos/clip.bin" <<<"$listing" || fail "the friend does not see videos/clip.bin: $listing"
+! grep -q "notes" <<<"$listing" || fail "the friend sees outside the shared folder: $listing"
+ARCHIPEL_ACCESS=$work/friend archipel cat ap://family/videos/clip.bin >"$work/clip.back" ||
+    fail "the friend's archipel cat"
+expect_eq "sha256 of the shared file as the friend reads it" "$(sha256 "$work/small.bin")" "$(sha256 "$work/clip.back")"
+if ARCHIPEL_ACCESS=$work/friend archipel cat ap://family/private/notes.txt >/dev/null 2>&1; then
+    fail "the friend read a file outside the shared folder"
+fi
+if ARCHIPEL_ACCESS=$work/friend archipel cp "$work/part2.bin" ap://family/videos/new.bin 2>/dev/null; then
+    fail "a read-only grant uploaded"
+fi
+archipel access revoke "$work/friend" >/dev/null || fail "archipel access revoke"
+if ARCHIPEL_ACCESS=$work/friend archipel ls ap://family/videos/ >/dev/null 2>&1; then
+    fail "a revoked grant still lists"
+fi
+
+step "a public link: page and byte ranges"
+links=$(jq -r .gateway.linksharing "$tmp/devnet/devnet.json")
+shared=$(archipel share ap://family/videos/ --readonly --url --linksharing "$links") ||
+    fail "archipel share --url"
+link=$(sed -n 2p <<<"$shared")
+[[ $link == "$links"/s/* ]] || fail "the second line of share --url is not a link: $link"
+curl -fsS "$link" | grep -q "clip.bin" || fail "the shared folder's page does not list clip.bin"
+raw=${link/\/s\//\/raw\/}clip.bin
+code=$(curl -sS -r 1000-1999 -o "$work/link-range.bin" -w '%{http_code}' "$raw") ||
+    fail "curl -r 1000-1999 $raw"
+expect_eq "status of a ranged link request" 206 "$code"
+cmp -s "$work/range.expected" "$work/link-range.bin" || fail "the link's range 1000-1999 has other bytes"
+if curl -fsS "${link%/videos/}/private/notes.txt" >/dev/null 2>&1; then
+    fail "a link read outside its shared folder"
+fi
 
 step "all checks passed"
