@@ -1091,14 +1091,34 @@ impl Metainfo for State {
         request: Request<pb::BeginObjectRequest>,
     ) -> Result<Response<pb::BeginObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self
-            .authorize_object(
+        let credential = self
+            .authorize(
                 r.header.as_ref(),
                 Op::Write,
-                &r.bucket,
-                &r.encrypted_object_key,
+                Scope::Object(&r.bucket, &r.encrypted_object_key),
             )
             .await?;
+        // The commit refuses to replace an object for a key that may not
+        // delete it; refusing here too spares the upload in between.
+        if !State::may_replace(&credential, &r.bucket, &r.encrypted_object_key) {
+            let existing = self
+                .metabase
+                .get_object(
+                    &credential.project.id,
+                    &r.bucket,
+                    &r.encrypted_object_key,
+                    unix_now(),
+                )
+                .await;
+            match existing {
+                Ok(_) => {
+                    return Err(Error::PermissionDenied(metabase::OVERWRITE_REFUSED.into()).into())
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let project = credential.project;
         let mut object = self.new_object(
             &project,
             r.bucket,

@@ -60,6 +60,10 @@ macro_rules! on_pool {
     };
 }
 
+/// Why a key that may write but not delete cannot store over an object.
+pub(crate) const OVERWRITE_REFUSED: &str =
+    "an object exists under this key and the API key does not allow deleting it";
+
 /// Inside the write transaction `$tx`, removes the committed object under a
 /// key (if any) with its segments; evaluates to the removed remote segments.
 /// Unless `$replace`, an object there fails the transaction instead: a key
@@ -78,8 +82,7 @@ macro_rules! remove_committed {
         match old {
             Some(_) if !$replace => {
                 return Err(Error::PermissionDenied(
-                    "an object exists under this key and the API key does not allow deleting it"
-                        .into(),
+                    $crate::metabase::OVERWRITE_REFUSED.into(),
                 ))
             }
             Some((old_stream,)) => {
