@@ -20,6 +20,8 @@
 //! - object key = `HMAC(k(n), "object")` for an `n`-component name. It wraps
 //!   (AES-256-GCM, random nonce) a fresh random key per segment (associated data
 //!   binds the segment position) and a fresh random metadata key.
+//! - application secret = `HMAC(k(n), "application:" ‖ purpose)`: a key an
+//!   application derives for its own data below a prefix (the backup engine).
 //! - content: a segment's plaintext is sealed in blocks of `block_size` bytes,
 //!   nonce = block index, associated data = segment position ‖ block index ‖
 //!   last-block flag, so blocks cannot be reordered, moved between segments, or
@@ -85,6 +87,13 @@ impl Key {
         out.copy_from_slice(context.sign().as_ref());
         Key(out)
     }
+}
+
+/// An application's secret below a path key (see
+/// [`crate::Project::prefix_secret`]). The `"application:"` prefix keeps it
+/// apart from every other value derived from a path key.
+pub(crate) fn application_secret(path_key: &Key, purpose: &str) -> [u8; 32] {
+    path_key.derive(&[b"application:", purpose.as_bytes()]).0
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {

@@ -399,6 +399,29 @@ impl Project {
         self.access.keys.object_path(bucket, key, plain)
     }
 
+    /// A 256-bit secret bound to `bucket`/`prefix` and `purpose`, which only a
+    /// grant holding the keys of that prefix (or of one above it) can compute:
+    /// the same for every such grant, different for every prefix and purpose.
+    /// Applications that keep their own encrypted data under a prefix derive
+    /// their keys from it, so that the grant is the only secret to keep (the
+    /// backup engine's repository keys, say). `prefix` is a whole path
+    /// (components separated by `/`; empty: the whole bucket).
+    pub async fn prefix_secret(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        purpose: &str,
+    ) -> Result<[u8; 32], Error> {
+        let plain = self.has_plain_names(bucket).await?;
+        let prefix = prefix.trim_end_matches('/');
+        let components: Vec<&str> = match prefix {
+            "" => Vec::new(),
+            prefix => prefix.split('/').collect(),
+        };
+        let located = self.access.keys.share(bucket, &components, plain)?;
+        Ok(crypto::application_secret(&located.key, purpose))
+    }
+
     /// Whether the satellite keeps `bucket`'s keys in the names' own order
     /// (the bucket was created with unencrypted names), so that
     /// [`Project::list_after`] reads only the entries it returns.

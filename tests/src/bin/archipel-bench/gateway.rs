@@ -598,7 +598,7 @@ pub(crate) async fn bench(
     };
     if !exe.is_file() {
         return Err(BenchError::Child(format!(
-            "no archipel CLI at {}: build it first (cargo build --release -p archipel-client --bin archipel) or pass --archipel",
+            "no archipel CLI at {}: build it first (cargo build --release -p archipel-cli --bin archipel) or pass --archipel",
             exe.display()
         )));
     }
