@@ -24,7 +24,8 @@ use crate::Error;
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
-    /// A pack whose unused share is above this (0–1) is repacked.
+    /// A pack whose unused share of blob bytes is above this (0–1) is
+    /// repacked.
     pub max_unused: f64,
     /// Say what would be done, do nothing.
     pub dry_run: bool,
@@ -126,10 +127,11 @@ async fn run(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary, 
             .copied()
             .collect();
         summary.blobs_removed += (pack.entries.len() - in_use.len()) as u64;
+        let blob_bytes: u64 = pack.entries.iter().map(|e| e.length as u64).sum();
         let used_bytes: u64 = in_use.iter().map(|e| e.length as u64).sum();
         if in_use.is_empty() {
             delete.push(pack.id);
-        } else if 1.0 - used_bytes as f64 / size as f64 > options.max_unused {
+        } else if (blob_bytes - used_bytes) as f64 > options.max_unused * blob_bytes as f64 {
             repack.push((pack.id, in_use));
         } else {
             keep.push(PackContents {
