@@ -153,6 +153,9 @@ async fn run(
     progress: Arc<BackupProgress>,
 ) -> Result<Snapshot, Error> {
     let started = Instant::now();
+    // A snapshot is dated when it starts, as restic's are: it shows the
+    // files as they were from then on.
+    let time = SystemTime::now();
     let paths = absolute_paths(&options.paths)?;
     let excludes = Patterns::new(&options.excludes)?;
     let mut index = Index::load(repo).await?;
@@ -237,7 +240,7 @@ async fn run(
     };
     let mut snapshot = Snapshot {
         id: String::new(),
-        time: SystemTime::now(),
+        time,
         tree: root,
         paths: path_names,
         hostname: host,
