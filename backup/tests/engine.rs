@@ -16,7 +16,7 @@ use archipel_backup::lock::Lock;
 use archipel_backup::{
     backup, check, forget, prune, restore, snapshot, BackupOptions, BackupProgress, ChunkerSizes,
     Error, InitOptions, KeepPolicy, PruneOptions, RepoLocation, Repository, RestoreOptions,
-    RestoreProgress, Snapshot,
+    RestoreProgress, RestoreSummary, Snapshot,
 };
 use archipel_client::Project;
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
@@ -75,20 +75,30 @@ async fn run_in_order(repo: &Repository, path: &Path) -> Snapshot {
     .unwrap()
 }
 
-async fn restore_to(repo: &Repository, snapshot: &Snapshot, target: &Path) {
-    let summary = restore(
+async fn restore_some(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    target: &Path,
+    includes: Vec<String>,
+) -> RestoreSummary {
+    let options = RestoreOptions {
+        target: target.to_path_buf(),
+        includes,
+        excludes: vec![],
+        download_concurrency: 2,
+    };
+    restore(
         repo,
         snapshot,
-        &RestoreOptions {
-            target: target.to_path_buf(),
-            includes: vec![],
-            excludes: vec![],
-            download_concurrency: 2,
-        },
+        &options,
         Arc::new(RestoreProgress::default()),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn restore_to(repo: &Repository, snapshot: &Snapshot, target: &Path) {
+    let summary = restore_some(repo, snapshot, target, vec![]).await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
 }
 
@@ -491,19 +501,7 @@ async fn a_lost_pack_is_reported_with_its_files_and_the_rest_restores() {
     );
 
     let target = tempfile::tempdir().unwrap();
-    let summary = restore(
-        &repo,
-        &snapshot,
-        &RestoreOptions {
-            target: target.path().to_path_buf(),
-            includes: vec![],
-            excludes: vec![],
-            download_concurrency: 2,
-        },
-        Arc::new(RestoreProgress::default()),
-    )
-    .await
-    .unwrap();
+    let summary = restore_some(&repo, &snapshot, target.path(), vec![]).await;
     assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
     assert!(summary.errors[0].ends_with("/b"), "{:?}", summary.errors);
     let back = restored(target.path(), source.path());
@@ -603,19 +601,8 @@ async fn excludes_leave_out_and_includes_pick_out() {
 
     let target = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(source.path()).unwrap();
-    restore(
-        &repo,
-        &snapshot,
-        &RestoreOptions {
-            target: target.path().to_path_buf(),
-            includes: vec![root.join("docs").to_string_lossy().into_owned()],
-            excludes: vec![],
-            download_concurrency: 1,
-        },
-        Arc::new(RestoreProgress::default()),
-    )
-    .await
-    .unwrap();
+    let includes = vec![root.join("docs").to_string_lossy().into_owned()];
+    restore_some(&repo, &snapshot, target.path(), includes).await;
     let back = restored(target.path(), source.path());
     assert_eq!(
         std::fs::read(back.join("docs/report.txt")).unwrap(),
