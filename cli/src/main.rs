@@ -4,8 +4,12 @@
 //! - `transfer`: `cp`, `mv`, `rm`, `cat` (single objects and trees);
 //! - `listing`: `ls`;
 //! - `share`: `share`, with registration at a linksharing service;
+//! - `backup`, `backup_show`: `backup …`, snapshots of local files
+//!   (`archipel_backup`);
 //! - `output`: standard output (a closed pipe ends quietly) and human formats.
 
+mod backup;
+mod backup_show;
 mod listing;
 mod output;
 mod share;
@@ -123,6 +127,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up local files to a repository on the network, and restore
+    /// them: encrypted, deduplicated snapshots.
+    Backup {
+        #[command(flatten)]
+        repo: backup::RepoFlags,
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +201,8 @@ fn parse_node_url(text: &str) -> Result<NodeUrl, String> {
 enum CliError {
     #[error(transparent)]
     Client(#[from] Error),
+    #[error(transparent)]
+    Backup(#[from] archipel_backup::Error),
     #[error("{0}")]
     Usage(String),
     #[error("cannot {action} {path}: {source}")]
@@ -202,6 +216,21 @@ enum CliError {
     /// Standard output's reader went away: the command ends quietly.
     #[error("standard output was closed")]
     ClosedPipe,
+    /// The command did its work but not all of it (a backup without some
+    /// unreadable files, a restore with errors, a damaged repository): the
+    /// details are printed, this says what they amount to.
+    #[error("{message}")]
+    Incomplete { message: String, status: u8 },
+}
+
+impl CliError {
+    /// The exit status: 1, or an incomplete command's own.
+    fn status(&self) -> u8 {
+        match self {
+            CliError::Incomplete { status, .. } => *status,
+            _ => 1,
+        }
+    }
 }
 
 fn io_error(action: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> CliError {
@@ -398,6 +427,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Access { .. } => unreachable!("handled above"),
         Command::Share(flags) => share::share(&project, flags).await,
+        Command::Backup { repo, command } => backup::backup(&project, repo, command).await,
         Command::Mb {
             bucket,
             unencrypted_names,
@@ -488,7 +518,7 @@ async fn main() -> ExitCode {
         Err(e) if output::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("archipel: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.status())
         }
     }
 }
