@@ -26,7 +26,7 @@ use archipel_backup::{
 };
 use archipel_client::{Error, Project};
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backup_show;
 use crate::output::{human_size, outln};
@@ -523,7 +523,7 @@ async fn restore(repo: &Repository, spec: &str, options: &RestoreOptions) -> Res
     })
 }
 
-/// A progress bar on standard error, when it is a terminal, redrawn ten
+/// A progress bar on standard error, when it is a terminal, updated ten
 /// times a second from the engine's counters by `update`.
 struct Ticker(Option<(ProgressBar, tokio::task::JoinHandle<()>)>);
 
@@ -532,7 +532,9 @@ impl Ticker {
         if !std::io::stderr().is_terminal() {
             return Ticker(None);
         }
-        let bar = ProgressBar::new(0).with_style(
+        // Hidden until the engine knows a total: a bar of 0 bytes would
+        // show as complete.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden()).with_style(
             ProgressStyle::with_template(
                 "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
             )
@@ -542,9 +544,14 @@ impl Ticker {
             let bar = bar.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_millis(100));
+                let mut shown = false;
                 loop {
                     every.tick().await;
                     update(&bar);
+                    if !shown && bar.length().is_some_and(|total| total > 0) {
+                        bar.set_draw_target(ProgressDrawTarget::stderr());
+                        shown = true;
+                    }
                 }
             })
         };
