@@ -6,7 +6,7 @@
 # what differed; the devnet is always stopped, and its logs' tails are printed
 # when something failed. Needs `aws` (Debian package awscli, v1 or v2), jq,
 # python3 (which awscli depends on), sha256sum, md5sum, diff, curl. Ends
-# with the README's sharing walkthrough through the `archipel` CLI.
+# with the README's sharing and backup walkthroughs through the `archipel` CLI.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 trap 'echo "s3-scenario: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -413,5 +413,39 @@ cmp -s "$work/range.expected" "$work/link-range.bin" || fail "the link's range 1
 if curl -fsS "${link%/videos/}/private/notes.txt" >/dev/null 2>&1; then
     fail "a link read outside its shared folder"
 fi
+
+# ---- backups: the README's walkthrough ----------------------------------------
+
+step "back up a directory, change it, back up again, restore the first snapshot"
+# `init` remembers the repository in the config directory: ours, not the caller's.
+export XDG_CONFIG_HOME=$tmp/config
+docs=$work/Documents
+mkdir -p "$docs/sub"
+head -c 300000 /dev/urandom >"$docs/sub/photo.bin"
+echo "first version" >"$docs/notes.txt"
+ln -s notes.txt "$docs/latest-notes"
+cp -a "$docs" "$work/Documents.first"
+archipel backup init ap://backups/laptop >"$work/backup-init.out" || fail "archipel backup init"
+grep -q "ap://backups/laptop" "$work/backup-init.out" ||
+    fail "archipel backup init does not name the repository: $(cat "$work/backup-init.out")"
+expect_eq "the remembered repository" ap://backups/laptop "$(cat "$XDG_CONFIG_HOME/archipel/backup-repository")"
+archipel backup run "$docs" >"$work/backup-run1.out" || fail "archipel backup run (first)"
+grep -Eq "^snapshot [0-9a-f]{8} saved$" "$work/backup-run1.out" ||
+    fail "the first backup names no snapshot: $(cat "$work/backup-run1.out")"
+echo "one more line" >>"$docs/notes.txt"
+archipel backup run "$docs" >"$work/backup-run2.out" || fail "archipel backup run (second)"
+grep -Eq "^Files: +0 new, +1 changed, +1 unmodified$" "$work/backup-run2.out" ||
+    fail "the second backup does not see one changed and one unmodified file: $(cat "$work/backup-run2.out")"
+snapshots=$(archipel backup snapshots --json) || fail "archipel backup snapshots --json"
+expect_eq "snapshots after two backups" 2 "$(jq length <<<"$snapshots")"
+expect_eq "the second snapshot's parent" "$(jq -r '.[0].id' <<<"$snapshots")" "$(jq -r '.[1].parent' <<<"$snapshots")"
+first=$(jq -r '.[0].id[:8]' <<<"$snapshots")
+archipel backup snapshots | grep -q "^$first " || fail "archipel backup snapshots does not list $first"
+changes=$(archipel backup diff "$first" latest) || fail "archipel backup diff"
+grep -qx "M    $docs/notes.txt" <<<"$changes" || fail "archipel backup diff does not show notes.txt modified: $changes"
+archipel backup restore "$first" --target "$work/restore" >/dev/null || fail "archipel backup restore"
+diff -r "$work/Documents.first" "$work/restore$docs" ||
+    fail "the restored first snapshot differs from the directory it backed up"
+archipel backup check --read-data >/dev/null || fail "archipel backup check --read-data"
 
 step "all checks passed"
