@@ -65,7 +65,7 @@ pub(crate) enum BackupCommand {
         /// ap://BUCKET/PREFIX (default: --repo).
         repository: Option<String>,
         /// Packs are uploaded once they hold this many bytes (default: 64
-        /// MiB, one segment of a default satellite).
+        /// MiB, one segment of a default satellite; at most 1 GiB).
         #[arg(long, value_name = "BYTES", value_parser = parse_pack_size)]
         pack_size: Option<u32>,
     },
@@ -171,12 +171,15 @@ pub(crate) struct RunFlags {
     upload_concurrency: Option<usize>,
 }
 
+/// Largest `--pack-size`: a pack's blob offsets are 32-bit, and a pack
+/// grows past its size by up to one chunk, so stay far below 4 GiB.
+const MAX_PACK_SIZE: u32 = 1 << 30;
+
 fn parse_pack_size(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
-        Ok(n) if n >= 1024 => Ok(n),
+        Ok(n) if (1024..=MAX_PACK_SIZE).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{text:?} is not a number of bytes from 1024 to {}",
-            u32::MAX
+            "{text:?} is not a number of bytes from 1024 to {MAX_PACK_SIZE} (1 GiB)"
         )),
     }
 }
@@ -602,5 +605,14 @@ mod tests {
         assert_eq!(clock(62.0), "1:02");
         assert_eq!(clock(3723.0), "1:02:03");
         assert_eq!(clock(-1.0), "0:00");
+    }
+
+    #[test]
+    fn pack_sizes_stay_within_what_packs_can_address() {
+        assert_eq!(parse_pack_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_pack_size("1024"), Ok(1024));
+        assert!(parse_pack_size("1023").is_err());
+        assert!(parse_pack_size("2147483648").is_err());
+        assert!(parse_pack_size("1MiB").is_err());
     }
 }
