@@ -16,26 +16,21 @@
 //! shared too, so only ratios from the same run mean much.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use archipel_client::{Project, UploadOptions};
 use archipel_tests::Planet;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 use nix::sys::resource::UsageWho;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Child;
 
+use crate::harness::{children_cpu, ArchipelCli, Gateway};
 use crate::latency::{timed, Latencies, PutGet};
 use crate::stages::{self, Stages};
-use crate::{cpu_seconds, peak_rss_kib, vm_hwm_kib, BenchError, Generator, HashSink, BUCKET};
+use crate::{cpu_seconds, peak_rss_kib, BenchError, Generator, HashSink, BUCKET};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -85,10 +80,6 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn children_cpu() -> f64 {
-    cpu_seconds(UsageWho::RUSAGE_CHILDREN)
-}
-
 async fn measure<T>(
     step: impl std::future::Future<Output = Result<T, BenchError>>,
 ) -> Result<(T, Sample), BenchError> {
@@ -122,73 +113,6 @@ fn check_bytes(expected: &[u8], actual: &[u8]) -> Result<(), BenchError> {
             blake3::hash(expected).to_hex().to_string(),
             blake3::hash(actual).to_hex().to_string(),
         ))
-    }
-}
-
-/// The `archipel` binary with the planet's grant in its environment.
-struct ArchipelCli {
-    exe: PathBuf,
-    access: String,
-}
-
-/// Waits for `child`, reading its `VmHWM` meanwhile; returns its exit status
-/// and the last peak resident set seen, in KiB. (`RUSAGE_CHILDREN` would count
-/// this large process's image from before the child's `exec`.)
-async fn wait_watching(child: &mut Child) -> std::io::Result<(ExitStatus, u64)> {
-    let status_file = child.id().map(|pid| format!("/proc/{pid}/status"));
-    let mut peak = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    loop {
-        tokio::select! {
-            status = child.wait() => return Ok((status?, peak)),
-            _ = tick.tick() => {
-                if let Some(kib) = status_file.as_deref().and_then(vm_hwm_kib) {
-                    peak = peak.max(kib);
-                }
-            }
-        }
-    }
-}
-
-impl ArchipelCli {
-    /// Runs `archipel ARGS` with `input` on its stdin and its stdout copied
-    /// into `sink`; returns the bytes copied and the process's peak RSS in KiB.
-    async fn run(
-        &self,
-        args: &[&str],
-        input: &[u8],
-        sink: &mut (impl tokio::io::AsyncWrite + Unpin),
-    ) -> Result<(u64, u64), BenchError> {
-        let mut child = tokio::process::Command::new(&self.exe)
-            .env("ARCHIPEL_ACCESS", &self.access)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let feed = async {
-            if let Some(mut stdin) = stdin {
-                stdin.write_all(input).await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        let drain = async {
-            match stdout {
-                Some(mut stdout) => tokio::io::copy(&mut stdout, sink).await,
-                None => Ok(0),
-            }
-        };
-        let (fed, drained, waited) = tokio::join!(feed, drain, wait_watching(&mut child));
-        let (status, peak_rss_kib) = waited?;
-        if !status.success() {
-            return Err(BenchError::Child(format!(
-                "archipel {args:?} exited with {status}"
-            )));
-        }
-        fed?;
-        Ok((drained?, peak_rss_kib))
     }
 }
 
@@ -592,63 +516,18 @@ pub(crate) async fn bench(
     setting: &str,
     stages: Option<Stages>,
 ) -> Result<(), BenchError> {
-    let exe = match &args.archipel {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe()?.with_file_name("archipel"),
-    };
-    if !exe.is_file() {
-        return Err(BenchError::Child(format!(
-            "no archipel CLI at {}: build it first (cargo build --release -p archipel-cli --bin archipel) or pass --archipel",
-            exe.display()
-        )));
-    }
     let access = planet.access().serialize();
-    let cli = ArchipelCli { exe, access };
+    let cli = ArchipelCli::locate(args.archipel.as_deref(), access.clone())?;
     let project = planet.project().await?;
 
     let dir = tempfile::tempdir()?;
-    let (config, _) = archipel_gateway::config::setup(dir.path(), &cli.access)?;
-    let credential = config
-        .credentials
-        .first()
-        .ok_or(archipel_gateway::Error::NoCredentials)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let s3 = Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&endpoint)
-            .force_path_style(true)
-            .region(Region::new(config.region.clone()))
-            .credentials_provider(Credentials::new(
-                &credential.access_key_id,
-                &credential.secret_access_key,
-                None,
-                None,
-                "archipel-bench",
-            ))
-            // The gateway is measured, not the SDK's CRC32 of every body.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(archipel_gateway::run(
-        config.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let gateway = Gateway::start(&access, dir.path()).await?;
+    let s3 = gateway.s3_client();
 
     println!("{setting}; gateway, SDK client and library in this process, CLI as child processes");
     if let Some(stages) = stages {
         breakdown(&s3, &project, &stages, args).await?;
-        let _ = stop.send(());
-        return gateway
-            .await
-            .map_err(|e| BenchError::Child(format!("the gateway task failed: {e}")))?
-            .map_err(BenchError::from);
+        return gateway.stop().await;
     }
     if !args.small_only {
         large_objects(&s3, &cli, &project, dir.path(), size).await?;
@@ -686,10 +565,7 @@ pub(crate) async fn bench(
         }
     }
 
-    let _ = stop.send(());
-    gateway
-        .await
-        .map_err(|e| BenchError::Child(format!("the gateway task failed: {e}")))??;
+    gateway.stop().await?;
 
     println!();
     println!("| object B | path | in flight | ops | PUT p50 ms | PUT p99 ms | PUT ops/s | PUT CPU ms/op | GET p50 ms | GET p99 ms | GET ops/s | GET CPU ms/op |");

@@ -10,9 +10,13 @@
 //! and what came down must match. A last download runs with some nodes stopped.
 //!
 //! `archipel-bench gateway` compares the S3 gateway with the `archipel` CLI and
-//! the client library instead (see the `gateway` module).
+//! the client library instead (see the `gateway` module); `archipel-bench
+//! backup` compares `archipel backup` with restic through the gateway (see
+//! the `backup` module).
 
+mod backup;
 mod gateway;
+mod harness;
 mod latency;
 mod stages;
 
@@ -65,6 +69,10 @@ enum Role {
     /// Compare the S3 gateway with the `archipel` CLI and the client library:
     /// a `--size` object up and down, then many small objects.
     Gateway(gateway::Args),
+    /// Compare `archipel backup` with restic through the S3 gateway: a real
+    /// tree backed up, backed up again after changing 1 % of its files, and
+    /// restored.
+    Backup(backup::Args),
     /// Run one client operation against the access grant in `ARCHIPEL_BENCH_ACCESS`.
     #[command(hide = true)]
     Client {
@@ -99,6 +107,8 @@ enum BenchError {
     S3(String),
     #[error("the downloaded object differs from the uploaded one ({0} vs {1})")]
     Mismatch(String, String),
+    #[error("a restore differs from the tree backed up: {0}")]
+    Restore(String),
 }
 
 /// What a client run reports on its stdout, as one JSON line.
@@ -378,6 +388,12 @@ fn main() -> ExitCode {
             let stages = args.stages.then(stages::install);
             let planet = start_planet(&cli).await?;
             gateway::bench(&planet, cli.size, args, &setting(&cli), stages).await?;
+            planet.shutdown().await?;
+            Ok(())
+        }),
+        Some(Role::Backup(args)) => runtime.block_on(async {
+            let planet = start_planet(&cli).await?;
+            backup::bench(&planet, args, &setting(&cli)).await?;
             planet.shutdown().await?;
             Ok(())
         }),
