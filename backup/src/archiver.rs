@@ -89,6 +89,9 @@ pub struct BackupProgress {
     pub bytes_done: AtomicU64,
     /// Bytes of new, compressed and sealed blobs handed to the uploads.
     pub bytes_stored: AtomicU64,
+    /// Bytes of packs uploaded: reaches `bytes_stored` (plus the packs'
+    /// headers) when the backup ends.
+    pub bytes_uploaded: Arc<AtomicU64>,
 }
 
 /// What a backup did.
@@ -195,7 +198,11 @@ async fn run(
         repo: repo.clone(),
         index,
         fresh: Mutex::default(),
-        uploader: PackUploader::new(repo, options.upload_concurrency),
+        uploader: PackUploader::new(
+            repo,
+            options.upload_concurrency,
+            Some(progress.bytes_uploaded.clone()),
+        ),
         trees,
         excludes,
         read_slots: Semaphore::new(options.read_concurrency.max(1)),

@@ -33,6 +33,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "interrupted; the repository is consistent and the next run goes on from what was stored"
+    )]
+    Interrupted,
 }
 
 impl Error {

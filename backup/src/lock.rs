@@ -51,7 +51,7 @@ impl LockInfo {
             self.purpose,
             self.pid,
             self.host,
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(self.time))
+            when(self.time)
         )
     }
 }
@@ -62,6 +62,17 @@ pub struct Lock {
     repo: Repository,
     name: String,
     refresher: JoinHandle<()>,
+}
+
+/// A lock's time for people; a time past what a date can show (a damaged
+/// lock) as plain seconds.
+fn when(seconds: u64) -> String {
+    // 9999-12-31T23:59:59Z, the last time RFC 3339 can write.
+    const LAST_DATE: u64 = 253_402_300_799;
+    if seconds > LAST_DATE {
+        return format!("{seconds} s after 1970");
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
 }
 
 fn now() -> u64 {
@@ -102,7 +113,7 @@ impl Lock {
         {
             repo.delete(&name).await?;
             return Err(Error::Locked(format!(
-                "the repository is in use: {} (if that process is gone, its lock expires {} minutes after it was last refreshed, or `archipel backup unlock` removes it)",
+                "the repository is in use: {} (if that process is gone, its lock expires {} minutes after it was last refreshed; `archipel backup unlock --remove-all` removes it at once)",
                 conflict.1.describe(),
                 STALE_AFTER.as_secs() / 60
             )));
@@ -139,7 +150,8 @@ impl Drop for Lock {
     }
 }
 
-/// Runs `work` under a lock, released however `work` ends.
+/// Runs `work` under a lock, released however `work` ends, including by
+/// [`Repository::interrupt`].
 pub async fn locked<T>(
     repo: &Repository,
     exclusive: bool,
@@ -147,7 +159,10 @@ pub async fn locked<T>(
     work: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let lock = Lock::acquire(repo, exclusive, purpose).await?;
-    let result = work.await;
+    let result = tokio::select! {
+        result = work => result,
+        _ = repo.interrupted().cancelled() => Err(Error::Interrupted),
+    };
     let released = lock.release().await;
     let value = result?;
     released?;

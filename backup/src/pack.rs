@@ -17,6 +17,7 @@
 //! busy: memory stays bounded), and writes index objects for what it
 //! uploaded, in batches and at the end.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use tokio::sync::{mpsc, Mutex};
@@ -230,16 +231,25 @@ struct Shared {
     /// Uploaded packs and their bytes.
     totals: SyncMutex<(u64, u64)>,
     failed: SyncMutex<Option<String>>,
+    uploaded: Arc<AtomicU64>,
 }
 
 impl PackUploader {
     /// `uploads`: packs uploaded at once. Memory held: about `uploads + 3`
-    /// packs (the ones uploading, one queued, one open per kind).
-    pub fn new(repo: &Repository, uploads: usize) -> PackUploader {
+    /// packs (the ones uploading, one queued, one open per kind). `uploaded`
+    /// counts the bytes of packs uploaded, for progress displays.
+    pub fn new(
+        repo: &Repository,
+        uploads: usize,
+        uploaded: Option<Arc<AtomicU64>>,
+    ) -> PackUploader {
         let uploads = uploads.max(1);
         let (queue, receiver) = mpsc::channel(1);
         let receiver = Arc::new(Mutex::new(receiver));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            uploaded: uploaded.unwrap_or_default(),
+            ..Shared::default()
+        });
         let workers = (0..uploads)
             .map(|_| {
                 let repo = repo.clone();
@@ -346,6 +356,7 @@ async fn upload(
 ) -> Result<(), Error> {
     let size = bytes.len() as u64;
     repo.put(&Repository::pack_key(contents.id), bytes).await?;
+    shared.uploaded.fetch_add(size, Ordering::Relaxed);
     {
         let mut totals = shared.totals.lock().unwrap_or_else(|p| p.into_inner());
         totals.0 += 1;

@@ -158,7 +158,7 @@ async fn run(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary, 
         return Ok(summary);
     }
 
-    let uploader = PackUploader::new(repo, 2);
+    let uploader = PackUploader::new(repo, 2, None);
     for (id, entries) in &repack {
         let bytes = repo.get(&crate::repo::Repository::pack_key(*id)).await?;
         for e in entries {

@@ -15,11 +15,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use archipel_client::{ByteRange, Project, UploadOptions};
+use tokio_util::sync::CancellationToken;
 
 use crate::blob::PackId;
 use crate::crypto::{random_bytes, Keys};
 use crate::Error;
 
+/// Largest pack size: a pack's blob offsets are 32-bit, and a pack outgrows
+/// its size by up to one chunk.
+pub const MAX_PACK_SIZE: u32 = 1 << 30;
 /// The only repository format this version reads and writes.
 const FORMAT: u32 = 1;
 /// What [`Project::prefix_secret`] derives a grant-keyed repository's master key for.
@@ -151,6 +155,7 @@ struct Inner {
     location: RepoLocation,
     keys: Keys,
     config: Config,
+    interrupted: CancellationToken,
 }
 
 impl Repository {
@@ -160,6 +165,11 @@ impl Repository {
         location: &RepoLocation,
         options: InitOptions,
     ) -> Result<Repository, Error> {
+        if options.pack_size > MAX_PACK_SIZE || options.chunker.max > MAX_PACK_SIZE {
+            return Err(Error::Invalid(format!(
+                "packs and chunks are at most {MAX_PACK_SIZE} bytes"
+            )));
+        }
         if read_config(project, location).await?.is_some() {
             return Err(Error::RepositoryExists(location.to_string()));
         }
@@ -193,6 +203,7 @@ impl Repository {
                 location: location.clone(),
                 keys,
                 config,
+                interrupted: CancellationToken::new(),
             }),
         };
         repo.put("config", bytes).await?;
@@ -211,6 +222,12 @@ impl Repository {
             .ok_or_else(|| Error::NoRepository(location.to_string()))?;
         if config.format != FORMAT {
             return Err(Error::UnknownFormat(config.format));
+        }
+        if config.pack_size > MAX_PACK_SIZE || config.chunker.max > MAX_PACK_SIZE {
+            return Err(Error::corrupt(
+                "config",
+                "its pack or chunk size is out of range",
+            ));
         }
         let master = match &config.key {
             KeySource::Grant => grant_master(project, location).await?,
@@ -242,8 +259,21 @@ impl Repository {
                 location: location.clone(),
                 keys,
                 config,
+                interrupted: CancellationToken::new(),
             }),
         })
+    }
+
+    /// Stops the command running on this repository handle (on Ctrl-C,
+    /// say), and any later one on it or its clones: it ends with
+    /// [`Error::Interrupted`] after releasing its lock, leaving the
+    /// repository as an interrupted backup or prune leaves it (consistent).
+    pub fn interrupt(&self) {
+        self.inner.interrupted.cancel();
+    }
+
+    pub(crate) fn interrupted(&self) -> &CancellationToken {
+        &self.inner.interrupted
     }
 
     pub fn location(&self) -> &RepoLocation {
@@ -397,7 +427,10 @@ async fn read_config(project: &Project, location: &RepoLocation) -> Result<Optio
         Ok(_) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::corrupt("config", e)),
-        Err(archipel_client::Error::ObjectNotFound { .. }) => Ok(None),
+        Err(
+            archipel_client::Error::ObjectNotFound { .. }
+            | archipel_client::Error::BucketNotFound(_),
+        ) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

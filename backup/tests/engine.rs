@@ -48,16 +48,19 @@ async fn network(backend: Backend) -> (Planet, Project, Repository) {
 }
 
 async fn run(repo: &Repository, paths: &[&Path]) -> Snapshot {
-    backup(
-        repo,
-        BackupOptions {
-            paths: paths.iter().map(|p| p.to_path_buf()).collect(),
-            ..BackupOptions::default()
-        },
-        Arc::default(),
-    )
-    .await
-    .unwrap()
+    let options = BackupOptions {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+        ..BackupOptions::default()
+    };
+    backup(repo, options, Arc::default()).await.unwrap()
+}
+
+async fn run_result(repo: &Repository, path: &Path) -> Result<Snapshot, Error> {
+    let options = BackupOptions {
+        paths: vec![path.to_path_buf()],
+        ..BackupOptions::default()
+    };
+    backup(repo, options, Arc::default()).await
 }
 
 /// One file at a time: chunks go to packs in file order.
@@ -562,17 +565,15 @@ async fn concurrent_backups_are_safe_and_prune_waits_for_them() {
     );
     held.release().await.unwrap();
     let exclusive = Lock::acquire(&repo, true, "prune").await.unwrap();
-    let refused = backup(
-        &repo,
-        BackupOptions {
-            paths: vec![one.path().to_path_buf()],
-            ..BackupOptions::default()
-        },
-        Arc::default(),
-    )
-    .await;
+    let refused = run_result(&repo, one.path()).await;
     assert!(matches!(refused, Err(Error::Locked(_))));
     exclusive.release().await.unwrap();
+
+    // An interrupted command releases its lock too.
+    let interrupted = Repository::open(&project, &location, None).await.unwrap();
+    interrupted.interrupt();
+    let stopped = run_result(&interrupted, one.path()).await;
+    assert!(matches!(stopped, Err(Error::Interrupted)), "{stopped:?}");
     // Every lock was released: nothing left to unlock.
     assert_eq!(archipel_backup::lock::unlock(&repo, true).await.unwrap(), 0);
 }

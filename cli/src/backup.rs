@@ -201,21 +201,38 @@ pub(crate) async fn backup(
         return init(project, &url, passphrase(&flags)?, pack_size).await;
     }
     let repo = open(project, &flags).await?;
+    // Ctrl-C stops the command cleanly: its lock is released, and what it
+    // stored stays usable by the next run.
+    let on_interrupt = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                repo.interrupt();
+            }
+        })
+    };
+    let result = command_on(&repo, command).await;
+    on_interrupt.abort();
+    result
+}
+
+/// A command on an open repository.
+async fn command_on(repo: &Repository, command: BackupCommand) -> Result<(), CliError> {
     match command {
         BackupCommand::Init { .. } => unreachable!("handled above"),
-        BackupCommand::Run(run_flags) => run(&repo, run_flags).await,
-        BackupCommand::Snapshots { json } => backup_show::snapshots(&repo, json).await,
+        BackupCommand::Run(run_flags) => run(repo, run_flags).await,
+        BackupCommand::Snapshots { json } => backup_show::snapshots(repo, json).await,
         BackupCommand::Ls {
             snapshot,
             path,
             long,
             json,
-        } => backup_show::ls(&repo, &snapshot, path.as_deref(), long, json).await,
+        } => backup_show::ls(repo, &snapshot, path.as_deref(), long, json).await,
         BackupCommand::Diff {
             first,
             second,
             json,
-        } => backup_show::diff(&repo, &first, &second, json).await,
+        } => backup_show::diff(repo, &first, &second, json).await,
         BackupCommand::Restore {
             snapshot,
             target,
@@ -229,15 +246,13 @@ pub(crate) async fn backup(
                 excludes: exclude,
                 download_concurrency,
             };
-            restore(&repo, &snapshot, &options).await
+            restore(repo, &snapshot, &options).await
         }
-        BackupCommand::Forget(forget_flags) => backup_show::forget(&repo, forget_flags).await,
-        BackupCommand::Prune(prune_flags) => backup_show::prune(&repo, &prune_flags).await,
-        BackupCommand::Check { read_data, json } => {
-            backup_show::check(&repo, read_data, json).await
-        }
+        BackupCommand::Forget(forget_flags) => backup_show::forget(repo, forget_flags).await,
+        BackupCommand::Prune(prune_flags) => backup_show::prune(repo, &prune_flags).await,
+        BackupCommand::Check { read_data, json } => backup_show::check(repo, read_data, json).await,
         BackupCommand::Unlock { remove_all } => {
-            let removed = archipel_backup::lock::unlock(&repo, remove_all).await?;
+            let removed = archipel_backup::lock::unlock(repo, remove_all).await?;
             let what = if remove_all { "" } else { "stale " };
             outln!("Removed {removed} {what}lock{}", plural(removed as u64))
         }
@@ -300,13 +315,7 @@ fn repository_url(flags: &RepoFlags) -> Result<String, CliError> {
 async fn open(project: &Project, flags: &RepoFlags) -> Result<Repository, CliError> {
     let location = RepoLocation::parse(&repository_url(flags)?)?;
     let passphrase = passphrase(flags)?;
-    match Repository::open(project, &location, passphrase.as_deref()).await {
-        // No bucket, no repository: say the latter, with how to make one.
-        Err(BackupError::Network(Error::BucketNotFound(_))) => {
-            Err(BackupError::NoRepository(location.to_string()).into())
-        }
-        opened => Ok(opened?),
-    }
+    Ok(Repository::open(project, &location, passphrase.as_deref()).await?)
 }
 
 /// `archipel backup init`.
@@ -407,10 +416,14 @@ async fn run(repo: &Repository, flags: RunFlags) -> Result<(), CliError> {
             };
             bar.set_length(load(&progress.bytes_total));
             bar.set_position(load(&progress.bytes_done));
+            // Reading ends before the last packs are uploaded: the second
+            // half says how far those are.
             bar.set_message(format!(
-                "{}/{}{more} files",
+                "{}/{}{more} files, {} of {} new uploaded",
                 load(&progress.files_done),
-                load(&progress.files_total)
+                load(&progress.files_total),
+                human_size(load(&progress.bytes_uploaded)),
+                human_size(load(&progress.bytes_stored))
             ));
         })
     };

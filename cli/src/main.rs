@@ -224,10 +224,12 @@ enum CliError {
 }
 
 impl CliError {
-    /// The exit status: 1, or an incomplete command's own.
+    /// The exit status: 1, an incomplete command's own, or 130 for a
+    /// command stopped by Ctrl-C (as shells report SIGINT).
     fn status(&self) -> u8 {
         match self {
             CliError::Incomplete { status, .. } => *status,
+            CliError::Backup(archipel_backup::Error::Interrupted) => 130,
             _ => 1,
         }
     }
