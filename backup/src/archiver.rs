@@ -1,5 +1,5 @@
 //! `backup run`: walks the chosen paths, cuts files into content-defined
-//! chunks (FastCDC), stores each chunk the repository does not have yet, and
+//! chunks ([`crate::chunker`]), stores each chunk the repository does not have yet, and
 //! writes a tree per directory and finally the snapshot.
 //!
 //! - **Unchanged files are not read**: a file whose size, mtime and inode
@@ -32,6 +32,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use crate::blob::{seal_blob, BlobId, BlobKind};
+use crate::chunker::Chunker;
 use crate::filter::Patterns;
 use crate::index::Index;
 use crate::lock::{hostname, locked};
@@ -206,6 +207,7 @@ async fn run(
         trees,
         excludes,
         read_slots: Semaphore::new(options.read_concurrency.max(1)),
+        chunkers: Mutex::default(),
         force: options.force,
         counters: Counters::default(),
         progress: progress.clone(),
@@ -330,6 +332,8 @@ struct Archiver {
     trees: Trees,
     excludes: Patterns,
     read_slots: Semaphore,
+    /// Chunkers not in use by a reading thread.
+    chunkers: Mutex<Vec<Chunker>>,
     force: bool,
     counters: Counters,
     progress: Arc<BackupProgress>,
@@ -572,33 +576,40 @@ impl Archiver {
         path: &Path,
         handle: &tokio::runtime::Handle,
     ) -> Result<Vec<BlobId>, ReadError> {
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .map_err(ReadError::Io)?;
-        let sizes = self.repo.config().chunker;
         let keys = self.repo.keys();
+        // A chunker (and its buffer) per reading thread, kept for the run.
+        let mut chunker = self
+            .chunkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_else(|| Chunker::new(self.repo.config().chunker, keys.chunker_seed()));
         let mut content = Vec::new();
-        for chunk in fastcdc::v2020::StreamCDC::new(file, sizes.min, sizes.average, sizes.max) {
-            let chunk = chunk.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(e) => ReadError::Io(e),
-                other => ReadError::Io(std::io::Error::other(other.to_string())),
-            })?;
-            bump(&self.progress.bytes_done, chunk.length as u64);
-            let id = keys.blob_id(&chunk.data);
+        let chunked = chunker.chunk(&mut file, |chunk| {
+            bump(&self.progress.bytes_done, chunk.len() as u64);
+            let id = keys.blob_id(chunk);
             if self.claim(id) {
-                let sealed = seal_blob(keys, id, BlobKind::Data, &chunk.data);
+                let sealed = seal_blob(keys, id, BlobKind::Data, chunk);
                 bump(&self.counters.data_blobs, 1);
-                bump(&self.counters.bytes_added, chunk.length as u64);
+                bump(&self.counters.bytes_added, chunk.len() as u64);
                 bump(&self.progress.bytes_stored, sealed.bytes.len() as u64);
                 handle
                     .block_on(self.uploader.add(sealed))
                     .map_err(ReadError::Repository)?;
             }
             content.push(id);
-        }
-        Ok(content)
+            Ok(())
+        });
+        self.chunkers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(chunker);
+        chunked.map(|()| content)
     }
 }
 
@@ -607,6 +618,12 @@ enum ReadError {
     Io(std::io::Error),
     /// The repository: the backup fails.
     Repository(Error),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
 }
 
 /// A directory's entries with their metadata (not following symlinks).

@@ -4,7 +4,8 @@
 //! access grant ([`archipel_client::Project::prefix_secret`] of the
 //! repository's prefix, so no passphrase is asked and cron can run it), or
 //! from a passphrase with Argon2id and the salt in the repository's config.
-//! Two keys derive from it with BLAKE3's key derivation:
+//! Keys derive from it with BLAKE3's key derivation (and a 64-bit seed for
+//! the chunker's gear table, see [`crate::chunker`]):
 //!
 //! - the **id key**: chunk ids are BLAKE3 keyed with it, so the same file in
 //!   two repositories has unrelated ids and an id reveals nothing about
@@ -40,6 +41,7 @@ pub struct Keys {
     id_key: [u8; 32],
     data_key: LessSafeKey,
     check: [u8; 32],
+    chunker_seed: u64,
 }
 
 impl std::fmt::Debug for Keys {
@@ -57,6 +59,11 @@ impl Keys {
                 UnboundKey::new(&AES_256_GCM, &data).expect("a 32-byte key is an AES-256 key"),
             ),
             check: blake3::derive_key("archipel backup v1 key check", master),
+            chunker_seed: u64::from_le_bytes(
+                blake3::derive_key("archipel backup v1 chunker seed", master)[..8]
+                    .try_into()
+                    .expect("8 bytes of 32"),
+            ),
         }
     }
 
@@ -77,6 +84,12 @@ impl Keys {
     /// without revealing anything about the key.
     pub fn check_value(&self) -> String {
         hex::encode(self.check)
+    }
+
+    /// What keys the chunker's gear table, so that chunk boundaries differ
+    /// between repositories.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
     }
 
     /// The keyed BLAKE3 id of a chunk or tree.

@@ -4,6 +4,7 @@
 //!
 //! - [`repo`]: where a repository lives, its config and keys, object I/O;
 //! - [`crypto`]: the repository's keys, keyed chunk ids, sealing;
+//! - [`chunker`]: content-defined chunking (FastCDC) with a reused buffer;
 //! - [`blob`]: chunks and trees as sealed, compressed blobs;
 //! - [`pack`]: packs of blobs near the segment size, and their upload;
 //! - [`index`]: which pack holds which blob;
@@ -18,6 +19,7 @@
 pub mod archiver;
 pub mod blob;
 pub mod check;
+pub mod chunker;
 pub mod crypto;
 mod error;
 pub mod filter;

@@ -99,6 +99,26 @@ pub struct ChunkerSizes {
     pub max: u32,
 }
 
+impl ChunkerSizes {
+    /// Whether FastCDC can cut with these sizes (its limits: minimum 64 B to
+    /// 1 MiB, average 256 B to 4 MiB, maximum 1 KiB to 16 MiB, in order).
+    pub fn check(&self) -> Result<(), String> {
+        let ChunkerSizes { min, average, max } = *self;
+        if (64..=1 << 20).contains(&min)
+            && (256..=4 << 20).contains(&average)
+            && (1024..=16 << 20).contains(&max)
+            && min <= average
+            && average <= max
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunk sizes {min}/{average}/{max} are outside FastCDC's limits (64 B–1 MiB, 256 B–4 MiB, 1 KiB–16 MiB, in order)"
+            ))
+        }
+    }
+}
+
 impl Default for ChunkerSizes {
     fn default() -> ChunkerSizes {
         ChunkerSizes {
@@ -165,11 +185,12 @@ impl Repository {
         location: &RepoLocation,
         options: InitOptions,
     ) -> Result<Repository, Error> {
-        if options.pack_size > MAX_PACK_SIZE || options.chunker.max > MAX_PACK_SIZE {
+        if options.pack_size > MAX_PACK_SIZE {
             return Err(Error::Invalid(format!(
-                "packs and chunks are at most {MAX_PACK_SIZE} bytes"
+                "packs are at most {MAX_PACK_SIZE} bytes"
             )));
         }
+        options.chunker.check().map_err(Error::Invalid)?;
         if read_config(project, location).await?.is_some() {
             return Err(Error::RepositoryExists(location.to_string()));
         }
@@ -223,12 +244,13 @@ impl Repository {
         if config.format != FORMAT {
             return Err(Error::UnknownFormat(config.format));
         }
-        if config.pack_size > MAX_PACK_SIZE || config.chunker.max > MAX_PACK_SIZE {
-            return Err(Error::corrupt(
-                "config",
-                "its pack or chunk size is out of range",
-            ));
+        if config.pack_size > MAX_PACK_SIZE {
+            return Err(Error::corrupt("config", "its pack size is out of range"));
         }
+        config
+            .chunker
+            .check()
+            .map_err(|e| Error::corrupt("config", e))?;
         let master = match &config.key {
             KeySource::Grant => grant_master(project, location).await?,
             KeySource::Passphrase { salt } => {
