@@ -14,13 +14,13 @@
 //!
 //! [`PackUploader`] fills packs (one open pack per blob kind), uploads full
 //! ones with a few uploads in flight (adding a blob waits when they are all
-//! busy: memory stays bounded), and writes index objects for what it
-//! uploaded, in batches and at the end.
+//! busy: memory stays bounded at those packs and one open per kind), and
+//! writes index objects for what it uploaded, in batches and at the end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::blob::{BlobId, BlobKind, PackId, SealedBlob};
@@ -104,9 +104,11 @@ struct OpenPack {
 }
 
 impl OpenPack {
-    fn new() -> OpenPack {
+    /// A pack with room for `capacity` bytes, reserved at once (pages are
+    /// only taken as they are written) so that the buffer never doubles.
+    fn new(capacity: usize) -> OpenPack {
         OpenPack {
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(capacity),
             entries: Vec::new(),
         }
     }
@@ -218,9 +220,11 @@ pub fn parse_pack(repo: &Repository, id: PackId, bytes: &[u8]) -> Result<Vec<Pac
 pub struct PackUploader {
     repo: Repository,
     target_size: usize,
+    capacity: usize,
     open: [Mutex<OpenPack>; 2],
-    queue: mpsc::Sender<(PackContents, Vec<u8>)>,
-    workers: Vec<JoinHandle<Result<(), Error>>>,
+    /// One permit per upload that may run.
+    slots: Arc<Semaphore>,
+    uploads: SyncMutex<Vec<JoinHandle<Result<(), Error>>>>,
     shared: Arc<Shared>,
 }
 
@@ -235,49 +239,32 @@ struct Shared {
 }
 
 impl PackUploader {
-    /// `uploads`: packs uploaded at once. Memory held: about `uploads + 3`
-    /// packs (the ones uploading, one queued, one open per kind). `uploaded`
-    /// counts the bytes of packs uploaded, for progress displays.
+    /// `uploads`: packs uploaded at once. Memory held: `uploads` packs
+    /// uploading and one filling per kind (a full pack waits, still open,
+    /// for an upload to end, and the blobs meant for it wait with it).
+    /// `uploaded` counts the bytes of packs uploaded, for progress displays.
     pub fn new(
         repo: &Repository,
         uploads: usize,
         uploaded: Option<Arc<AtomicU64>>,
     ) -> PackUploader {
-        let uploads = uploads.max(1);
-        let (queue, receiver) = mpsc::channel(1);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let shared = Arc::new(Shared {
-            uploaded: uploaded.unwrap_or_default(),
-            ..Shared::default()
-        });
-        let workers = (0..uploads)
-            .map(|_| {
-                let repo = repo.clone();
-                let receiver = receiver.clone();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let next = receiver.lock().await.recv().await;
-                        let Some((contents, bytes)) = next else {
-                            return Ok(());
-                        };
-                        if let Err(e) = upload(&repo, &shared, contents, bytes).await {
-                            let mut failed =
-                                shared.failed.lock().unwrap_or_else(|p| p.into_inner());
-                            failed.get_or_insert_with(|| e.to_string());
-                            return Err(e);
-                        }
-                    }
-                })
-            })
-            .collect();
+        let config = repo.config();
+        let target_size = config.pack_size as usize;
+        // A pack is sent once it reaches its size: room for the blob that
+        // crosses it and for most headers.
+        let capacity = target_size + config.chunker.max as usize + (1 << 20);
+        let open = || Mutex::new(OpenPack::new(capacity));
         PackUploader {
             repo: repo.clone(),
-            target_size: repo.config().pack_size as usize,
-            open: [Mutex::new(OpenPack::new()), Mutex::new(OpenPack::new())],
-            queue,
-            workers,
-            shared,
+            target_size,
+            capacity,
+            open: [open(), open()],
+            slots: Arc::new(Semaphore::new(uploads.max(1))),
+            uploads: SyncMutex::default(),
+            shared: Arc::new(Shared {
+                uploaded: uploaded.unwrap_or_default(),
+                ..Shared::default()
+            }),
         }
     }
 
@@ -287,27 +274,37 @@ impl PackUploader {
         if let Some(failure) = self.failure() {
             return Err(Error::Invalid(format!("a pack upload failed: {failure}")));
         }
-        let slot = &self.open[blob.kind.code() as usize];
-        let full = {
-            let mut open = slot.lock().await;
-            open.add(blob);
-            (open.bytes.len() >= self.target_size)
-                .then(|| std::mem::replace(&mut *open, OpenPack::new()))
-        };
-        if let Some(full) = full {
+        let mut open = self.open[blob.kind.code() as usize].lock().await;
+        open.add(blob);
+        if open.bytes.len() >= self.target_size {
+            let full = std::mem::replace(&mut *open, OpenPack::new(self.capacity));
             self.send(full).await?;
         }
         Ok(())
     }
 
     async fn send(&self, pack: OpenPack) -> Result<(), Error> {
-        let finished = pack.finish(&self.repo);
-        self.queue.send(finished).await.map_err(|_| {
-            Error::Invalid(format!(
-                "a pack upload failed: {}",
-                self.failure().unwrap_or_default()
-            ))
-        })
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Invalid("the pack uploads were stopped".into()))?;
+        let (contents, bytes) = pack.finish(&self.repo);
+        let (repo, shared) = (self.repo.clone(), self.shared.clone());
+        let upload = tokio::spawn(async move {
+            let result = upload(&repo, &shared, contents, bytes).await;
+            drop(slot);
+            if let Err(e) = &result {
+                let mut failed = shared.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.get_or_insert_with(|| e.to_string());
+            }
+            result
+        });
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        uploads.retain(|u| !u.is_finished());
+        uploads.push(upload);
+        Ok(())
     }
 
     fn failure(&self) -> Option<String> {
@@ -322,16 +319,19 @@ impl PackUploader {
     /// what is not indexed yet. Returns the packs and bytes uploaded.
     pub async fn finish(self) -> Result<(u64, u64), Error> {
         for slot in &self.open {
-            let open = std::mem::replace(&mut *slot.lock().await, OpenPack::new());
+            let open = std::mem::replace(&mut *slot.lock().await, OpenPack::new(0));
             if !open.entries.is_empty() {
                 self.send(open).await?;
             }
         }
-        drop(self.queue);
-        for worker in self.workers {
-            worker
+        let uploads = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|p| p.into_inner()));
+        for upload in uploads {
+            upload
                 .await
                 .map_err(|e| Error::Invalid(format!("a pack upload stopped: {e}")))??;
+        }
+        if let Some(failure) = self.failure() {
+            return Err(Error::Invalid(format!("a pack upload failed: {failure}")));
         }
         let rest = std::mem::take(
             &mut *self
