@@ -2,6 +2,7 @@
 //! their ids, and how one is compressed and sealed before it goes into a
 //! pack.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use crate::crypto::Keys;
@@ -88,6 +89,32 @@ impl BlobKind {
     }
 }
 
+// zstd contexts are kept per thread: making one per blob cost 1.5 % of a
+// backup and 7 % of a restore.
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(plain: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        if compressor.is_none() {
+            *compressor = zstd::bulk::Compressor::new(COMPRESSION_LEVEL).ok();
+        }
+        compressor.as_mut()?.compress(plain).ok()
+    })
+}
+
+fn decompress(body: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|decompressor| {
+        let decompressor = match decompressor {
+            Some(d) => d,
+            None => decompressor.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(body, capacity)
+    })
+}
+
 /// A blob ready for a pack.
 pub struct SealedBlob {
     pub id: BlobId,
@@ -100,9 +127,7 @@ pub struct SealedBlob {
 /// Compresses `plain` when that saves more than 1/32 of it, then seals it
 /// bound to its id.
 pub fn seal_blob(keys: &Keys, id: BlobId, kind: BlobKind, plain: &[u8]) -> SealedBlob {
-    let compressed = zstd::bulk::compress(plain, COMPRESSION_LEVEL)
-        .ok()
-        .filter(|c| c.len() < plain.len() - plain.len() / 32);
+    let compressed = compress(plain).filter(|c| c.len() < plain.len() - plain.len() / 32);
     let (body, compressed) = match &compressed {
         Some(c) => (c.as_slice(), true),
         None => (plain, false),
@@ -128,7 +153,7 @@ pub fn open_blob(
         .open(&id.0, sealed)
         .ok_or_else(|| Error::corrupt(format!("blob {id:?}"), "it does not decrypt"))?;
     let plain = if compressed {
-        zstd::bulk::decompress(&body, raw_length as usize)
+        decompress(&body, raw_length as usize)
             .map_err(|e| Error::corrupt(format!("blob {id:?}"), format!("zstd: {e}")))?
     } else {
         body
