@@ -218,15 +218,7 @@ impl Repository {
         };
         let bytes = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::Invalid(format!("config: {e}")))?;
-        let repo = Repository {
-            inner: Arc::new(Inner {
-                project: project.clone(),
-                location: location.clone(),
-                keys,
-                config,
-                interrupted: CancellationToken::new(),
-            }),
-        };
+        let repo = Repository::new(project, location, keys, config);
         repo.put("config", bytes).await?;
         Ok(repo)
     }
@@ -275,7 +267,11 @@ impl Repository {
                 }
             }));
         }
-        Ok(Repository {
+        Ok(Repository::new(project, location, keys, config))
+    }
+
+    fn new(project: &Project, location: &RepoLocation, keys: Keys, config: Config) -> Repository {
+        Repository {
             inner: Arc::new(Inner {
                 project: project.clone(),
                 location: location.clone(),
@@ -283,7 +279,7 @@ impl Repository {
                 config,
                 interrupted: CancellationToken::new(),
             }),
-        })
+        }
     }
 
     /// Stops the command running on this repository handle (on Ctrl-C,
