@@ -455,7 +455,7 @@ async fn forget_and_prune_keep_what_the_policy_says_and_restores_still_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_pack_is_reported_with_its_files_and_the_rest_restores() {
+async fn lost_and_corrupt_packs_are_reported_with_their_files_and_the_rest_restores() {
     let (_planet, _project, repo) = network(Backend::Sqlite).await;
     let source = tempfile::tempdir().unwrap();
     // Each file is three packs long and read alone, so each has packs of
@@ -480,17 +480,21 @@ async fn a_lost_pack_is_reported_with_its_files_and_the_rest_restores() {
     .unwrap();
     let index = trees.index();
     let pack_of = |id| index.pack_id(&index.get(id).unwrap());
-    let victim = chunks[OsStr::new("b")]
-        .iter()
-        .map(pack_of)
-        .find(|pack| {
-            ["a", "c"].iter().all(|other| {
-                chunks[OsStr::new(other)]
+    // A pack holding chunks of `name` and of no other file.
+    let own_pack = |name: &str| {
+        chunks[OsStr::new(name)]
+            .iter()
+            .map(pack_of)
+            .find(|pack| {
+                chunks
                     .iter()
-                    .all(|c| pack_of(c) != *pack)
+                    .filter(|(other, _)| other.as_os_str() != OsStr::new(name))
+                    .all(|(_, content)| content.iter().all(|c| pack_of(c) != *pack))
             })
-        })
-        .unwrap();
+            .unwrap()
+    };
+    let victim = own_pack("b");
+    let spoiled = own_pack("c");
     repo.delete(&Repository::pack_key(victim)).await.unwrap();
 
     let report = check(&repo, false).await.unwrap();
@@ -503,17 +507,33 @@ async fn a_lost_pack_is_reported_with_its_files_and_the_rest_restores() {
         "{damaged:?}"
     );
 
+    // A pack changed in place (one byte of a blob of `c`): only reading the
+    // data finds it, and names `c` as well.
+    let mut bytes = repo.get(&Repository::pack_key(spoiled)).await.unwrap();
+    bytes[100] ^= 1;
+    repo.put(&Repository::pack_key(spoiled), bytes)
+        .await
+        .unwrap();
+    assert_eq!(check(&repo, false).await.unwrap().damaged.len(), 1);
+    let report = check(&repo, true).await.unwrap();
+    let damaged: Vec<&String> = report.damaged.iter().collect();
+    assert_eq!(damaged.len(), 2, "{report:?}");
+    assert!(damaged[1].ends_with("/c"), "{damaged:?}");
+
     let target = tempfile::tempdir().unwrap();
     let summary = restore_some(&repo, &snapshot, target.path(), vec![]).await;
-    assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
-    assert!(summary.errors[0].ends_with("/b"), "{:?}", summary.errors);
+    let mut errors = summary.errors.clone();
+    errors.sort_by_key(|e| e.ends_with("/c"));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].ends_with("/b") && errors[1].ends_with("/c"),
+        "{errors:?}"
+    );
     let back = restored(target.path(), source.path());
-    for intact in ["a", "c"] {
-        assert_eq!(
-            std::fs::read(back.join(intact)).unwrap(),
-            std::fs::read(source.path().join(intact)).unwrap()
-        );
-    }
+    assert_eq!(
+        std::fs::read(back.join("a")).unwrap(),
+        std::fs::read(source.path().join("a")).unwrap()
+    );
     // Prune refuses to delete on a damaged repository.
     assert!(matches!(
         prune(&repo, &PruneOptions::default()).await,
