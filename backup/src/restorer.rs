@@ -143,18 +143,26 @@ pub async fn restore(
                         }
                         hard_links.insert((node.device, node.inode), path.clone());
                     }
+                    // A chunk that no pack holds: the file is reported,
+                    // everything else is still restored.
+                    let lengths: Option<Vec<u64>> = node
+                        .content
+                        .iter()
+                        .map(|id| index.get(id).map(|l| l.raw_length as u64))
+                        .collect();
+                    let Some(lengths) = lengths else {
+                        plan.summary.errors.push(format!(
+                            "a chunk of it is in no pack; incomplete: {}",
+                            path.display()
+                        ));
+                        continue;
+                    };
                     create_file(&path, node.size)?;
                     let file = plan.files.len() as u32;
                     let mut offset = 0;
-                    for id in &node.content {
-                        let location = index.get(id).ok_or_else(|| {
-                            Error::corrupt(
-                                format!("{}", inner.display()),
-                                format!("chunk {id:?} is in no pack"),
-                            )
-                        })?;
+                    for (id, length) in node.content.iter().zip(lengths) {
                         plan.placements.entry(*id).or_default().push((file, offset));
-                        offset += location.raw_length as u64;
+                        offset += length;
                     }
                     plan.files.push(FileTarget { path: path.clone() });
                     progress.files_total.fetch_add(1, Ordering::Relaxed);
