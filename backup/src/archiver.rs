@@ -462,7 +462,7 @@ impl Archiver {
                     node.content = content;
                     let counter = match &parent {
                         None => &self.counters.files_new,
-                        Some(old) if old.same_as(&node) => &self.counters.files_unmodified,
+                        Some(old) if *old == node => &self.counters.files_unmodified,
                         Some(_) => &self.counters.files_changed,
                     };
                     bump(counter, 1);

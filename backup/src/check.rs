@@ -48,10 +48,7 @@ pub async fn check(repo: &Repository, read_data: bool) -> Result<CheckReport, Er
 async fn run(repo: &Repository, read_data: bool) -> Result<CheckReport, Error> {
     let mut report = CheckReport::default();
     let (packs, _) = load_packs(repo).await?;
-    let mut index = Index::default();
-    for pack in &packs {
-        index.add(pack);
-    }
+    let index = Index::of(&packs);
     let stored: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
     report.packs = stored.len() as u64;
     report.blobs = index.blob_count() as u64;
@@ -194,7 +191,8 @@ async fn read_pack(
         }
     }
     for e in &header {
-        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        // `parse_pack` checked that every blob lies inside the pack.
+        let sealed = bytes.get(e.range()).unwrap_or_default();
         if let Err(err) = open_blob(repo.keys(), e.id, sealed, e.compressed, e.raw_length) {
             failures.push((e.id, err.to_string()));
         }

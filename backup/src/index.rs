@@ -36,8 +36,6 @@ pub struct Index {
     packs: Vec<PackId>,
     pack_positions: HashMap<PackId, u32>,
     blobs: HashMap<BlobId, Location>,
-    /// The index objects it was read from (names relative to the repository).
-    pub objects: Vec<String>,
 }
 
 impl Index {
@@ -89,15 +87,18 @@ impl Index {
         }
     }
 
-    /// Reads every index object.
-    pub async fn load(repo: &Repository) -> Result<Index, Error> {
-        let (packs, objects) = load_packs(repo).await?;
+    /// The index of `packs`.
+    pub fn of(packs: &[PackContents]) -> Index {
         let mut index = Index::default();
-        for pack in &packs {
+        for pack in packs {
             index.add(pack);
         }
-        index.objects = objects;
-        Ok(index)
+        index
+    }
+
+    /// Reads every index object.
+    pub async fn load(repo: &Repository) -> Result<Index, Error> {
+        Ok(Index::of(&load_packs(repo).await?.0))
     }
 
     /// Finds packs that no index object lists (left by an interrupted
@@ -105,17 +106,10 @@ impl Index {
     /// for them so the next reader need not. Returns how many it found.
     pub async fn recover(&mut self, repo: &Repository) -> Result<usize, Error> {
         let stored = repo.list_packs().await?;
-        let orphans: Vec<(PackId, u64)> = stored
-            .into_iter()
-            .filter(|(id, _)| !self.has_pack(id))
-            .collect();
-        if orphans.is_empty() {
-            return Ok(0);
-        }
         let mut found = Vec::new();
-        for (id, size) in &orphans {
-            match read_header(repo, *id, *size).await {
-                Ok(entries) => found.push(PackContents { id: *id, entries }),
+        for (id, read) in read_unindexed(repo, &stored, |id| self.has_pack(id)).await {
+            match read {
+                Ok(entries) => found.push(PackContents { id, entries }),
                 // A damaged leftover is not used; `check` reports it.
                 Err(e) => tracing::warn!(pack = ?id, error = %e, "an unindexed pack is unreadable"),
             }
@@ -124,11 +118,24 @@ impl Index {
             self.add(pack);
         }
         if !found.is_empty() {
-            let name = write_index(repo, &found).await?;
-            self.objects.push(name);
+            write_index(repo, &found).await?;
         }
         Ok(found.len())
     }
+}
+
+/// The headers of the `stored` packs (id, size) that are not `indexed`,
+/// each read or the reason it could not be.
+pub async fn read_unindexed(
+    repo: &Repository,
+    stored: &[(PackId, u64)],
+    indexed: impl Fn(&PackId) -> bool,
+) -> Vec<(PackId, Result<Vec<PackEntry>, Error>)> {
+    let mut out = Vec::new();
+    for (id, size) in stored.iter().filter(|(id, _)| !indexed(id)) {
+        out.push((*id, read_header(repo, *id, *size).await));
+    }
+    out
 }
 
 /// Every pack every index object lists (a pack may appear twice), and the

@@ -48,6 +48,15 @@ pub struct PackEntry {
     pub raw_length: u32,
 }
 
+impl PackEntry {
+    /// Where the sealed blob is in its pack's bytes (computed without
+    /// overflow, whatever a damaged header or index says).
+    pub fn range(&self) -> std::ops::Range<usize> {
+        let start = self.offset as usize;
+        start..start + self.length as usize
+    }
+}
+
 /// A pack's id and contents, as its header and the index list them.
 #[derive(Clone, Debug)]
 pub struct PackContents {

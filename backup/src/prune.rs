@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::blob::{open_blob, seal_blob, BlobId, PackId};
-use crate::index::{load_packs, write_index};
+use crate::index::{load_packs, read_unindexed, write_index, Index};
 use crate::lock::locked;
 use crate::pack::{PackContents, PackEntry, PackUploader};
 use crate::repo::Repository;
@@ -60,30 +60,18 @@ pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneSum
 
 async fn run(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary, Error> {
     let (mut packs, index_objects) = load_packs(repo).await?;
-    let mut index = crate::index::Index::default();
-    for pack in &packs {
-        index.add(pack);
-    }
-    // Leftovers of interrupted backups count like any pack.
+    // Leftovers of interrupted backups count like any pack; an unreadable
+    // one holds nothing anyone can use.
     let indexed: HashSet<PackId> = packs.iter().map(|p| p.id).collect();
-    let stored: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
-    for (id, size) in &stored {
-        if !indexed.contains(id) {
-            match crate::pack::read_header(repo, *id, *size).await {
-                Ok(entries) => {
-                    let pack = PackContents { id: *id, entries };
-                    index.add(&pack);
-                    packs.push(pack);
-                }
-                // Unreadable and unindexed: nothing can use it.
-                Err(_) => packs.push(PackContents {
-                    id: *id,
-                    entries: Vec::new(),
-                }),
-            }
-        }
+    let listed = repo.list_packs().await?;
+    for (id, read) in read_unindexed(repo, &listed, |id| indexed.contains(id)).await {
+        packs.push(PackContents {
+            id,
+            entries: read.unwrap_or_default(),
+        });
     }
-    let index = std::sync::Arc::new(index);
+    let stored: HashMap<PackId, u64> = listed.into_iter().collect();
+    let index = std::sync::Arc::new(Index::of(&packs));
     let used = used_blobs(repo, index.clone()).await?;
 
     // A pack listed twice (by two index objects) is one pack.
@@ -162,11 +150,9 @@ async fn run(repo: &Repository, options: &PruneOptions) -> Result<PruneSummary, 
     for (id, entries) in &repack {
         let bytes = repo.get(&crate::repo::Repository::pack_key(*id)).await?;
         for e in entries {
-            let sealed = bytes
-                .get(e.offset as usize..(e.offset + e.length) as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(format!("pack {id:?}"), "it is shorter than its header says")
-                })?;
+            let sealed = bytes.get(e.range()).ok_or_else(|| {
+                Error::corrupt(format!("pack {id:?}"), "it is shorter than its header says")
+            })?;
             // Checked, then sealed afresh: a damaged blob is not copied.
             let plain = open_blob(repo.keys(), e.id, sealed, e.compressed, e.raw_length)?;
             uploader

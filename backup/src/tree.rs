@@ -82,11 +82,6 @@ impl Node {
         }
         Ok(name)
     }
-
-    /// Same content and metadata (what decides "unmodified").
-    pub fn same_as(&self, other: &Node) -> bool {
-        self == other
-    }
 }
 
 pub fn encode_name(name: &OsStr) -> String {

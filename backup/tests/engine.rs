@@ -63,6 +63,16 @@ async fn run_result(repo: &Repository, path: &Path) -> Result<Snapshot, Error> {
     backup(repo, options, Arc::default()).await
 }
 
+/// Bytes of every pack stored.
+async fn pack_bytes(repo: &Repository) -> u64 {
+    repo.list_packs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, size)| size)
+        .sum()
+}
+
 /// One file at a time: chunks go to packs in file order.
 async fn run_in_order(repo: &Repository, path: &Path) -> Snapshot {
     backup(
@@ -393,13 +403,7 @@ async fn forget_and_prune_keep_what_the_policy_says_and_restores_still_work() {
         [&snapshots[2].id, &snapshots[3].id]
     );
 
-    let before: u64 = repo
-        .list("data/")
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, size)| size)
-        .sum();
+    let before = pack_bytes(&repo).await;
     let dry = prune(
         &repo,
         &PruneOptions {
@@ -414,13 +418,7 @@ async fn forget_and_prune_keep_what_the_policy_says_and_restores_still_work() {
         (dry.packs_deleted, dry.packs_repacked),
         (summary.packs_deleted, summary.packs_repacked)
     );
-    let after: u64 = repo
-        .list("data/")
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, size)| size)
-        .sum();
+    let after = pack_bytes(&repo).await;
     assert!(
         summary.packs_deleted + summary.packs_repacked > 0,
         "{summary:?}"
