@@ -13,7 +13,7 @@ use archipel_proto::pb;
 use crate::crypto::{self, ObjectPath};
 use crate::metainfo::Metainfo;
 use crate::upload::SealedMetadata;
-use crate::{object_info, Error, ObjectInfo};
+use crate::{object_info, version_not_found, Error, ObjectInfo, Version};
 
 /// The metadata a copy gets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,19 +28,25 @@ pub enum CopyMetadata {
     },
 }
 
-/// Copies the object at `source` (bucket, name, path) to `target` with the
-/// metadata `decide` chooses for the source version it is shown.
+/// Copies the object at `source` (bucket, name, version, path) to `target`
+/// with the metadata `decide` chooses for the source version it is shown.
 pub(crate) async fn copy_object<E>(
     metainfo: &Metainfo,
-    source: (&str, &str, ObjectPath),
+    source: (&str, &str, &Version, ObjectPath),
     target: (&str, &str, ObjectPath),
     decide: impl FnOnce(&ObjectInfo) -> Result<CopyMetadata, E>,
 ) -> Result<Result<ObjectInfo, E>, Error> {
-    let (source_bucket, source_name, source_path) = source;
+    let (source_bucket, source_name, source_version, source_path) = source;
     let (bucket, name, target_path) = target;
     let begun = metainfo
-        .begin_copy_object(source_bucket, source_name, &source_path.stored)
-        .await?;
+        .begin_copy_object(
+            source_bucket,
+            source_name,
+            &source_path.stored,
+            source_version,
+        )
+        .await
+        .map_err(|e| version_not_found(e, source_version))?;
     let object = begun
         .object
         .ok_or_else(|| Error::Protocol("the copy source is missing from the answer".into()))?;
@@ -48,7 +54,13 @@ pub(crate) async fn copy_object<E>(
     let target_key = crypto::object_key(&target_path.key);
     let segment_keys = rewrap_segment_keys(&begun.segment_keys, &source_key, &target_key)?;
 
-    let source_info = object_info(source_name, &object, &source_key, Vec::new())?;
+    let source_info = object_info(
+        source_name,
+        &object,
+        &source_key,
+        Vec::new(),
+        Some(begun.versioning),
+    )?;
     let metadata = match decide(&source_info) {
         Ok(metadata) => metadata,
         Err(refused) => return Ok(Err(refused)),
@@ -86,7 +98,14 @@ pub(crate) async fn copy_object<E>(
     let copy = finished
         .object
         .ok_or_else(|| Error::Protocol("the copy is missing from the answer".into()))?;
-    object_info(name, &copy, &target_key, Vec::new()).map(Ok)
+    object_info(
+        name,
+        &copy,
+        &target_key,
+        Vec::new(),
+        Some(finished.versioning),
+    )
+    .map(Ok)
 }
 
 /// Each segment key unwrapped from under `from` and wrapped under `to`, bound

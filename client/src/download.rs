@@ -38,7 +38,7 @@ use crate::metainfo::Metainfo;
 use crate::nodes::NodePool;
 use crate::ranges::{RangePlan, SegmentLayout};
 use crate::upload::stripes_per_batch;
-use crate::{non_negative, ByteRange, Error, ObjectInfo, Progress};
+use crate::{non_negative, ByteRange, Error, ObjectInfo, Progress, Version};
 
 /// How long one batch of one piece may take before another piece replaces it.
 const PIECE_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -747,23 +747,21 @@ pub(crate) struct OpenObject {
 pub(crate) async fn open_object(
     metainfo: &Metainfo,
     path: crypto::ObjectPath,
-    bucket: &str,
-    key: &str,
+    (bucket, key, version): (&str, &str, &Version),
     offset: u64,
 ) -> Result<OpenObject, Error> {
     let object_key = crypto::object_key(&path.key);
     let response = metainfo
-        .get_object(bucket, key, &path.stored, Some(offset))
-        .await?;
-    let object = response
-        .object
-        .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
+        .get_object(bucket, key, &path.stored, version, Some(offset))
+        .await
+        .map_err(|e| crate::version_not_found(e, version))?;
+    let object = crate::readable((bucket, key, version), response.object, response.versioning)?;
     let stats = response
         .segments
         .iter()
         .map(crate::segment_stat)
         .collect::<Result<Vec<_>, _>>()?;
-    let info = crate::object_info(key, &object, &object_key, stats)?;
+    let info = crate::object_info(key, &object, &object_key, stats, Some(response.versioning))?;
     let encryption = object.encryption.unwrap_or_default();
     if encryption.cipher != CIPHER_AES_256_GCM
         || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&encryption.block_size)

@@ -19,7 +19,27 @@ pub enum Error {
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),
     #[error("object {key:?} not found in bucket {bucket:?}")]
-    ObjectNotFound { bucket: String, key: String },
+    ObjectNotFound {
+        bucket: String,
+        key: String,
+        /// The key's current version is this delete marker (a versioned
+        /// bucket); `None` when the key holds nothing at all.
+        delete_marker: Option<crate::VersionInfo>,
+    },
+    #[error("version {version_id} of object {key:?} in bucket {bucket:?} does not exist")]
+    VersionNotFound {
+        bucket: String,
+        key: String,
+        version_id: String,
+    },
+    #[error("version {} of object {key:?} in bucket {bucket:?} is a delete marker, which has no data", marker.id)]
+    IsDeleteMarker {
+        bucket: String,
+        key: String,
+        marker: crate::VersionInfo,
+    },
+    #[error("the condition does not hold: {0}")]
+    ConditionFailed(String),
     #[error("no multipart upload of {key:?} in bucket {bucket:?} has this upload id")]
     UploadNotFound { bucket: String, key: String },
     #[error("part {0} of the multipart upload was not uploaded")]
@@ -106,6 +126,7 @@ impl Error {
             (Code::NotFound, Subject::Object { bucket, key }) => Error::ObjectNotFound {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
+                delete_marker: None,
             },
             (Code::NotFound, Subject::Upload { bucket, .. }) if mentions_bucket => {
                 Error::BucketNotFound(bucket.to_string())
@@ -114,6 +135,12 @@ impl Error {
                 bucket: bucket.to_string(),
                 key: key.to_string(),
             },
+            (Code::Aborted, _) => Error::ConditionFailed(
+                message
+                    .strip_prefix("the condition of the request does not hold: ")
+                    .unwrap_or(&message)
+                    .to_string(),
+            ),
             (Code::AlreadyExists, Subject::Bucket(bucket)) => {
                 Error::BucketExists(bucket.to_string())
             }

@@ -9,7 +9,8 @@
 //! - `nodes`: the pooled channels to storage nodes;
 //! - `upload` / `download`: the data paths, streaming with bounded memory;
 //! - `multipart`: uploads whose parts arrive separately, in any order;
-//! - `copy`: server-side copies (only keys are rewrapped, no data moves).
+//! - `copy`: server-side copies (only keys are rewrapped, no data moves);
+//! - `versions`: object versions, bucket versioning and preconditions.
 
 pub mod access;
 mod copy;
@@ -22,6 +23,7 @@ mod multipart;
 mod nodes;
 mod ranges;
 mod upload;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,10 @@ pub use copy::CopyMetadata;
 pub use error::Error;
 pub use multipart::{MultipartUpload, PartInfo, UploadParts};
 pub use upload::encode_segment;
+pub use versions::{
+    DeleteOptions, Deleted, ListedVersion, Precondition, Version, VersionId, VersionInfo,
+    Versioning,
+};
 
 use crate::crypto::Key;
 use crate::metainfo::Metainfo;
@@ -50,6 +56,7 @@ pub struct BucketInfo {
     pub created: SystemTime,
     /// Object names are stored unencrypted (see [`BucketOptions`]).
     pub unencrypted_names: bool,
+    pub versioning: Versioning,
 }
 
 impl From<pb::Bucket> for BucketInfo {
@@ -58,6 +65,7 @@ impl From<pb::Bucket> for BucketInfo {
             name: bucket.name,
             created: from_unix(bucket.created_at),
             unencrypted_names: bucket.plain_names,
+            versioning: Versioning::from_pb(bucket.versioning),
         }
     }
 }
@@ -91,6 +99,9 @@ pub struct UploadOptions {
     /// (64 MiB by default) of plaintext. Segments are still committed in
     /// order; progress counts the bytes sent over all of them.
     pub parallelism: usize,
+    /// A condition on the key's current object, checked when the upload
+    /// commits: a failed one stores nothing ([`Error::ConditionFailed`]).
+    pub precondition: Option<Precondition>,
 }
 
 /// Produces user metadata at commit time; see [`UploadOptions::late_metadata`].
@@ -116,6 +127,10 @@ pub struct ObjectInfo {
     pub metadata: BTreeMap<String, String>,
     /// Filled in by [`Project::stat`] and [`Project::upload`]; empty otherwise.
     pub segments: Vec<SegmentStat>,
+    /// Which version this is; `None` for an upload not completed yet, or
+    /// where the call does not tell (a completed multipart upload described
+    /// again).
+    pub version: Option<VersionInfo>,
 }
 
 /// How one segment of an object is stored.
@@ -178,6 +193,10 @@ pub struct ListEntry {
     /// Absent for prefixes.
     #[serde(serialize_with = "rfc3339::optional")]
     pub created: Option<SystemTime>,
+    /// In a listing of versions ([`Project::list_versions`]), which version
+    /// this is; `None` in other listings and for prefixes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<ListedVersion>,
 }
 
 /// A client connected to one project on one satellite.
@@ -344,6 +363,36 @@ impl Project {
         Ok(bucket)
     }
 
+    /// A bucket's settings.
+    pub async fn bucket(&self, name: &str) -> Result<BucketInfo, Error> {
+        let bucket = BucketInfo::from(
+            self.metainfo
+                .get_bucket(name)
+                .await?
+                .bucket
+                .ok_or_else(|| Error::Protocol("the bucket is missing from the answer".into()))?,
+        );
+        self.remember_names(&bucket.name, bucket.unencrypted_names);
+        Ok(bucket)
+    }
+
+    /// Enables or suspends a bucket's versioning (it cannot be turned off
+    /// once enabled); needs a grant that may write and delete in the whole
+    /// bucket.
+    pub async fn set_versioning(
+        &self,
+        name: &str,
+        versioning: Versioning,
+    ) -> Result<BucketInfo, Error> {
+        let response = self
+            .metainfo
+            .set_bucket_versioning(name, versioning.to_pb())
+            .await?;
+        Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
+            Error::Protocol("the bucket is missing from the answer".into())
+        })?))
+    }
+
     /// Removes an empty bucket.
     pub async fn delete_bucket(&self, name: &str) -> Result<(), Error> {
         self.metainfo.delete_bucket(name).await?;
@@ -382,15 +431,7 @@ impl Project {
         if let Some(plain) = self.known_names().get(bucket).copied() {
             return Ok(plain);
         }
-        let bucket = BucketInfo::from(
-            self.metainfo
-                .get_bucket(bucket)
-                .await?
-                .bucket
-                .ok_or_else(|| Error::Protocol("the bucket is missing from the answer".into()))?,
-        );
-        self.remember_names(&bucket.name, bucket.unencrypted_names);
-        Ok(bucket.unencrypted_names)
+        Ok(self.bucket(bucket).await?.unencrypted_names)
     }
 
     /// Where the satellite keeps `bucket`/`key` and the path key below it.
@@ -470,8 +511,21 @@ impl Project {
         key: &str,
         offset: u64,
     ) -> Result<ObjectDownload, Error> {
+        self.open_version(bucket, key, &Version::Current, offset)
+            .await
+    }
+
+    /// [`Project::open_object`] of a given version.
+    pub async fn open_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &Version,
+        offset: u64,
+    ) -> Result<ObjectDownload, Error> {
         let path = self.object_path(bucket, key).await?;
-        let open = download::open_object(&self.metainfo, path, bucket, key, offset).await?;
+        let open =
+            download::open_object(&self.metainfo, path, (bucket, key, version), offset).await?;
         Ok(ObjectDownload {
             open,
             parallelism: 1,
@@ -479,20 +533,37 @@ impl Project {
     }
 
     pub async fn stat(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
+        self.stat_version(bucket, key, &Version::Current).await
+    }
+
+    /// What is known about a version of an object. A delete marker is
+    /// [`Error::ObjectNotFound`] as the current version (naming it) and
+    /// [`Error::IsDeleteMarker`] when asked for by id.
+    pub async fn stat_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &Version,
+    ) -> Result<ObjectInfo, Error> {
         let path = self.object_path(bucket, key).await?;
         let response = self
             .metainfo
-            .get_object(bucket, key, &path.stored, None)
-            .await?;
-        let object = response
-            .object
-            .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
+            .get_object(bucket, key, &path.stored, version, None)
+            .await
+            .map_err(|e| version_not_found(e, version))?;
+        let object = readable((bucket, key, version), response.object, response.versioning)?;
         let segments = response
             .segments
             .iter()
             .map(segment_stat)
             .collect::<Result<Vec<_>, _>>()?;
-        object_info(key, &object, &crypto::object_key(&path.key), segments)
+        object_info(
+            key,
+            &object,
+            &crypto::object_key(&path.key),
+            segments,
+            Some(response.versioning),
+        )
     }
 
     /// Lists `bucket` below `prefix`: one level (sub-prefixes end with `/`), or
@@ -511,6 +582,53 @@ impl Project {
             .scan(bucket, prefix, recursive, None, usize::MAX)
             .await?;
         entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    /// Every version of the objects of `bucket` below `prefix` (one level,
+    /// or everything below it when `recursive`), delete markers included,
+    /// sorted by key and newest first within a key; each object entry says
+    /// which version it is ([`ListEntry::version`]). Reads the whole
+    /// listing from the satellite, page by page.
+    pub async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        recursive: bool,
+    ) -> Result<Vec<ListEntry>, Error> {
+        let level = self.level(bucket, prefix).await?;
+        let mut cursor = Vec::new();
+        let mut cursor_version = Vec::new();
+        let mut entries = Vec::new();
+        loop {
+            let page = self
+                .read_page(
+                    &level,
+                    bucket,
+                    prefix,
+                    recursive,
+                    cursor,
+                    None,
+                    MAX_LIST_PAGE,
+                    Some(cursor_version),
+                )
+                .await?;
+            entries.extend(page.entries);
+            match page.next {
+                Some(next) => {
+                    cursor = next;
+                    cursor_version = page.next_version;
+                }
+                None => break,
+            }
+        }
+        // Keys by name, then a key's versions newest first; prefixes have none.
+        entries.sort_by(|a, b| {
+            a.key.cmp(&b.key).then_with(|| {
+                let number = |e: &ListEntry| e.version.as_ref().map(|v| v.id.version);
+                number(b).cmp(&number(a))
+            })
+        });
         Ok(entries)
     }
 
@@ -579,6 +697,7 @@ impl Project {
                 cursor,
                 None,
                 MAX_LIST_PAGE,
+                None,
             )
             .await?;
         let mut entries = page.entries;
@@ -618,7 +737,9 @@ impl Project {
         loop {
             let wanted = limit.saturating_sub(entries.len()).min(MAX_LIST_PAGE);
             let page = self
-                .read_page(&level, bucket, prefix, recursive, cursor, after, wanted)
+                .read_page(
+                    &level, bucket, prefix, recursive, cursor, after, wanted, None,
+                )
                 .await?;
             entries.extend(page.entries);
             if entries.len() >= limit {
@@ -667,6 +788,8 @@ impl Project {
     /// Reads one page of at most `wanted` items from the satellite after
     /// `cursor`, keeping the entries below `prefix` (and after `after`);
     /// the page's `next` is where the listing goes on, `None` at its end.
+    /// With `versions`, the page lists versions, after that version of the
+    /// cursor's key (empty: after all of that key).
     #[allow(clippy::too_many_arguments)]
     async fn read_page(
         &self,
@@ -677,7 +800,9 @@ impl Project {
         cursor: Vec<u8>,
         after: Option<&str>,
         wanted: usize,
+        versions: Option<Vec<u8>>,
     ) -> Result<RawPage, Error> {
+        let page_of_versions = versions.is_some();
         let page = self
             .metainfo
             .list_objects(pb::ListObjectsRequest {
@@ -687,6 +812,8 @@ impl Project {
                 cursor,
                 recursive,
                 limit: wanted as u32,
+                versions: versions.is_some(),
+                cursor_version: versions.unwrap_or_default(),
             })
             .await?;
         let mut entries = Vec::new();
@@ -718,6 +845,7 @@ impl Project {
                     return Ok(RawPage {
                         entries,
                         next: None,
+                        next_version: Vec::new(),
                     });
                 }
                 continue;
@@ -726,13 +854,28 @@ impl Project {
                 continue;
             }
             let object = item.object.as_ref();
+            let version = match object {
+                Some(o) if page_of_versions => Some(ListedVersion {
+                    id: VersionId::from_bytes(&o.version_id)
+                        .map_err(|e| Error::Protocol(format!("the satellite listed {e}")))?,
+                    null: o.null_version,
+                    latest: item.is_latest,
+                    delete_marker: o.delete_marker,
+                }),
+                _ => None,
+            };
             entries.push(ListEntry {
                 key,
                 is_prefix: item.is_prefix,
                 size: object.map_or(0, |o| o.plain_size.max(0) as u64),
                 created: object.map(|o| from_unix(o.created_at)),
+                version,
             });
         }
+        let next_version = match page.items.last().and_then(|last| last.object.as_ref()) {
+            Some(object) if page_of_versions => object.version_id.clone(),
+            _ => Vec::new(),
+        };
         let next = match page.items.last() {
             Some(last) if page.more => Some(last.encrypted_object_key.clone()),
             Some(_) => None,
@@ -743,7 +886,11 @@ impl Project {
             }
             None => None,
         };
-        Ok(RawPage { entries, next })
+        Ok(RawPage {
+            entries,
+            next,
+            next_version,
+        })
     }
 
     /// Copies `source_bucket`/`source_key` to `bucket`/`key` on the satellite:
@@ -760,48 +907,119 @@ impl Project {
         metadata: CopyMetadata,
     ) -> Result<ObjectInfo, Error> {
         let copied = self
-            .copy_object_if(source_bucket, source_key, bucket, key, |_| {
-                Ok::<_, std::convert::Infallible>(metadata)
-            })
+            .copy_object_if(
+                (source_bucket, source_key, &Version::Current),
+                bucket,
+                key,
+                |_| Ok::<_, std::convert::Infallible>(metadata),
+            )
             .await?;
         Ok(copied.unwrap_or_else(|never| match never {}))
     }
 
-    /// [`Project::copy_object`] with the copy's metadata decided by `decide`
-    /// from the very version of the source being copied: a source replaced
-    /// after `decide` saw it fails the copy ([`Error::ObjectNotFound`]), so
-    /// conditions checked there hold for what is copied. `Ok(Err(e))` is
-    /// `decide` refusing: nothing was copied.
+    /// [`Project::copy_object`] of a version of the source (bucket, key,
+    /// version), with the copy's metadata decided by `decide` from the very
+    /// version being copied: a source deleted after `decide` saw it fails
+    /// the copy ([`Error::ObjectNotFound`]), so conditions checked there
+    /// hold for what is copied. `Ok(Err(e))` is `decide` refusing: nothing
+    /// was copied.
     pub async fn copy_object_if<E>(
         &self,
-        source_bucket: &str,
-        source_key: &str,
+        source: (&str, &str, &Version),
         bucket: &str,
         key: &str,
         decide: impl FnOnce(&ObjectInfo) -> Result<CopyMetadata, E>,
     ) -> Result<Result<ObjectInfo, E>, Error> {
-        let source = self.object_path(source_bucket, source_key).await?;
+        let (source_bucket, source_key, source_version) = source;
+        let source_path = self.object_path(source_bucket, source_key).await?;
         let target = self.object_path(bucket, key).await?;
         copy::copy_object(
             &self.metainfo,
-            (source_bucket, source_key, source),
+            (source_bucket, source_key, source_version, source_path),
             (bucket, key, target),
             decide,
         )
         .await
     }
 
-    /// Deletes an object; returns what it was.
-    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo, Error> {
+    /// Deletes an object: in a versioned bucket, hides it under a delete
+    /// marker (see [`Project::delete`]).
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<Deleted, Error> {
+        self.delete(bucket, key, &DeleteOptions::default()).await
+    }
+
+    /// Deletes a version of an object, or hides the current one under a
+    /// delete marker, as `options` say. A version that does not exist is
+    /// [`Error::VersionNotFound`]; the current object of an unversioned key
+    /// that holds none, [`Error::ObjectNotFound`].
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: &DeleteOptions,
+    ) -> Result<Deleted, Error> {
         let path = self.object_path(bucket, key).await?;
         let response = self
             .metainfo
-            .delete_object(bucket, key, &path.stored)
-            .await?;
-        let object = response
-            .object
-            .ok_or_else(|| Error::Protocol("the deleted object is missing".into()))?;
-        object_info(key, &object, &crypto::object_key(&path.key), Vec::new())
+            .delete_object(bucket, key, &path.stored, options)
+            .await
+            .map_err(|e| version_not_found(e, &options.version))?;
+        let version = |object: Option<pb::Object>| match object {
+            Some(object) => VersionInfo::of(&object, response.versioning),
+            None => Ok(None),
+        };
+        Ok(Deleted {
+            removed: version(response.object.clone())?,
+            removed_delete_marker: response.object.as_ref().is_some_and(|o| o.delete_marker),
+            marker: version(response.marker.clone())?,
+        })
+    }
+}
+
+/// The object a read of `version` of `bucket`/`key` found, unless it is a
+/// delete marker: the current version is then not found (the error names
+/// the marker), and a marker asked for by id has no data.
+pub(crate) fn readable(
+    (bucket, key, version): (&str, &str, &Version),
+    object: Option<pb::Object>,
+    versioning: i32,
+) -> Result<pb::Object, Error> {
+    let object =
+        object.ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
+    if !object.delete_marker {
+        return Ok(object);
+    }
+    let marker = VersionInfo::of(&object, versioning)?
+        .ok_or_else(|| Error::Protocol("a delete marker without a version id".into()))?;
+    Err(match version {
+        Version::Current => Error::ObjectNotFound {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            delete_marker: Some(marker),
+        },
+        Version::Null | Version::Id(_) => Error::IsDeleteMarker {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            marker,
+        },
+    })
+}
+
+/// A satellite's "not found" for a call naming `version` of an object, as
+/// the version not found.
+pub(crate) fn version_not_found(error: Error, version: &Version) -> Error {
+    let version_id = match version {
+        Version::Current => return error,
+        Version::Null => "null".to_string(),
+        Version::Id(id) => id.to_string(),
+    };
+    match error {
+        Error::ObjectNotFound { bucket, key, .. } => Error::VersionNotFound {
+            bucket,
+            key,
+            version_id,
+        },
+        other => other,
     }
 }
 
@@ -825,6 +1043,9 @@ struct Level {
 struct RawPage {
     entries: Vec<ListEntry>,
     next: Option<Vec<u8>>,
+    /// Listing versions: the version of `next`'s key the listing goes on
+    /// after (empty after a prefix).
+    next_version: Vec<u8>,
 }
 
 /// One page of [`Project::list_page`].
@@ -865,6 +1086,7 @@ pub(crate) fn object_info(
     object: &pb::Object,
     object_key: &Key,
     segments: Vec<SegmentStat>,
+    versioning: Option<i32>,
 ) -> Result<ObjectInfo, Error> {
     let metadata_key = crypto::unwrap_key(
         object_key,
@@ -881,6 +1103,10 @@ pub(crate) fn object_info(
         content_type: metadata.content_type,
         metadata: metadata.metadata,
         segments,
+        version: match versioning {
+            Some(versioning) => VersionInfo::of(object, versioning)?,
+            None => None,
+        },
     })
 }
 

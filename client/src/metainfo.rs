@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Subject};
 use crate::nodes::NodePool;
+use crate::versions::{DeleteOptions, Precondition, Version};
 
 /// Longest a satellite call may take, listings of whole levels included.
 const METAINFO_DEADLINE: Duration = Duration::from_secs(120);
@@ -189,6 +190,19 @@ impl Metainfo {
         call!(self, delete_bucket, request, Subject::Bucket(name)).map(|_| ())
     }
 
+    pub(crate) async fn set_bucket_versioning(
+        &self,
+        name: &str,
+        versioning: BucketVersioning,
+    ) -> Result<BucketResponse, Error> {
+        let request = SetBucketVersioningRequest {
+            header: self.header(),
+            name: name.to_string(),
+            versioning: versioning.into(),
+        };
+        call!(self, set_bucket_versioning, request, Subject::Bucket(name))
+    }
+
     /// Every bucket of the project, following the satellite's pages.
     pub(crate) async fn list_buckets(&self) -> Result<Vec<Bucket>, Error> {
         let mut buckets: Vec<Bucket> = Vec::new();
@@ -278,6 +292,7 @@ impl Metainfo {
         bucket: &str,
         key: &str,
         encrypted_key: &str,
+        version: &Version,
         download: Option<u64>,
     ) -> Result<GetObjectResponse, Error> {
         let request = GetObjectRequest {
@@ -286,6 +301,7 @@ impl Metainfo {
             encrypted_object_key: encrypted_key.as_bytes().to_vec(),
             download: download.is_some(),
             download_offset: download.map_or(0, |offset| i64::try_from(offset).unwrap_or(i64::MAX)),
+            version: version.to_pb(),
         };
         call!(self, get_object, request, Subject::Object { bucket, key })
     }
@@ -339,11 +355,14 @@ impl Metainfo {
         bucket: &str,
         key: &str,
         encrypted_key: &str,
+        options: &DeleteOptions,
     ) -> Result<DeleteObjectResponse, Error> {
         let request = DeleteObjectRequest {
             header: self.header(),
             bucket: bucket.to_string(),
             encrypted_object_key: encrypted_key.as_bytes().to_vec(),
+            version: options.version.to_pb(),
+            precondition: options.precondition.as_ref().map(Precondition::to_pb),
         };
         call!(
             self,
@@ -358,11 +377,13 @@ impl Metainfo {
         bucket: &str,
         key: &str,
         encrypted_key: &str,
+        version: &Version,
     ) -> Result<BeginCopyObjectResponse, Error> {
         let request = BeginCopyObjectRequest {
             header: self.header(),
             bucket: bucket.to_string(),
             encrypted_object_key: encrypted_key.as_bytes().to_vec(),
+            version: version.to_pb(),
         };
         call!(
             self,
@@ -393,6 +414,7 @@ impl Metainfo {
             Error::ObjectNotFound { .. } => Error::ObjectNotFound {
                 bucket: source.0.to_string(),
                 key: source.1.to_string(),
+                delete_marker: None,
             },
             e => e,
         })

@@ -21,7 +21,9 @@ use tokio::io::AsyncRead;
 
 use crate::crypto::{self, Key};
 use crate::upload::{begin_request, ObjectUpload, SealedMetadata, Source};
-use crate::{from_unix, non_negative, Error, ObjectInfo, Project, UploadOptions};
+use crate::{
+    from_unix, non_negative, Error, ObjectInfo, Precondition, Project, UploadOptions, VersionInfo,
+};
 
 /// A multipart upload in progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +65,7 @@ impl Pending {
 
     /// The upload's object (as begun, or as completed) under the name `key`.
     fn info(&self, key: &str) -> Result<ObjectInfo, Error> {
-        crate::object_info(key, self.object()?, &self.object_key, Vec::new())
+        crate::object_info(key, self.object()?, &self.object_key, Vec::new(), None)
     }
 }
 
@@ -364,7 +366,8 @@ impl Project {
     /// ascending number), with the metadata given at the start plus
     /// `metadata`. A part uploaded again since it was listed fails the
     /// completion ([`Error::PartsChanged`]): the object is made of exactly
-    /// the parts named. Parts left out are deleted.
+    /// the parts named. Parts left out are deleted. A `precondition` on
+    /// the key's current object is checked as the upload completes.
     pub async fn complete_multipart(
         &self,
         bucket: &str,
@@ -372,6 +375,7 @@ impl Project {
         upload_id: &str,
         parts: &[PartInfo],
         metadata: BTreeMap<String, String>,
+        precondition: Option<&Precondition>,
     ) -> Result<ObjectInfo, Error> {
         if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
             return Err(Error::InvalidPartOrder);
@@ -401,13 +405,17 @@ impl Project {
             .iter()
             .map(|p| (p.number, p.sealed_tag.clone()))
             .collect();
-        match upload.commit(&complete, named, None).await {
+        let committed = match upload.commit(&complete, named, None, precondition).await {
             // A part named is no longer the one recorded, or none is.
             Err(Error::Satellite {
                 code: tonic::Code::FailedPrecondition,
                 message,
             }) => return Err(Error::PartsChanged(message)),
             other => other?,
+        };
+        let version = match &committed.object {
+            Some(object) => VersionInfo::of(object, committed.versioning)?,
+            None => None,
         };
         Ok(ObjectInfo {
             key: key.to_string(),
@@ -417,6 +425,7 @@ impl Project {
             content_type: complete.content_type,
             metadata: complete.metadata,
             segments: Vec::new(),
+            version,
         })
     }
 

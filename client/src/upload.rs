@@ -45,7 +45,10 @@ use crate::crypto::{self, Key, SegmentCipher, DEFAULT_BLOCK_SIZE, TAG_SIZE};
 use crate::metainfo::{Metainfo, UploadLimits};
 use crate::nodes::NodePool;
 use crate::ranges::{encrypted_size, max_plain_within};
-use crate::{non_negative, to_unix, Error, ObjectInfo, SegmentHealth, SegmentStat, UploadOptions};
+use crate::{
+    non_negative, to_unix, Error, ObjectInfo, Precondition, SegmentHealth, SegmentStat,
+    UploadOptions, VersionInfo,
+};
 
 /// Largest segment a satellite may ask for: bounds what a segment upload holds.
 const MAX_SEGMENT_SIZE: u64 = 4 << 30;
@@ -1081,6 +1084,7 @@ impl ObjectUpload {
         metadata: &crypto::ObjectMetadata,
         parts: Vec<(u32, Vec<u8>)>,
         last: Option<SegmentCommit>,
+        precondition: Option<&Precondition>,
     ) -> Result<pb::CommitObjectResponse, Error> {
         let (parts, part_infos) = parts.into_iter().unzip();
         let sealed = SealedMetadata::new(&self.object_key, metadata);
@@ -1094,6 +1098,7 @@ impl ObjectUpload {
                 parts,
                 part_infos,
                 last_segment: last.map(SegmentCommit::into_last_segment),
+                precondition: precondition.map(Precondition::to_pb),
             })
             .await
     }
@@ -1181,14 +1186,14 @@ fn uploaded(
     committed: &pb::CommitObjectResponse,
     options: &UploadOptions,
     segments: Vec<SegmentStat>,
-) -> ObjectInfo {
+) -> Result<ObjectInfo, Error> {
     let expires = committed
         .object
         .as_ref()
         .filter(|o| o.expires_at > 0)
         .map(|o| crate::from_unix(o.expires_at))
         .or(options.expires);
-    ObjectInfo {
+    Ok(ObjectInfo {
         key: key.to_string(),
         size: metadata.size,
         created: metadata.created,
@@ -1196,7 +1201,12 @@ fn uploaded(
         content_type: metadata.content_type,
         metadata: metadata.metadata,
         segments,
-    }
+        version: committed
+            .object
+            .as_ref()
+            .and_then(|o| VersionInfo::of(o, committed.versioning).transpose())
+            .transpose()?,
+    })
 }
 
 /// Stores the whole object `plain` as one inline segment with one request.
@@ -1231,6 +1241,7 @@ async fn put_inline_object(
                 encrypted_metadata: sealed.data,
                 encrypted_metadata_key: sealed.key.encrypted,
                 encrypted_metadata_nonce: sealed.key.nonce,
+                precondition: options.precondition.as_ref().map(Precondition::to_pb),
             },
             key,
         )
@@ -1238,7 +1249,7 @@ async fn put_inline_object(
     if let Some(progress) = &options.progress {
         progress(plain.len() as u64);
     }
-    Ok(uploaded(key, metadata, &committed, options, vec![stat]))
+    uploaded(key, metadata, &committed, options, vec![stat])
 }
 
 /// Uploads an object. With the satellite's upload limits known (from an
@@ -1308,13 +1319,20 @@ pub(crate) async fn upload_object(
             .segments(&mut source, Some, first_segment, true)
             .await?;
         let metadata = object_metadata(&options, stored.size);
-        let committed = upload.commit(&metadata, Vec::new(), stored.last).await?;
+        let committed = upload
+            .commit(
+                &metadata,
+                Vec::new(),
+                stored.last,
+                options.precondition.as_ref(),
+            )
+            .await?;
         Ok::<_, Error>((stored.stats, metadata, committed))
     }
     .await;
     match stored {
         Ok((segments, metadata, committed)) => {
-            Ok(uploaded(key, metadata, &committed, &options, segments))
+            uploaded(key, metadata, &committed, &options, segments)
         }
         Err(e) => {
             upload.abandon(bucket, key).await;

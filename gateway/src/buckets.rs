@@ -4,8 +4,8 @@
 use archipel_client::{BucketOptions, Project};
 use s3s::dto::{
     Bucket, BucketLocationConstraint, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
-    DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, GetBucketVersioningInput,
-    GetBucketVersioningOutput, HeadBucketInput, HeadBucketOutput, ListBucketsOutput, Owner,
+    DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, HeadBucketInput,
+    HeadBucketOutput, ListBucketsOutput, Owner,
 };
 use s3s::{s3_error, S3Result};
 
@@ -92,13 +92,4 @@ pub(crate) async fn location(
         location_constraint: (region != DEFAULT_REGION)
             .then(|| BucketLocationConstraint::from(region.to_string())),
     })
-}
-
-/// Buckets were never versioned: S3 answers an empty configuration for those.
-pub(crate) async fn versioning(
-    project: &Project,
-    input: GetBucketVersioningInput,
-) -> S3Result<GetBucketVersioningOutput> {
-    ensure_exists(project, &input.bucket).await?;
-    Ok(GetBucketVersioningOutput::default())
 }

@@ -1,28 +1,26 @@
-//! Conditional writes: PutObject and CompleteMultipartUpload with
-//! `If-None-Match: *` (store only if the key is free) or `If-Match: "etag"`
-//! (replace only that content).
+//! Conditional writes and deletes: PutObject and CompleteMultipartUpload
+//! with `If-None-Match: *` (store only if the key is free) or `If-Match:
+//! "etag"` (replace only that content), DeleteObject with `If-Match` (and
+//! `x-amz-if-match-last-modified-time`, `x-amz-if-match-size`), and the
+//! per-object `ETag` of DeleteObjects.
 //!
-//! The satellite has no compare-and-swap commit, so the condition is checked
-//! twice: before the body is read (a failure costs no upload) and again when
-//! the body has ended, just before the client library uploads the last of it
-//! and commits (see [`WriteCondition::gate`]). A concurrent writer that
-//! commits between that second check and this upload's commit still wins
-//! silently or is overwritten: the window is the last segment's upload plus
-//! the commit, never the whole transfer. A completion moves no data: its
-//! condition is checked once, just before the commit.
+//! ETags live in the objects' encrypted metadata, which the satellite cannot
+//! read, so the gateway checks a condition against the current object and
+//! turns it into a [`Precondition`] on that very version (or on the key
+//! holding none), which the satellite checks again in the transaction that
+//! commits or deletes. A write or delete that raced another therefore
+//! changes nothing and answers `PreconditionFailed`; a failed check before
+//! the body is read costs no upload.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::time::SystemTime;
 
-use archipel_client::{Error, ObjectInfo, Project};
-use futures::ready;
-use s3s::dto::{CompleteMultipartUploadInput, ETagCondition, PutObjectInput};
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
-use tokio::io::{AsyncRead, ReadBuf};
+use archipel_client::{Error, ObjectInfo, Precondition, Project};
+use s3s::dto::{
+    CompleteMultipartUploadInput, DeleteObjectInput, ETagCondition, PutObjectInput, Timestamp,
+};
+use s3s::{s3_error, S3Result};
 
-use crate::errors::{s3_error, BodyRefused};
+use crate::errors::s3_error;
 use crate::metadata;
 
 /// The write preconditions of one PutObject.
@@ -53,10 +51,11 @@ impl WriteCondition {
         let if_none_match = match if_none_match {
             None => false,
             Some(ETagCondition::Any) => true,
+            // As S3: a write takes only `*` here.
             Some(ETagCondition::ETag(_)) => {
                 return Err(s3_error!(
                     NotImplemented,
-                    "If-None-Match on a write only takes `*`"
+                    "A header you provided implies functionality that is not implemented: If-None-Match takes only `*` on a write"
                 ))
             }
         };
@@ -69,149 +68,126 @@ impl WriteCondition {
         }))
     }
 
-    /// Checks the conditions against the object stored now.
-    pub(crate) async fn check(&self, project: &Project, bucket: &str, key: &str) -> S3Result<()> {
-        let current = match project.stat(bucket, key).await {
-            Ok(info) => Some(info),
-            Err(Error::ObjectNotFound { .. }) => None,
-            Err(e) => return Err(s3_error(e)),
-        };
-        self.evaluate(current.as_ref())
-    }
-
-    fn evaluate(&self, current: Option<&ObjectInfo>) -> S3Result<()> {
+    /// Checks the conditions against the object stored now; returns what
+    /// the satellite must find still true when the write commits.
+    pub(crate) async fn check(
+        &self,
+        project: &Project,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<Precondition> {
+        let current = current(project, bucket, key).await?;
         if self.if_none_match && current.is_some() {
             return Err(s3_error!(
                 PreconditionFailed,
                 "If-None-Match: * and the key already exists"
             ));
         }
-        if let Some(condition) = &self.if_match {
-            // As S3: If-Match on a key that holds nothing is NoSuchKey.
-            let info = current
-                .ok_or_else(|| s3_error!(NoSuchKey, "If-Match and the key holds no object"))?;
-            let matches = match condition {
-                ETagCondition::Any => true,
-                ETagCondition::ETag(wanted) => {
-                    metadata::etag(info).is_some_and(|etag| etag.value() == wanted.value())
-                }
-            };
-            if !matches {
+        match &self.if_match {
+            Some(condition) => matching(condition, current.as_ref(), |_| true),
+            // Only If-None-Match (see `new`), which held.
+            None => Ok(Precondition::Absent),
+        }
+    }
+}
+
+/// The preconditions of one DeleteObject, or of one object of a
+/// DeleteObjects (its `ETag`).
+pub(crate) struct DeleteCondition {
+    if_match: ETagCondition,
+    last_modified: Option<Timestamp>,
+    size: Option<i64>,
+}
+
+impl DeleteCondition {
+    pub(crate) fn from_delete(input: &DeleteObjectInput) -> S3Result<Option<DeleteCondition>> {
+        let Some(if_match) = input.if_match.clone() else {
+            if input.if_match_last_modified_time.is_some() || input.if_match_size.is_some() {
                 return Err(s3_error!(
-                    PreconditionFailed,
-                    "If-Match does not match the stored ETag"
+                    InvalidArgument,
+                    "x-amz-if-match-last-modified-time and x-amz-if-match-size need If-Match"
                 ));
             }
-        }
-        Ok(())
+            return Ok(None);
+        };
+        Ok(Some(DeleteCondition {
+            if_match,
+            last_modified: input.if_match_last_modified_time.clone(),
+            size: input.if_match_size,
+        }))
     }
 
-    /// Reads `inner` and, at its end, checks the conditions again before
-    /// the end reaches the upload; a condition that stopped holding meanwhile
-    /// fails the read with `ConditionalRequestConflict`, as S3 answers a
-    /// write that raced another.
-    pub(crate) fn gate<R>(
-        self,
-        project: Project,
-        bucket: String,
-        key: String,
-        inner: R,
-    ) -> GateReader<R> {
-        GateReader {
-            inner,
-            state: GateState::Reading(Box::new(Recheck {
-                condition: self,
-                project,
-                bucket,
-                key,
-            })),
-        }
+    /// The condition of one object of a DeleteObjects.
+    pub(crate) fn from_etag(etag: Option<&s3s::dto::ETag>) -> Option<DeleteCondition> {
+        etag.map(|etag| DeleteCondition {
+            if_match: ETagCondition::ETag(etag.clone()),
+            last_modified: None,
+            size: None,
+        })
+    }
+
+    /// Checks the condition against the current object; returns what the
+    /// satellite must find still true when it deletes.
+    pub(crate) async fn check(
+        &self,
+        project: &Project,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<Precondition> {
+        let current = current(project, bucket, key).await?;
+        matching(&self.if_match, current.as_ref(), |info| {
+            let seconds = |time: SystemTime| {
+                time.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            let time_matches = self.last_modified.as_ref().is_none_or(|wanted| {
+                let wanted = time::OffsetDateTime::from(wanted.clone()).unix_timestamp();
+                u64::try_from(wanted).is_ok_and(|wanted| wanted == seconds(info.created))
+            });
+            let size_matches = self
+                .size
+                .is_none_or(|wanted| u64::try_from(wanted).is_ok_and(|w| w == info.size));
+            time_matches && size_matches
+        })
     }
 }
 
-type Check = Pin<Box<dyn Future<Output = S3Result<()>> + Send>>;
-
-/// See [`WriteCondition::gate`].
-pub(crate) struct GateReader<R> {
-    inner: R,
-    state: GateState,
+/// The key's current object, `None` if it holds none.
+async fn current(project: &Project, bucket: &str, key: &str) -> S3Result<Option<ObjectInfo>> {
+    match project.stat(bucket, key).await {
+        Ok(info) => Ok(Some(info)),
+        Err(Error::ObjectNotFound { .. }) => Ok(None),
+        Err(e) => Err(s3_error(e)),
+    }
 }
 
-/// What the check at the end of the body needs.
-struct Recheck {
-    condition: WriteCondition,
-    project: Project,
-    bucket: String,
-    key: String,
-}
-
-enum GateState {
-    Reading(Box<Recheck>),
-    Checking(Check),
-    Passed,
-    Refused(S3ErrorCode, String),
-}
-
-fn conflict(error: &S3Error) -> (S3ErrorCode, String) {
-    let code = match error.code() {
-        S3ErrorCode::PreconditionFailed | S3ErrorCode::NoSuchKey => {
-            S3ErrorCode::ConditionalRequestConflict
+/// `If-Match` (with `more` of the object's attributes to match) against the
+/// current object: the precondition on that version when it holds.
+fn matching(
+    condition: &ETagCondition,
+    current: Option<&ObjectInfo>,
+    more: impl FnOnce(&ObjectInfo) -> bool,
+) -> S3Result<Precondition> {
+    // As S3: If-Match on a key that holds nothing is NoSuchKey.
+    let info =
+        current.ok_or_else(|| s3_error!(NoSuchKey, "If-Match and the key holds no object"))?;
+    let etag_matches = match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(wanted) => {
+            metadata::etag(info).is_some_and(|etag| etag.value() == wanted.value())
         }
-        other => other.clone(),
     };
-    let message = format!(
-        "the key changed during the upload: {}",
-        error
-            .message()
-            .unwrap_or("a write condition no longer holds")
-    );
-    (code, message)
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for GateReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            match &mut this.state {
-                GateState::Reading(_) => {
-                    let before = buf.filled().len();
-                    ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-                    if buf.filled().len() > before || buf.remaining() == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    // The body ended: check again before reporting it.
-                    if let GateState::Reading(recheck) =
-                        std::mem::replace(&mut this.state, GateState::Passed)
-                    {
-                        this.state = GateState::Checking(Box::pin(async move {
-                            let Recheck {
-                                condition,
-                                project,
-                                bucket,
-                                key,
-                            } = *recheck;
-                            condition.check(&project, &bucket, &key).await
-                        }));
-                    }
-                }
-                GateState::Checking(check) => {
-                    this.state = match ready!(check.as_mut().poll(cx)) {
-                        Ok(()) => GateState::Passed,
-                        Err(e) => {
-                            let (code, message) = conflict(&e);
-                            GateState::Refused(code, message)
-                        }
-                    };
-                }
-                GateState::Passed => return Poll::Ready(Ok(())),
-                GateState::Refused(code, message) => {
-                    return Poll::Ready(Err(BodyRefused::into_io(code.clone(), message.clone())))
-                }
-            }
-        }
+    if !etag_matches || !more(info) {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "If-Match does not match the stored object"
+        ));
     }
+    let version = info.version.as_ref().ok_or_else(|| {
+        s3_error!(
+            InternalError,
+            "the satellite named no version of the object"
+        )
+    })?;
+    Ok(Precondition::Current(version.id.clone()))
 }

@@ -5,7 +5,7 @@
 //! their conditions and read errors (a part copy streams its range through
 //! the gateway, as a part is a new upload).
 
-use archipel_client::{CopyMetadata, Error, ObjectInfo, Project};
+use archipel_client::{CopyMetadata, Error, ObjectInfo, Project, Version};
 use s3s::dto::{
     CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, MetadataDirective,
 };
@@ -15,16 +15,20 @@ use crate::checksums::Checksummer;
 use crate::errors::s3_error;
 use crate::metadata::{self, ObjectHeaders};
 use crate::objects::Conditions;
+use crate::versions;
 
-/// The bucket and key a copy reads from.
-pub(crate) fn source(copy_source: &CopySource) -> S3Result<(String, String)> {
+/// The bucket, key and version a copy reads from.
+pub(crate) fn source(copy_source: &CopySource) -> S3Result<(String, String, Version)> {
     match copy_source {
         CopySource::Bucket {
             bucket,
             key,
-            version_id: None,
-        } => Ok((bucket.to_string(), key.to_string())),
-        CopySource::Bucket { .. } => Err(s3_error!(NotImplemented, "objects have no versions")),
+            version_id,
+        } => Ok((
+            bucket.to_string(),
+            key.to_string(),
+            versions::requested(version_id.as_deref())?,
+        )),
         _ => Err(s3_error!(
             NotImplemented,
             "only bucket/key copy sources are supported"
@@ -75,12 +79,15 @@ fn replaced_metadata(mut headers: ObjectHeaders, source: &ObjectInfo) -> CopyMet
 }
 
 pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<CopyObjectOutput> {
-    let (source_bucket, source_key) = source(&input.copy_source)?;
+    let (source_bucket, source_key, source_version) = source(&input.copy_source)?;
     let replace = input
         .metadata_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-    if source_bucket == input.bucket && source_key == input.key && !replace {
+    let onto_itself = source_bucket == input.bucket
+        && source_key == input.key
+        && source_version == Version::Current;
+    if onto_itself && !replace {
         return Err(s3_error!(
             InvalidRequest,
             "copying an object onto itself needs the REPLACE metadata directive"
@@ -94,14 +101,15 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
     };
     let headers = replace.then(|| metadata::request_headers!(input, None));
     // Conditions and metadata are decided on the very version copied.
+    let mut source_version_id = None;
     let copy = project
         .copy_object_if(
-            &source_bucket,
-            &source_key,
+            (&source_bucket, &source_key, &source_version),
             &input.bucket,
             &input.key,
             |source| {
                 check_source_conditions(source, conditions)?;
+                source_version_id = versions::shown(source.version.as_ref());
                 Ok::<_, s3s::S3Error>(headers.map_or(CopyMetadata::Keep, |headers| {
                     replaced_metadata(headers, source)
                 }))
@@ -116,6 +124,8 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
             last_modified: metadata::timestamp(copy.created),
             ..Default::default()
         }),
+        copy_source_version_id: source_version_id,
+        version_id: versions::shown(copy.version.as_ref()),
         ..Default::default()
     })
 }

@@ -39,6 +39,9 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
     let code = match &error {
         Error::BucketNotFound(_) => S3ErrorCode::NoSuchBucket,
         Error::ObjectNotFound { .. } => S3ErrorCode::NoSuchKey,
+        Error::VersionNotFound { .. } => S3ErrorCode::NoSuchVersion,
+        Error::IsDeleteMarker { .. } => S3ErrorCode::MethodNotAllowed,
+        Error::ConditionFailed(_) => S3ErrorCode::PreconditionFailed,
         Error::UploadNotFound { .. } => S3ErrorCode::NoSuchUpload,
         Error::PartNotFound(_) | Error::PartsChanged(_) => S3ErrorCode::InvalidPart,
         Error::InvalidPartNumber(_) => S3ErrorCode::InvalidArgument,
@@ -57,7 +60,18 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
         Error::Read(_) => S3ErrorCode::IncompleteBody,
         _ => S3ErrorCode::InternalError,
     };
-    S3Error::with_message(code, error.to_string())
+    let mut answer = S3Error::with_message(code, error.to_string());
+    match &error {
+        Error::ObjectNotFound {
+            delete_marker: Some(marker),
+            ..
+        }
+        | Error::IsDeleteMarker { marker, .. } => {
+            crate::versions::marker_headers(&mut answer, marker)
+        }
+        _ => {}
+    }
+    answer
 }
 
 fn is_digest_mismatch(error: &std::io::Error) -> bool {

@@ -7,7 +7,8 @@
 //! - `service`: the s3s `S3` implementation, split by area into `buckets`,
 //!   `objects`, `copy`, `multipart` and `listing`, with `metadata` (S3 headers ↔ sealed object
 //!   metadata), `checksums` (`x-amz-checksum-*` on uploads), `conditional`
-//!   (If-Match / If-None-Match on writes) and `errors` (client errors → S3
+//!   (If-Match / If-None-Match on writes and deletes), `versions` (version
+//!   ids, bucket versioning, delete markers) and `errors` (client errors → S3
 //!   error codes);
 //! - `snapshots`: listings kept between the pages of a walk;
 //! - [`run`]: the HTTP(S) server with graceful shutdown, `tls` (rustls) and
@@ -40,6 +41,7 @@ mod server;
 mod service;
 mod snapshots;
 mod tls;
+mod versions;
 mod vhost;
 
 pub use config::{Config, Credential};

@@ -11,23 +11,25 @@
 //! the prefix. The first page of a walk lists it; the next pages are cut from
 //! it, kept as a snapshot (`snapshots`), so a walk lists once, not once per page.
 //!
-//! Buckets are not versioned: ListObjectVersions answers each object as its
-//! one version, `null`, the latest.
+//! ListObjectVersions reads every version below the prefix (the satellite
+//! keeps them as rows of their own, see [`Project::list_versions`]) and cuts
+//! its page after the key and version markers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use archipel_client::{ListEntry, Project};
+use archipel_client::{ListEntry, ListedVersion, Project};
 use base64::Engine;
 use s3s::dto::{
-    CommonPrefix, EncodingType, ListObjectVersionsInput, ListObjectVersionsOutput,
-    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
-    ObjectStorageClass, ObjectVersion, ObjectVersionStorageClass,
+    CommonPrefix, DeleteMarkerEntry, EncodingType, ListObjectVersionsInput,
+    ListObjectVersionsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, Object, ObjectStorageClass, ObjectVersion, ObjectVersionStorageClass,
 };
 use s3s::{s3_error, S3Result};
 
 use crate::errors::s3_error;
 use crate::snapshots::Scope;
+use crate::versions::NULL_VERSION;
 
 /// The snapshots of the walks over encrypted listings in progress.
 pub(crate) type Snapshots = crate::snapshots::Snapshots<Listing>;
@@ -42,9 +44,6 @@ pub(crate) struct Lister<'a> {
 /// A whole listing below a prefix, rolled up at the delimiter, in S3's order:
 /// each name with its object, or `None` for a common prefix.
 pub(crate) struct Listing(Vec<(String, Option<ListEntry>)>);
-
-/// The version id of every object: buckets are not versioned.
-const NULL_VERSION: &str = "null";
 
 /// S3's default and largest page.
 const MAX_KEYS: usize = 1000;
@@ -77,16 +76,7 @@ fn merge(entries: Vec<ListEntry>, prefix: &str, delimiter: Option<&str>) -> List
     // `None` value is a common prefix.
     let mut merged: BTreeMap<String, Option<ListEntry>> = BTreeMap::new();
     for entry in entries {
-        let rolled_up = if entry.is_prefix {
-            Some(entry.key.clone())
-        } else {
-            delimiter.and_then(|d| {
-                let rest = entry.key.get(prefix.len()..)?;
-                rest.find(d)
-                    .map(|i| format!("{prefix}{}", &rest[..i + d.len()]))
-            })
-        };
-        match rolled_up {
+        match rolled_up(&entry, prefix, delimiter) {
             Some(common) => {
                 merged.insert(common, None);
             }
@@ -96,6 +86,17 @@ fn merge(entries: Vec<ListEntry>, prefix: &str, delimiter: Option<&str>) -> List
         }
     }
     Listing(merged.into_iter().collect())
+}
+
+/// The common prefix `entry` rolls up into at `delimiter`, if any.
+fn rolled_up(entry: &ListEntry, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+    if entry.is_prefix {
+        return Some(entry.key.clone());
+    }
+    let d = delimiter?;
+    let rest = entry.key.get(prefix.len()..)?;
+    rest.find(d)
+        .map(|i| format!("{prefix}{}", &rest[..i + d.len()]))
 }
 
 /// Keeps at most `max_keys` keys and prefixes of `listing` that sort after `after`.
@@ -137,12 +138,7 @@ async fn list_page(
     continues: bool,
     max_keys: Option<i32>,
 ) -> S3Result<Page> {
-    let max_keys = match max_keys {
-        None => MAX_KEYS,
-        Some(n) => usize::try_from(n)
-            .map_err(|_| s3_error!(InvalidArgument, "max-keys must not be negative"))?
-            .min(MAX_KEYS),
-    };
+    let max_keys = page_size(max_keys)?;
     let scope = Scope {
         access_key: lister.access_key.to_string(),
         bucket: bucket.to_string(),
@@ -181,6 +177,16 @@ async fn list_page(
 fn keep(lister: &Lister<'_>, scope: Scope, listing: &Arc<Listing>, page: &Page) {
     if let (true, Some(last)) = (page.truncated, &page.last) {
         lister.snapshots.keep(scope, listing, listing.0.len(), last);
+    }
+}
+
+/// A request's `max-keys`: S3's default and limit is 1000.
+fn page_size(requested: Option<i32>) -> S3Result<usize> {
+    match requested {
+        None => Ok(MAX_KEYS),
+        Some(n) => Ok(usize::try_from(n)
+            .map_err(|_| s3_error!(InvalidArgument, "max-keys must not be negative"))?
+            .min(MAX_KEYS)),
     }
 }
 
@@ -271,28 +277,74 @@ pub(crate) async fn list_v1(
     })
 }
 
-/// Each object as its one version: every object has only the `null`
-/// version, so a version-id marker adds nothing to the key marker.
+/// Every version below the prefix, rolled up at the delimiter: a page of
+/// versions and common prefixes after the key marker (and within its key,
+/// after the version-id marker).
 pub(crate) async fn list_versions(
     lister: &Lister<'_>,
     input: ListObjectVersionsInput,
 ) -> S3Result<ListObjectVersionsOutput> {
     let prefix = input.prefix.clone().unwrap_or_default();
-    let page = list_page(
-        lister,
-        &input.bucket,
-        &prefix,
-        delimiter(&input.delimiter),
+    let max_keys = page_size(input.max_keys)?;
+    let delimiter = delimiter(&input.delimiter);
+    if input.version_id_marker.is_some() && input.key_marker.is_none() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "A version-id marker cannot be specified without a key marker."
+        ));
+    }
+    let entries = lister
+        .project
+        .list_versions(&input.bucket, &prefix, delimiter != Some("/"))
+        .await
+        .map_err(s3_error)?;
+    let listing = merge_versions(entries, &prefix, delimiter);
+    let start = versions_start(
+        &listing,
         input.key_marker.as_deref(),
-        input.key_marker.is_some(),
-        input.max_keys,
-    )
-    .await?;
+        input.version_id_marker.as_deref(),
+    );
+    let rest = &listing[start..];
+    let page = &rest[..rest.len().min(max_keys)];
+    let truncated = rest.len() > page.len();
     let encode = Encoder::new(input.encoding_type.as_ref());
-    let next_key_marker = page
-        .truncated
-        .then(|| page.last.as_deref().map(|m| encode.text(m)))
-        .flatten();
+    let (next_key_marker, next_version_id_marker) = match page.last().filter(|_| truncated) {
+        Some((name, entry)) => (
+            Some(encode.text(name)),
+            entry
+                .as_ref()
+                .and_then(|e| e.version.as_ref())
+                .map(listed_version_id),
+        ),
+        None => (None, None),
+    };
+    let (mut versions, mut markers, mut prefixes) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, entry) in page {
+        match entry
+            .as_ref()
+            .and_then(|e| e.version.as_ref().map(|v| (e, v)))
+        {
+            Some((entry, version)) if version.delete_marker => markers.push(DeleteMarkerEntry {
+                key: Some(encode.text(&entry.key)),
+                version_id: Some(listed_version_id(version)),
+                is_latest: Some(version.latest),
+                last_modified: entry.created.and_then(crate::metadata::timestamp),
+                ..Default::default()
+            }),
+            Some((entry, version)) => versions.push(ObjectVersion {
+                key: Some(encode.text(&entry.key)),
+                version_id: Some(listed_version_id(version)),
+                is_latest: Some(version.latest),
+                size: Some(i64::try_from(entry.size).unwrap_or(i64::MAX)),
+                last_modified: entry.created.and_then(crate::metadata::timestamp),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            }),
+            None => prefixes.push(name.clone()),
+        }
+    }
     Ok(ListObjectVersionsOutput {
         name: Some(input.bucket),
         prefix: Some(encode.text(&prefix)),
@@ -306,31 +358,75 @@ pub(crate) async fn list_versions(
         ),
         version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
         max_keys: Some(input.max_keys.unwrap_or(MAX_KEYS as i32)),
-        is_truncated: Some(page.truncated),
-        next_version_id_marker: next_key_marker.as_ref().map(|_| NULL_VERSION.to_string()),
+        is_truncated: Some(truncated),
         next_key_marker,
-        versions: Some(versions(&page.objects, &encode)),
-        common_prefixes: Some(common_prefixes(&page.prefixes, &encode)),
+        next_version_id_marker,
+        versions: Some(versions),
+        delete_markers: Some(markers),
+        common_prefixes: Some(common_prefixes(&prefixes, &encode)),
         encoding_type: input.encoding_type,
         ..Default::default()
     })
 }
 
-fn versions(entries: &[ListEntry], encode: &Encoder) -> Vec<ObjectVersion> {
-    entries
+/// A version's id in a listing: as S3 lists them, `null` for null
+/// versions even in a bucket whose versioning was never enabled.
+fn listed_version_id(version: &ListedVersion) -> String {
+    if version.null {
+        NULL_VERSION.to_string()
+    } else {
+        version.id.to_string()
+    }
+}
+
+/// Versions (by key, newest first within a key, as listed) and common
+/// prefixes (once each) in S3's order.
+fn merge_versions(
+    entries: Vec<ListEntry>,
+    prefix: &str,
+    delimiter: Option<&str>,
+) -> Vec<(String, Option<ListEntry>)> {
+    let mut merged: Vec<(String, Option<ListEntry>)> = Vec::new();
+    let mut prefixes = std::collections::BTreeSet::new();
+    for entry in entries {
+        match rolled_up(&entry, prefix, delimiter) {
+            Some(common) => {
+                if prefixes.insert(common.clone()) {
+                    merged.push((common, None));
+                }
+            }
+            None => merged.push((entry.key.clone(), Some(entry))),
+        }
+    }
+    // Stable: a key's versions keep their newest-first order.
+    merged.sort_by(|a, b| a.0.cmp(&b.0));
+    merged
+}
+
+/// Where a page of `listing` starts: after every version of `key_marker`,
+/// or with `version_marker`, after that version of it.
+fn versions_start(
+    listing: &[(String, Option<ListEntry>)],
+    key_marker: Option<&str>,
+    version_marker: Option<&str>,
+) -> usize {
+    let Some(key) = key_marker else {
+        return 0;
+    };
+    let after_key = listing.partition_point(|(name, _)| name.as_str() <= key);
+    let Some(marker) = version_marker.filter(|m| !m.is_empty()) else {
+        return after_key;
+    };
+    let is_marker = |entry: &Option<ListEntry>| {
+        entry
+            .as_ref()
+            .and_then(|e| e.version.as_ref())
+            .is_some_and(|v| listed_version_id(v) == marker)
+    };
+    listing
         .iter()
-        .map(|entry| ObjectVersion {
-            key: Some(encode.text(&entry.key)),
-            version_id: Some(NULL_VERSION.to_string()),
-            is_latest: Some(true),
-            size: Some(i64::try_from(entry.size).unwrap_or(i64::MAX)),
-            last_modified: entry.created.and_then(crate::metadata::timestamp),
-            storage_class: Some(ObjectVersionStorageClass::from_static(
-                ObjectVersionStorageClass::STANDARD,
-            )),
-            ..Default::default()
-        })
-        .collect()
+        .position(|(name, entry)| name == key && is_marker(entry))
+        .map_or(after_key, |at| at + 1)
 }
 
 fn objects(entries: &[ListEntry], encode: &Encoder) -> Vec<Object> {
@@ -412,6 +508,7 @@ mod tests {
             is_prefix: false,
             size: 1,
             created: None,
+            version: None,
         }
     }
 
@@ -421,6 +518,7 @@ mod tests {
             is_prefix: true,
             size: 0,
             created: None,
+            version: None,
         }
     }
 

@@ -217,6 +217,7 @@ mod tests {
             content_type: options.content_type.clone(),
             metadata: options.metadata.clone(),
             segments: Vec::new(),
+            version: None,
         };
         let back = ObjectHeaders::from_object(&info);
         assert_eq!(back.content_type.as_deref(), Some("text/plain"));
@@ -248,6 +249,7 @@ mod tests {
             content_type: metadata.get("content-type").cloned(),
             metadata,
             segments: Vec::new(),
+            version: None,
         };
         let _ = etag(&info);
         if let Some(stored) = checksum(&info) {

@@ -146,8 +146,8 @@ pub(crate) async fn upload_part_copy(
     input: UploadPartCopyInput,
 ) -> S3Result<UploadPartCopyOutput> {
     let number = part_number(input.part_number)?;
-    let (source_bucket, source_key) = copy::source(&input.copy_source)?;
-    let source = objects::open(project, &source_bucket, &source_key, 0).await?;
+    let (source_bucket, source_key, source_version) = copy::source(&input.copy_source)?;
+    let source = objects::open(project, (&source_bucket, &source_key, &source_version), 0).await?;
     let info = source.info();
     copy::check_source_conditions(
         info,
@@ -275,20 +275,29 @@ pub(crate) async fn complete(
     )?;
     let tags: Vec<&str> = chosen.iter().map(|(_, tag)| tag.etag.as_str()).collect();
     let etag = multipart_etag(&tags);
-    if let Some(condition) = condition {
-        condition.check(project, &input.bucket, &input.key).await?;
-    }
+    let precondition = match condition {
+        Some(condition) => Some(condition.check(project, &input.bucket, &input.key).await?),
+        None => None,
+    };
     let parts: Vec<PartInfo> = chosen.into_iter().map(|(part, _)| part).collect();
     let mut entries = BTreeMap::from([metadata::etag_entry(&etag)]);
     entries.extend(checksum.as_ref().map(metadata::checksum_entry));
-    project
-        .complete_multipart(&input.bucket, &input.key, &input.upload_id, &parts, entries)
+    let completed = project
+        .complete_multipart(
+            &input.bucket,
+            &input.key,
+            &input.upload_id,
+            &parts,
+            entries,
+            precondition.as_ref(),
+        )
         .await
         .map_err(s3_error)?;
     let mut output = CompleteMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
         e_tag: Some(ETag::Strong(etag)),
+        version_id: crate::versions::shown(completed.version.as_ref()),
         ..Default::default()
     };
     if let Some(checksum) = checksum {

@@ -11,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use archipel_client::{ByteRange, Error, ObjectDownload, ObjectInfo, Project};
+use archipel_client::{
+    ByteRange, DeleteOptions, Error, ObjectDownload, ObjectInfo, Precondition, Project, Version,
+};
 use base64::Engine;
 use bytes::Bytes;
 use futures::{ready, Stream, TryStreamExt};
@@ -30,9 +32,10 @@ use tokio_util::sync::PollSender;
 
 use crate::buckets;
 use crate::checksums::{Checksum, Checksummer};
-use crate::conditional::WriteCondition;
+use crate::conditional::DeleteCondition;
 use crate::errors::{s3_error, DigestMismatch};
 use crate::metadata::{self, ObjectHeaders};
+use crate::versions;
 
 /// The largest body frame a download sends; with [`FRAMES_QUEUED`], how many
 /// downloaded bytes may wait for a slow HTTP client (one more frame is with
@@ -41,36 +44,30 @@ const FRAME_SIZE: usize = 256 * 1024;
 const FRAMES_QUEUED: usize = 1;
 
 /// Stores the object; with a `checksum`, the body must match it, and with a
-/// `condition`, the key must still satisfy it when the body has ended.
+/// `precondition` (see [`crate::conditional`]), the key must still satisfy
+/// it when the object commits.
 pub(crate) async fn put(
     project: &Project,
     input: PutObjectInput,
     checksum: Option<Checksummer>,
-    condition: Option<WriteCondition>,
+    precondition: Option<Precondition>,
 ) -> S3Result<PutObjectOutput> {
     let expected_md5 = expected_md5(input.content_md5.as_deref())?;
     let headers = metadata::request_headers!(input, checksum.clone());
-    let mut body = upload_body(input.body, checksum.as_ref());
-    if let Some(condition) = condition {
-        body = Box::new(condition.gate(
-            project.clone(),
-            input.bucket.clone(),
-            input.key.clone(),
-            body,
-        ));
-    }
-    let etag = store(
+    let body = upload_body(input.body, checksum.as_ref());
+    let (etag, stored) = store(
         project,
-        &input.bucket,
-        &input.key,
+        (&input.bucket, &input.key),
         body,
         headers,
         expected_md5,
+        precondition,
     )
     .await
     .map_err(s3_error)?;
     let mut output = PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
+        version_id: versions::shown(stored.version.as_ref()),
         ..Default::default()
     };
     if let Some(checksum) = checksum.and_then(|c| c.value()) {
@@ -79,21 +76,23 @@ pub(crate) async fn put(
     Ok(output)
 }
 
-/// Uploads everything `body` yields with `headers`; returns the ETag (hex
-/// MD5 of the content). The digest is computed as the body streams by and
-/// sealed with the object's metadata at commit; a body that differs from
-/// `expected_md5` fails before the upload commits.
+/// Uploads everything `body` yields to (bucket, key) with `headers`;
+/// returns the ETag (hex MD5 of the content) and what was stored. The digest
+/// is computed as the body streams by and sealed with the object's metadata
+/// at commit; a body that differs from `expected_md5` fails before the
+/// upload commits, and so does a `precondition` that no longer holds.
 pub(crate) async fn store(
     project: &Project,
-    bucket: &str,
-    key: &str,
+    (bucket, key): (&str, &str),
     body: impl AsyncRead + Unpin + Send,
     headers: ObjectHeaders,
     expected_md5: Option<[u8; 16]>,
-) -> Result<String, Error> {
+    precondition: Option<Precondition>,
+) -> Result<(String, ObjectInfo), Error> {
     let reader = Md5Reader::md5(body, expected_md5);
     let digest = reader.digest_slot();
     let mut options = headers.into_upload_options();
+    options.precondition = precondition;
     let headers_at_commit = options.late_metadata.take();
     let at_commit = digest.clone();
     options.late_metadata = Some(Arc::new(move || {
@@ -105,11 +104,12 @@ pub(crate) async fn store(
         );
         entries
     }));
-    project.upload(bucket, key, reader, options).await?;
-    digest
+    let stored = project.upload(bucket, key, reader, options).await?;
+    let etag = digest
         .get()
         .map(hex::encode)
-        .ok_or_else(|| Error::Interrupted("the upload ended before its body did".into()))
+        .ok_or_else(|| Error::Interrupted("the upload ended before its body did".into()))?;
+    Ok((etag, stored))
 }
 
 /// An upload's body, read through its checksum check when it has one.
@@ -248,8 +248,8 @@ impl Conditions<'_> {
     /// Evaluates them in RFC 9110 order: If-Match, else If-Unmodified-Since;
     /// then If-None-Match, else If-Modified-Since. HTTP dates have whole
     /// seconds, so times compare in seconds.
-    pub(crate) fn check(&self, etag: Option<&ETag>, modified: SystemTime) -> S3Result<()> {
-        let modified = unix_seconds(modified);
+    pub(crate) fn check(&self, etag: Option<&ETag>, last_modified: SystemTime) -> S3Result<()> {
+        let modified = unix_seconds(last_modified);
         if let Some(condition) = self.if_match {
             if !matches(condition, etag) {
                 return Err(s3_error!(PreconditionFailed, "If-Match does not match"));
@@ -262,17 +262,31 @@ impl Conditions<'_> {
                 ));
             }
         }
-        if let Some(condition) = self.if_none_match {
-            if matches(condition, etag) {
-                return Err(s3_error!(NotModified));
-            }
-        } else if let Some(since) = self.if_modified_since {
-            if modified <= timestamp_seconds(since) {
-                return Err(s3_error!(NotModified));
-            }
+        let unchanged = match (self.if_none_match, self.if_modified_since) {
+            (Some(condition), _) => matches(condition, etag),
+            (None, Some(since)) => modified <= timestamp_seconds(since),
+            (None, None) => false,
+        };
+        if unchanged {
+            return Err(not_modified(etag, last_modified));
         }
         Ok(())
     }
+}
+
+/// A 304 as HTTP has it: with the ETag and Last-Modified of what the
+/// client already holds.
+fn not_modified(etag: Option<&ETag>, last_modified: SystemTime) -> S3Error {
+    let mut error = s3_error!(NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Some(value) = etag.and_then(|etag| etag.to_http_header().ok()) {
+        headers.insert(http::header::ETAG, value);
+    }
+    if let Ok(value) = http::HeaderValue::from_str(&httpdate::fmt_http_date(last_modified)) {
+        headers.insert(http::header::LAST_MODIFIED, value);
+    }
+    error.set_headers(headers);
+    error
 }
 
 fn matches(condition: &ETagCondition, etag: Option<&ETag>) -> bool {
@@ -424,7 +438,8 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         Some(Range::Int { first, .. }) if input.part_number.is_none() => *first,
         _ => 0,
     };
-    let object = open(project, &input.bucket, &input.key, offset).await?;
+    let version = versions::requested(input.version_id.as_deref())?;
+    let object = open(project, (&input.bucket, &input.key, &version), offset).await?;
     let info = object.info();
     let etag = metadata::etag(info);
     Conditions {
@@ -442,6 +457,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         selection.whole,
     );
     let created = info.created;
+    let version_id = versions::shown(info.version.as_ref());
     let body = (selection.length > 0).then(|| {
         download_body(
             object,
@@ -467,6 +483,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         cache_control: input.response_cache_control.or(headers.cache_control),
         expires: input.response_expires.or(headers.expires),
         metadata: headers.user,
+        version_id,
         ..Default::default()
     };
     if let Some(checksum) = checksum {
@@ -476,7 +493,8 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
 }
 
 pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<HeadObjectOutput> {
-    let info = stat(project, &input.bucket, &input.key).await?;
+    let version = versions::requested(input.version_id.as_deref())?;
+    let info = stat(project, (&input.bucket, &input.key, &version)).await?;
     let etag = metadata::etag(&info);
     Conditions {
         if_match: input.if_match.as_ref(),
@@ -505,6 +523,7 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         cache_control: headers.cache_control,
         expires: headers.expires,
         metadata: headers.user,
+        version_id: versions::shown(info.version.as_ref()),
         ..Default::default()
     };
     if let Some(checksum) = checksum {
@@ -613,22 +632,25 @@ impl AsyncWrite for FrameWriter {
     }
 }
 
-/// The object's description; a missing object in a missing bucket is
-/// `NoSuchBucket`, which the satellite's answer alone does not tell apart.
-pub(crate) async fn stat(project: &Project, bucket: &str, key: &str) -> S3Result<ObjectInfo> {
-    let stat = project.stat(bucket, key).await;
+/// The description of a version of an object (bucket, key, version); a
+/// missing object in a missing bucket is `NoSuchBucket`, which the
+/// satellite's answer alone does not tell apart.
+pub(crate) async fn stat(
+    project: &Project,
+    (bucket, key, version): (&str, &str, &Version),
+) -> S3Result<ObjectInfo> {
+    let stat = project.stat_version(bucket, key, version).await;
     in_existing_bucket(project, bucket, stat).await
 }
 
-/// The object opened for reading at plaintext `offset`, with one satellite
-/// round trip; errors as [`stat`]'s.
+/// A version of an object (bucket, key, version) opened for reading at
+/// plaintext `offset`, with one satellite round trip; errors as [`stat`]'s.
 pub(crate) async fn open(
     project: &Project,
-    bucket: &str,
-    key: &str,
+    (bucket, key, version): (&str, &str, &Version),
     offset: u64,
 ) -> S3Result<ObjectDownload> {
-    let opened = project.open_object(bucket, key, offset).await;
+    let opened = project.open_version(bucket, key, version, offset).await;
     in_existing_bucket(project, bucket, opened).await
 }
 
@@ -641,7 +663,7 @@ async fn in_existing_bucket<T>(
 ) -> S3Result<T> {
     match result {
         Ok(found) => Ok(found),
-        Err(e @ Error::ObjectNotFound { .. }) => {
+        Err(e @ (Error::ObjectNotFound { .. } | Error::VersionNotFound { .. })) => {
             buckets::ensure_exists(project, bucket).await?;
             Err(s3_error(e))
         }
@@ -655,16 +677,58 @@ pub(crate) async fn delete(
     project: &Project,
     input: DeleteObjectInput,
 ) -> S3Result<DeleteObjectOutput> {
-    delete_one(project, &input.bucket, &input.key).await?;
-    Ok(DeleteObjectOutput::default())
+    let condition = DeleteCondition::from_delete(&input)?;
+    let version = versions::requested(input.version_id.as_deref())?;
+    let deleted = delete_one(project, (&input.bucket, &input.key, version), condition).await?;
+    Ok(DeleteObjectOutput {
+        delete_marker: deleted.delete_marker,
+        version_id: deleted.version_id,
+        ..Default::default()
+    })
 }
 
-async fn delete_one(project: &Project, bucket: &str, key: &str) -> S3Result<Option<ObjectInfo>> {
-    match project.delete_object(bucket, key).await {
-        Ok(info) => Ok(Some(info)),
-        Err(Error::ObjectNotFound { .. }) => {
+/// What S3 reports of one delete.
+#[derive(Default)]
+struct DeleteReport {
+    /// The version deleted or the delete marker added is a delete marker.
+    delete_marker: Option<bool>,
+    /// The version deleted or the delete marker added.
+    version_id: Option<String>,
+}
+
+async fn delete_one(
+    project: &Project,
+    (bucket, key, version): (&str, &str, Version),
+    condition: Option<DeleteCondition>,
+) -> S3Result<DeleteReport> {
+    let precondition = match condition {
+        Some(condition) => Some(condition.check(project, bucket, key).await?),
+        None => None,
+    };
+    let named = !matches!(version, Version::Current);
+    let options = DeleteOptions {
+        version,
+        precondition,
+    };
+    match project.delete(bucket, key, &options).await {
+        Ok(deleted) => {
+            if let Some(marker) = &deleted.marker {
+                return Ok(DeleteReport {
+                    delete_marker: Some(true),
+                    version_id: versions::shown(Some(marker)),
+                });
+            }
+            // A version named and deleted: S3 echoes it and says whether
+            // it was a delete marker.
+            let removed = deleted.removed.filter(|_| named);
+            Ok(DeleteReport {
+                delete_marker: removed.as_ref().map(|_| deleted.removed_delete_marker),
+                version_id: removed.as_ref().and_then(|v| versions::shown(Some(v))),
+            })
+        }
+        Err(Error::ObjectNotFound { .. } | Error::VersionNotFound { .. }) => {
             buckets::ensure_exists(project, bucket).await?;
-            Ok(None)
+            Ok(DeleteReport::default())
         }
         Err(e) => Err(s3_error(e)),
     }
@@ -678,17 +742,31 @@ pub(crate) async fn delete_many(
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for object in input.delete.objects {
-        match delete_one(project, &input.bucket, &object.key).await {
+        let outcome = match versions::requested(object.version_id.as_deref()) {
+            Ok(version) => {
+                let condition = DeleteCondition::from_etag(object.e_tag.as_ref());
+                delete_one(project, (&input.bucket, &object.key, version), condition).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(_) if quiet => {}
-            Ok(_) => deleted.push(DeletedObject {
-                key: Some(object.key),
-                ..Default::default()
-            }),
+            Ok(report) => {
+                let marker = report.delete_marker == Some(true);
+                deleted.push(DeletedObject {
+                    key: Some(object.key),
+                    // S3 echoes the version named; a delete marker, added or
+                    // deleted, is also named apart.
+                    version_id: object.version_id.clone(),
+                    delete_marker: report.delete_marker,
+                    delete_marker_version_id: marker.then_some(report.version_id).flatten(),
+                })
+            }
             Err(e) => errors.push(s3s::dto::Error {
                 code: Some(e.code().as_str().to_string()),
                 message: e.message().map(str::to_string),
                 key: Some(object.key),
-                ..Default::default()
+                version_id: object.version_id,
             }),
         }
     }
@@ -864,6 +942,7 @@ mod tests {
             content_type: None,
             metadata: Default::default(),
             segments,
+            version: None,
         }
     }
 

@@ -1,7 +1,6 @@
 //! The s3s `S3` implementation: picks the project of the access key that
 //! signed the request and hands the operation to its area's module.
-//! Operations not listed here answer `NotImplemented` (the s3s default):
-//! PutBucketVersioning among them, since buckets have no versions.
+//! Operations not listed here answer `NotImplemented` (the s3s default).
 
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use crate::checksums::Checksummer;
 use crate::conditional::WriteCondition;
 use crate::grants::Grants;
 use crate::listing::{Lister, Snapshots};
-use crate::{buckets, config, copy, listing, multipart, objects};
+use crate::{buckets, config, copy, listing, multipart, objects, versions};
 
 pub(crate) struct Gateway {
     /// The project of every key pair, configured or registered.
@@ -119,13 +118,15 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let project = &self.project(&req.credentials).await?;
         let checksum = Checksummer::from_put(&req.input, req.trailing_headers.as_ref())?;
-        let condition = WriteCondition::from_put(&req.input)?;
-        if let Some(condition) = &condition {
-            condition
-                .check(project, &req.input.bucket, &req.input.key)
-                .await?;
-        }
-        ok(objects::put(project, req.input, checksum, condition).await?)
+        let precondition = match WriteCondition::from_put(&req.input)? {
+            Some(condition) => Some(
+                condition
+                    .check(project, &req.input.bucket, &req.input.key)
+                    .await?,
+            ),
+            None => None,
+        };
+        ok(objects::put(project, req.input, checksum, precondition).await?)
     }
 
     async fn get_object(
@@ -248,7 +249,15 @@ impl S3 for Gateway {
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         let project = &self.project(&req.credentials).await?;
-        ok(buckets::versioning(project, req.input).await?)
+        ok(versions::get_bucket_versioning(project, req.input).await?)
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(versions::put_bucket_versioning(project, req.input).await?)
     }
 
     async fn list_object_versions(

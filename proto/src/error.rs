@@ -52,6 +52,8 @@ pub enum Error {
     InvalidFilter(String),
     #[error("TLS set-up failed: {0}")]
     Tls(String),
+    #[error("invalid version id: {0}")]
+    InvalidVersionId(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

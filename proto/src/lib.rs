@@ -30,6 +30,7 @@ pub mod multipart;
 pub mod orders;
 pub mod redundancy;
 pub mod transport;
+pub mod version;
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {

@@ -205,6 +205,7 @@ impl IntoResponse for Error {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::AlreadyExists(_) | Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+            Error::ConditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::NotEnoughNodes { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unavailable(_) => StatusCode::BAD_GATEWAY,
             Error::Database(_)

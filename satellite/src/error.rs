@@ -29,6 +29,8 @@ pub enum Error {
     AlreadyExists(String),
     #[error("the request cannot be done now: {0}")]
     FailedPrecondition(String),
+    #[error("the condition of the request does not hold: {0}")]
+    ConditionFailed(String),
     #[error("not enough storage nodes are available: need {need}, have {have}")]
     NotEnoughNodes { need: usize, have: usize },
     #[error("stored metadata is corrupt: {0}")]
@@ -51,6 +53,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::ConditionFailed(_) => tonic::Status::aborted(message),
             Error::NotEnoughNodes { .. } => tonic::Status::resource_exhausted(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Database(_)

@@ -17,6 +17,7 @@ use archipel_proto::orders::{
 };
 use archipel_proto::pb::commit_object_request::LastSegment;
 use archipel_proto::pb::{self, metainfo_server::Metainfo, node_server::Node, PieceAction};
+use archipel_proto::version::VersionId;
 use archipel_proto::{Identity, NodeId, PeerKey, Redundancy};
 use tonic::{Request, Response, Status};
 
@@ -25,7 +26,8 @@ use crate::deletes::PieceDeleter;
 use crate::exit::GracefulExit;
 use crate::health::{self, NetworkView};
 use crate::metabase::{
-    self, Credential, ListEntry, Listing, ObjectCommit, Piece, Project, Segment,
+    self, Credential, ListEntry, Listing, ObjectCommit, Piece, Precondition, Project, Segment,
+    VersionRef, Versioning,
 };
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
@@ -67,6 +69,44 @@ fn bucket_pb(bucket: metabase::Bucket) -> pb::Bucket {
         name: bucket.name,
         created_at: bucket.created_at,
         plain_names: bucket.plain_names,
+        versioning: versioning_pb(bucket.versioning).into(),
+    }
+}
+
+fn versioning_pb(versioning: Versioning) -> pb::BucketVersioning {
+    match versioning {
+        Versioning::Unversioned => pb::BucketVersioning::Unversioned,
+        Versioning::Enabled => pb::BucketVersioning::Enabled,
+        Versioning::Suspended => pb::BucketVersioning::Suspended,
+    }
+}
+
+/// The version a request names: its key's current one when it names none.
+fn version_ref(selector: Option<&pb::VersionSelector>) -> Result<VersionRef> {
+    match selector {
+        Some(s) if s.null_version && !s.version_id.is_empty() => Err(Error::InvalidArgument(
+            "a request names a version id or the null version, not both".into(),
+        )),
+        Some(s) if s.null_version => Ok(VersionRef::Null),
+        Some(s) if !s.version_id.is_empty() => {
+            Ok(VersionRef::Exact(VersionId::from_bytes(&s.version_id)?))
+        }
+        _ => Ok(VersionRef::Latest),
+    }
+}
+
+/// The condition a write or delete carries, if any.
+fn precondition(condition: Option<&pb::Precondition>) -> Result<Option<Precondition>> {
+    match condition {
+        None => Ok(None),
+        Some(c) if c.absent && !c.current_version.is_empty() => Err(Error::InvalidArgument(
+            "a precondition is on absence or on a version, not both".into(),
+        )),
+        Some(c) if c.absent => Ok(Some(Precondition::Absent)),
+        Some(c) if !c.current_version.is_empty() => Ok(Some(Precondition::Current(
+            VersionId::from_bytes(&c.current_version)?,
+        ))),
+        Some(_) => Ok(None),
     }
 }
 
@@ -293,6 +333,14 @@ impl State {
         )
     }
 
+    /// The answer to a commit of `object`.
+    fn committed_pb(&self, object: &metabase::Object) -> Result<pb::CommitObjectResponse> {
+        Ok(pb::CommitObjectResponse {
+            object: Some(self.object_pb(object)),
+            versioning: versioning_pb(object.written_with()?).into(),
+        })
+    }
+
     fn object_pb(&self, object: &metabase::Object) -> pb::Object {
         pb::Object {
             stream_id: self.stream_id_of(object),
@@ -319,6 +367,12 @@ impl State {
             encrypted_metadata_key: object.encrypted_metadata_key.clone(),
             encrypted_metadata_nonce: object.encrypted_metadata_nonce.clone(),
             stream_id: Vec::new(),
+            version_id: object
+                .version_id()
+                .map(|id| id.to_bytes())
+                .unwrap_or_default(),
+            null_version: object.is_null_version(),
+            delete_marker: object.delete_marker != 0,
         }
     }
 
@@ -821,6 +875,7 @@ impl State {
         self.deleter.removed(&removed);
         Ok(pb::FinishCopyObjectResponse {
             object: Some(self.object_pb(&object)),
+            versioning: versioning_pb(object.written_with()?).into(),
         })
     }
 
@@ -1046,6 +1101,36 @@ impl Metainfo for State {
         Ok(Response::new(pb::DeleteBucketResponse {}))
     }
 
+    async fn set_bucket_versioning(
+        &self,
+        request: Request<pb::SetBucketVersioningRequest>,
+    ) -> Result<Response<pb::BucketResponse>, Status> {
+        let r = request.into_inner();
+        // Suspending makes later writes replace data, so it takes a key
+        // that may also delete everywhere in the bucket.
+        let credential = self
+            .authorize(r.header.as_ref(), Op::Write, Scope::WholeBucket(&r.name))
+            .await?;
+        credential.check(Op::Delete, Scope::WholeBucket(&r.name), unix_now())?;
+        let versioning = match pb::BucketVersioning::try_from(r.versioning) {
+            Ok(pb::BucketVersioning::Enabled) => Versioning::Enabled,
+            Ok(pb::BucketVersioning::Suspended) => Versioning::Suspended,
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "versioning is set to enabled or suspended".into(),
+                )
+                .into())
+            }
+        };
+        let bucket = self
+            .metabase
+            .set_versioning(&credential.project.id, &r.name, versioning)
+            .await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(bucket_pb(bucket)),
+        }))
+    }
+
     async fn list_buckets(
         &self,
         request: Request<pb::ListBucketsRequest>,
@@ -1184,14 +1269,13 @@ impl Metainfo for State {
         object.encrypted_metadata = r.encrypted_metadata;
         object.encrypted_metadata_key = r.encrypted_metadata_key;
         object.encrypted_metadata_nonce = r.encrypted_metadata_nonce;
-        let removed = self
+        let condition = precondition(r.precondition.as_ref())?;
+        let (object, removed) = self
             .metabase
-            .put_inline_object(&object, &segment, replace)
+            .put_inline_object(&object, &segment, replace, condition.as_ref())
             .await?;
         self.deleter.removed(&removed);
-        Ok(Response::new(pb::CommitObjectResponse {
-            object: Some(self.object_pb(&object)),
-        }))
+        Ok(Response::new(self.committed_pb(&object)?))
     }
 
     async fn begin_segment(
@@ -1257,15 +1341,14 @@ impl Metainfo for State {
             parts: r.parts.into_iter().zip(r.part_infos).collect(),
             last_segment,
             replace,
+            precondition: precondition(r.precondition.as_ref())?,
         };
         let (object, removed) = self
             .metabase
             .commit_object(&credential.project.id, &commit)
             .await?;
         self.deleter.removed(&removed);
-        Ok(Response::new(pb::CommitObjectResponse {
-            object: Some(self.object_pb(&object)),
-        }))
+        Ok(Response::new(self.committed_pb(&object)?))
     }
 
     async fn get_object(
@@ -1283,8 +1366,19 @@ impl Metainfo for State {
             .await?;
         let object = self
             .metabase
-            .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
+            .get_version(
+                &project.id,
+                &r.bucket,
+                &r.encrypted_object_key,
+                &version_ref(r.version.as_ref())?,
+                unix_now(),
+            )
             .await?;
+        let versioning = self
+            .metabase
+            .get_bucket(&project.id, &r.bucket)
+            .await?
+            .versioning;
         let segments = self.metabase.segments(&object.stream_id).await?;
         let view = self.view_for(&segments).await?;
         let infos = segments
@@ -1309,6 +1403,7 @@ impl Metainfo for State {
             object: Some(self.object_pb(&object)),
             segments: infos,
             download,
+            versioning: versioning_pb(versioning).into(),
         }))
     }
 
@@ -1338,24 +1433,33 @@ impl Metainfo for State {
         // Above an allowed path only the way to it shows; pages the caveats
         // empty are skipped, since a client stops at an empty page.
         let mut cursor = r.cursor;
+        let mut after_version = match r.cursor_version.as_slice() {
+            [] => None,
+            id => Some(VersionId::from_bytes(id).map_err(Error::from)?.version),
+        };
         let mut entries = Vec::new();
         let more = loop {
-            let (page, more) = self
-                .metabase
-                .list_objects(
-                    &project.id,
-                    &r.bucket,
-                    &Listing {
-                        prefix: &r.encrypted_prefix,
-                        cursor: &cursor,
-                        recursive: r.recursive,
-                        limit: r.limit as usize,
-                    },
-                    unix_now(),
-                )
-                .await?;
+            let listing = Listing {
+                prefix: &r.encrypted_prefix,
+                cursor: &cursor,
+                recursive: r.recursive,
+                limit: r.limit as usize,
+            };
+            let (page, more) = if r.versions {
+                self.metabase
+                    .list_versions(&project.id, &r.bucket, &listing, after_version, unix_now())
+                    .await?
+            } else {
+                self.metabase
+                    .list_objects(&project.id, &r.bucket, &listing, unix_now())
+                    .await?
+            };
             if let Some(last) = page.last() {
                 cursor = last.key().to_vec();
+                after_version = match last {
+                    ListEntry::Version { object, .. } => Some(object.version),
+                    _ => None,
+                };
             }
             entries.extend(page.into_iter().filter(|entry| {
                 let relative = entry.key();
@@ -1375,11 +1479,23 @@ impl Metainfo for State {
                     encrypted_object_key: key,
                     is_prefix: true,
                     object: None,
+                    is_latest: false,
                 },
                 ListEntry::Object(key, object) => pb::ListItem {
                     encrypted_object_key: key,
                     is_prefix: false,
                     object: Some(State::listed_object_pb(&object)),
+                    is_latest: true,
+                },
+                ListEntry::Version {
+                    key,
+                    object,
+                    latest,
+                } => pb::ListItem {
+                    encrypted_object_key: key,
+                    is_prefix: false,
+                    object: Some(State::listed_object_pb(&object)),
+                    is_latest: latest,
                 },
             })
             .collect();
@@ -1399,13 +1515,21 @@ impl Metainfo for State {
                 &r.encrypted_object_key,
             )
             .await?;
-        let (object, removed) = self
+        let deletion = self
             .metabase
-            .delete_object(&project.id, &r.bucket, &r.encrypted_object_key)
+            .delete_object(
+                &project.id,
+                &r.bucket,
+                &r.encrypted_object_key,
+                &version_ref(r.version.as_ref())?,
+                precondition(r.precondition.as_ref())?.as_ref(),
+            )
             .await?;
-        self.deleter.removed(&removed);
+        self.deleter.removed(&deletion.segments);
         Ok(Response::new(pb::DeleteObjectResponse {
-            object: Some(self.object_pb(&object)),
+            object: deletion.removed.map(|o| self.object_pb(&o)),
+            marker: deletion.marker.map(|o| self.object_pb(&o)),
+            versioning: versioning_pb(deletion.versioning).into(),
         }))
     }
 
@@ -1582,10 +1706,26 @@ impl Metainfo for State {
             .await?;
         let object = self
             .metabase
-            .get_object(&project.id, &r.bucket, &r.encrypted_object_key, unix_now())
+            .get_version(
+                &project.id,
+                &r.bucket,
+                &r.encrypted_object_key,
+                &version_ref(r.version.as_ref())?,
+                unix_now(),
+            )
             .await?;
+        if object.delete_marker != 0 {
+            // As S3: a delete marker is no copy source.
+            return Err(Error::NotFound("the object (a delete marker)".into()).into());
+        }
+        let versioning = self
+            .metabase
+            .get_bucket(&project.id, &r.bucket)
+            .await?
+            .versioning;
         let segments = self.metabase.segments(&object.stream_id).await?;
         Ok(Response::new(pb::BeginCopyObjectResponse {
+            versioning: versioning_pb(versioning).into(),
             object: Some(self.object_pb(&object)),
             segment_keys: segments
                 .into_iter()

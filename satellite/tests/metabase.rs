@@ -8,8 +8,8 @@ use archipel_proto::macaroon::ApiKey;
 use archipel_proto::multipart::position;
 use archipel_proto::{pb, NodeId, Redundancy};
 use archipel_satellite::metabase::{
-    ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy, Piece, Segment,
-    SegmentKey, WrappedSegmentKey,
+    ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy, Piece, Precondition,
+    RemovedSegment, Segment, SegmentKey, VersionRef, Versioning, WrappedSegmentKey,
 };
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Error;
@@ -54,6 +54,9 @@ on_both_backends!(
     server_side_copies,
     concurrent_copies,
     deletion_queue,
+    versions_of_a_key,
+    preconditions_hold_in_the_transaction,
+    listing_versions_page_by_page,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -134,6 +137,24 @@ fn commit(
         parts: parts.to_vec(),
         last_segment: None,
         replace: true,
+        precondition: None,
+    }
+}
+
+/// Deletes the current object of an unversioned key: what it was, and its
+/// remote segments.
+async fn delete_current(
+    mb: &Metabase,
+    project: &[u8],
+    bucket: &str,
+    key: &[u8],
+) -> Result<(Object, Vec<RemovedSegment>), Error> {
+    let deletion = mb
+        .delete_object(project, bucket, key, &VersionRef::Latest, None)
+        .await?;
+    match deletion.removed {
+        Some(removed) => Ok((removed, deletion.segments)),
+        None => panic!("an unversioned delete removes the object"),
     }
 }
 
@@ -346,13 +367,13 @@ async fn objects_and_segments(mb: &Metabase) {
         .await
         .is_err());
 
-    let (deleted, removed) = mb.delete_object(&p, "b", b"enc/key").await.unwrap();
+    let (deleted, removed) = delete_current(mb, &p, "b", b"enc/key").await.unwrap();
     assert_eq!(deleted.stream_id, object.stream_id);
     assert_eq!(removed.len(), 2);
     assert_eq!(removed[0].pieces, first.pieces);
     assert!(mb.segments(&object.stream_id).await.unwrap().is_empty());
     assert!(matches!(
-        mb.delete_object(&p, "b", b"enc/key").await,
+        delete_current(mb, &p, "b", b"enc/key").await,
         Err(Error::NotFound(_))
     ));
 }
@@ -415,6 +436,7 @@ fn keys(entries: &[ListEntry]) -> Vec<String> {
             match e {
                 ListEntry::Prefix(_) => format!("{key}*"),
                 ListEntry::Object(..) => key,
+                ListEntry::Version { object, .. } => format!("{key}@{}", object.version),
             }
         })
         .collect()
@@ -833,17 +855,15 @@ async fn put_inline(
     project: &[u8],
     key: &[u8],
     data: &[u8],
-) -> (Object, Vec<archipel_satellite::metabase::RemovedSegment>) {
+) -> (Object, Vec<RemovedSegment>) {
     let segment_of = |object: &Object| inline_segment(&object.stream_id, 0, data);
     let mut object = pending(project, "b", key, NOW);
     object.committed = 1;
     object.segment_count = 1;
     object.plain_size = segment_of(&object).plain_size;
-    let removed = mb
-        .put_inline_object(&object, &segment_of(&object), true)
+    mb.put_inline_object(&object, &segment_of(&object), true, None)
         .await
-        .unwrap();
-    (object, removed)
+        .unwrap()
 }
 
 /// A key that may write but not delete cannot replace an object, by any of
@@ -873,7 +893,7 @@ async fn commits_replace_only_when_allowed(mb: &Metabase) {
     let segment = inline_segment(&inline.stream_id, 0, &[2; 5]);
     inline.plain_size = segment.plain_size;
     assert!(refused(
-        mb.put_inline_object(&inline, &segment, false).await
+        mb.put_inline_object(&inline, &segment, false, None).await
     ));
 
     let other = put_object(mb, &p, "b", b"source").await;
@@ -976,20 +996,22 @@ async fn inline_objects_in_one_transaction(mb: &Metabase) {
     elsewhere.committed = 1;
     let segment = inline_segment(&elsewhere.stream_id, 0, &[1; 20]);
     assert!(matches!(
-        mb.put_inline_object(&elsewhere, &segment, true).await,
+        mb.put_inline_object(&elsewhere, &segment, true, None).await,
         Err(Error::NotFound(_))
     ));
     let pending_one = pending(&p, "b", b"p", NOW);
     let segment = inline_segment(&pending_one.stream_id, 0, &[1; 20]);
     assert!(matches!(
-        mb.put_inline_object(&pending_one, &segment, true).await,
+        mb.put_inline_object(&pending_one, &segment, true, None)
+            .await,
         Err(Error::InvalidArgument(_))
     ));
     let mut with_remote = pending(&p, "b", b"p", NOW);
     with_remote.committed = 1;
     let segment = remote_segment(&with_remote.stream_id, 0, 10);
     assert!(matches!(
-        mb.put_inline_object(&with_remote, &segment, true).await,
+        mb.put_inline_object(&with_remote, &segment, true, None)
+            .await,
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -1382,14 +1404,14 @@ async fn server_side_copies(mb: &Metabase) {
         .swap_pieces(&key, &originals[0].pieces, &repaired)
         .await
         .unwrap());
-    let (_, removed) = mb.delete_object(&p, "b", b"source").await.unwrap();
+    let (_, removed) = delete_current(mb, &p, "b", b"source").await.unwrap();
     assert_eq!(removed.len(), 2);
     let unlisted = mb.unlisted(removed).await.unwrap();
     assert_eq!(unlisted.len(), 1);
     assert_eq!(unlisted[0].root_piece_id, originals[0].root_piece_id);
     assert_eq!(unlisted[0].pieces, vec![originals[0].pieces[0]]);
     // The last copy's pieces are all garbage once it goes.
-    let (_, removed) = mb.delete_object(&p, "b2", b"c").await.unwrap();
+    let (_, removed) = delete_current(mb, &p, "b2", b"c").await.unwrap();
     assert_eq!(mb.unlisted(removed.clone()).await.unwrap(), removed);
     assert_eq!(removed[0].pieces, repaired);
 }
@@ -1466,7 +1488,7 @@ async fn deletion_queue(mb: &Metabase) {
     assert!(seen.contains(&(kept.root_piece_id, kept.pieces.clone())));
 
     // Deleting the object queues its pieces in the same transaction.
-    mb.delete_object(&p, "b", b"doomed").await.unwrap();
+    delete_current(mb, &p, "b", b"doomed").await.unwrap();
     assert_eq!(mb.deletion_queue_length(None).await.unwrap(), 4);
     let node = doomed.pieces[0].node;
     assert_eq!(mb.deletion_queue_length(Some(&node)).await.unwrap(), 1);
@@ -1526,4 +1548,379 @@ async fn deletion_queue(mb: &Metabase) {
         .swap_pieces(&kept.key(), &kept.pieces, &repaired)
         .await
         .unwrap());
+}
+
+/// The version id of a committed object.
+fn id_of(object: &Object) -> VersionRef {
+    VersionRef::Exact(object.version_id().unwrap())
+}
+
+/// Uploads and commits an object of one remote segment (so that deleting
+/// it for good has pieces to queue).
+async fn put_remote(mb: &Metabase, project: &[u8], bucket: &str, key: &[u8]) -> Object {
+    let object = pending(project, bucket, key, NOW);
+    mb.begin_object(&object).await.unwrap();
+    mb.put_segment(project, &remote_segment(&object.stream_id, 0, 100))
+        .await
+        .unwrap();
+    mb.commit_object(project, &commit(&object.stream_id, b"m", b"", b"", &[]))
+        .await
+        .unwrap()
+        .0
+}
+
+/// Every version of a key as rows of its own, as S3 versioning has them:
+/// null versions before and while suspended, versions added while enabled,
+/// delete markers, deletes of one version for good.
+async fn versions_of_a_key(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let first = put_remote(mb, &p, "b", b"k").await;
+    assert_eq!((first.version, first.is_null_version()), (1, true));
+    assert!(matches!(
+        mb.set_versioning(&p, "b", Versioning::Unversioned).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let bucket = mb
+        .set_versioning(&p, "b", Versioning::Enabled)
+        .await
+        .unwrap();
+    assert_eq!(bucket.versioning, Versioning::Enabled);
+    assert_eq!(
+        mb.get_bucket(&p, "b").await.unwrap().versioning,
+        Versioning::Enabled
+    );
+
+    // Writes add versions; nothing is replaced.
+    let second = put_remote(mb, &p, "b", b"k").await;
+    let third = put_object(mb, &p, "b", b"k").await;
+    assert_eq!((second.version, third.version), (2, 3));
+    assert!(!second.is_null_version());
+    assert_eq!(third.written_with().unwrap(), Versioning::Enabled);
+    assert_eq!(mb.get_object(&p, "b", b"k", NOW).await.unwrap(), third);
+    for old in [&first, &second] {
+        let found = mb
+            .get_version(&p, "b", b"k", &id_of(old), NOW)
+            .await
+            .unwrap();
+        assert_eq!(&found, old);
+    }
+    assert_eq!(
+        mb.get_version(&p, "b", b"k", &VersionRef::Null, NOW)
+            .await
+            .unwrap(),
+        first
+    );
+    // An id of this key's version under another key finds nothing.
+    put_object(mb, &p, "b", b"other").await;
+    assert!(matches!(
+        mb.get_version(&p, "b", b"other", &id_of(&second), NOW)
+            .await,
+        Err(Error::NotFound(_))
+    ));
+
+    // A delete hides the key under a marker; the versions stay.
+    let deletion = mb
+        .delete_object(&p, "b", b"k", &VersionRef::Latest, None)
+        .await
+        .unwrap();
+    let marker = deletion.marker.unwrap();
+    assert_eq!((deletion.removed, deletion.segments.len()), (None, 0));
+    assert_eq!((marker.version, marker.delete_marker), (4, 1));
+    assert!(matches!(
+        mb.get_object(&p, "b", b"k", NOW).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        mb.get_version(&p, "b", b"k", &VersionRef::Latest, NOW)
+            .await
+            .unwrap(),
+        marker
+    );
+    let (current, _) = mb
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: true,
+                limit: 0,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys(&current), vec!["other"]);
+    let (versions, more) = mb
+        .list_versions(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: true,
+                limit: 0,
+            },
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(!more);
+    assert_eq!(keys(&versions), vec!["k@4", "k@3", "k@2", "k@1", "other@1"]);
+    let latest: Vec<bool> = versions
+        .iter()
+        .map(|v| matches!(v, ListEntry::Version { latest: true, .. }))
+        .collect();
+    assert_eq!(latest, vec![true, false, false, false, true]);
+
+    // Deleting the marker for good brings the key back; deleting a version
+    // for good queues its pieces.
+    let undone = mb
+        .delete_object(&p, "b", b"k", &id_of(&marker), None)
+        .await
+        .unwrap();
+    assert_eq!(undone.removed.as_ref().map(|o| o.delete_marker), Some(1));
+    assert_eq!(mb.get_object(&p, "b", b"k", NOW).await.unwrap(), third);
+    let queued = mb.deletion_queue_length(None).await.unwrap();
+    let gone = mb
+        .delete_object(&p, "b", b"k", &id_of(&second), None)
+        .await
+        .unwrap();
+    assert_eq!(gone.removed, Some(second.clone()));
+    assert_eq!(gone.segments.len(), 1);
+    assert_eq!(mb.deletion_queue_length(None).await.unwrap(), queued + 4);
+    assert!(matches!(
+        mb.delete_object(&p, "b", b"k", &id_of(&second), None).await,
+        Err(Error::NotFound(_))
+    ));
+
+    // Suspended: a write replaces the null version (the first one, written
+    // before versioning), and a delete puts a null marker in its place.
+    mb.set_versioning(&p, "b", Versioning::Suspended)
+        .await
+        .unwrap();
+    let fourth = put_object(mb, &p, "b", b"k").await;
+    assert!(fourth.is_null_version());
+    assert_eq!(fourth.version, 4);
+    assert!(matches!(
+        mb.get_version(&p, "b", b"k", &id_of(&first), NOW).await,
+        Err(Error::NotFound(_))
+    ));
+    let deletion = mb
+        .delete_object(&p, "b", b"k", &VersionRef::Latest, None)
+        .await
+        .unwrap();
+    assert_eq!(deletion.removed, Some(fourth));
+    let null_marker = deletion.marker.unwrap();
+    assert!(null_marker.is_null_version());
+    assert_eq!(null_marker.written_with().unwrap(), Versioning::Suspended);
+    assert_eq!(
+        mb.get_version(&p, "b", b"k", &id_of(&third), NOW)
+            .await
+            .unwrap(),
+        third
+    );
+    // A bucket holding versions is not empty.
+    assert!(matches!(
+        mb.delete_bucket(&p, "b").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+}
+
+/// Conditions on a key's current version are checked in the transaction
+/// that commits or deletes: a failed one changes nothing.
+async fn preconditions_hold_in_the_transaction(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    let original = put_object(mb, &p, "b", b"k").await;
+    let original_id = original.version_id().unwrap();
+
+    // Absent, with an object there: the commit fails and the upload stays pending.
+    let upload = pending(&p, "b", b"k", NOW);
+    mb.begin_object(&upload).await.unwrap();
+    mb.put_segment(&p, &inline_segment(&upload.stream_id, 0, &[7; 20]))
+        .await
+        .unwrap();
+    let absent = ObjectCommit {
+        precondition: Some(Precondition::Absent),
+        ..commit(&upload.stream_id, b"new", b"", b"", &[])
+    };
+    assert!(matches!(
+        mb.commit_object(&p, &absent).await,
+        Err(Error::ConditionFailed(_))
+    ));
+    assert_eq!(mb.get_object(&p, "b", b"k", NOW).await.unwrap(), original);
+    assert_eq!(
+        mb.object_by_stream(&p, &upload.stream_id)
+            .await
+            .unwrap()
+            .committed,
+        0
+    );
+    // On the version there: it commits, replacing it.
+    let on_original = ObjectCommit {
+        precondition: Some(Precondition::Current(original_id.clone())),
+        ..commit(&upload.stream_id, b"new", b"", b"", &[])
+    };
+    let (replacement, _) = mb.commit_object(&p, &on_original).await.unwrap();
+    assert_eq!(replacement.encrypted_metadata, b"new");
+
+    // A delete on a version that is no longer current deletes nothing.
+    assert!(matches!(
+        mb.delete_object(
+            &p,
+            "b",
+            b"k",
+            &VersionRef::Latest,
+            Some(&Precondition::Current(original_id.clone()))
+        )
+        .await,
+        Err(Error::ConditionFailed(_))
+    ));
+    assert_eq!(
+        mb.get_object(&p, "b", b"k", NOW).await.unwrap(),
+        replacement
+    );
+    // An inline put on a stale version stores nothing either.
+    let mut inline = pending(&p, "b", b"k", NOW);
+    inline.committed = 1;
+    inline.segment_count = 1;
+    let segment = inline_segment(&inline.stream_id, 0, &[8; 20]);
+    assert!(matches!(
+        mb.put_inline_object(
+            &inline,
+            &segment,
+            true,
+            Some(&Precondition::Current(original_id))
+        )
+        .await,
+        Err(Error::ConditionFailed(_))
+    ));
+    assert_eq!(
+        mb.get_object(&p, "b", b"k", NOW).await.unwrap(),
+        replacement
+    );
+    mb.delete_object(
+        &p,
+        "b",
+        b"k",
+        &VersionRef::Latest,
+        Some(&Precondition::Current(replacement.version_id().unwrap())),
+    )
+    .await
+    .unwrap();
+    // Absent holds for a free key, and for one whose current version is a
+    // delete marker.
+    mb.put_inline_object(&inline, &segment, true, Some(&Precondition::Absent))
+        .await
+        .unwrap();
+    mb.set_versioning(&p, "b", Versioning::Enabled)
+        .await
+        .unwrap();
+    mb.delete_object(&p, "b", b"k", &VersionRef::Latest, None)
+        .await
+        .unwrap();
+    let mut again = pending(&p, "b", b"k", NOW);
+    again.committed = 1;
+    again.segment_count = 1;
+    let segment = inline_segment(&again.stream_id, 0, &[9; 20]);
+    let (stored, removed) = mb
+        .put_inline_object(&again, &segment, true, Some(&Precondition::Absent))
+        .await
+        .unwrap();
+    assert!(removed.is_empty());
+    assert_eq!(stored.version, 3);
+    assert_eq!(
+        mb.get_object(&p, "b", b"k", NOW).await.unwrap().stream_id,
+        again.stream_id
+    );
+}
+
+/// A listing of versions resumes within a key after the version it stopped
+/// at, and collapses prefixes as a listing of objects does.
+async fn listing_versions_page_by_page(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    mb.set_versioning(&p, "b", Versioning::Enabled)
+        .await
+        .unwrap();
+    for key in ["a", "a", "a", "b", "d/x", "d/y", "e", "e"] {
+        put_object(mb, &p, "b", key.as_bytes()).await;
+    }
+    mb.delete_object(&p, "b", b"e", &VersionRef::Latest, None)
+        .await
+        .unwrap();
+    let everything = vec![
+        "a@3", "a@2", "a@1", "b@1", "d/x@1", "d/y@1", "e@3", "e@2", "e@1",
+    ];
+    for limit in 1..=4 {
+        let mut seen = Vec::new();
+        let mut cursor = Vec::new();
+        let mut after_version = None;
+        loop {
+            let (page, more) = mb
+                .list_versions(
+                    &p,
+                    "b",
+                    &Listing {
+                        prefix: b"",
+                        cursor: &cursor,
+                        recursive: true,
+                        limit,
+                    },
+                    after_version,
+                    NOW,
+                )
+                .await
+                .unwrap();
+            assert!(page.len() <= limit);
+            seen.extend(keys(&page));
+            if !more {
+                break;
+            }
+            let Some(ListEntry::Version { key, object, .. }) = page.last() else {
+                panic!("a recursive listing has only versions");
+            };
+            cursor = key.clone();
+            after_version = Some(object.version);
+        }
+        assert_eq!(seen, everything, "pages of {limit}");
+    }
+    let (level, _) = mb
+        .list_versions(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: false,
+                limit: 0,
+            },
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&level),
+        vec!["a@3", "a@2", "a@1", "b@1", "d/*", "e@3", "e@2", "e@1"]
+    );
+    // The current objects: e is hidden by its marker.
+    let (current, _) = mb
+        .list_objects(
+            &p,
+            "b",
+            &Listing {
+                prefix: b"",
+                cursor: b"",
+                recursive: true,
+                limit: 0,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys(&current), vec!["a", "b", "d/x", "d/y"]);
 }

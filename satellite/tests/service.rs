@@ -271,6 +271,7 @@ impl Satellite {
                 parts: Vec::new(),
                 part_infos: Vec::new(),
                 last_segment: None,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().object.unwrap())
@@ -635,6 +636,7 @@ async fn upload_commit_download_list_delete(backend: Backend) {
             cursor: Vec::new(),
             recursive: false,
             limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -650,6 +652,7 @@ async fn upload_commit_download_list_delete(backend: Backend) {
             header: sat.header(),
             bucket: "photos".into(),
             encrypted_object_key: b"enc-dir/enc-file".to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -663,6 +666,7 @@ async fn upload_commit_download_list_delete(backend: Backend) {
             header: sat.header(),
             bucket: "photos".into(),
             encrypted_object_key: b"enc-dir/enc-file".to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1247,6 +1251,7 @@ async fn copies_are_scoped_and_checked(backend: Backend) {
         header,
         bucket: "bucket".into(),
         encrypted_object_key: b"src".to_vec(),
+        ..Default::default()
     };
     // No credential, no copy.
     let status = client.begin_copy_object(begin(None)).await.unwrap_err();
@@ -1349,6 +1354,7 @@ async fn copies_are_scoped_and_checked(backend: Backend) {
             header: sat.header(),
             bucket: "bucket".into(),
             encrypted_object_key: b"src".to_vec(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1496,6 +1502,7 @@ async fn folded_requests_are_checked(backend: Backend) {
             encrypted_object_key: b"small".to_vec(),
             download: true,
             download_offset: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -523,7 +523,14 @@ async fn object_versions(backend: Backend) {
             assert_eq!(page.next_key_marker(), None);
             break;
         }
-        assert_eq!(page.next_version_id_marker(), Some("null"));
+        // After an object, the version marker is its version (`null`: the
+        // bucket was never versioned); after a common prefix there is none.
+        let last_is_prefix = page
+            .common_prefixes()
+            .iter()
+            .any(|p| p.prefix() == page.next_key_marker());
+        let expected = (!last_is_prefix).then_some("null");
+        assert_eq!(page.next_version_id_marker(), expected);
         marker = page.next_key_marker().map(String::from);
         assert!(marker.is_some());
     }

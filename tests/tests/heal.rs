@@ -142,6 +142,7 @@ async fn stream_id(client: &mut MetainfoClient<Channel>, api_key: &str, bucket: 
             cursor: Vec::new(),
             recursive: true,
             limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -131,7 +131,7 @@ async fn operate(op: &str, full: &Project, p: &Project, cell: &str) -> Result<()
             let part = p
                 .upload_part("bkt", &key, &upload, 1, &b"part one"[..], || "tag".into())
                 .await?;
-            p.complete_multipart("bkt", &key, &upload, &[part], Default::default())
+            p.complete_multipart("bkt", &key, &upload, &[part], Default::default(), None)
                 .await?;
             assert_eq!(get(full, "bkt", &key).await.unwrap(), b"part one");
             Ok(())

@@ -124,7 +124,7 @@ async fn inline_objects_take_one_request_and_survive_what_others_do(backend: Bac
         parts.push(part);
     }
     project
-        .complete_multipart("bkt", "multi", &upload, &parts, Default::default())
+        .complete_multipart("bkt", "multi", &upload, &parts, Default::default(), None)
         .await
         .unwrap();
     assert_eq!(

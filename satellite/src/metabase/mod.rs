@@ -64,44 +64,72 @@ macro_rules! on_pool {
 pub(crate) const OVERWRITE_REFUSED: &str =
     "an object exists under this key and the API key does not allow deleting it";
 
-/// Inside the write transaction `$tx`, removes the committed object under a
-/// key (if any) with its segments; evaluates to the removed remote segments.
-/// Unless `$replace`, an object there fails the transaction instead: a key
-/// that may write but not delete must not destroy data by overwriting it.
-macro_rules! remove_committed {
-    ($tx:ident, $project:expr, $bucket:expr, $key:expr, $replace:expr) => {{
-        let old: Option<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 \
-             AND object_key = $3 AND committed = 1",
+/// Inside the write transaction `$tx`, prepares the commit of a new version
+/// of a key at `$now`: checks the [`Precondition`] `$precondition` (an
+/// `Option<&Precondition>`) against the key's current version and, unless
+/// the bucket's versioning is enabled, removes the key's null version with
+/// its segments, which the new version replaces. Evaluates to the removed
+/// remote segments, the new version's number, and the bucket's versioning.
+/// Unless `$replace`, a null version holding data fails the transaction
+/// instead: a key that may write but not delete must not destroy data by
+/// overwriting it.
+macro_rules! make_room {
+    ($tx:ident, $project:expr, $bucket:expr, $key:expr, $replace:expr, $precondition:expr, $now:expr) => {{
+        let versioning: Option<(i64,)> =
+            sqlx::query_as("SELECT versioning FROM buckets WHERE project_id = $1 AND name = $2")
+                .bind($project)
+                .bind($bucket)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let versioning = match versioning {
+            Some((state,)) => $crate::metabase::Versioning::from_db(state)?,
+            None => return Err(Error::NotFound(format!("bucket {:?}", $bucket))),
+        };
+        let versions: Vec<$crate::metabase::VersionRow> = sqlx::query_as(
+            "SELECT stream_id, version, versioning, delete_marker, expires_at FROM objects \
+             WHERE project_id = $1 AND bucket = $2 AND object_key = $3 AND committed = 1 \
+             ORDER BY version DESC",
         )
         .bind($project)
         .bind($bucket)
         .bind($key)
-        .fetch_optional(&mut *$tx)
+        .fetch_all(&mut *$tx)
         .await?;
-        match old {
-            Some(_) if !$replace => {
-                return Err(Error::PermissionDenied(
-                    $crate::metabase::OVERWRITE_REFUSED.into(),
-                ))
+        $crate::metabase::check_precondition($precondition, &versions, $now)?;
+        let next_version = versions.first().map_or(1, |newest| newest.version + 1);
+        let null_version = versions.iter().find(|v| v.versioning != 1);
+        let removed = match null_version {
+            Some(null) if versioning != $crate::metabase::Versioning::Enabled => {
+                if !$replace && null.delete_marker == 0 {
+                    return Err(Error::PermissionDenied(
+                        $crate::metabase::OVERWRITE_REFUSED.into(),
+                    ));
+                }
+                remove_version!($tx, &null.stream_id)
             }
-            Some((old_stream,)) => {
-                // RETURNING: the piece lists as deleted, including any a
-                // repair swapped in after this transaction began.
-                let records: Vec<SegmentRecord> = sqlx::query_as(&format!(
-                    "DELETE FROM segments WHERE stream_id = $1 RETURNING {SEGMENT_COLUMNS}"
-                ))
-                .bind(&old_stream)
-                .fetch_all(&mut *$tx)
-                .await?;
-                sqlx::query("DELETE FROM objects WHERE stream_id = $1")
-                    .bind(&old_stream)
-                    .execute(&mut *$tx)
-                    .await?;
-                removed_segments(records)?
-            }
-            None => Vec::new(),
-        }
+            _ => Vec::new(),
+        };
+        (removed, next_version, versioning)
+    }};
+}
+
+/// Inside the write transaction `$tx`, removes the committed version of
+/// stream `$stream` with its segments; evaluates to its remote segments.
+macro_rules! remove_version {
+    ($tx:ident, $stream:expr) => {{
+        // RETURNING: the piece lists as deleted, including any a repair
+        // swapped in after this transaction began.
+        let records: Vec<SegmentRecord> = sqlx::query_as(&format!(
+            "DELETE FROM segments WHERE stream_id = $1 RETURNING {SEGMENT_COLUMNS}"
+        ))
+        .bind($stream)
+        .fetch_all(&mut *$tx)
+        .await?;
+        sqlx::query("DELETE FROM objects WHERE stream_id = $1")
+            .bind($stream)
+            .execute(&mut *$tx)
+            .await?;
+        removed_segments(records)?
     }};
 }
 
@@ -112,7 +140,7 @@ macro_rules! insert_object {
         let object: &Object = $object;
         sqlx::query(&format!(
             "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&object.stream_id)
         .bind(&object.project_id)
@@ -129,6 +157,9 @@ macro_rules! insert_object {
         .bind(object.plain_size)
         .bind(object.segment_count)
         .bind(object.multipart)
+        .bind(object.version)
+        .bind(object.versioning)
+        .bind(object.delete_marker)
         .execute($executor)
         .await
     }};
@@ -213,7 +244,11 @@ pub use deletions::QueuedDeletion;
 pub use exits::ExitState;
 pub use multipart::Part;
 pub use nodes::{Node, NodeRecord, NodeStanding};
-pub use objects::{Bucket, ListEntry, Listing, Object, ObjectCommit, ObjectCopy};
+use objects::{check_precondition, VersionRow};
+pub use objects::{
+    Bucket, Deletion, ListEntry, Listing, Object, ObjectCommit, ObjectCopy, Precondition,
+    VersionRef, Versioning,
+};
 pub use projects::{Credential, Project};
 pub use repair_queue::{QueueEntry, QueuedSegment, RepairClaim};
 pub use segments::{
@@ -224,7 +259,8 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 
 const OBJECT_COLUMNS: &str = "stream_id, project_id, bucket, object_key, committed, created_at, \
      expires_at, cipher, block_size, encrypted_metadata, encrypted_metadata_key, \
-     encrypted_metadata_nonce, plain_size, segment_count, multipart";
+     encrypted_metadata_nonce, plain_size, segment_count, multipart, version, versioning, \
+     delete_marker";
 
 const SEGMENT_COLUMNS: &str = "stream_id, position, root_piece_id, encrypted_key, \
      encrypted_key_nonce, plain_offset, plain_size, encrypted_size, redundancy, inline_data, \

@@ -1,6 +1,12 @@
-//! Buckets, and the objects in them: pending uploads, commits (which replace
-//! a committed object of the same key), server-side copies, deletes, expiry
-//! and listings.
+//! Buckets, and the objects in them: pending uploads, commits, server-side
+//! copies, deletes, expiry and listings, and the versions of each key.
+//!
+//! Every committed row of a key is one of its versions, numbered in commit
+//! order; the newest one not expired is the key's current version, and the
+//! key holds no object when that is a delete marker. A write while the
+//! bucket's versioning is enabled adds a version; otherwise it replaces the
+//! key's null version (see [`Versioning`]). Writes and deletes may carry a
+//! [`Precondition`] on the current version, checked in their transaction.
 
 use std::time::Duration;
 
@@ -14,6 +20,8 @@ use super::{
     SEGMENT_COLUMNS,
 };
 use crate::{Error, Result};
+use archipel_proto::orders::unix_now;
+use archipel_proto::version::VersionId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bucket {
@@ -22,6 +30,39 @@ pub struct Bucket {
     /// The client stores object names in this bucket unencrypted, so keys sort
     /// in the names' own order; chosen at creation.
     pub plain_names: bool,
+    pub versioning: Versioning,
+}
+
+/// Whether a bucket's writes keep the versions they replace, as S3's
+/// versioning: once enabled it can be suspended but never turned off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Versioning {
+    /// Never enabled: a write replaces the key's (null) version.
+    #[default]
+    Unversioned,
+    /// Every write adds a version; a delete adds a delete marker.
+    Enabled,
+    /// Writes and deletes replace the key's null version; other versions stay.
+    Suspended,
+}
+
+impl Versioning {
+    pub(crate) fn from_db(state: i64) -> Result<Versioning> {
+        match state {
+            0 => Ok(Versioning::Unversioned),
+            1 => Ok(Versioning::Enabled),
+            2 => Ok(Versioning::Suspended),
+            other => Err(Error::Corrupt(format!("bucket versioning state {other}"))),
+        }
+    }
+
+    pub(crate) fn to_db(self) -> i64 {
+        match self {
+            Versioning::Unversioned => 0,
+            Versioning::Enabled => 1,
+            Versioning::Suspended => 2,
+        }
+    }
 }
 
 /// A bucket as stored (flags are BIGINT 0/1).
@@ -30,16 +71,110 @@ struct BucketRow {
     name: String,
     created_at: i64,
     plain_names: i64,
+    versioning: i64,
 }
 
-impl From<BucketRow> for Bucket {
-    fn from(row: BucketRow) -> Bucket {
-        Bucket {
+impl TryFrom<BucketRow> for Bucket {
+    type Error = Error;
+
+    fn try_from(row: BucketRow) -> Result<Bucket> {
+        Ok(Bucket {
             name: row.name,
             created_at: row.created_at,
             plain_names: row.plain_names != 0,
+            versioning: Versioning::from_db(row.versioning)?,
+        })
+    }
+}
+
+const BUCKET_COLUMNS: &str = "name, created_at, plain_names, versioning";
+
+/// Which version of a key a read or a delete means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionRef {
+    /// The current one.
+    Latest,
+    /// The key's null version (see [`Versioning`]).
+    Null,
+    Exact(VersionId),
+}
+
+/// A condition on a key's current version that a write or delete needs,
+/// checked in its transaction; [`Error::ConditionFailed`] otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key holds no object (nothing, or a delete marker).
+    Absent,
+    /// The key's current object is this version.
+    Current(VersionId),
+}
+
+/// One version of a key, as a write's checks need it.
+#[derive(sqlx::FromRow)]
+pub(super) struct VersionRow {
+    pub(super) stream_id: Vec<u8>,
+    pub(super) version: i64,
+    pub(super) versioning: i64,
+    pub(super) delete_marker: i64,
+    pub(super) expires_at: i64,
+}
+
+impl From<&Object> for VersionRow {
+    fn from(object: &Object) -> VersionRow {
+        VersionRow {
+            stream_id: object.stream_id.clone(),
+            version: object.version,
+            versioning: object.versioning,
+            delete_marker: object.delete_marker,
+            expires_at: object.expires_at,
         }
     }
+}
+
+/// Checks `precondition` against a key's committed `versions`, newest first:
+/// the current one is the newest not expired by `now`.
+pub(super) fn check_precondition(
+    precondition: Option<&Precondition>,
+    versions: &[VersionRow],
+    now: i64,
+) -> Result<()> {
+    let Some(precondition) = precondition else {
+        return Ok(());
+    };
+    let current = versions
+        .iter()
+        .find(|v| v.expires_at == 0 || v.expires_at > now)
+        .filter(|v| v.delete_marker == 0);
+    match (precondition, current) {
+        (Precondition::Absent, None) => Ok(()),
+        (Precondition::Absent, Some(_)) => Err(Error::ConditionFailed(
+            "an object exists under this key".into(),
+        )),
+        (Precondition::Current(id), Some(v))
+            if v.stream_id == id.stream_id && v.version == id.version =>
+        {
+            Ok(())
+        }
+        (Precondition::Current(_), Some(_)) => Err(Error::ConditionFailed(
+            "the object under this key is not the version the condition names".into(),
+        )),
+        (Precondition::Current(_), None) => {
+            Err(Error::ConditionFailed("the key holds no object".into()))
+        }
+    }
+}
+
+/// What a delete did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deletion {
+    /// The version deleted for good, if any.
+    pub removed: Option<Object>,
+    /// The delete marker added, if any.
+    pub marker: Option<Object>,
+    /// The bucket's versioning when the delete ran.
+    pub versioning: Versioning,
+    /// The remote segments of the removed version.
+    pub segments: Vec<RemovedSegment>,
 }
 
 /// An object, pending (being uploaded) or committed.
@@ -61,6 +196,14 @@ pub struct Object {
     pub segment_count: i64,
     /// 1 for a multipart upload (parts are recorded separately until it completes).
     pub multipart: i64,
+    /// Its number among its key's versions, from 1; 0 while pending.
+    pub version: i64,
+    /// The bucket's [`Versioning`] when this version was written, as
+    /// stored (see [`Object::written_with`]); not enabled makes it the key's
+    /// null version.
+    pub versioning: i64,
+    /// 1 for a delete marker (no segments, no metadata).
+    pub delete_marker: i64,
 }
 
 impl Object {
@@ -92,7 +235,35 @@ impl Object {
             plain_size: 0,
             segment_count: 0,
             multipart: 0,
+            version: 0,
+            versioning: 0,
+            delete_marker: 0,
         }
+    }
+
+    /// The bucket's versioning when this version was written.
+    pub fn written_with(&self) -> Result<Versioning> {
+        Versioning::from_db(self.versioning)
+    }
+
+    /// Whether this is its key's null version (written while versioning
+    /// was not enabled).
+    pub fn is_null_version(&self) -> bool {
+        self.versioning != Versioning::Enabled.to_db()
+    }
+
+    /// This committed version's id.
+    pub fn version_id(&self) -> Option<VersionId> {
+        Some(VersionId {
+            version: self.version,
+            stream_id: self.stream_id.as_slice().try_into().ok()?,
+        })
+        .filter(|_| self.committed != 0)
+    }
+
+    /// Whether this version is still there at `now` (not expired).
+    pub fn live_at(&self, now: i64) -> bool {
+        self.expires_at == 0 || self.expires_at > now
     }
 }
 
@@ -110,6 +281,7 @@ pub struct ObjectCommit {
     pub last_segment: Option<Segment>,
     /// Whether the commit may replace a committed object under the key.
     pub replace: bool,
+    pub precondition: Option<Precondition>,
 }
 
 /// A server-side copy of a committed object: the destination and what is
@@ -147,13 +319,21 @@ pub struct Listing<'a> {
 pub enum ListEntry {
     /// Everything below `key` (which ends with '/'), collapsed.
     Prefix(Vec<u8>),
+    /// A key's current object.
     Object(Vec<u8>, Box<Object>),
+    /// One version of a key (a listing of versions); `latest` if it is the
+    /// key's current one.
+    Version {
+        key: Vec<u8>,
+        object: Box<Object>,
+        latest: bool,
+    },
 }
 
 impl ListEntry {
     pub fn key(&self) -> &[u8] {
         match self {
-            ListEntry::Prefix(k) | ListEntry::Object(k, _) => k,
+            ListEntry::Prefix(k) | ListEntry::Object(k, _) | ListEntry::Version { key: k, .. } => k,
         }
     }
 }
@@ -246,6 +426,7 @@ impl Metabase {
                 name: name.to_string(),
                 created_at: now,
                 plain_names,
+                versioning: Versioning::Unversioned,
             }),
             Err(e) if is_unique_violation(&e) => {
                 Err(Error::AlreadyExists(format!("bucket {name:?}")))
@@ -255,19 +436,47 @@ impl Metabase {
     }
 
     pub async fn get_bucket(&self, project: &[u8], name: &str) -> Result<Bucket> {
+        let sql =
+            format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE project_id = $1 AND name = $2");
         let bucket: Option<BucketRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT name, created_at, plain_names FROM buckets \
-                 WHERE project_id = $1 AND name = $2",
-            )
+            sqlx::query_as(&sql)
                 .bind(project)
                 .bind(name)
                 .fetch_optional(pool)
                 .await?
         });
         bucket
-            .map(Bucket::from)
-            .ok_or_else(|| Error::NotFound(format!("bucket {name:?}")))
+            .ok_or_else(|| Error::NotFound(format!("bucket {name:?}")))?
+            .try_into()
+    }
+
+    /// Enables or suspends a bucket's versioning; a bucket that had it
+    /// cannot go back to [`Versioning::Unversioned`].
+    pub async fn set_versioning(
+        &self,
+        project: &[u8],
+        name: &str,
+        versioning: Versioning,
+    ) -> Result<Bucket> {
+        if versioning == Versioning::Unversioned {
+            return Err(Error::InvalidArgument(
+                "versioning can be enabled or suspended, not turned off".into(),
+            ));
+        }
+        let updated = on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            sqlx::query("UPDATE buckets SET versioning = $1 WHERE project_id = $2 AND name = $3")
+                .bind(versioning.to_db())
+                .bind(project)
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if updated == 0 {
+            return Err(Error::NotFound(format!("bucket {name:?}")));
+        }
+        self.get_bucket(project, name).await
     }
 
     /// Deletes a bucket that holds no objects, committed or pending.
@@ -308,18 +517,22 @@ impl Metabase {
         limit: usize,
     ) -> Result<(Vec<Bucket>, bool)> {
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let sql = format!(
+            "SELECT {BUCKET_COLUMNS} FROM buckets WHERE project_id = $1 AND name > $2 \
+             ORDER BY name LIMIT $3"
+        );
         let rows: Vec<BucketRow> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT name, created_at, plain_names FROM buckets \
-                 WHERE project_id = $1 AND name > $2 ORDER BY name LIMIT $3",
-            )
+            sqlx::query_as(&sql)
             .bind(project)
             .bind(cursor)
             .bind(limit as i64 + 1)
             .fetch_all(pool)
             .await?
         });
-        let mut buckets: Vec<Bucket> = rows.into_iter().map(Bucket::from).collect();
+        let mut buckets = rows
+            .into_iter()
+            .map(Bucket::try_from)
+            .collect::<Result<Vec<_>>>()?;
         let more = buckets.len() > limit;
         buckets.truncate(limit);
         Ok((buckets, more))
@@ -464,17 +677,28 @@ impl Metabase {
                 })?;
             }
 
-            removed.extend(remove_committed!(tx, project, &object.bucket, &object.object_key, commit.replace));
+            let (replaced, version, versioning) = make_room!(
+                tx,
+                project,
+                &object.bucket,
+                &object.object_key,
+                commit.replace,
+                commit.precondition.as_ref(),
+                unix_now()
+            );
+            removed.extend(replaced);
 
             object.committed = 1;
+            object.version = version;
+            object.versioning = versioning.to_db();
             object.plain_size = offset;
             object.segment_count = segments.len() as i64;
             object.encrypted_metadata = commit.encrypted_metadata.clone();
             object.encrypted_metadata_key = commit.encrypted_metadata_key.clone();
             object.encrypted_metadata_nonce = commit.encrypted_metadata_nonce.clone();
             sqlx::query(
-                "UPDATE objects SET committed = 1, plain_size = $1, segment_count = $2, \
-                 encrypted_metadata = $3, encrypted_metadata_key = $4, \
+                "UPDATE objects SET committed = 1, version = $7, versioning = $8, plain_size = $1, \
+                 segment_count = $2, encrypted_metadata = $3, encrypted_metadata_key = $4, \
                  encrypted_metadata_nonce = $5 WHERE stream_id = $6",
             )
             .bind(object.plain_size)
@@ -483,6 +707,8 @@ impl Metabase {
             .bind(&object.encrypted_metadata_key)
             .bind(&object.encrypted_metadata_nonce)
             .bind(stream_id)
+            .bind(object.version)
+            .bind(object.versioning)
             .execute(&mut *tx)
             .await?;
             queue_deletions!(tx, &removed);
@@ -492,15 +718,18 @@ impl Metabase {
     }
 
     /// Stores `object` (committed, of one segment) with its inline
-    /// `segment` in one transaction, replacing a committed object of its key
-    /// if `replace` (else failing with `PermissionDenied`); returns the
-    /// replaced object's segments.
+    /// `segment` in one transaction as a new version of its key (its
+    /// number and the bucket's versioning are set here), replacing the
+    /// key's null version as a commit does if `replace` (else failing with
+    /// `PermissionDenied`); returns the object stored and the replaced
+    /// version's segments.
     pub async fn put_inline_object(
         &self,
         object: &Object,
         segment: &Segment,
         replace: bool,
-    ) -> Result<Vec<RemovedSegment>> {
+        precondition: Option<&Precondition>,
+    ) -> Result<(Object, Vec<RemovedSegment>)> {
         if object.committed == 0
             || segment.inline_data.is_none()
             || segment.stream_id != object.stream_id
@@ -513,14 +742,26 @@ impl Metabase {
         retry_commit(|| async {
             on_pool!(self, pool => {
                 let _writing = self.writing().await;
-            let mut tx = pool.begin_write().await?;
-                let removed =
-                    remove_committed!(tx, &object.project_id, &object.bucket, &object.object_key, replace);
-                insert_object!(&mut *tx, object)?;
+                let mut tx = pool.begin_write().await?;
+                let (removed, version, versioning) = make_room!(
+                    tx,
+                    &object.project_id,
+                    &object.bucket,
+                    &object.object_key,
+                    replace,
+                    precondition,
+                    unix_now()
+                );
+                let object = Object {
+                    version,
+                    versioning: versioning.to_db(),
+                    ..object.clone()
+                };
+                insert_object!(&mut *tx, &object)?;
                 insert_segment!(&mut *tx, segment)?;
                 queue_deletions!(tx, &removed);
                 tx.commit().await?;
-                Ok(removed)
+                Ok((object, removed))
             })
         })
         .await
@@ -567,7 +808,8 @@ impl Metabase {
             // An expired source is gone, even before the cleanup removes it.
             let touched = sqlx::query(
                 "UPDATE objects SET segment_count = segment_count WHERE stream_id = $1 \
-                 AND project_id = $2 AND committed = 1 AND (expires_at = 0 OR expires_at > $3)",
+                 AND project_id = $2 AND committed = 1 AND delete_marker = 0 \
+                 AND (expires_at = 0 OR expires_at > $3)",
             )
             .bind(source_stream)
             .bind(project)
@@ -597,13 +839,23 @@ impl Metabase {
                     positions.len()
                 )));
             }
-            let removed = remove_committed!(tx, project, &copy.bucket, &copy.object_key, copy.replace);
+            let (removed, version, versioning) = make_room!(
+                tx,
+                project,
+                &copy.bucket,
+                &copy.object_key,
+                copy.replace,
+                None,
+                copy.created_at
+            );
             let object = Object {
                 stream_id: copy.stream_id.clone(),
                 project_id: project.to_vec(),
                 bucket: copy.bucket.clone(),
                 object_key: copy.object_key.clone(),
                 committed: 1,
+                version,
+                versioning: versioning.to_db(),
                 created_at: copy.created_at,
                 encrypted_metadata: copy.encrypted_metadata.clone(),
                 encrypted_metadata_key: copy.encrypted_metadata_key.clone(),
@@ -634,7 +886,8 @@ impl Metabase {
         })
     }
 
-    /// The committed object under a key, unless it expired by `now`.
+    /// The current object under a key at `now`: `NotFound` when the key
+    /// holds none (nothing, or a delete marker).
     pub async fn get_object(
         &self,
         project: &[u8],
@@ -642,43 +895,159 @@ impl Metabase {
         key: &[u8],
         now: i64,
     ) -> Result<Object> {
-        let sql = format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-             AND object_key = $3 AND committed = 1 AND (expires_at = 0 OR expires_at > $4)"
-        );
-        let object: Option<Object> = on_pool!(self, pool => {
-            sqlx::query_as(&sql)
-                .bind(project)
-                .bind(bucket)
-                .bind(key)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?
-        });
-        object.ok_or_else(|| Error::NotFound("the object".into()))
+        let object = self
+            .get_version(project, bucket, key, &VersionRef::Latest, now)
+            .await?;
+        if object.delete_marker != 0 {
+            return Err(Error::NotFound("the object".into()));
+        }
+        Ok(object)
     }
 
-    /// Deletes the committed object under a key with its segments.
+    /// A version of a key not expired by `now`, delete markers included.
+    pub async fn get_version(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+        version: &VersionRef,
+        now: i64,
+    ) -> Result<Object> {
+        let which = match version {
+            VersionRef::Latest => "",
+            VersionRef::Null => " AND versioning <> 1",
+            VersionRef::Exact(_) => " AND stream_id = $5 AND version = $6",
+        };
+        let sql = format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1 AND (expires_at = 0 OR expires_at > $4){which} \
+             ORDER BY version DESC LIMIT 1"
+        );
+        let object: Option<Object> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).bind(now);
+            if let VersionRef::Exact(id) = version {
+                query = query.bind(id.stream_id.as_slice()).bind(id.version);
+            }
+            query.fetch_optional(pool).await?
+        });
+        object.ok_or_else(|| match version {
+            VersionRef::Latest => Error::NotFound("the object".into()),
+            _ => Error::NotFound("the object version".into()),
+        })
+    }
+
+    /// Deletes a version of a key as S3 does: the current one (`Latest`)
+    /// is deleted in an unversioned bucket, hidden under a new delete
+    /// marker in a versioned one, and in a suspended one replaced by a null
+    /// delete marker (the null version going); a named version is deleted
+    /// for good. `precondition` is checked against the current version
+    /// first. Deleting the current version of an unversioned key that holds
+    /// nothing, or a version that does not exist, is `NotFound`.
     pub async fn delete_object(
         &self,
         project: &[u8],
         bucket: &str,
         key: &[u8],
-    ) -> Result<(Object, Vec<RemovedSegment>)> {
-        let sql = format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-             AND object_key = $3 AND committed = 1"
-        );
-        let object: Object = on_pool!(self, pool => {
-            sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).fetch_optional(pool).await?
+        target: &VersionRef,
+        precondition: Option<&Precondition>,
+    ) -> Result<Deletion> {
+        // A delete marker takes the next version number, which a commit
+        // may take first: then the next attempt numbers after it.
+        retry_commit(|| self.delete_object_once(project, bucket, key, target, precondition)).await
+    }
+
+    async fn delete_object_once(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+        target: &VersionRef,
+        precondition: Option<&Precondition>,
+    ) -> Result<Deletion> {
+        let now = unix_now();
+        on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            let mut tx = pool.begin_write().await?;
+            let versioning: Option<(i64,)> =
+                sqlx::query_as("SELECT versioning FROM buckets WHERE project_id = $1 AND name = $2")
+                    .bind(project)
+                    .bind(bucket)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let versioning = match versioning {
+                Some((state,)) => Versioning::from_db(state)?,
+                None => return Err(Error::NotFound(format!("bucket {bucket:?}"))),
+            };
+            let rows: Vec<Object> = sqlx::query_as(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+                 AND object_key = $3 AND committed = 1 ORDER BY version DESC"
+            ))
+            .bind(project)
+            .bind(bucket)
+            .bind(key)
+            .fetch_all(&mut *tx)
+            .await?;
+            let versions: Vec<VersionRow> = rows.iter().map(VersionRow::from).collect();
+            check_precondition(precondition, &versions, now)?;
+            let live = |o: &&Object| o.live_at(now);
+            let null_version = rows.iter().filter(live).find(|o| o.is_null_version());
+            let (doomed, add_marker) = match target {
+                VersionRef::Latest => match versioning {
+                    Versioning::Unversioned => {
+                        let current = rows.iter().find(live).filter(|o| o.delete_marker == 0);
+                        (Some(current.ok_or_else(|| Error::NotFound("the object".into()))?), false)
+                    }
+                    Versioning::Enabled => (None, true),
+                    Versioning::Suspended => (null_version, true),
+                },
+                VersionRef::Null => (
+                    Some(null_version.ok_or_else(|| Error::NotFound("the object version".into()))?),
+                    false,
+                ),
+                VersionRef::Exact(id) => {
+                    let found = rows
+                        .iter()
+                        .filter(live)
+                        .find(|o| o.version == id.version && o.stream_id == id.stream_id);
+                    (Some(found.ok_or_else(|| Error::NotFound("the object version".into()))?), false)
+                }
+            };
+            let mut deletion = Deletion {
+                versioning,
+                ..Deletion::default()
+            };
+            if let Some(doomed) = doomed {
+                deletion.segments = remove_version!(tx, &doomed.stream_id);
+                sqlx::query("DELETE FROM parts WHERE stream_id = $1")
+                    .bind(&doomed.stream_id)
+                    .execute(&mut *tx)
+                    .await?;
+                deletion.removed = Some(doomed.clone());
+            }
+            if add_marker {
+                let marker = Object {
+                    committed: 1,
+                    version: rows.first().map_or(1, |newest| newest.version + 1),
+                    versioning: versioning.to_db(),
+                    delete_marker: 1,
+                    ..Object::pending(
+                        rand::random::<[u8; 16]>().to_vec(),
+                        project.to_vec(),
+                        bucket.to_string(),
+                        key.to_vec(),
+                        now,
+                        0,
+                        0,
+                        0,
+                    )
+                };
+                insert_object!(&mut *tx, &marker)?;
+                deletion.marker = Some(marker);
+            }
+            queue_deletions!(tx, &deletion.segments);
+            tx.commit().await?;
+            Ok(deletion)
         })
-        .ok_or_else(|| Error::NotFound("the object".into()))?;
-        // Replaced or deleted since it was read: then there is nothing to delete.
-        let removed = self
-            .delete_stream(&object.stream_id, 1)
-            .await?
-            .ok_or_else(|| Error::NotFound("the object".into()))?;
-        Ok((object, removed))
     }
 
     /// Removes an object row with its segments if its `committed` flag still
@@ -783,14 +1152,43 @@ impl Metabase {
         Ok((streams.len(), self.delete_streams(&streams, 1).await?))
     }
 
-    /// Lists committed objects of a bucket not expired by `now`, as `listing`
-    /// asks. Returns at most `listing.limit` entries (capped at
+    /// Lists the current objects of a bucket at `now`, as `listing` asks.
+    /// Returns at most `listing.limit` entries (capped at
     /// [`MAX_LIST_LIMIT`]) and whether more follow.
     pub async fn list_objects(
         &self,
         project: &[u8],
         bucket: &str,
         listing: &Listing<'_>,
+        now: i64,
+    ) -> Result<(Vec<ListEntry>, bool)> {
+        self.scan(project, bucket, listing, None, now).await
+    }
+
+    /// Lists every version of the keys of a bucket not expired by `now`
+    /// (delete markers included), by key and newest first within a key, as
+    /// [`ListEntry::Version`]s and prefixes. After `listing.cursor`, or with
+    /// `after_version` after that version of the cursor's key.
+    pub async fn list_versions(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        listing: &Listing<'_>,
+        after_version: Option<i64>,
+        now: i64,
+    ) -> Result<(Vec<ListEntry>, bool)> {
+        self.scan(project, bucket, listing, Some(after_version), now)
+            .await
+    }
+
+    /// A listing of current objects (`versions` is `None`) or of every
+    /// version (`Some(after_version)`).
+    async fn scan(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        listing: &Listing<'_>,
+        versions: Option<Option<i64>>,
         now: i64,
     ) -> Result<(Vec<ListEntry>, bool)> {
         let &Listing {
@@ -805,37 +1203,63 @@ impl Metabase {
             limit.min(MAX_LIST_LIMIT)
         };
         let upper = prefix_end(prefix);
-        // The listing resumes at `lower`, inclusive or not.
+        // The listing resumes at `lower`: inclusive or not, or within that
+        // key's versions below a number.
+        let mut within = versions.flatten().filter(|_| !cursor.is_empty());
         let (mut lower, mut inclusive) = if cursor.is_empty() {
             (prefix.to_vec(), true)
         } else {
             let full = [prefix, cursor].concat();
             match cursor.iter().position(|&b| b == b'/') {
                 // A cursor inside (or naming) a collapsed prefix skips all of it.
-                Some(i) if !recursive => match prefix_end(&full[..prefix.len() + i + 1]) {
-                    Some(end) => (end, true),
-                    None => return Ok((Vec::new(), false)),
-                },
+                Some(i) if !recursive => {
+                    within = None;
+                    match prefix_end(&full[..prefix.len() + i + 1]) {
+                        Some(end) => (end, true),
+                        None => return Ok((Vec::new(), false)),
+                    }
+                }
                 _ => (full, false),
             }
         };
-        let sql_lower = |inclusive: bool| {
-            let op = if inclusive { ">=" } else { ">" };
-            let upper_clause = if upper.is_some() {
-                " AND object_key < $6"
-            } else {
-                ""
+        // Listing versions: the first row of a key is its current version,
+        // unless the listing resumes within that key.
+        let mut previous_key = within.map(|_| lower.clone());
+        let upper_clause = if upper.is_some() {
+            " AND object_key < $6"
+        } else {
+            ""
+        };
+        let version_param = if upper.is_some() { 7 } else { 6 };
+        let (which, order) = match versions {
+            None => (
+                " AND delete_marker = 0 AND NOT EXISTS (SELECT 1 FROM objects newer \
+                 WHERE newer.project_id = objects.project_id AND newer.bucket = objects.bucket \
+                 AND newer.object_key = objects.object_key AND newer.committed = 1 \
+                 AND newer.version > objects.version \
+                 AND (newer.expires_at = 0 OR newer.expires_at > $5))",
+                "object_key",
+            ),
+            Some(_) => ("", "object_key, version DESC"),
+        };
+        let sql = |inclusive: bool, within: Option<i64>| {
+            let from = match (inclusive, within) {
+                (_, Some(_)) => {
+                    format!("(object_key > $3 OR (object_key = $3 AND version < ${version_param}))")
+                }
+                (true, None) => "object_key >= $3".to_string(),
+                (false, None) => "object_key > $3".to_string(),
             };
             format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-                 AND committed = 1 AND (expires_at = 0 OR expires_at > $5) \
-                 AND object_key {op} $3{upper_clause} ORDER BY object_key LIMIT $4"
+                 AND committed = 1 AND (expires_at = 0 OR expires_at > $5){which} \
+                 AND {from}{upper_clause} ORDER BY {order} LIMIT $4"
             )
         };
         let mut entries = Vec::new();
         'scan: while entries.len() <= limit {
             let want = (limit + 1 - entries.len()) as i64;
-            let sql = sql_lower(inclusive);
+            let sql = sql(inclusive, within);
             let rows: Vec<Object> = on_pool!(self, pool => {
                 let mut query = sqlx::query_as(&sql)
                     .bind(project)
@@ -845,6 +1269,9 @@ impl Metabase {
                     .bind(now);
                 if let Some(upper) = &upper {
                     query = query.bind(upper);
+                }
+                if let Some(version) = within {
+                    query = query.bind(version);
                 }
                 query.fetch_all(pool).await?
             });
@@ -861,6 +1288,7 @@ impl Metabase {
                             Some(end) => {
                                 lower = end;
                                 inclusive = true;
+                                within = None;
                             }
                             None => {
                                 entries.push(ListEntry::Prefix(component));
@@ -874,7 +1302,18 @@ impl Metabase {
                 }
                 lower = object.object_key.clone();
                 inclusive = false;
-                entries.push(ListEntry::Object(relative, Box::new(object)));
+                if versions.is_some() {
+                    within = Some(object.version);
+                    let latest = previous_key.as_ref() != Some(&object.object_key);
+                    previous_key = Some(object.object_key.clone());
+                    entries.push(ListEntry::Version {
+                        key: relative,
+                        object: Box::new(object),
+                        latest,
+                    });
+                } else {
+                    entries.push(ListEntry::Object(relative, Box::new(object)));
+                }
                 if entries.len() > limit {
                     break 'scan;
                 }
