@@ -78,7 +78,9 @@ step "building archipel-devnet (dev profile)"
 cargo build --quiet --workspace --tests
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 step "starting the devnet in $tmp/devnet"
-"$target_dir/debug/archipel-devnet" --dir "$tmp/devnet" >"$tmp/devnet.out" 2>&1 &
+# Two satellites, so the scenario also shows independent satellites sharing
+# the same nodes; everything but that step uses the first.
+"$target_dir/debug/archipel-devnet" --dir "$tmp/devnet" --satellites 2 >"$tmp/devnet.out" 2>&1 &
 devnet_pid=$!
 
 # The devnet writes s3.env once every node has checked in and the gateway listens.
@@ -317,6 +319,45 @@ expect_eq "ETag of the server-side copy" "$etag" "$copy_etag"
 s3 s3 rm "s3://$bucket/copy.bin" >/dev/null || fail "aws s3 rm copy.bin"
 s3 s3 rm "s3://$bucket/cp-copy.bin" >/dev/null || fail "aws s3 rm cp-copy.bin"
 
+step "versioning: two versions, list them, read the old one, a delete marker, restore by copy"
+s3 s3 mb s3://versioned >/dev/null || fail "aws s3 mb s3://versioned"
+s3 s3api put-bucket-versioning --bucket versioned --versioning-configuration Status=Enabled ||
+    fail "aws s3api put-bucket-versioning"
+expect_eq "versioning status" Enabled \
+    "$(s3 s3api get-bucket-versioning --bucket versioned --query Status --output text)"
+echo "first version" >"$work/v1.txt"
+echo "second version" >"$work/v2.txt"
+v1=$(s3 s3api put-object --bucket versioned --key notes.txt --body "$work/v1.txt" --query VersionId --output text) ||
+    fail "aws s3api put-object (first version)"
+v2=$(s3 s3api put-object --bucket versioned --key notes.txt --body "$work/v2.txt" --query VersionId --output text) ||
+    fail "aws s3api put-object (second version)"
+[[ -n $v1 && $v1 != None && $v1 != "$v2" ]] || fail "the two PUTs answered versions '$v1' and '$v2'"
+listed=$(s3 s3api list-object-versions --bucket versioned --query 'Versions[].[VersionId,IsLatest]' --output text) ||
+    fail "aws s3api list-object-versions"
+expect_eq "versions listed (newest first)" "$(printf '%s\tTrue\n%s\tFalse' "$v2" "$v1")" "$listed"
+s3 s3api get-object --bucket versioned --key notes.txt --version-id "$v1" "$work/v1.back" >/dev/null ||
+    fail "aws s3api get-object --version-id (the old version)"
+cmp -s "$work/v1.txt" "$work/v1.back" || fail "the old version reads other bytes"
+marker=$(s3 s3api delete-object --bucket versioned --key notes.txt --query VersionId --output text) ||
+    fail "aws s3api delete-object (a delete marker)"
+if s3 s3api head-object --bucket versioned --key notes.txt >/dev/null 2>&1; then
+    fail "a key under a delete marker still answers HEAD"
+fi
+expect_eq "delete markers listed" "$marker" \
+    "$(s3 s3api list-object-versions --bucket versioned --query 'DeleteMarkers[].VersionId' --output text)"
+s3 s3api copy-object --bucket versioned --key notes.txt --copy-source "versioned/notes.txt?versionId=$v1" >/dev/null ||
+    fail "aws s3api copy-object of the old version (restore)"
+s3 s3 cp s3://versioned/notes.txt "$work/restored.txt" >/dev/null || fail "aws s3 cp the restored object"
+cmp -s "$work/v1.txt" "$work/restored.txt" || fail "the restored object is not the first version"
+expect_eq "versions after the restore" 4 \
+    "$(s3 s3api list-object-versions --bucket versioned --query 'length([Versions[], DeleteMarkers[]][])' --output text)"
+for version in $(s3 s3api list-object-versions --bucket versioned \
+    --query '[Versions[].VersionId, DeleteMarkers[].VersionId][]' --output text); do
+    s3 s3api delete-object --bucket versioned --key notes.txt --version-id "$version" >/dev/null ||
+        fail "aws s3api delete-object --version-id $version"
+done
+s3 s3 rb s3://versioned >/dev/null || fail "aws s3 rb of the emptied versioned bucket"
+
 step "s3api multipart: create, upload-part, list-parts, list-multipart-uploads, abort"
 upload_id=$(s3 s3api create-multipart-upload --bucket "$bucket" --key pending.bin --query UploadId --output text) ||
     fail "aws s3api create-multipart-upload"
@@ -413,6 +454,32 @@ cmp -s "$work/range.expected" "$work/link-range.bin" || fail "the link's range 1
 if curl -fsS "${link%/videos/}/private/notes.txt" >/dev/null 2>&1; then
     fail "a link read outside its shared folder"
 fi
+
+# ---- two satellites on the same nodes -----------------------------------------
+
+step "a second satellite stores through the same nodes, apart from the first"
+expect_eq "satellites in devnet.json" 2 "$(jq '.satellites | length' "$tmp/devnet/devnet.json")"
+second_id=$(jq -r '.satellites[1].id' "$tmp/devnet/devnet.json")
+second_access=$(jq -r '.satellites[1].access_file' "$tmp/devnet/devnet.json")
+[[ $second_id != "$(jq -r '.satellite.id' "$tmp/devnet/devnet.json")" ]] ||
+    fail "the two satellites have one identity"
+ARCHIPEL_ACCESS=$second_access archipel mb ap://elsewhere >/dev/null || fail "archipel mb on the second satellite"
+ARCHIPEL_ACCESS=$second_access archipel cp "$work/small.bin" ap://elsewhere/small.bin 2>/dev/null ||
+    fail "archipel cp to the second satellite"
+ARCHIPEL_ACCESS=$second_access archipel cat ap://elsewhere/small.bin >"$work/elsewhere.back" ||
+    fail "archipel cat from the second satellite"
+expect_eq "sha256 of the object on the second satellite" "$(sha256 "$work/small.bin")" "$(sha256 "$work/elsewhere.back")"
+! archipel ls | grep -q elsewhere || fail "the first satellite's project lists the second's bucket"
+# Every node trusts both; the ones holding the object's pieces count them
+# under the second satellite on their dashboards.
+holding=0
+while read -r dashboard; do
+    report=$(curl -fsS "http://$dashboard/api/node") || fail "node dashboard http://$dashboard/api/node"
+    expect_eq "satellites on the dashboard at $dashboard" 2 "$(jq '.satellites | length' <<<"$report")"
+    pieces=$(jq --arg id "$second_id" '[.satellites[] | select(.id == $id) | .pieces] | add' <<<"$report")
+    ((pieces == 0)) || holding=$((holding + 1))
+done < <(jq -r '.nodes[].dashboard' "$tmp/devnet/devnet.json")
+((holding > 0)) || fail "no node's dashboard counts a piece for the second satellite"
 
 # ---- backups: the README's walkthrough ----------------------------------------
 
