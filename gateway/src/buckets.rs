@@ -5,7 +5,7 @@ use archipel_client::{BucketOptions, Project};
 use s3s::dto::{
     Bucket, BucketLocationConstraint, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
     DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, HeadBucketInput,
-    HeadBucketOutput, ListBucketsOutput, Owner,
+    HeadBucketOutput, ListBucketsInput, ListBucketsOutput, Owner,
 };
 use s3s::{s3_error, S3Result};
 
@@ -40,12 +40,8 @@ pub(crate) async fn delete(
 
 /// `NoSuchBucket` unless `bucket` exists.
 pub(crate) async fn ensure_exists(project: &Project, bucket: &str) -> S3Result<()> {
-    let buckets = project.list_buckets().await.map_err(s3_error)?;
-    if buckets.iter().any(|b| b.name == bucket) {
-        Ok(())
-    } else {
-        Err(s3_error!(NoSuchBucket, "bucket {bucket:?} does not exist"))
-    }
+    project.bucket(bucket).await.map_err(s3_error)?;
+    Ok(())
 }
 
 pub(crate) async fn head(
@@ -60,8 +56,39 @@ pub(crate) async fn head(
     })
 }
 
-pub(crate) async fn list(project: &Project, access_key_id: &str) -> S3Result<ListBucketsOutput> {
-    let buckets = project.list_buckets().await.map_err(s3_error)?;
+/// S3's largest page of ListBuckets.
+const MAX_BUCKETS: usize = 10_000;
+
+/// The buckets in name order: with `prefix`, those starting with it; with
+/// `max-buckets`, a page of at most that many after the continuation token
+/// (the last name of the page before), and the token of the next page.
+pub(crate) async fn list(
+    project: &Project,
+    access_key_id: &str,
+    input: ListBucketsInput,
+) -> S3Result<ListBucketsOutput> {
+    let max_buckets = match input.max_buckets {
+        None => MAX_BUCKETS,
+        Some(n) if (1..=MAX_BUCKETS as i32).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "max-buckets must be between 1 and {MAX_BUCKETS}"
+            ))
+        }
+    };
+    let prefix = input.prefix.as_deref().unwrap_or_default();
+    let after = input.continuation_token.as_deref();
+    let mut buckets: Vec<_> = project
+        .list_buckets()
+        .await
+        .map_err(s3_error)?
+        .into_iter()
+        .filter(|b| b.name.starts_with(prefix) && after.is_none_or(|after| b.name.as_str() > after))
+        .collect();
+    let truncated = buckets.len() > max_buckets;
+    buckets.truncate(max_buckets);
+    let continuation_token = buckets.last().filter(|_| truncated).map(|b| b.name.clone());
     Ok(ListBucketsOutput {
         buckets: Some(
             buckets
@@ -77,7 +104,8 @@ pub(crate) async fn list(project: &Project, access_key_id: &str) -> S3Result<Lis
             display_name: Some(access_key_id.to_string()),
             id: Some(access_key_id.to_string()),
         }),
-        ..Default::default()
+        continuation_token,
+        prefix: input.prefix,
     })
 }
 

@@ -112,6 +112,10 @@ fn cut(listing: &Listing, after: Option<&str>, max_keys: usize) -> Page {
         truncated: false,
         last: None,
     };
+    // As S3: `max-keys=0` is an empty page, not a truncated one.
+    if max_keys == 0 {
+        return page;
+    }
     for (taken, (name, entry)) in listing.0[start..].iter().enumerate() {
         if taken == max_keys {
             page.truncated = true;
@@ -306,7 +310,8 @@ pub(crate) async fn list_versions(
     );
     let rest = &listing[start..];
     let page = &rest[..rest.len().min(max_keys)];
-    let truncated = rest.len() > page.len();
+    // As S3: `max-keys=0` is an empty page, not a truncated one.
+    let truncated = max_keys > 0 && rest.len() > page.len();
     let encode = Encoder::new(input.encoding_type.as_ref());
     let (next_key_marker, next_version_id_marker) = match page.last().filter(|_| truncated) {
         Some((name, entry)) => (
@@ -540,7 +545,7 @@ mod tests {
         assert_eq!(names(&next), (vec![], vec!["d/"]));
         assert!(!next.truncated);
         let empty = paginate(entries, "", Some("/"), None, 0);
-        assert!(empty.truncated && empty.objects.is_empty() && empty.last.is_none());
+        assert!(!empty.truncated && empty.objects.is_empty() && empty.last.is_none());
     }
 
     #[test]

@@ -687,6 +687,9 @@ pub(crate) async fn delete(
     })
 }
 
+/// The most keys one DeleteObjects may name (S3's limit).
+const MAX_DELETE_OBJECTS: usize = 1000;
+
 /// What S3 reports of one delete.
 #[derive(Default)]
 struct DeleteReport {
@@ -738,6 +741,12 @@ pub(crate) async fn delete_many(
     project: &Project,
     input: DeleteObjectsInput,
 ) -> S3Result<DeleteObjectsOutput> {
+    if input.delete.objects.len() > MAX_DELETE_OBJECTS {
+        return Err(s3_error!(
+            MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema: at most {MAX_DELETE_OBJECTS} keys per request"
+        ));
+    }
     let quiet = input.delete.quiet.unwrap_or(false);
     let mut deleted = Vec::new();
     let mut errors = Vec::new();

@@ -101,7 +101,7 @@ impl S3 for Gateway {
             .credentials
             .as_ref()
             .map_or("", |c| c.access_key.as_str());
-        ok(buckets::list(project, key_id).await?)
+        ok(buckets::list(project, key_id, req.input).await?)
     }
 
     async fn get_bucket_location(

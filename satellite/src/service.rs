@@ -1097,7 +1097,8 @@ impl Metainfo for State {
             .authorize(r.header.as_ref(), Op::Delete, Scope::WholeBucket(&r.name))
             .await?
             .project;
-        self.metabase.delete_bucket(&project.id, &r.name).await?;
+        let removed = self.metabase.delete_bucket(&project.id, &r.name).await?;
+        self.deleter.removed(&removed);
         Ok(Response::new(pb::DeleteBucketResponse {}))
     }
 

@@ -272,14 +272,22 @@ async fn buckets(mb: &Metabase) {
         Err(Error::FailedPrecondition(_))
     ));
     assert!(mb.get_bucket(&p, "bbb").await.is_ok());
-    // A pending upload keeps the bucket too.
-    mb.begin_object(&pending(&p, "ccc", b"k", NOW))
-        .await
-        .unwrap();
+    // Uploads still pending go with their bucket, their pieces queued for
+    // deletion (as S3 aborts incomplete multipart uploads).
+    let upload = pending(&p, "ccc", b"k", NOW);
+    mb.begin_object(&upload).await.unwrap();
+    let stored = remote_segment(&upload.stream_id, 0, 100);
+    mb.put_segment(&p, &stored).await.unwrap();
+    let queued = mb.deletion_queue_length(None).await.unwrap();
+    let aborted = mb.delete_bucket(&p, "ccc").await.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].pieces, stored.pieces);
+    assert_eq!(mb.deletion_queue_length(None).await.unwrap(), queued + 4);
     assert!(matches!(
-        mb.delete_bucket(&p, "ccc").await,
-        Err(Error::FailedPrecondition(_))
+        mb.object_by_stream(&p, &upload.stream_id).await,
+        Err(Error::NotFound(_))
     ));
+    assert!(mb.get_bucket(&p, "ccc").await.is_err());
     mb.delete_bucket(&p, "aaa").await.unwrap();
     assert!(matches!(
         mb.delete_bucket(&p, "aaa").await,

@@ -479,8 +479,14 @@ impl Metabase {
         self.get_bucket(project, name).await
     }
 
-    /// Deletes a bucket that holds no objects, committed or pending.
-    pub async fn delete_bucket(&self, project: &[u8], name: &str) -> Result<()> {
+    /// Deletes a bucket that holds no object versions; the uploads still
+    /// pending in it are aborted with it (as S3 does). Returns their remote
+    /// segments, whose pieces are queued for deletion.
+    pub async fn delete_bucket(&self, project: &[u8], name: &str) -> Result<Vec<RemovedSegment>> {
+        let segments_sql = format!(
+            "DELETE FROM segments WHERE stream_id IN (SELECT stream_id FROM objects \
+             WHERE project_id = $1 AND bucket = $2 AND committed = 0) RETURNING {SEGMENT_COLUMNS}"
+        );
         on_pool!(self, pool => {
             let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
@@ -493,20 +499,41 @@ impl Metabase {
             if deleted == 0 {
                 return Err(Error::NotFound(format!("bucket {name:?}")));
             }
-            let object: Option<(Vec<u8>,)> = sqlx::query_as(
-                "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 LIMIT 1",
+            let version: Option<(Vec<u8>,)> = sqlx::query_as(
+                "SELECT stream_id FROM objects WHERE project_id = $1 AND bucket = $2 \
+                 AND committed = 1 LIMIT 1",
             )
             .bind(project)
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
-            if object.is_some() {
+            if version.is_some() {
                 tx.rollback().await?;
                 return Err(Error::FailedPrecondition(format!("bucket {name:?} is not empty")));
             }
+            let records: Vec<SegmentRecord> = sqlx::query_as(&segments_sql)
+                .bind(project)
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM parts WHERE stream_id IN (SELECT stream_id FROM objects \
+                 WHERE project_id = $1 AND bucket = $2 AND committed = 0)",
+            )
+            .bind(project)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM objects WHERE project_id = $1 AND bucket = $2")
+                .bind(project)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let removed = removed_segments(records)?;
+            queue_deletions!(tx, &removed);
             tx.commit().await?;
-        });
-        Ok(())
+            Ok(removed)
+        })
     }
 
     /// Buckets in name order, strictly after `cursor`; the flag says whether more follow.

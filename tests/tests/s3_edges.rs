@@ -1,0 +1,128 @@
+//! The edges of S3 that conformance suites probe, end to end with
+//! `aws-sdk-s3` against the in-process gateway on both metabase backends:
+//! `max-keys=0`, ListBuckets pages, DeleteObjects' key limit, and a bucket
+//! deleted while only incomplete multipart uploads remain in it.
+
+#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
+
+mod common;
+
+use archipel_tests::{on_both_backends, Backend};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use common::{code, Fixture};
+
+on_both_backends!(listing_and_deleting_edges);
+
+async fn listing_and_deleting_edges(backend: Backend) {
+    let fx = Fixture::start(backend).await;
+    let s3 = &fx.client;
+    for bucket in ["edge-a", "edge-b", "edge-c", "other"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    s3.put_object()
+        .bucket("edge-a")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+
+    // max-keys=0: nothing, and not truncated.
+    let empty = s3
+        .list_objects_v2()
+        .bucket("edge-a")
+        .max_keys(0)
+        .send()
+        .await
+        .unwrap();
+    assert!(empty.contents().is_empty());
+    assert_eq!(empty.is_truncated(), Some(false));
+    let empty = s3
+        .list_object_versions()
+        .bucket("edge-a")
+        .max_keys(0)
+        .send()
+        .await
+        .unwrap();
+    assert!(empty.versions().is_empty());
+    assert_eq!(empty.is_truncated(), Some(false));
+
+    // ListBuckets pages with max-buckets and a continuation token, and a prefix.
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_buckets()
+            .max_buckets(2)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.buckets().len() <= 2);
+        names.extend(page.buckets().iter().map(|b| b.name().unwrap().to_string()));
+        token = page.continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(names, vec!["edge-a", "edge-b", "edge-c", "other"]);
+    let prefixed = s3.list_buckets().prefix("edge-").send().await.unwrap();
+    assert_eq!(prefixed.buckets().len(), 3);
+    assert_eq!(prefixed.prefix(), Some("edge-"));
+
+    // DeleteObjects names at most 1000 keys.
+    let mut too_many = Delete::builder();
+    for i in 0..1001 {
+        too_many = too_many.objects(
+            ObjectIdentifier::builder()
+                .key(format!("k{i}"))
+                .build()
+                .unwrap(),
+        );
+    }
+    let e = s3
+        .delete_objects()
+        .bucket("edge-a")
+        .delete(too_many.build().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "MalformedXML");
+
+    // A bucket with only an incomplete multipart upload in it is deleted,
+    // the upload with it.
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("edge-b")
+        .key("unfinished")
+        .send()
+        .await
+        .unwrap();
+    s3.upload_part()
+        .bucket("edge-b")
+        .key("unfinished")
+        .upload_id(upload.upload_id().unwrap())
+        .part_number(1)
+        .body(ByteStream::from(vec![7; 100_000]))
+        .send()
+        .await
+        .unwrap();
+    s3.delete_bucket().bucket("edge-b").send().await.unwrap();
+    let e = s3
+        .list_multipart_uploads()
+        .bucket("edge-b")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NoSuchBucket");
+    // One with an object still is not.
+    let e = s3
+        .delete_bucket()
+        .bucket("edge-a")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "BucketNotEmpty");
+    fx.shutdown().await;
+}
