@@ -16,6 +16,8 @@ pub enum Error {
     BucketNotFound(String),
     #[error("bucket {0:?} already exists")]
     BucketExists(String),
+    #[error("{0}")]
+    InvalidBucketName(String),
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),
     #[error("object {key:?} not found in bucket {bucket:?}")]
@@ -141,6 +143,14 @@ impl Error {
                     .unwrap_or(&message)
                     .to_string(),
             ),
+            (Code::InvalidArgument, Subject::Bucket(_)) if message.contains("bucket name") => {
+                Error::InvalidBucketName(
+                    message
+                        .strip_prefix("the request is invalid: ")
+                        .unwrap_or(&message)
+                        .to_string(),
+                )
+            }
             (Code::AlreadyExists, Subject::Bucket(bucket)) => {
                 Error::BucketExists(bucket.to_string())
             }

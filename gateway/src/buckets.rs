@@ -1,27 +1,47 @@
-//! Bucket operations: create, delete, head, list, location and versioning
-//! (always off: objects have one version).
+//! Bucket operations: create, delete, head, list and location (versioning
+//! is in `versions`).
 
-use archipel_client::{BucketOptions, Project};
+use archipel_client::{BucketOptions, Error, Project};
 use s3s::dto::{
     Bucket, BucketLocationConstraint, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
     DeleteBucketOutput, GetBucketLocationInput, GetBucketLocationOutput, HeadBucketInput,
     HeadBucketOutput, ListBucketsInput, ListBucketsOutput, Owner,
 };
-use s3s::{s3_error, S3Result};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 
 use crate::config::DEFAULT_REGION;
 use crate::errors::s3_error;
 
-/// Creates the bucket, with unencrypted object names if `unencrypted_names`.
+/// Creates the bucket in the gateway's `region`, with unencrypted object
+/// names if `unencrypted_names`.
 pub(crate) async fn create(
     project: &Project,
+    region: &str,
     input: CreateBucketInput,
     unencrypted_names: bool,
 ) -> S3Result<CreateBucketOutput> {
-    project
+    let constraint = input
+        .create_bucket_configuration
+        .as_ref()
+        .and_then(|c| c.location_constraint.as_ref())
+        .map(|c| c.as_str());
+    if let Some(constraint) = constraint.filter(|c| *c != region) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::Custom("IllegalLocationConstraintException".into()),
+            format!(
+                "The {constraint} location constraint is incompatible for the region specific endpoint this request was sent to ({region})."
+            ),
+        ));
+    }
+    match project
         .create_bucket_with(&input.bucket, BucketOptions { unencrypted_names })
         .await
-        .map_err(s3_error)?;
+    {
+        Ok(_) => {}
+        // As S3 in us-east-1: creating a bucket you own again succeeds.
+        Err(Error::BucketExists(_)) if region == DEFAULT_REGION => {}
+        Err(e) => return Err(s3_error(e)),
+    }
     Ok(CreateBucketOutput {
         location: Some(format!("/{}", input.bucket)),
     })

@@ -47,6 +47,7 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
         Error::InvalidPartNumber(_) => S3ErrorCode::InvalidArgument,
         Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         Error::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+        Error::InvalidBucketName(_) => S3ErrorCode::InvalidBucketName,
         Error::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
         Error::InvalidRange { .. } => S3ErrorCode::InvalidRange,
         Error::Unauthenticated | Error::PermissionDenied(_) => S3ErrorCode::AccessDenied,

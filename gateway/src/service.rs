@@ -73,7 +73,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let project = &self.project(&req.credentials).await?;
         let plain = config::unencrypted_names_for(&self.unencrypted_names, &req.input.bucket);
-        ok(buckets::create(project, req.input, plain).await?)
+        ok(buckets::create(project, &self.region, req.input, plain).await?)
     }
 
     async fn delete_bucket(

@@ -1,7 +1,8 @@
 //! The edges of S3 that conformance suites probe, end to end with
 //! `aws-sdk-s3` against the in-process gateway on both metabase backends:
-//! `max-keys=0`, ListBuckets pages, DeleteObjects' key limit, and a bucket
-//! deleted while only incomplete multipart uploads remain in it.
+//! bucket names and location constraints, `max-keys=0`, ListBuckets pages,
+//! DeleteObjects' key limit, and a bucket deleted while only incomplete
+//! multipart uploads remain in it.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
@@ -9,7 +10,9 @@ mod common;
 
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
+};
 use common::{code, Fixture};
 
 on_both_backends!(listing_and_deleting_edges);
@@ -27,6 +30,25 @@ async fn listing_and_deleting_edges(backend: Backend) {
         .send()
         .await
         .unwrap();
+
+    // Bucket names are checked with S3's code; a location constraint
+    // other than the gateway's region is refused.
+    for bad in ["ab", "UPPER", "under_score", "-edge", "a..b", "192.168.1.1"] {
+        let e = s3.create_bucket().bucket(bad).send().await.unwrap_err();
+        assert_eq!(code(&e), "InvalidBucketName", "{bad}");
+    }
+    let e = s3
+        .create_bucket()
+        .bucket("elsewhere")
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "IllegalLocationConstraintException");
 
     // max-keys=0: nothing, and not truncated.
     let empty = s3
