@@ -1184,24 +1184,34 @@ impl Metainfo for State {
                 Scope::Object(&r.bucket, &r.encrypted_object_key),
             )
             .await?;
-        // The commit refuses to replace an object for a key that may not
-        // delete it; refusing here too spares the upload in between.
+        // The commit refuses to replace a null version holding data for a
+        // key that may not delete it (a versioned bucket keeps it instead);
+        // refusing here too spares the upload in between.
         if !State::may_replace(&credential, &r.bucket, &r.encrypted_object_key) {
-            let existing = self
-                .metabase
-                .get_object(
-                    &credential.project.id,
-                    &r.bucket,
-                    &r.encrypted_object_key,
-                    unix_now(),
-                )
-                .await;
-            match existing {
-                Ok(_) => {
-                    return Err(Error::PermissionDenied(metabase::OVERWRITE_REFUSED.into()).into())
+            let project = &credential.project.id;
+            let bucket = self.metabase.get_bucket(project, &r.bucket).await?;
+            let null_version = match bucket.versioning {
+                Versioning::Enabled => None,
+                Versioning::Unversioned | Versioning::Suspended => {
+                    let found = self
+                        .metabase
+                        .get_version(
+                            project,
+                            &r.bucket,
+                            &r.encrypted_object_key,
+                            &VersionRef::Null,
+                            unix_now(),
+                        )
+                        .await;
+                    match found {
+                        Ok(null) => Some(null),
+                        Err(Error::NotFound(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+            };
+            if null_version.is_some_and(|null| null.delete_marker == 0) {
+                return Err(Error::PermissionDenied(metabase::OVERWRITE_REFUSED.into()).into());
             }
         }
         let project = credential.project;

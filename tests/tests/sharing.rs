@@ -2,13 +2,16 @@
 //! against every kind of request, a table of grant × operation →
 //! allowed/denied; what a shared grant sees of listings; that it cannot
 //! decrypt names or data outside its prefixes even with an unrestricted API
-//! key; revocation of a grant and of everything shared from it; expiry.
+//! key; revocation of a grant and of everything shared from it; expiry; a
+//! grant that may not delete adding versions where a bucket keeps them.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
 use std::time::{Duration, SystemTime};
 
-use archipel_client::{Access, CopyMetadata, Error, Permissions, Project, Share, UploadOptions};
+use archipel_client::{
+    Access, CopyMetadata, Error, Permissions, Project, Share, UploadOptions, Version, Versioning,
+};
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};
 
 /// Above the planet's inline threshold: stored on nodes.
@@ -440,9 +443,59 @@ async fn a_grant_expires_on_time(backend: Backend) {
     }
 }
 
+/// A grant that may write but not delete cannot replace an object, but in
+/// a bucket that keeps versions its writes destroy nothing: they add
+/// versions, inline or on nodes, and the old ones stay readable.
+async fn write_only_grants_add_versions(backend: Backend) {
+    let planet = Planet::start(PlanetConfig::with_backend(backend))
+        .await
+        .unwrap();
+    let full = planet.project().await.unwrap();
+    full.create_bucket("bkt").await.unwrap();
+    put(&full, "bkt", "k", b"original").await;
+    let no_delete = Permissions {
+        delete: false,
+        ..Permissions::ALL
+    };
+    let writer = full.share(&share(no_delete, &[("bkt", "")])).await.unwrap();
+    let writer = Project::open(&writer).await.unwrap();
+    let refused = writer
+        .upload("bkt", "k", &b"over"[..], UploadOptions::default())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::PermissionDenied(_))),
+        "{refused:?}"
+    );
+
+    full.set_versioning("bkt", Versioning::Enabled)
+        .await
+        .unwrap();
+    put(&writer, "bkt", "k", b"inline version").await;
+    let large = test_data(300_000, 5);
+    put(&writer, "bkt", "k", &large).await;
+    assert_eq!(get(&full, "bkt", "k").await.unwrap(), large);
+    let versions = full.list_versions("bkt", "", true).await.unwrap();
+    assert_eq!(versions.len(), 3);
+    let oldest = versions.last().unwrap().version.as_ref().unwrap();
+    let mut read = Vec::new();
+    full.open_version("bkt", "k", &Version::Id(oldest.id.clone()), 0)
+        .await
+        .unwrap()
+        .download(None, &mut read, None)
+        .await
+        .unwrap();
+    assert_eq!(read, b"original");
+    let deleted = writer.delete_object("bkt", "k").await;
+    assert!(
+        matches!(deleted, Err(Error::PermissionDenied(_))),
+        "{deleted:?}"
+    );
+}
+
 on_both_backends!(
     every_caveat_for_every_request,
     shared_grants_see_only_their_prefixes,
     revocation_reaches_every_grant_shared_from_one,
     a_grant_expires_on_time,
+    write_only_grants_add_versions,
 );
