@@ -957,14 +957,6 @@ async fn requests_are_validated(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let status = client
-        .delete_bucket(pb::DeleteBucketRequest {
-            header: sat.header(),
-            name: "bucket".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(
         sat.begin_segment(&object.stream_id, 0, 4096)
             .await
@@ -982,6 +974,21 @@ async fn requests_are_validated(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    // A bucket holding only a pending upload is deleted, the upload with it.
+    client
+        .delete_bucket(pb::DeleteBucketRequest {
+            header: sat.header(),
+            name: "bucket".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        sat.begin_segment(&object.stream_id, 0, 4096)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     sat.stop().await;
 }
 
