@@ -24,6 +24,7 @@ use s3s::dto::{
     CommonPrefix, DeleteMarkerEntry, EncodingType, ListObjectVersionsInput,
     ListObjectVersionsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
     ListObjectsV2Output, Object, ObjectStorageClass, ObjectVersion, ObjectVersionStorageClass,
+    Owner,
 };
 use s3s::{s3_error, S3Result};
 
@@ -234,7 +235,11 @@ pub(crate) async fn list_v2(
             .then(|| page.last.as_deref().map(encode_token))
             .flatten(),
         is_truncated: Some(page.truncated),
-        contents: Some(objects(&page.objects, &encode)),
+        contents: Some(objects(
+            &page.objects,
+            &encode,
+            (input.fetch_owner == Some(true)).then_some(lister.access_key),
+        )),
         common_prefixes: Some(common_prefixes(&page.prefixes, &encode)),
         encoding_type: input.encoding_type,
         ..Default::default()
@@ -274,7 +279,7 @@ pub(crate) async fn list_v1(
             .truncated
             .then(|| page.last.as_deref().map(|m| encode.text(m)))
             .flatten(),
-        contents: Some(objects(&page.objects, &encode)),
+        contents: Some(objects(&page.objects, &encode, Some(lister.access_key))),
         common_prefixes: Some(common_prefixes(&page.prefixes, &encode)),
         encoding_type: input.encoding_type,
         ..Default::default()
@@ -434,7 +439,9 @@ fn versions_start(
         .map_or(after_key, |at| at + 1)
 }
 
-fn objects(entries: &[ListEntry], encode: &Encoder) -> Vec<Object> {
+/// The objects of a page; each names `owner` when given (ListObjects v1
+/// always, v2 with `fetch-owner`).
+fn objects(entries: &[ListEntry], encode: &Encoder, owner: Option<&str>) -> Vec<Object> {
     entries
         .iter()
         .map(|entry| Object {
@@ -444,6 +451,10 @@ fn objects(entries: &[ListEntry], encode: &Encoder) -> Vec<Object> {
             storage_class: Some(ObjectStorageClass::from_static(
                 ObjectStorageClass::STANDARD,
             )),
+            owner: owner.map(|id| Owner {
+                display_name: Some(id.to_string()),
+                id: Some(id.to_string()),
+            }),
             ..Default::default()
         })
         .collect()

@@ -344,8 +344,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
     type Future = BoxFuture<'static, Result<HttpResponse, HttpError>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let request_id = new_request_id();
         if presigned_expiry(request.uri()).is_some_and(|secs| secs > MAX_PRESIGNED_EXPIRY_SECS) {
-            return Box::pin(std::future::ready(Ok(presigned_too_long())));
+            return Box::pin(std::future::ready(Ok(with_request_id(
+                presigned_too_long(),
+                &request_id,
+            ))));
         }
         let started = std::time::Instant::now();
         let timeout = self.body_idle_timeout;
@@ -355,10 +359,14 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
         request.extensions_mut().insert(operation.clone());
         let s3 = self.s3.clone();
         let latencies = self.latencies.clone();
-        let span = tracing::debug_span!("s3", operation = tracing::field::Empty);
+        let span = tracing::debug_span!(
+            "s3",
+            operation = tracing::field::Empty,
+            request_id = request_id.as_str()
+        );
         Box::pin(
             async move {
-                let response = s3.call(request).await?;
+                let response = with_request_id(s3.call(request).await?, &request_id);
                 Ok(response.map(|body| {
                     s3s::Body::http_body_unsync(Timed::new(body, latencies, operation, started))
                 }))
@@ -394,6 +402,42 @@ impl hyper::service::Service<http::Request<Incoming>> for Links {
             Ok(response)
         })
     }
+}
+
+/// A request's id, as S3 makes them: 16 upper-case hex digits.
+fn new_request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+/// `response` naming its request as S3 does: in `x-amz-request-id`, and in
+/// the `<RequestId>` of an error's XML body.
+fn with_request_id(mut response: HttpResponse, request_id: &str) -> HttpResponse {
+    if let Ok(value) = http::HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-amz-request-id", value);
+    }
+    if response.status().is_success() {
+        return response;
+    }
+    // Error bodies are small and whole (not streamed).
+    let Some(xml) = response.body().bytes() else {
+        return response;
+    };
+    let Ok(text) = std::str::from_utf8(&xml) else {
+        return response;
+    };
+    if text.contains("<RequestId>") {
+        return response;
+    }
+    if let Some(end) = text.rfind("</Error>") {
+        let body = format!(
+            "{}<RequestId>{request_id}</RequestId>{}",
+            &text[..end],
+            &text[end..]
+        );
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+        *response.body_mut() = s3s::Body::from(body);
+    }
+    response
 }
 
 /// The `X-Amz-Expires` of a presigned URL, if it has a numeric one.
@@ -501,5 +545,30 @@ mod tests {
         assert_eq!(presigned_expiry(&uri("X-Amz-Expires=soon")), None);
         assert_eq!(presigned_expiry(&uri("x-X-Amz-Expires=1")), None);
         assert_eq!(presigned_expiry(&"http://h/b/k".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn answers_name_their_request() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 16);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+
+        let error = with_request_id(presigned_too_long(), &id);
+        assert_eq!(error.headers()["x-amz-request-id"], id.as_str());
+        let body = String::from_utf8(error.body().bytes().unwrap().to_vec()).unwrap();
+        assert!(
+            body.ends_with(&format!("<RequestId>{id}</RequestId></Error>")),
+            "{body}"
+        );
+        // Added once only.
+        let again = with_request_id(error, "OTHER");
+        let body = String::from_utf8(again.body().bytes().unwrap().to_vec()).unwrap();
+        assert_eq!(body.matches("<RequestId>").count(), 1, "{body}");
+
+        let ok = with_request_id(HttpResponse::new(s3s::Body::from("data".to_string())), &id);
+        assert_eq!(ok.headers()["x-amz-request-id"], id.as_str());
+        assert_eq!(ok.body().bytes().unwrap(), "data");
     }
 }

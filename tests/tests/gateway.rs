@@ -767,6 +767,22 @@ async fn authentication() {
     let (status_code, body) = raw_get(&fx.endpoint, &tampered).await;
     assert_eq!(status_code, 403);
     assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
+    // Once its time is past it is refused with AccessDenied, as on S3.
+    let brief = s3
+        .get_object()
+        .bucket("private")
+        .key("dir/secret file.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(1)).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status_code, body) = raw_get(&fx.endpoint, &fx.path_of(&brief)).await;
+    assert_eq!(status_code, 403);
+    assert!(
+        String::from_utf8_lossy(&body).contains("AccessDenied"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     fx.shutdown().await;
 }
 

@@ -1,6 +1,7 @@
 //! The edges of S3 that conformance suites probe, end to end with
 //! `aws-sdk-s3` against the in-process gateway on both metabase backends:
-//! bucket names and location constraints, `max-keys=0`, ListBuckets pages,
+//! bucket names and location constraints, request ids, `max-keys=0`,
+//! owners in listings, ListBuckets pages,
 //! DeleteObjects' key limit, and a bucket deleted while only incomplete
 //! multipart uploads remain in it.
 
@@ -9,6 +10,7 @@
 mod common;
 
 use archipel_tests::{on_both_backends, Backend};
+use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
@@ -49,6 +51,14 @@ async fn listing_and_deleting_edges(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "IllegalLocationConstraintException");
+    // Errors name their request, in the XML and in x-amz-request-id.
+    let body = String::from_utf8_lossy(e.raw_response().unwrap().body().bytes().unwrap());
+    let id = e.request_id().unwrap();
+    assert_eq!(id.len(), 16);
+    assert!(
+        body.contains(&format!("<RequestId>{id}</RequestId>")),
+        "{body}"
+    );
 
     // max-keys=0: nothing, and not truncated.
     let empty = s3
@@ -69,6 +79,21 @@ async fn listing_and_deleting_edges(backend: Backend) {
         .unwrap();
     assert!(empty.versions().is_empty());
     assert_eq!(empty.is_truncated(), Some(false));
+
+    // Owners: ListObjects v1 names them, v2 with fetch-owner only.
+    let key_id = fx.config.credentials[0].access_key_id.as_str();
+    let v2 = s3.list_objects_v2().bucket("edge-a").send().await.unwrap();
+    assert_eq!(v2.contents()[0].owner(), None);
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("edge-a")
+        .fetch_owner(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.contents()[0].owner().and_then(|o| o.id()), Some(key_id));
+    let v1 = s3.list_objects().bucket("edge-a").send().await.unwrap();
+    assert_eq!(v1.contents()[0].owner().and_then(|o| o.id()), Some(key_id));
 
     // ListBuckets pages with max-buckets and a continuation token, and a prefix.
     let mut names = Vec::new();
