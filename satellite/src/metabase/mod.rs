@@ -75,16 +75,7 @@ pub(crate) const OVERWRITE_REFUSED: &str =
 /// overwriting it.
 macro_rules! make_room {
     ($tx:ident, $project:expr, $bucket:expr, $key:expr, $replace:expr, $precondition:expr, $now:expr) => {{
-        let versioning: Option<(i64,)> =
-            sqlx::query_as("SELECT versioning FROM buckets WHERE project_id = $1 AND name = $2")
-                .bind($project)
-                .bind($bucket)
-                .fetch_optional(&mut *$tx)
-                .await?;
-        let versioning = match versioning {
-            Some((state,)) => $crate::metabase::Versioning::from_db(state)?,
-            None => return Err(Error::NotFound(format!("bucket {:?}", $bucket))),
-        };
+        let versioning = bucket_versioning!($tx, $project, $bucket);
         let versions: Vec<$crate::metabase::VersionRow> = sqlx::query_as(
             "SELECT stream_id, version, versioning, delete_marker, expires_at FROM objects \
              WHERE project_id = $1 AND bucket = $2 AND object_key = $3 AND committed = 1 \
@@ -110,6 +101,23 @@ macro_rules! make_room {
             _ => Vec::new(),
         };
         (removed, next_version, versioning)
+    }};
+}
+
+/// Inside the transaction `$tx`, the [`Versioning`] of a bucket; a missing
+/// bucket returns `NotFound` from the enclosing function.
+macro_rules! bucket_versioning {
+    ($tx:ident, $project:expr, $bucket:expr) => {{
+        let versioning: Option<(i64,)> =
+            sqlx::query_as("SELECT versioning FROM buckets WHERE project_id = $1 AND name = $2")
+                .bind($project)
+                .bind($bucket)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        match versioning {
+            Some((state,)) => $crate::metabase::Versioning::from_db(state)?,
+            None => return Err(Error::NotFound(format!("bucket {:?}", $bucket))),
+        }
     }};
 }
 

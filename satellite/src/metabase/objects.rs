@@ -995,16 +995,7 @@ impl Metabase {
         on_pool!(self, pool => {
             let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
-            let versioning: Option<(i64,)> =
-                sqlx::query_as("SELECT versioning FROM buckets WHERE project_id = $1 AND name = $2")
-                    .bind(project)
-                    .bind(bucket)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let versioning = match versioning {
-                Some((state,)) => Versioning::from_db(state)?,
-                None => return Err(Error::NotFound(format!("bucket {bucket:?}"))),
-            };
+            let versioning = bucket_versioning!(tx, project, bucket);
             let rows: Vec<Object> = sqlx::query_as(&format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
                  AND object_key = $3 AND committed = 1 ORDER BY version DESC"
