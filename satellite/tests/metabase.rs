@@ -1735,6 +1735,24 @@ async fn versions_of_a_key(mb: &Metabase) {
         mb.delete_bucket(&p, "b").await,
         Err(Error::FailedPrecondition(_))
     ));
+
+    // A null version that expired (the cleanup has not removed it yet)
+    // still makes way for the null marker of a delete.
+    let mut brief = pending(&p, "b", b"brief", NOW);
+    brief.expires_at = NOW + 1;
+    mb.begin_object(&brief).await.unwrap();
+    mb.put_segment(&p, &inline_segment(&brief.stream_id, 0, &[5; 20]))
+        .await
+        .unwrap();
+    mb.commit_object(&p, &commit(&brief.stream_id, b"m", b"", b"", &[]))
+        .await
+        .unwrap();
+    let deletion = mb
+        .delete_object(&p, "b", b"brief", &VersionRef::Latest, None)
+        .await
+        .unwrap();
+    assert_eq!(deletion.removed.map(|o| o.stream_id), Some(brief.stream_id));
+    assert!(deletion.marker.unwrap().is_null_version());
 }
 
 /// Conditions on a key's current version are checked in the transaction

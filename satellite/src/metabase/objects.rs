@@ -1008,7 +1008,9 @@ impl Metabase {
             let versions: Vec<VersionRow> = rows.iter().map(VersionRow::from).collect();
             check_precondition(precondition, &versions, now)?;
             let live = |o: &&Object| o.live_at(now);
-            let null_version = rows.iter().filter(live).find(|o| o.is_null_version());
+            // Expired or not, a null version makes way for a null marker
+            // (a key has one null version at most).
+            let null_version = rows.iter().find(|o| o.is_null_version());
             let (doomed, add_marker) = match target {
                 VersionRef::Latest => match versioning {
                     Versioning::Unversioned => {
@@ -1018,10 +1020,10 @@ impl Metabase {
                     Versioning::Enabled => (None, true),
                     Versioning::Suspended => (null_version, true),
                 },
-                VersionRef::Null => (
-                    Some(null_version.ok_or_else(|| Error::NotFound("the object version".into()))?),
-                    false,
-                ),
+                VersionRef::Null => {
+                    let found = null_version.filter(|o| o.live_at(now));
+                    (Some(found.ok_or_else(|| Error::NotFound("the object version".into()))?), false)
+                }
                 VersionRef::Exact(id) => {
                     let found = rows
                         .iter()
