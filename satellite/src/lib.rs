@@ -275,7 +275,6 @@ pub async fn run(
             metabase.clone(),
             deleter.clone(),
             metrics.clone(),
-            state.audit_requests.clone(),
         );
         for _ in 0..config.repair.workers {
             workers.push(tokio::spawn(worker::run_worker(

@@ -382,6 +382,53 @@ async fn repaired_pieces_alone_rebuild_the_object(backend: Backend) {
     planet.shutdown().await.unwrap();
 }
 
+/// A piece that fails verification during a repair is proof enough: its
+/// node is charged an audit failure (audits are off here, so nothing else
+/// can charge it) and the piece is rebuilt elsewhere. Without the charge a
+/// node serving garbage would lose the piece without a mark, since an audit
+/// of a piece the segment no longer lists finds nothing owed.
+async fn a_bad_piece_met_in_repair_counts_against_its_node(backend: Backend) {
+    let mut planet = Planet::start_with(planet_config(backend, 14), fast_repair)
+        .await
+        .unwrap();
+    let k = usize::from(planet.satellite_config.redundancy.required);
+    planet
+        .project()
+        .await
+        .unwrap()
+        .create_bucket(BUCKET)
+        .await
+        .unwrap();
+    let data = test_data(300_000, 4);
+    upload(&planet, "object", &data).await;
+    let original = segments(&planet).await.remove(0);
+    // k + 1 holders stay up; the repair's first batch of k downloads starts
+    // with the first of them, whose pieces are garbled.
+    let stopped = stop_holders(&mut planet, original.pieces.len() - k - 1).await;
+    let liar = original.pieces[stopped.len()].node;
+    let liar_index = planet.node_index(liar).unwrap();
+    for file in planet.nodes[liar_index].piece_files() {
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        std::fs::write(&file, bytes).unwrap();
+    }
+    let before = planet.node_health(liar).await.unwrap();
+    wait_until_offline(&planet, &stopped).await;
+
+    wait_for("the repair drops the garbled piece", || async {
+        let segment = segments(&planet).await.remove(0);
+        segment.pieces.len() > k + 1 && segment.pieces.iter().all(|p| p.node != liar)
+    })
+    .await;
+    let after = planet.node_health(liar).await.unwrap();
+    let failures = |h: &archipel_satellite::reputation::NodeHealth| h.audit_total - h.audit_success;
+    assert!(failures(&after) > failures(&before));
+    assert!(after.audit.score() < before.audit.score());
+    assert_eq!(download(&planet, "object").await, data);
+    planet.shutdown().await.unwrap();
+}
+
 /// A repairer of the planet's satellite, driven by the test.
 fn repairer(planet: &Planet, metabase: &Metabase) -> Repairer {
     let orders = OrderSigner::new(
@@ -400,7 +447,6 @@ fn repairer(planet: &Planet, metabase: &Metabase) -> Repairer {
             metrics.clone(),
         ),
         metrics,
-        None,
     )
 }
 
@@ -532,6 +578,7 @@ on_both_backends!(
     repair_moves_data_off_disqualified_nodes,
     repair_racing_delete_and_overwrite_resurrects_nothing,
     repaired_pieces_alone_rebuild_the_object,
+    a_bad_piece_met_in_repair_counts_against_its_node,
     piece_list_swaps_compare_and_set,
     claims_give_each_segment_to_one_worker,
 );

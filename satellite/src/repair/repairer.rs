@@ -21,13 +21,14 @@ use archipel_proto::pb::{PieceAction, PieceDownloadRequest, PieceUploadRequest};
 use archipel_proto::{NodeId, PeerKey, Redundancy};
 use tokio::task::JoinSet;
 
-use crate::audit::{verify_answer, AuditRequests, Expected, PieceRef};
+use crate::audit::{verify_answer, Expected};
 use crate::deletes::PieceDeleter;
 use crate::health::{self, NetworkView, NodeStatus, PieceHealth};
 use crate::metabase::{Node, Piece, Segment, SegmentKey};
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
 use crate::repair::checker::{verdict, Verdict};
+use crate::reputation::AuditOutcome;
 use crate::worker::{Progress, Work};
 use crate::{overlay, size_i64, Config, Error, Metabase, Result};
 
@@ -57,7 +58,6 @@ pub struct Repairer {
     metabase: Metabase,
     deleter: PieceDeleter,
     metrics: Arc<Metrics>,
-    audit_requests: Option<AuditRequests>,
 }
 
 /// What the downloads of a repair brought.
@@ -82,7 +82,6 @@ impl Repairer {
         metabase: Metabase,
         deleter: PieceDeleter,
         metrics: Arc<Metrics>,
-        audit_requests: Option<AuditRequests>,
     ) -> Self {
         Repairer {
             config,
@@ -90,7 +89,6 @@ impl Repairer {
             metabase,
             deleter,
             metrics,
-            audit_requests,
         }
     }
 
@@ -157,17 +155,20 @@ impl Repairer {
         if let Some(changed) = self.changed_since(&segment).await? {
             return Ok(changed);
         }
+        // The whole piece failed verification against the node's own signed
+        // hash: as good a proof as an audit, and the only one there will be,
+        // since the swap below drops the piece (an audit then finds nothing
+        // owed and the node would go unpunished).
         for piece in &bad {
             tracing::warn!("node {} holds a bad piece {}", piece.node, piece.num);
-            if let Some(requests) = &self.audit_requests {
-                requests.request_piece(
-                    piece.node,
-                    PieceRef {
-                        segment: segment.key(),
-                        num: piece.num,
-                    },
-                );
-            }
+            self.metabase
+                .record_audit(
+                    &piece.node,
+                    AuditOutcome::Failure,
+                    &self.config.reputation,
+                    unix_now(),
+                )
+                .await?;
         }
         let k = usize::from(redundancy.required);
         if downloaded.len() < k {
