@@ -362,6 +362,7 @@ fn print_access_info(info: &AccessInfo) -> Result<(), CliError> {
             (r.list, "list"),
             (r.write, "write"),
             (r.delete, "delete"),
+            (r.bypass_governance, "bypass-governance"),
         ]
         .into_iter()
         .filter_map(|(allowed, name)| allowed.then_some(name))
@@ -436,7 +437,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let loc = location(&bucket)?;
             project
-                .create_bucket_with(&loc.bucket, BucketOptions { unencrypted_names })
+                .create_bucket_with(
+                    &loc.bucket,
+                    BucketOptions {
+                        unencrypted_names,
+                        ..Default::default()
+                    },
+                )
                 .await?;
             if unencrypted_names {
                 outln!(

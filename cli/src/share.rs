@@ -34,9 +34,14 @@ pub(crate) struct ShareFlags {
     /// Upload and list; no reading, deleting or overwriting.
     #[arg(long, group = "permission")]
     writeonly: bool,
-    /// Everything: read, list, write and delete.
+    /// Read, list, write and delete (but not bypass Object Lock governance).
     #[arg(long, group = "permission")]
     readwrite: bool,
+    /// With --readwrite: may also shorten or remove Object Lock retentions
+    /// in governance mode and delete the versions they hold. Leave it off
+    /// for backup grants, so a stolen grant cannot destroy what is locked.
+    #[arg(long, requires = "readwrite")]
+    bypass_governance: bool,
     /// Not valid before this time: a date (2027-01-01), an RFC 3339 time,
     /// or a duration from now (+2h).
     #[arg(long, value_parser = crate::parse_time)]
@@ -78,7 +83,10 @@ pub(crate) async fn share(project: &Project, flags: ShareFlags) -> Result<(), Cl
     let permissions = if flags.writeonly {
         Permissions::WRITE_ONLY
     } else if flags.readwrite {
-        Permissions::ALL
+        Permissions {
+            bypass_governance: flags.bypass_governance,
+            ..Permissions::ALL
+        }
     } else {
         Permissions::READ_ONLY
     };

@@ -53,6 +53,10 @@ pub struct Permissions {
     pub write: bool,
     pub list: bool,
     pub delete: bool,
+    /// Shorten or remove Object Lock retentions in governance mode, and
+    /// delete the versions they hold. A grant for backups leaves it off,
+    /// so that whoever steals it cannot destroy what is locked.
+    pub bypass_governance: bool,
 }
 
 impl Permissions {
@@ -61,6 +65,12 @@ impl Permissions {
         write: true,
         list: true,
         delete: true,
+        bypass_governance: true,
+    };
+    /// Everything but bypassing governance retention.
+    pub const READ_WRITE: Permissions = Permissions {
+        bypass_governance: false,
+        ..Permissions::ALL
     };
     /// Download and list.
     pub const READ_ONLY: Permissions = Permissions {
@@ -68,6 +78,7 @@ impl Permissions {
         write: false,
         list: true,
         delete: false,
+        bypass_governance: false,
     };
     /// Upload and list, but neither read nor delete (nor overwrite).
     pub const WRITE_ONLY: Permissions = Permissions {
@@ -75,6 +86,7 @@ impl Permissions {
         write: true,
         list: true,
         delete: false,
+        bypass_governance: false,
     };
 }
 
@@ -110,6 +122,7 @@ pub struct RestrictionInfo {
     pub write: bool,
     pub list: bool,
     pub delete: bool,
+    pub bypass_governance: bool,
     /// Where the caveat lets requests reach (`bucket/prefix`, names
     /// decrypted where the grant can); empty: everywhere.
     pub paths: Vec<String>,
@@ -210,6 +223,7 @@ impl Access {
             disallow_writes: !share.permissions.write,
             disallow_lists: !share.permissions.list,
             disallow_deletes: !share.permissions.delete,
+            disallow_bypass_governance: !share.permissions.bypass_governance,
             allowed_paths: prefixes
                 .iter()
                 .map(|p| pb::CaveatPath {
@@ -253,6 +267,7 @@ impl Access {
                 write: !caveat.disallow_writes,
                 list: !caveat.disallow_lists,
                 delete: !caveat.disallow_deletes,
+                bypass_governance: !caveat.disallow_bypass_governance,
                 paths: caveat
                     .allowed_paths
                     .iter()

@@ -13,7 +13,7 @@ use archipel_proto::pb;
 use crate::crypto::{self, ObjectPath};
 use crate::metainfo::Metainfo;
 use crate::upload::SealedMetadata;
-use crate::{object_info, version_not_found, Error, ObjectInfo, Version};
+use crate::{object_info, version_not_found, Error, ObjectInfo, Version, VersionLock};
 
 /// The metadata a copy gets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,11 +33,11 @@ pub enum CopyMetadata {
 pub(crate) async fn copy_object<E>(
     metainfo: &Metainfo,
     source: (&str, &str, &Version, ObjectPath),
-    target: (&str, &str, ObjectPath),
+    target: (&str, &str, ObjectPath, VersionLock),
     decide: impl FnOnce(&ObjectInfo) -> Result<CopyMetadata, E>,
 ) -> Result<Result<ObjectInfo, E>, Error> {
     let (source_bucket, source_name, source_version, source_path) = source;
-    let (bucket, name, target_path) = target;
+    let (bucket, name, target_path, lock) = target;
     let begun = metainfo
         .begin_copy_object(
             source_bucket,
@@ -91,6 +91,7 @@ pub(crate) async fn copy_object<E>(
                 encrypted_metadata_key: key.encrypted,
                 encrypted_metadata_nonce: key.nonce,
                 segment_keys,
+                lock: lock.to_pb(),
             },
             (source_bucket, source_name),
         )

@@ -42,6 +42,10 @@ pub enum Error {
     },
     #[error("the condition does not hold: {0}")]
     ConditionFailed(String),
+    #[error("the object version is locked: {0}")]
+    ObjectLocked(String),
+    #[error("the bucket's state does not allow this: {0}")]
+    InvalidBucketState(String),
     #[error("no multipart upload of {key:?} in bucket {bucket:?} has this upload id")]
     UploadNotFound { bucket: String, key: String },
     #[error("part {0} of the multipart upload was not uploaded")]
@@ -158,6 +162,22 @@ impl Error {
                 if message.to_ascii_lowercase().contains("empty") =>
             {
                 Error::BucketNotEmpty(bucket.to_string())
+            }
+            (Code::FailedPrecondition, Subject::Bucket(_)) => Error::InvalidBucketState(
+                message
+                    .strip_prefix("the request cannot be done now: ")
+                    .unwrap_or(&message)
+                    .to_string(),
+            ),
+            (Code::FailedPrecondition, Subject::Object { .. })
+                if message.starts_with("the object version is locked: ") =>
+            {
+                Error::ObjectLocked(
+                    message
+                        .strip_prefix("the object version is locked: ")
+                        .unwrap_or(&message)
+                        .to_string(),
+                )
             }
             (code, _) => Error::Satellite { code, message },
         }

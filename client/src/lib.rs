@@ -18,6 +18,7 @@ mod crypto;
 mod download;
 mod error;
 mod keystore;
+mod locks;
 mod metainfo;
 mod multipart;
 mod nodes;
@@ -35,6 +36,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use access::{Access, AccessInfo, Permissions, RestrictionInfo, Share};
 pub use copy::CopyMetadata;
 pub use error::Error;
+pub use locks::{
+    BucketLock, DefaultRetention, Retention, RetentionMode, RetentionPeriod, VersionLock,
+};
 pub use multipart::{MultipartUpload, PartInfo, UploadParts};
 pub use upload::encode_segment;
 pub use versions::{
@@ -57,6 +61,7 @@ pub struct BucketInfo {
     /// Object names are stored unencrypted (see [`BucketOptions`]).
     pub unencrypted_names: bool,
     pub versioning: Versioning,
+    pub object_lock: BucketLock,
 }
 
 impl From<pb::Bucket> for BucketInfo {
@@ -66,6 +71,7 @@ impl From<pb::Bucket> for BucketInfo {
             created: from_unix(bucket.created_at),
             unencrypted_names: bucket.plain_names,
             versioning: Versioning::from_pb(bucket.versioning),
+            object_lock: BucketLock::from_pb(bucket.object_lock.as_ref()),
         }
     }
 }
@@ -78,6 +84,9 @@ pub struct BucketOptions {
     /// page it returns instead of a whole level; the satellite sees the
     /// names. Contents and metadata stay encrypted.
     pub unencrypted_names: bool,
+    /// Object Lock, which needs versioning: the bucket starts with it
+    /// enabled, for good.
+    pub object_lock: bool,
 }
 
 /// Choices for one upload.
@@ -102,6 +111,9 @@ pub struct UploadOptions {
     /// A condition on the key's current object, checked when the upload
     /// commits: a failed one stores nothing ([`Error::ConditionFailed`]).
     pub precondition: Option<Precondition>,
+    /// The new version's Object Lock; none asks for the bucket's default
+    /// retention, if it has one.
+    pub lock: VersionLock,
 }
 
 /// Produces user metadata at commit time; see [`UploadOptions::late_metadata`].
@@ -131,6 +143,8 @@ pub struct ObjectInfo {
     /// where the call does not tell (a completed multipart upload described
     /// again).
     pub version: Option<VersionInfo>,
+    /// How Object Lock protects this version.
+    pub lock: VersionLock,
 }
 
 /// How one segment of an object is stored.
@@ -352,7 +366,7 @@ impl Project {
     ) -> Result<BucketInfo, Error> {
         let response = self
             .metainfo
-            .create_bucket(name, options.unencrypted_names)
+            .create_bucket(name, options.unencrypted_names, options.object_lock)
             .await?;
         let bucket = BucketInfo::from(
             response
@@ -391,6 +405,75 @@ impl Project {
         Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
             Error::Protocol("the bucket is missing from the answer".into())
         })?))
+    }
+
+    /// Sets a bucket's Object Lock: enables it (for good; the bucket's
+    /// versioning must be enabled) and sets or clears its default retention.
+    pub async fn set_object_lock(&self, name: &str, lock: BucketLock) -> Result<BucketInfo, Error> {
+        let response = self
+            .metainfo
+            .set_bucket_object_lock(name, lock.to_pb())
+            .await?;
+        Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
+            Error::Protocol("the bucket is missing from the answer".into())
+        })?))
+    }
+
+    /// Sets (or with `None` removes) the retention of a version. It can
+    /// always be extended; shortening or removing one not over takes
+    /// `bypass_governance` in governance mode, and is refused in compliance
+    /// mode ([`Error::ObjectLocked`]).
+    pub async fn set_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &Version,
+        retention: Option<Retention>,
+        bypass_governance: bool,
+    ) -> Result<VersionLock, Error> {
+        let path = self.object_path(bucket, key).await?;
+        let request = pb::SetObjectRetentionRequest {
+            header: self.metainfo.header(),
+            bucket: bucket.to_string(),
+            encrypted_object_key: path.stored.into_bytes(),
+            version: version.to_pb(),
+            retention: retention.map(Retention::to_pb),
+            bypass_governance,
+        };
+        let response = self
+            .metainfo
+            .set_object_retention(key, request)
+            .await
+            .map_err(|e| version_not_found(e, version))?;
+        Ok(VersionLock::from_pb(
+            response.object.and_then(|o| o.lock).as_ref(),
+        ))
+    }
+
+    /// Puts a legal hold on a version, or lifts it.
+    pub async fn set_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &Version,
+        legal_hold: bool,
+    ) -> Result<VersionLock, Error> {
+        let path = self.object_path(bucket, key).await?;
+        let request = pb::SetObjectLegalHoldRequest {
+            header: self.metainfo.header(),
+            bucket: bucket.to_string(),
+            encrypted_object_key: path.stored.into_bytes(),
+            version: version.to_pb(),
+            legal_hold,
+        };
+        let response = self
+            .metainfo
+            .set_object_legal_hold(key, request)
+            .await
+            .map_err(|e| version_not_found(e, version))?;
+        Ok(VersionLock::from_pb(
+            response.object.and_then(|o| o.lock).as_ref(),
+        ))
     }
 
     /// Removes an empty bucket.
@@ -909,8 +992,7 @@ impl Project {
         let copied = self
             .copy_object_if(
                 (source_bucket, source_key, &Version::Current),
-                bucket,
-                key,
+                (bucket, key, VersionLock::default()),
                 |_| Ok::<_, std::convert::Infallible>(metadata),
             )
             .await?;
@@ -918,25 +1000,26 @@ impl Project {
     }
 
     /// [`Project::copy_object`] of a version of the source (bucket, key,
-    /// version), with the copy's metadata decided by `decide` from the very
-    /// version being copied: a source deleted after `decide` saw it fails
-    /// the copy ([`Error::ObjectNotFound`]), so conditions checked there
-    /// hold for what is copied. `Ok(Err(e))` is `decide` refusing: nothing
-    /// was copied.
+    /// version) to the target (bucket, key, and the copy's own Object Lock;
+    /// a copy never inherits its source's), with the copy's metadata
+    /// decided by `decide` from the very version being copied: a source
+    /// deleted after `decide` saw it fails the copy
+    /// ([`Error::ObjectNotFound`]), so conditions checked there hold for
+    /// what is copied. `Ok(Err(e))` is `decide` refusing: nothing was copied.
     pub async fn copy_object_if<E>(
         &self,
         source: (&str, &str, &Version),
-        bucket: &str,
-        key: &str,
+        target: (&str, &str, VersionLock),
         decide: impl FnOnce(&ObjectInfo) -> Result<CopyMetadata, E>,
     ) -> Result<Result<ObjectInfo, E>, Error> {
         let (source_bucket, source_key, source_version) = source;
+        let (bucket, key, lock) = target;
         let source_path = self.object_path(source_bucket, source_key).await?;
         let target = self.object_path(bucket, key).await?;
         copy::copy_object(
             &self.metainfo,
             (source_bucket, source_key, source_version, source_path),
-            (bucket, key, target),
+            (bucket, key, target, lock),
             decide,
         )
         .await
@@ -1107,6 +1190,7 @@ pub(crate) fn object_info(
             Some(versioning) => VersionInfo::of(object, versioning)?,
             None => None,
         },
+        lock: VersionLock::from_pb(object.lock.as_ref()),
     })
 }
 

@@ -165,11 +165,13 @@ impl Metainfo {
         &self,
         name: &str,
         plain_names: bool,
+        object_lock: bool,
     ) -> Result<BucketResponse, Error> {
         let request = CreateBucketRequest {
             header: self.header(),
             name: name.to_string(),
             plain_names,
+            object_lock,
         };
         call!(self, create_bucket, request, Subject::Bucket(name))
     }
@@ -201,6 +203,45 @@ impl Metainfo {
             versioning: versioning.into(),
         };
         call!(self, set_bucket_versioning, request, Subject::Bucket(name))
+    }
+
+    pub(crate) async fn set_bucket_object_lock(
+        &self,
+        name: &str,
+        object_lock: BucketObjectLock,
+    ) -> Result<BucketResponse, Error> {
+        let request = SetBucketObjectLockRequest {
+            header: self.header(),
+            name: name.to_string(),
+            object_lock: Some(object_lock),
+        };
+        call!(self, set_bucket_object_lock, request, Subject::Bucket(name))
+    }
+
+    pub(crate) async fn set_object_retention(
+        &self,
+        key: &str,
+        request: SetObjectRetentionRequest,
+    ) -> Result<SetObjectLockResponse, Error> {
+        let bucket = request.bucket.clone();
+        let subject = Subject::Object {
+            bucket: &bucket,
+            key,
+        };
+        call!(self, set_object_retention, request, subject)
+    }
+
+    pub(crate) async fn set_object_legal_hold(
+        &self,
+        key: &str,
+        request: SetObjectLegalHoldRequest,
+    ) -> Result<SetObjectLockResponse, Error> {
+        let bucket = request.bucket.clone();
+        let subject = Subject::Object {
+            bucket: &bucket,
+            key,
+        };
+        call!(self, set_object_legal_hold, request, subject)
     }
 
     /// Every bucket of the project, following the satellite's pages.
@@ -363,6 +404,7 @@ impl Metainfo {
             encrypted_object_key: encrypted_key.as_bytes().to_vec(),
             version: options.version.to_pb(),
             precondition: options.precondition.as_ref().map(Precondition::to_pb),
+            bypass_governance: options.bypass_governance,
         };
         call!(
             self,

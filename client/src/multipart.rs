@@ -23,6 +23,7 @@ use crate::crypto::{self, Key};
 use crate::upload::{begin_request, ObjectUpload, SealedMetadata, Source};
 use crate::{
     from_unix, non_negative, Error, ObjectInfo, Precondition, Project, UploadOptions, VersionInfo,
+    VersionLock,
 };
 
 /// A multipart upload in progress.
@@ -95,6 +96,7 @@ impl Project {
         options: UploadOptions,
     ) -> Result<String, Error> {
         let path = self.object_path(bucket, key).await?;
+        let begin = begin_request(&self.metainfo, bucket, path.stored.clone(), &options);
         let metadata = crypto::ObjectMetadata {
             size: 0,
             created: SystemTime::now(),
@@ -107,7 +109,7 @@ impl Project {
             encrypted_metadata: sealed.data,
             encrypted_metadata_key: sealed.key.encrypted,
             encrypted_metadata_nonce: sealed.key.nonce,
-            ..begin_request(&self.metainfo, bucket, path.stored, options.expires)
+            ..begin
         };
         let begin = self.metainfo.begin_object(request, key).await?;
         Ok(URL_SAFE_NO_PAD.encode(begin.stream_id))
@@ -426,6 +428,7 @@ impl Project {
             metadata: complete.metadata,
             segments: Vec::new(),
             version,
+            lock: VersionLock::from_pb(committed.object.as_ref().and_then(|o| o.lock.as_ref())),
         })
     }
 

@@ -47,7 +47,7 @@ use crate::nodes::NodePool;
 use crate::ranges::{encrypted_size, max_plain_within};
 use crate::{
     non_negative, to_unix, Error, ObjectInfo, Precondition, SegmentHealth, SegmentStat,
-    UploadOptions, VersionInfo,
+    UploadOptions, VersionInfo, VersionLock,
 };
 
 /// Largest segment a satellite may ask for: bounds what a segment upload holds.
@@ -1138,12 +1138,13 @@ impl SealedMetadata {
     }
 }
 
-/// The parameters of a new pending object of `bucket` at the encrypted key.
+/// The parameters of a new pending object of `bucket` at the encrypted key,
+/// with the expiration and Object Lock of `options`.
 pub(crate) fn begin_request(
     metainfo: &Metainfo,
     bucket: &str,
     encrypted_key: String,
-    expires: Option<std::time::SystemTime>,
+    options: &UploadOptions,
 ) -> pb::BeginObjectRequest {
     pb::BeginObjectRequest {
         header: metainfo.header(),
@@ -1153,7 +1154,8 @@ pub(crate) fn begin_request(
             cipher: crypto::CIPHER_AES_256_GCM,
             block_size: DEFAULT_BLOCK_SIZE,
         }),
-        expires_at: expires.map_or(0, to_unix),
+        expires_at: options.expires.map_or(0, to_unix),
+        lock: options.lock.to_pb(),
         ..Default::default()
     }
 }
@@ -1206,6 +1208,7 @@ fn uploaded(
             .as_ref()
             .and_then(|o| VersionInfo::of(o, committed.versioning).transpose())
             .transpose()?,
+        lock: VersionLock::from_pb(committed.object.as_ref().and_then(|o| o.lock.as_ref())),
     })
 }
 
@@ -1225,7 +1228,7 @@ async fn put_inline_object(
     let stat = inline_stat(0, sealer.plain_size, data.len() as u64);
     let metadata = object_metadata(options, plain.len() as u64);
     let sealed = SealedMetadata::new(&object_key, &metadata);
-    let object = begin_request(metainfo, bucket, path.stored.clone(), options.expires);
+    let object = begin_request(metainfo, bucket, path.stored.clone(), options);
     let committed = metainfo
         .put_inline_object(
             pb::PutInlineObjectRequest {
@@ -1242,6 +1245,7 @@ async fn put_inline_object(
                 encrypted_metadata_key: sealed.key.encrypted,
                 encrypted_metadata_nonce: sealed.key.nonce,
                 precondition: options.precondition.as_ref().map(Precondition::to_pb),
+                lock: object.lock,
             },
             key,
         )
@@ -1294,7 +1298,7 @@ pub(crate) async fn upload_object(
         .begin_object(
             pb::BeginObjectRequest {
                 first_segment_max_encrypted_size: first_segment_size as i64,
-                ..begin_request(metainfo, bucket, path.stored, options.expires)
+                ..begin_request(metainfo, bucket, path.stored, &options)
             },
             key,
         )

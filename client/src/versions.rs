@@ -149,6 +149,9 @@ pub struct DeleteOptions {
     /// null version). A named version is deleted for good.
     pub version: Version,
     pub precondition: Option<Precondition>,
+    /// Remove a version whose governance-mode retention is not over (the
+    /// grant must allow it; see [`crate::Permissions::bypass_governance`]).
+    pub bypass_governance: bool,
 }
 
 /// A version in a listing of versions ([`crate::Project::list_versions`]).

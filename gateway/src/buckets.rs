@@ -34,7 +34,13 @@ pub(crate) async fn create(
         ));
     }
     match project
-        .create_bucket_with(&input.bucket, BucketOptions { unencrypted_names })
+        .create_bucket_with(
+            &input.bucket,
+            BucketOptions {
+                unencrypted_names,
+                object_lock: input.object_lock_enabled_for_bucket.unwrap_or(false),
+            },
+        )
         .await
     {
         Ok(_) => {}

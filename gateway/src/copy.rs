@@ -13,6 +13,7 @@ use s3s::{s3_error, S3Result};
 
 use crate::checksums::Checksummer;
 use crate::errors::s3_error;
+use crate::locks;
 use crate::metadata::{self, ObjectHeaders};
 use crate::objects::Conditions;
 use crate::versions;
@@ -100,13 +101,17 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
     let headers = replace.then(|| metadata::request_headers!(input, None));
+    let lock = locks::requested(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+    )?;
     // Conditions and metadata are decided on the very version copied.
     let mut source_version_id = None;
     let copy = project
         .copy_object_if(
             (&source_bucket, &source_key, &source_version),
-            &input.bucket,
-            &input.key,
+            (&input.bucket, &input.key, lock),
             |source| {
                 check_source_conditions(source, conditions)?;
                 source_version_id = versions::shown(source.version.as_ref());

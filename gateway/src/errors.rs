@@ -50,7 +50,10 @@ pub(crate) fn s3_error(error: Error) -> S3Error {
         Error::InvalidBucketName(_) => S3ErrorCode::InvalidBucketName,
         Error::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
         Error::InvalidRange { .. } => S3ErrorCode::InvalidRange,
-        Error::Unauthenticated | Error::PermissionDenied(_) => S3ErrorCode::AccessDenied,
+        Error::Unauthenticated | Error::PermissionDenied(_) | Error::ObjectLocked(_) => {
+            S3ErrorCode::AccessDenied
+        }
+        Error::InvalidBucketState(_) => S3ErrorCode::InvalidBucketState,
         Error::SatelliteUnreachable { .. } | Error::NotEnoughPieces { .. } => {
             S3ErrorCode::ServiceUnavailable
         }

@@ -31,6 +31,7 @@ mod errors;
 mod grants;
 mod linksharing;
 mod listing;
+mod locks;
 mod metadata;
 mod metrics;
 mod multipart;

@@ -218,6 +218,7 @@ mod tests {
             metadata: options.metadata.clone(),
             segments: Vec::new(),
             version: None,
+            lock: Default::default(),
         };
         let back = ObjectHeaders::from_object(&info);
         assert_eq!(back.content_type.as_deref(), Some("text/plain"));
@@ -250,6 +251,7 @@ mod tests {
             metadata,
             segments: Vec::new(),
             version: None,
+            lock: Default::default(),
         };
         let _ = etag(&info);
         if let Some(stored) = checksum(&info) {

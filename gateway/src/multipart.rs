@@ -25,6 +25,7 @@ use crate::checksums::{checksum_request, Algorithm, Checksum, Checksummer};
 use crate::conditional::WriteCondition;
 use crate::copy;
 use crate::errors::s3_error;
+use crate::locks;
 use crate::metadata;
 use crate::objects::{self, DownloadStream, Md5Reader};
 use crate::part_checksums::{Combination, PartTag, UploadChecksum};
@@ -48,6 +49,11 @@ pub(crate) async fn create(
     options
         .metadata
         .extend(checksum.map(metadata::upload_checksum_entry));
+    options.lock = locks::requested(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+    )?;
     let upload_id = project
         .begin_multipart(&input.bucket, &input.key, options)
         .await

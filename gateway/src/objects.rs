@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use archipel_client::{
     ByteRange, DeleteOptions, Error, ObjectDownload, ObjectInfo, Precondition, Project, Version,
+    VersionLock,
 };
 use base64::Engine;
 use bytes::Bytes;
@@ -34,6 +35,7 @@ use crate::buckets;
 use crate::checksums::{Checksum, Checksummer};
 use crate::conditional::DeleteCondition;
 use crate::errors::{s3_error, DigestMismatch};
+use crate::locks::{self, LockHeaders};
 use crate::metadata::{self, ObjectHeaders};
 use crate::versions;
 
@@ -54,6 +56,11 @@ pub(crate) async fn put(
 ) -> S3Result<PutObjectOutput> {
     let expected_md5 = expected_md5(input.content_md5.as_deref())?;
     let headers = metadata::request_headers!(input, checksum.clone());
+    let lock = locks::requested(
+        input.object_lock_mode.as_ref(),
+        input.object_lock_retain_until_date.as_ref(),
+        input.object_lock_legal_hold_status.as_ref(),
+    )?;
     let body = upload_body(input.body, checksum.as_ref());
     let (etag, stored) = store(
         project,
@@ -61,7 +68,7 @@ pub(crate) async fn put(
         body,
         headers,
         expected_md5,
-        precondition,
+        (precondition, lock),
     )
     .await
     .map_err(s3_error)?;
@@ -80,19 +87,21 @@ pub(crate) async fn put(
 /// returns the ETag (hex MD5 of the content) and what was stored. The digest
 /// is computed as the body streams by and sealed with the object's metadata
 /// at commit; a body that differs from `expected_md5` fails before the
-/// upload commits, and so does a `precondition` that no longer holds.
-pub(crate) async fn store(
+/// upload commits, and so does a `precondition` that no longer holds. The
+/// new version gets `lock`.
+async fn store(
     project: &Project,
     (bucket, key): (&str, &str),
     body: impl AsyncRead + Unpin + Send,
     headers: ObjectHeaders,
     expected_md5: Option<[u8; 16]>,
-    precondition: Option<Precondition>,
+    (precondition, lock): (Option<Precondition>, VersionLock),
 ) -> Result<(String, ObjectInfo), Error> {
     let reader = Md5Reader::md5(body, expected_md5);
     let digest = reader.digest_slot();
     let mut options = headers.into_upload_options();
     options.precondition = precondition;
+    options.lock = lock;
     let headers_at_commit = options.late_metadata.take();
     let at_commit = digest.clone();
     options.late_metadata = Some(Arc::new(move || {
@@ -458,6 +467,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
     );
     let created = info.created;
     let version_id = versions::shown(info.version.as_ref());
+    let lock = LockHeaders::of(&info.lock);
     let body = (selection.length > 0).then(|| {
         download_body(
             object,
@@ -484,6 +494,9 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         expires: input.response_expires.or(headers.expires),
         metadata: headers.user,
         version_id,
+        object_lock_mode: lock.mode,
+        object_lock_retain_until_date: lock.until,
+        object_lock_legal_hold_status: lock.legal_hold,
         ..Default::default()
     };
     if let Some(checksum) = checksum {
@@ -510,6 +523,7 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         input.checksum_mode.as_ref(),
         selection.whole,
     );
+    let lock = LockHeaders::of(&info.lock);
     let mut output = HeadObjectOutput {
         accept_ranges: Some("bytes".into()),
         content_length: Some(content_length(selection.length)?),
@@ -524,6 +538,9 @@ pub(crate) async fn head(project: &Project, input: HeadObjectInput) -> S3Result<
         expires: headers.expires,
         metadata: headers.user,
         version_id: versions::shown(info.version.as_ref()),
+        object_lock_mode: lock.mode,
+        object_lock_retain_until_date: lock.until,
+        object_lock_legal_hold_status: lock.legal_hold,
         ..Default::default()
     };
     if let Some(checksum) = checksum {
@@ -679,7 +696,14 @@ pub(crate) async fn delete(
 ) -> S3Result<DeleteObjectOutput> {
     let condition = DeleteCondition::from_delete(&input)?;
     let version = versions::requested(input.version_id.as_deref())?;
-    let deleted = delete_one(project, (&input.bucket, &input.key, version), condition).await?;
+    let bypass = input.bypass_governance_retention.unwrap_or(false);
+    let deleted = delete_one(
+        project,
+        (&input.bucket, &input.key, version),
+        condition,
+        bypass,
+    )
+    .await?;
     Ok(DeleteObjectOutput {
         delete_marker: deleted.delete_marker,
         version_id: deleted.version_id,
@@ -699,10 +723,13 @@ struct DeleteReport {
     version_id: Option<String>,
 }
 
+/// Deletes as [`Project::delete`] does (removing a version whose
+/// governance retention holds if `bypass_governance`).
 async fn delete_one(
     project: &Project,
     (bucket, key, version): (&str, &str, Version),
     condition: Option<DeleteCondition>,
+    bypass_governance: bool,
 ) -> S3Result<DeleteReport> {
     let precondition = match condition {
         Some(condition) => Some(condition.check(project, bucket, key).await?),
@@ -712,6 +739,7 @@ async fn delete_one(
     let options = DeleteOptions {
         version,
         precondition,
+        bypass_governance,
     };
     match project.delete(bucket, key, &options).await {
         Ok(deleted) => {
@@ -748,13 +776,15 @@ pub(crate) async fn delete_many(
         ));
     }
     let quiet = input.delete.quiet.unwrap_or(false);
+    let bypass = input.bypass_governance_retention.unwrap_or(false);
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for object in input.delete.objects {
         let outcome = match versions::requested(object.version_id.as_deref()) {
             Ok(version) => {
                 let condition = DeleteCondition::from_etag(object.e_tag.as_ref());
-                delete_one(project, (&input.bucket, &object.key, version), condition).await
+                let target = (input.bucket.as_str(), object.key.as_str(), version);
+                delete_one(project, target, condition, bypass).await
             }
             Err(e) => Err(e),
         };
@@ -952,6 +982,7 @@ mod tests {
             metadata: Default::default(),
             segments,
             version: None,
+            lock: Default::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::checksums::Checksummer;
 use crate::conditional::WriteCondition;
 use crate::grants::Grants;
 use crate::listing::{Lister, Snapshots};
-use crate::{buckets, config, copy, listing, multipart, objects, versions};
+use crate::{buckets, config, copy, listing, locks, multipart, objects, versions};
 
 pub(crate) struct Gateway {
     /// The project of every key pair, configured or registered.
@@ -258,6 +258,54 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
         let project = &self.project(&req.credentials).await?;
         ok(versions::put_bucket_versioning(project, req.input).await?)
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(locks::get_configuration(project, req.input).await?)
+    }
+
+    async fn put_object_lock_configuration(
+        &self,
+        req: S3Request<PutObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<PutObjectLockConfigurationOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(locks::put_configuration(project, req.input).await?)
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(locks::get_retention(project, req.input).await?)
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(locks::put_retention(project, req.input).await?)
+    }
+
+    async fn get_object_legal_hold(
+        &self,
+        req: S3Request<GetObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<GetObjectLegalHoldOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(locks::get_legal_hold(project, req.input).await?)
+    }
+
+    async fn put_object_legal_hold(
+        &self,
+        req: S3Request<PutObjectLegalHoldInput>,
+    ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(locks::put_legal_hold(project, req.input).await?)
     }
 
     async fn list_object_versions(

@@ -43,6 +43,8 @@ pub enum Op {
     Write,
     List,
     Delete,
+    /// Removing or weakening Object Lock retention in governance mode.
+    BypassGovernance,
 }
 
 /// An API key as text carries it.
@@ -192,6 +194,7 @@ impl pb::Caveat {
             Op::Write => self.disallow_writes,
             Op::List => self.disallow_lists,
             Op::Delete => self.disallow_deletes,
+            Op::BypassGovernance => self.disallow_bypass_governance,
         };
         !denied
             && (self.not_before == 0 || now >= self.not_before)

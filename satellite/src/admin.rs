@@ -204,7 +204,9 @@ impl IntoResponse for Error {
             Error::InvalidArgument(_) | Error::Proto(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            Error::AlreadyExists(_) | Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+            Error::AlreadyExists(_) | Error::FailedPrecondition(_) | Error::ObjectLocked(_) => {
+                StatusCode::CONFLICT
+            }
             Error::ConditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::NotEnoughNodes { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unavailable(_) => StatusCode::BAD_GATEWAY,

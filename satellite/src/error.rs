@@ -31,6 +31,8 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("the condition of the request does not hold: {0}")]
     ConditionFailed(String),
+    #[error("the object version is locked: {0}")]
+    ObjectLocked(String),
     #[error("not enough storage nodes are available: need {need}, have {have}")]
     NotEnoughNodes { need: usize, have: usize },
     #[error("stored metadata is corrupt: {0}")]
@@ -52,7 +54,9 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(_) | Error::Proto(_) => tonic::Status::invalid_argument(message),
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::AlreadyExists(_) => tonic::Status::already_exists(message),
-            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::FailedPrecondition(_) | Error::ObjectLocked(_) => {
+                tonic::Status::failed_precondition(message)
+            }
             Error::ConditionFailed(_) => tonic::Status::aborted(message),
             Error::NotEnoughNodes { .. } => tonic::Status::resource_exhausted(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),

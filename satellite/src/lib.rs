@@ -130,6 +130,12 @@ pub(crate) fn size_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Unix seconds as an RFC 3339 time, for messages.
+pub(crate) fn format_unix(unix_seconds: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// Encrypted segments up to this size are kept in the metabase by default:
 /// an object this small costs one request and one transaction instead of
 /// `total` piece uploads and their order limits, and its row stays within a

@@ -35,13 +35,13 @@ impl Credential {
             if caveat.not_after != 0 && now > caveat.not_after {
                 return Err(denied(format!(
                     "it expired at {}",
-                    format_time(caveat.not_after)
+                    crate::format_unix(caveat.not_after)
                 )));
             }
             if caveat.not_before != 0 && now < caveat.not_before {
                 return Err(denied(format!(
                     "it is not valid before {}",
-                    format_time(caveat.not_before)
+                    crate::format_unix(caveat.not_before)
                 )));
             }
             if !caveat.allows_op(op, now) {
@@ -92,12 +92,8 @@ fn op_name(op: Op) -> &'static str {
         Op::Write => "writing",
         Op::List => "listing",
         Op::Delete => "deleting",
+        Op::BypassGovernance => "bypassing governance retention",
     }
-}
-
-fn format_time(unix_seconds: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 fn denied(why: String) -> Error {

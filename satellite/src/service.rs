@@ -26,7 +26,8 @@ use crate::deletes::PieceDeleter;
 use crate::exit::GracefulExit;
 use crate::health::{self, NetworkView};
 use crate::metabase::{
-    self, Credential, ListEntry, Listing, ObjectCommit, Piece, Precondition, Project, Segment,
+    self, Credential, DefaultRetention, ListEntry, Listing, ObjectCommit, ObjectLock, Piece,
+    Precondition, Project, Retention, RetentionMode, RetentionPeriod, Segment, VersionLock,
     VersionRef, Versioning,
 };
 use crate::metrics::{self, Metrics};
@@ -70,6 +71,105 @@ fn bucket_pb(bucket: metabase::Bucket) -> pb::Bucket {
         created_at: bucket.created_at,
         plain_names: bucket.plain_names,
         versioning: versioning_pb(bucket.versioning).into(),
+        object_lock: Some(object_lock_pb(bucket.object_lock)),
+    }
+}
+
+fn object_lock_pb(lock: ObjectLock) -> pb::BucketObjectLock {
+    let (days, years) = match lock.default_retention.map(|d| d.period) {
+        None => (0, 0),
+        Some(RetentionPeriod::Days(days)) => (days, 0),
+        Some(RetentionPeriod::Years(years)) => (0, years),
+    };
+    pb::BucketObjectLock {
+        enabled: lock.enabled,
+        default_mode: retention_mode_pb(lock.default_retention.map(|d| d.mode)).into(),
+        default_days: days,
+        default_years: years,
+    }
+}
+
+/// A bucket's Object Lock as a request sets it.
+fn object_lock_of(lock: &pb::BucketObjectLock) -> Result<ObjectLock> {
+    let period = match (lock.default_days, lock.default_years) {
+        (0, 0) => None,
+        (days, 0) => Some(RetentionPeriod::Days(days)),
+        (0, years) => Some(RetentionPeriod::Years(years)),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "a default retention is in days or in years, not both".into(),
+            ))
+        }
+    };
+    let default_retention = match (retention_mode_of(lock.default_mode)?, period) {
+        (Some(mode), Some(period)) => Some(DefaultRetention { mode, period }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::InvalidArgument(
+                "a default retention needs both a mode and a period".into(),
+            ))
+        }
+    };
+    Ok(ObjectLock {
+        enabled: lock.enabled,
+        default_retention,
+    })
+}
+
+fn retention_mode_pb(mode: Option<RetentionMode>) -> pb::RetentionMode {
+    match mode {
+        None => pb::RetentionMode::None,
+        Some(RetentionMode::Governance) => pb::RetentionMode::Governance,
+        Some(RetentionMode::Compliance) => pb::RetentionMode::Compliance,
+    }
+}
+
+fn retention_mode_of(mode: i32) -> Result<Option<RetentionMode>> {
+    match pb::RetentionMode::try_from(mode) {
+        Ok(pb::RetentionMode::None) => Ok(None),
+        Ok(pb::RetentionMode::Governance) => Ok(Some(RetentionMode::Governance)),
+        Ok(pb::RetentionMode::Compliance) => Ok(Some(RetentionMode::Compliance)),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "unknown retention mode {mode}"
+        ))),
+    }
+}
+
+/// A retention as a request names it (absent, or with no mode: none); a
+/// new one must end in the future.
+fn retention_of(retention: Option<&pb::Retention>, now: i64) -> Result<Option<Retention>> {
+    let Some(retention) = retention else {
+        return Ok(None);
+    };
+    let Some(mode) = retention_mode_of(retention.mode)? else {
+        return Ok(None);
+    };
+    if retention.retain_until <= now {
+        return Err(Error::InvalidArgument(
+            "the retain-until date must be in the future".into(),
+        ));
+    }
+    Ok(Some(Retention {
+        mode,
+        until: retention.retain_until,
+    }))
+}
+
+/// The Object Lock a new version asks for.
+fn version_lock_of(lock: Option<&pb::VersionLock>, now: i64) -> Result<VersionLock> {
+    Ok(VersionLock {
+        retention: retention_of(lock.and_then(|l| l.retention.as_ref()), now)?,
+        legal_hold: lock.is_some_and(|l| l.legal_hold),
+    })
+}
+
+fn version_lock_pb(lock: VersionLock) -> pb::VersionLock {
+    pb::VersionLock {
+        retention: lock.retention.map(|r| pb::Retention {
+            mode: retention_mode_pb(Some(r.mode)).into(),
+            retain_until: r.until,
+        }),
+        legal_hold: lock.legal_hold,
     }
 }
 
@@ -366,6 +466,7 @@ impl State {
             encrypted_metadata: object.encrypted_metadata.clone(),
             encrypted_metadata_key: object.encrypted_metadata_key.clone(),
             encrypted_metadata_nonce: object.encrypted_metadata_nonce.clone(),
+            lock: object.lock().ok().map(version_lock_pb),
             stream_id: Vec::new(),
             version_id: object
                 .version_id()
@@ -867,6 +968,7 @@ impl State {
                 })
                 .collect(),
             replace,
+            lock: version_lock_of(r.lock.as_ref(), unix_now())?,
         };
         let (object, removed) = self
             .metabase
@@ -1065,7 +1167,13 @@ impl Metainfo for State {
         validate_bucket_name(&r.name)?;
         let bucket = self
             .metabase
-            .create_bucket_with(&project.id, &r.name, r.plain_names, unix_now())
+            .create_bucket_with(
+                &project.id,
+                &r.name,
+                r.plain_names,
+                r.object_lock,
+                unix_now(),
+            )
             .await?;
         Ok(Response::new(pb::BucketResponse {
             bucket: Some(bucket_pb(bucket)),
@@ -1126,6 +1234,27 @@ impl Metainfo for State {
         let bucket = self
             .metabase
             .set_versioning(&credential.project.id, &r.name, versioning)
+            .await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(bucket_pb(bucket)),
+        }))
+    }
+
+    async fn set_bucket_object_lock(
+        &self,
+        request: Request<pb::SetBucketObjectLockRequest>,
+    ) -> Result<Response<pb::BucketResponse>, Status> {
+        let r = request.into_inner();
+        // Locking keeps data from being deleted, so it takes a key that
+        // may delete everywhere in the bucket, like suspending versioning.
+        let credential = self
+            .authorize(r.header.as_ref(), Op::Write, Scope::WholeBucket(&r.name))
+            .await?;
+        credential.check(Op::Delete, Scope::WholeBucket(&r.name), unix_now())?;
+        let lock = object_lock_of(&r.object_lock.unwrap_or_default())?;
+        let bucket = self
+            .metabase
+            .set_object_lock(&credential.project.id, &r.name, lock)
             .await?;
         Ok(Response::new(pb::BucketResponse {
             bucket: Some(bucket_pb(bucket)),
@@ -1214,6 +1343,22 @@ impl Metainfo for State {
                 return Err(Error::PermissionDenied(metabase::OVERWRITE_REFUSED.into()).into());
             }
         }
+        let lock = version_lock_of(r.lock.as_ref(), unix_now())?;
+        // The commit refuses a lock the bucket cannot hold; refusing here
+        // spares the upload.
+        if lock.is_set()
+            && !self
+                .metabase
+                .get_bucket(&credential.project.id, &r.bucket)
+                .await?
+                .object_lock
+                .enabled
+        {
+            return Err(Error::InvalidArgument(
+                "the bucket has no Object Lock configuration".into(),
+            )
+            .into());
+        }
         let project = credential.project;
         let mut object = self.new_object(
             &project,
@@ -1222,6 +1367,7 @@ impl Metainfo for State {
             r.encryption,
             r.expires_at,
         )?;
+        object.set_lock(lock);
         if r.multipart {
             object.multipart = 1;
             object.encrypted_metadata = r.encrypted_metadata;
@@ -1274,6 +1420,7 @@ impl Metainfo for State {
                 data: r.encrypted_inline_data,
             },
         )?;
+        object.set_lock(version_lock_of(r.lock.as_ref(), unix_now())?);
         object.committed = 1;
         object.plain_size = segment.plain_size;
         object.segment_count = 1;
@@ -1518,22 +1665,20 @@ impl Metainfo for State {
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let r = request.into_inner();
-        let project = self
-            .authorize_object(
-                r.header.as_ref(),
-                Op::Delete,
-                &r.bucket,
-                &r.encrypted_object_key,
-            )
-            .await?;
+        let scope = Scope::Object(&r.bucket, &r.encrypted_object_key);
+        let credential = self.authorize(r.header.as_ref(), Op::Delete, scope).await?;
+        if r.bypass_governance {
+            credential.check(Op::BypassGovernance, scope, unix_now())?;
+        }
         let deletion = self
             .metabase
             .delete_object(
-                &project.id,
+                &credential.project.id,
                 &r.bucket,
                 &r.encrypted_object_key,
                 &version_ref(r.version.as_ref())?,
                 precondition(r.precondition.as_ref())?.as_ref(),
+                r.bypass_governance,
             )
             .await?;
         self.deleter.removed(&deletion.segments);
@@ -1541,6 +1686,60 @@ impl Metainfo for State {
             object: deletion.removed.map(|o| self.object_pb(&o)),
             marker: deletion.marker.map(|o| self.object_pb(&o)),
             versioning: versioning_pb(deletion.versioning).into(),
+        }))
+    }
+
+    async fn set_object_retention(
+        &self,
+        request: Request<pb::SetObjectRetentionRequest>,
+    ) -> Result<Response<pb::SetObjectLockResponse>, Status> {
+        let r = request.into_inner();
+        let scope = Scope::Object(&r.bucket, &r.encrypted_object_key);
+        let credential = self.authorize(r.header.as_ref(), Op::Write, scope).await?;
+        if r.bypass_governance {
+            credential.check(Op::BypassGovernance, scope, unix_now())?;
+        }
+        let object = self
+            .metabase
+            .set_retention(
+                &credential.project.id,
+                &r.bucket,
+                &r.encrypted_object_key,
+                &version_ref(r.version.as_ref())?,
+                retention_of(r.retention.as_ref(), unix_now())?,
+                r.bypass_governance,
+            )
+            .await?;
+        Ok(Response::new(pb::SetObjectLockResponse {
+            object: Some(self.object_pb(&object)),
+        }))
+    }
+
+    async fn set_object_legal_hold(
+        &self,
+        request: Request<pb::SetObjectLegalHoldRequest>,
+    ) -> Result<Response<pb::SetObjectLockResponse>, Status> {
+        let r = request.into_inner();
+        let project = self
+            .authorize_object(
+                r.header.as_ref(),
+                Op::Write,
+                &r.bucket,
+                &r.encrypted_object_key,
+            )
+            .await?;
+        let object = self
+            .metabase
+            .set_legal_hold(
+                &project.id,
+                &r.bucket,
+                &r.encrypted_object_key,
+                &version_ref(r.version.as_ref())?,
+                r.legal_hold,
+            )
+            .await?;
+        Ok(Response::new(pb::SetObjectLockResponse {
+            object: Some(self.object_pb(&object)),
         }))
     }
 

@@ -6,10 +6,12 @@
 
 use archipel_proto::macaroon::ApiKey;
 use archipel_proto::multipart::position;
+use archipel_proto::orders::unix_now;
 use archipel_proto::{pb, NodeId, Redundancy};
 use archipel_satellite::metabase::{
-    ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy, Piece, Precondition,
-    RemovedSegment, Segment, SegmentKey, VersionRef, Versioning, WrappedSegmentKey,
+    DefaultRetention, ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy,
+    ObjectLock, Piece, Precondition, RemovedSegment, Retention, RetentionMode, RetentionPeriod,
+    Segment, SegmentKey, VersionLock, VersionRef, Versioning, WrappedSegmentKey,
 };
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Error;
@@ -57,6 +59,7 @@ on_both_backends!(
     versions_of_a_key,
     preconditions_hold_in_the_transaction,
     listing_versions_page_by_page,
+    object_lock_keeps_versions,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -150,7 +153,7 @@ async fn delete_current(
     key: &[u8],
 ) -> Result<(Object, Vec<RemovedSegment>), Error> {
     let deletion = mb
-        .delete_object(project, bucket, key, &VersionRef::Latest, None)
+        .delete_object(project, bucket, key, &VersionRef::Latest, None, false)
         .await?;
     match deletion.removed {
         Some(removed) => Ok((removed, deletion.segments)),
@@ -259,7 +262,10 @@ async fn buckets(mb: &Metabase) {
     assert_eq!((names, more), (vec!["ccc"], false));
 
     // A bucket's name mode is kept and reported.
-    let plain = mb.create_bucket_with(&p, "plain", true, NOW).await.unwrap();
+    let plain = mb
+        .create_bucket_with(&p, "plain", true, false, NOW)
+        .await
+        .unwrap();
     assert!(plain.plain_names);
     assert!(mb.get_bucket(&p, "plain").await.unwrap().plain_names);
     assert!(!mb.get_bucket(&p, "bbb").await.unwrap().plain_names);
@@ -1280,6 +1286,7 @@ fn copy_to(bucket: &str, key: &[u8], positions: &[u32], metadata: &[u8]) -> Obje
             })
             .collect(),
         replace: true,
+        lock: VersionLock::default(),
     }
 }
 
@@ -1629,7 +1636,7 @@ async fn versions_of_a_key(mb: &Metabase) {
 
     // A delete hides the key under a marker; the versions stay.
     let deletion = mb
-        .delete_object(&p, "b", b"k", &VersionRef::Latest, None)
+        .delete_object(&p, "b", b"k", &VersionRef::Latest, None, false)
         .await
         .unwrap();
     let marker = deletion.marker.unwrap();
@@ -1686,21 +1693,22 @@ async fn versions_of_a_key(mb: &Metabase) {
     // Deleting the marker for good brings the key back; deleting a version
     // for good queues its pieces.
     let undone = mb
-        .delete_object(&p, "b", b"k", &id_of(&marker), None)
+        .delete_object(&p, "b", b"k", &id_of(&marker), None, false)
         .await
         .unwrap();
     assert_eq!(undone.removed.as_ref().map(|o| o.delete_marker), Some(1));
     assert_eq!(mb.get_object(&p, "b", b"k", NOW).await.unwrap(), third);
     let queued = mb.deletion_queue_length(None).await.unwrap();
     let gone = mb
-        .delete_object(&p, "b", b"k", &id_of(&second), None)
+        .delete_object(&p, "b", b"k", &id_of(&second), None, false)
         .await
         .unwrap();
     assert_eq!(gone.removed, Some(second.clone()));
     assert_eq!(gone.segments.len(), 1);
     assert_eq!(mb.deletion_queue_length(None).await.unwrap(), queued + 4);
     assert!(matches!(
-        mb.delete_object(&p, "b", b"k", &id_of(&second), None).await,
+        mb.delete_object(&p, "b", b"k", &id_of(&second), None, false)
+            .await,
         Err(Error::NotFound(_))
     ));
 
@@ -1717,7 +1725,7 @@ async fn versions_of_a_key(mb: &Metabase) {
         Err(Error::NotFound(_))
     ));
     let deletion = mb
-        .delete_object(&p, "b", b"k", &VersionRef::Latest, None)
+        .delete_object(&p, "b", b"k", &VersionRef::Latest, None, false)
         .await
         .unwrap();
     assert_eq!(deletion.removed, Some(fourth));
@@ -1748,7 +1756,7 @@ async fn versions_of_a_key(mb: &Metabase) {
         .await
         .unwrap();
     let deletion = mb
-        .delete_object(&p, "b", b"brief", &VersionRef::Latest, None)
+        .delete_object(&p, "b", b"brief", &VersionRef::Latest, None, false)
         .await
         .unwrap();
     assert_eq!(deletion.removed.map(|o| o.stream_id), Some(brief.stream_id));
@@ -1800,7 +1808,8 @@ async fn preconditions_hold_in_the_transaction(mb: &Metabase) {
             "b",
             b"k",
             &VersionRef::Latest,
-            Some(&Precondition::Current(original_id.clone()))
+            Some(&Precondition::Current(original_id.clone())),
+            false
         )
         .await,
         Err(Error::ConditionFailed(_))
@@ -1834,6 +1843,7 @@ async fn preconditions_hold_in_the_transaction(mb: &Metabase) {
         b"k",
         &VersionRef::Latest,
         Some(&Precondition::Current(replacement.version_id().unwrap())),
+        false,
     )
     .await
     .unwrap();
@@ -1845,7 +1855,7 @@ async fn preconditions_hold_in_the_transaction(mb: &Metabase) {
     mb.set_versioning(&p, "b", Versioning::Enabled)
         .await
         .unwrap();
-    mb.delete_object(&p, "b", b"k", &VersionRef::Latest, None)
+    mb.delete_object(&p, "b", b"k", &VersionRef::Latest, None, false)
         .await
         .unwrap();
     let mut again = pending(&p, "b", b"k", NOW);
@@ -1875,7 +1885,7 @@ async fn listing_versions_page_by_page(mb: &Metabase) {
     for key in ["a", "a", "a", "b", "d/x", "d/y", "e", "e"] {
         put_object(mb, &p, "b", key.as_bytes()).await;
     }
-    mb.delete_object(&p, "b", b"e", &VersionRef::Latest, None)
+    mb.delete_object(&p, "b", b"e", &VersionRef::Latest, None, false)
         .await
         .unwrap();
     let everything = vec![
@@ -1949,4 +1959,188 @@ async fn listing_versions_page_by_page(mb: &Metabase) {
         .await
         .unwrap();
     assert_eq!(keys(&current), vec!["a", "b", "d/x", "d/y"]);
+}
+
+/// Object Lock holds in the metabase's transactions: a locked version is
+/// neither deleted nor weakened (governance yields only to a bypass,
+/// compliance and legal holds to nothing), a locked bucket keeps its
+/// versioning, and its default retention reaches every new version.
+async fn object_lock_keeps_versions(mb: &Metabase) {
+    let p = project(mb).await;
+    let now = unix_now();
+    let locked = |object: &Object| object.lock().unwrap();
+
+    // A bucket without Object Lock takes no locked version, and enables
+    // the lock only with versioning on.
+    mb.create_bucket(&p, "plain", NOW).await.unwrap();
+    let mut held = pending(&p, "plain", b"k", NOW);
+    held.set_lock(VersionLock {
+        retention: None,
+        legal_hold: true,
+    });
+    mb.begin_object(&held).await.unwrap();
+    mb.put_segment(&p, &inline_segment(&held.stream_id, 0, &[1; 20]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        mb.commit_object(&p, &commit(&held.stream_id, b"m", b"k", b"n", &[]))
+            .await,
+        Err(Error::InvalidArgument(why)) if why.contains("Object Lock")
+    ));
+    let enable = ObjectLock {
+        enabled: true,
+        default_retention: None,
+    };
+    assert!(matches!(
+        mb.set_object_lock(&p, "plain", enable).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+
+    // Created with Object Lock: versioned for good, locked for good.
+    let vault = mb
+        .create_bucket_with(&p, "vault", false, true, NOW)
+        .await
+        .unwrap();
+    assert_eq!(vault.versioning, Versioning::Enabled);
+    assert_eq!(
+        mb.get_bucket(&p, "vault").await.unwrap().object_lock,
+        enable
+    );
+    assert!(matches!(
+        mb.set_versioning(&p, "vault", Versioning::Suspended).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        mb.set_object_lock(&p, "vault", ObjectLock::default()).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let one_day = ObjectLock {
+        enabled: true,
+        default_retention: Some(DefaultRetention {
+            mode: RetentionMode::Governance,
+            period: RetentionPeriod::Days(1),
+        }),
+    };
+    assert_eq!(
+        mb.set_object_lock(&p, "vault", one_day)
+            .await
+            .unwrap()
+            .object_lock,
+        one_day
+    );
+
+    // The default retention reaches a version that names none.
+    let first = put_object(mb, &p, "vault", b"k").await;
+    let retention = locked(&first).retention.unwrap();
+    assert_eq!(retention.mode, RetentionMode::Governance);
+    assert!((now + 86_400..now + 86_400 + 60).contains(&retention.until));
+    // A delete without a version hides it under a marker; removing the
+    // version itself is refused, even to the marker's removal.
+    let deletion = mb
+        .delete_object(&p, "vault", b"k", &VersionRef::Latest, None, false)
+        .await
+        .unwrap();
+    assert!(deletion.removed.is_none() && deletion.marker.is_some());
+    assert!(matches!(
+        mb.delete_object(&p, "vault", b"k", &id_of(&first), None, false)
+            .await,
+        Err(Error::ObjectLocked(why)) if why.contains("governance")
+    ));
+
+    // Shortening governance takes a bypass; compliance can only grow.
+    let sooner = Retention {
+        mode: RetentionMode::Governance,
+        until: now + 3_600,
+    };
+    assert!(matches!(
+        mb.set_retention(&p, "vault", b"k", &id_of(&first), Some(sooner), false)
+            .await,
+        Err(Error::ObjectLocked(_))
+    ));
+    let strict = Retention {
+        mode: RetentionMode::Compliance,
+        until: now + 2 * 86_400,
+    };
+    let first = mb
+        .set_retention(&p, "vault", b"k", &id_of(&first), Some(strict), false)
+        .await
+        .unwrap();
+    assert_eq!(locked(&first).retention, Some(strict));
+    for wanted in [None, Some(sooner)] {
+        assert!(matches!(
+            mb.set_retention(&p, "vault", b"k", &id_of(&first), wanted, true)
+                .await,
+            Err(Error::ObjectLocked(why)) if why.contains("compliance")
+        ));
+    }
+    assert!(matches!(
+        mb.delete_object(&p, "vault", b"k", &id_of(&first), None, true)
+            .await,
+        Err(Error::ObjectLocked(_))
+    ));
+    assert!(matches!(
+        mb.set_retention(
+            &p,
+            "vault",
+            b"k",
+            &id_of(&first),
+            Some(Retention {
+                until: now - 1,
+                ..strict
+            }),
+            false
+        )
+        .await,
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // A legal hold holds against a bypass; lifted, the bypass removes a
+    // governance version.
+    let second = put_object(mb, &p, "vault", b"k").await;
+    mb.set_legal_hold(&p, "vault", b"k", &id_of(&second), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        mb.delete_object(&p, "vault", b"k", &id_of(&second), None, true)
+            .await,
+        Err(Error::ObjectLocked(why)) if why.contains("legal hold")
+    ));
+    let second = mb
+        .set_legal_hold(&p, "vault", b"k", &id_of(&second), false)
+        .await
+        .unwrap();
+    assert!(!locked(&second).legal_hold);
+    let removed = mb
+        .delete_object(&p, "vault", b"k", &id_of(&second), None, true)
+        .await
+        .unwrap();
+    assert_eq!(removed.removed.map(|o| o.stream_id), Some(second.stream_id));
+
+    // A copy gets the bucket's default, not its source's lock.
+    let (copy, _) = mb
+        .copy_object(&p, &first.stream_id, &copy_to("vault", b"copy", &[0], b"m"))
+        .await
+        .unwrap();
+    let copied = locked(&copy).retention.unwrap();
+    assert_eq!(copied.mode, RetentionMode::Governance);
+
+    // A version that expires cannot be locked (it could not be both).
+    let mut brief = pending(&p, "vault", b"brief", NOW);
+    brief.expires_at = now + 3_600;
+    mb.begin_object(&brief).await.unwrap();
+    mb.put_segment(&p, &inline_segment(&brief.stream_id, 0, &[2; 20]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        mb.commit_object(&p, &commit(&brief.stream_id, b"m", b"k", b"n", &[]))
+            .await,
+        Err(Error::InvalidArgument(why)) if why.contains("expiration")
+    ));
+    // The locked version is still there, and so is its data.
+    let kept = mb
+        .get_version(&p, "vault", b"k", &id_of(&first), unix_now())
+        .await
+        .unwrap();
+    assert_eq!(kept.stream_id, first.stream_id);
+    assert_eq!(mb.segments(&first.stream_id).await.unwrap().len(), 1);
 }

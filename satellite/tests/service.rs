@@ -193,6 +193,7 @@ impl Satellite {
                 header: self.header(),
                 name: name.into(),
                 plain_names: false,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -350,6 +351,7 @@ async fn api_keys_are_required(backend: Backend) {
                 header,
                 name: "bucket".into(),
                 plain_names: false,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -904,6 +906,7 @@ async fn requests_are_validated(backend: Backend) {
                 header: sat.header(),
                 name: name.into(),
                 plain_names: false,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -915,6 +918,7 @@ async fn requests_are_validated(backend: Backend) {
             header: sat.header(),
             name: "bucket".into(),
             plain_names: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

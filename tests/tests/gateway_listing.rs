@@ -352,6 +352,7 @@ async fn library_pages_in_order(backend: Backend) {
             "plain",
             BucketOptions {
                 unencrypted_names: true,
+                ..Default::default()
             },
         )
         .await

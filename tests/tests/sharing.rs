@@ -196,6 +196,7 @@ fn table(now: SystemTime) -> Vec<(&'static str, Option<Share>, &'static str)> {
                     write: false,
                     list: false,
                     delete: true,
+                    bypass_governance: false,
                 },
                 &[("bkt", "")],
             )),

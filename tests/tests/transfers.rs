@@ -187,6 +187,7 @@ async fn paged_listings_walk_a_bucket_a_page_at_a_time() {
             "plain",
             BucketOptions {
                 unencrypted_names: true,
+                ..Default::default()
             },
         )
         .await

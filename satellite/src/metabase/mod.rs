@@ -13,6 +13,8 @@
 //!   commits, server-side copies, deletes, expiry and listings;
 //! - `segments.rs`: segments and their piece lists, and the scans of remote
 //!   segments that audits and the repair checker make;
+//! - `locks.rs`: Object Lock: bucket lock configurations, and the retention
+//!   and legal hold of versions;
 //! - `multipart.rs`: the parts of multipart uploads;
 //! - `nodes.rs`: the node registry, node health and reputation;
 //! - `audits.rs`: containment, the audits nodes still owe;
@@ -69,17 +71,18 @@ pub(crate) const OVERWRITE_REFUSED: &str =
 /// `Option<&Precondition>`) against the key's current version and, unless
 /// the bucket's versioning is enabled, removes the key's null version with
 /// its segments, which the new version replaces. Evaluates to the removed
-/// remote segments, the new version's number, and the bucket's versioning.
-/// Unless `$replace`, a null version holding data fails the transaction
-/// instead: a key that may write but not delete must not destroy data by
-/// overwriting it.
+/// remote segments, the new version's number, and the [`Bucket`] as the
+/// transaction sees it. Unless `$replace`, a null version holding data
+/// fails the transaction instead: a key that may write but not delete must
+/// not destroy data by overwriting it; nor may anyone replace a null
+/// version under Object Lock.
 macro_rules! make_room {
     ($tx:ident, $project:expr, $bucket:expr, $key:expr, $replace:expr, $precondition:expr, $now:expr) => {{
-        let versioning = bucket_versioning!($tx, $project, $bucket);
+        let settings = bucket_in!($tx, $project, $bucket);
         let versions: Vec<$crate::metabase::VersionRow> = sqlx::query_as(
-            "SELECT stream_id, version, versioning, delete_marker, expires_at FROM objects \
-             WHERE project_id = $1 AND bucket = $2 AND object_key = $3 AND committed = 1 \
-             ORDER BY version DESC",
+            "SELECT stream_id, version, versioning, delete_marker, expires_at, retention_mode, \
+             retain_until, legal_hold FROM objects WHERE project_id = $1 AND bucket = $2 \
+             AND object_key = $3 AND committed = 1 ORDER BY version DESC",
         )
         .bind($project)
         .bind($bucket)
@@ -90,32 +93,37 @@ macro_rules! make_room {
         let next_version = versions.first().map_or(1, |newest| newest.version + 1);
         let null_version = versions.iter().find(|v| v.versioning != 1);
         let removed = match null_version {
-            Some(null) if versioning != $crate::metabase::Versioning::Enabled => {
+            Some(null) if settings.versioning != $crate::metabase::Versioning::Enabled => {
                 if !$replace && null.delete_marker == 0 {
                     return Err(Error::PermissionDenied(
                         $crate::metabase::OVERWRITE_REFUSED.into(),
                     ));
                 }
+                if let Some(why) = null.removal_refused($now)? {
+                    return Err(Error::ObjectLocked(why));
+                }
                 remove_version!($tx, &null.stream_id)
             }
             _ => Vec::new(),
         };
-        (removed, next_version, versioning)
+        (removed, next_version, settings)
     }};
 }
 
-/// Inside the transaction `$tx`, the [`Versioning`] of a bucket; a missing
-/// bucket returns `NotFound` from the enclosing function.
-macro_rules! bucket_versioning {
+/// Inside the transaction `$tx`, a [`Bucket`] as the transaction sees it;
+/// a missing bucket returns `NotFound` from the enclosing function.
+macro_rules! bucket_in {
     ($tx:ident, $project:expr, $bucket:expr) => {{
-        let versioning: Option<(i64,)> =
-            sqlx::query_as("SELECT versioning FROM buckets WHERE project_id = $1 AND name = $2")
-                .bind($project)
-                .bind($bucket)
-                .fetch_optional(&mut *$tx)
-                .await?;
-        match versioning {
-            Some((state,)) => $crate::metabase::Versioning::from_db(state)?,
+        let row: Option<$crate::metabase::objects::BucketRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM buckets WHERE project_id = $1 AND name = $2",
+            $crate::metabase::objects::BUCKET_COLUMNS
+        ))
+        .bind($project)
+        .bind($bucket)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match row {
+            Some(row) => $crate::metabase::Bucket::try_from(row)?,
             None => return Err(Error::NotFound(format!("bucket {:?}", $bucket))),
         }
     }};
@@ -148,7 +156,8 @@ macro_rules! insert_object {
         let object: &Object = $object;
         sqlx::query(&format!(
             "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19, $20, $21)"
         ))
         .bind(&object.stream_id)
         .bind(&object.project_id)
@@ -168,6 +177,9 @@ macro_rules! insert_object {
         .bind(object.version)
         .bind(object.versioning)
         .bind(object.delete_marker)
+        .bind(object.retention_mode)
+        .bind(object.retain_until)
+        .bind(object.legal_hold)
         .execute($executor)
         .await
     }};
@@ -240,6 +252,7 @@ macro_rules! queue_deletions {
 mod audits;
 mod deletions;
 mod exits;
+mod locks;
 mod multipart;
 mod nodes;
 mod objects;
@@ -250,6 +263,10 @@ mod segments;
 pub use audits::PendingAudit;
 pub use deletions::QueuedDeletion;
 pub use exits::ExitState;
+pub use locks::{
+    removal_refused, DefaultRetention, ObjectLock, Retention, RetentionMode, RetentionPeriod,
+    VersionLock,
+};
 pub use multipart::Part;
 pub use nodes::{Node, NodeRecord, NodeStanding};
 use objects::{check_precondition, VersionRow};
@@ -268,7 +285,7 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 const OBJECT_COLUMNS: &str = "stream_id, project_id, bucket, object_key, committed, created_at, \
      expires_at, cipher, block_size, encrypted_metadata, encrypted_metadata_key, \
      encrypted_metadata_nonce, plain_size, segment_count, multipart, version, versioning, \
-     delete_marker";
+     delete_marker, retention_mode, retain_until, legal_hold";
 
 const SEGMENT_COLUMNS: &str = "stream_id, position, root_piece_id, encrypted_key, \
      encrypted_key_nonce, plain_offset, plain_size, encrypted_size, redundancy, inline_data, \

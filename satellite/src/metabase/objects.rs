@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use super::locks::{protect_new_version, removal_refused, ObjectLock, RetentionMode, VersionLock};
 use super::multipart::{choose_parts, Part};
 use super::segments::{
     encode_pieces, redundancy_text, removed_segments, RemovedSegment, Segment, SegmentRecord,
@@ -31,6 +32,7 @@ pub struct Bucket {
     /// in the names' own order; chosen at creation.
     pub plain_names: bool,
     pub versioning: Versioning,
+    pub object_lock: ObjectLock,
 }
 
 /// Whether a bucket's writes keep the versions they replace, as S3's
@@ -67,18 +69,24 @@ impl Versioning {
 
 /// A bucket as stored (flags are BIGINT 0/1).
 #[derive(sqlx::FromRow)]
-struct BucketRow {
-    name: String,
-    created_at: i64,
-    plain_names: i64,
-    versioning: i64,
+pub(super) struct BucketRow {
+    pub(super) name: String,
+    pub(super) created_at: i64,
+    pub(super) plain_names: i64,
+    pub(super) versioning: i64,
+    pub(super) object_lock: i64,
+    pub(super) lock_mode: i64,
+    pub(super) lock_days: i64,
+    pub(super) lock_years: i64,
 }
 
 impl TryFrom<BucketRow> for Bucket {
     type Error = Error;
 
     fn try_from(row: BucketRow) -> Result<Bucket> {
+        let object_lock = ObjectLock::from_row(&row)?;
         Ok(Bucket {
+            object_lock,
             name: row.name,
             created_at: row.created_at,
             plain_names: row.plain_names != 0,
@@ -87,7 +95,8 @@ impl TryFrom<BucketRow> for Bucket {
     }
 }
 
-const BUCKET_COLUMNS: &str = "name, created_at, plain_names, versioning";
+pub(super) const BUCKET_COLUMNS: &str =
+    "name, created_at, plain_names, versioning, object_lock, lock_mode, lock_days, lock_years";
 
 /// Which version of a key a read or a delete means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +126,18 @@ pub(super) struct VersionRow {
     pub(super) versioning: i64,
     pub(super) delete_marker: i64,
     pub(super) expires_at: i64,
+    pub(super) retention_mode: i64,
+    pub(super) retain_until: i64,
+    pub(super) legal_hold: i64,
+}
+
+impl VersionRow {
+    /// Why Object Lock keeps this version at `now`, if it does (no bypass:
+    /// nothing replaces a locked version).
+    pub(super) fn removal_refused(&self, now: i64) -> Result<Option<String>> {
+        let lock = VersionLock::from_db(self.retention_mode, self.retain_until, self.legal_hold)?;
+        Ok(removal_refused(&lock, now, false))
+    }
 }
 
 impl From<&Object> for VersionRow {
@@ -127,6 +148,9 @@ impl From<&Object> for VersionRow {
             versioning: object.versioning,
             delete_marker: object.delete_marker,
             expires_at: object.expires_at,
+            retention_mode: object.retention_mode,
+            retain_until: object.retain_until,
+            legal_hold: object.legal_hold,
         }
     }
 }
@@ -204,6 +228,11 @@ pub struct Object {
     pub versioning: i64,
     /// 1 for a delete marker (no segments, no metadata).
     pub delete_marker: i64,
+    /// Object Lock: the retention mode as stored (see [`RetentionMode`]),
+    /// its date, and 1 for a legal hold.
+    pub retention_mode: i64,
+    pub retain_until: i64,
+    pub legal_hold: i64,
 }
 
 impl Object {
@@ -238,7 +267,22 @@ impl Object {
             version: 0,
             versioning: 0,
             delete_marker: 0,
+            retention_mode: 0,
+            retain_until: 0,
+            legal_hold: 0,
         }
+    }
+
+    /// How Object Lock protects this version (its retention may be over).
+    pub fn lock(&self) -> Result<VersionLock> {
+        VersionLock::from_db(self.retention_mode, self.retain_until, self.legal_hold)
+    }
+
+    /// Asks for `lock` on this version when it is committed.
+    pub fn set_lock(&mut self, lock: VersionLock) {
+        self.retention_mode = RetentionMode::to_db(lock.retention.map(|r| r.mode));
+        self.retain_until = lock.retention.map_or(0, |r| r.until);
+        self.legal_hold = i64::from(lock.legal_hold);
     }
 
     /// The bucket's versioning when this version was written.
@@ -300,6 +344,8 @@ pub struct ObjectCopy {
     pub segment_keys: Vec<WrappedSegmentKey>,
     /// Whether the copy may replace a committed object under its key.
     pub replace: bool,
+    /// The copy's own Object Lock (a copy does not inherit the source's).
+    pub lock: VersionLock,
 }
 
 /// What a listing asks for: the entries under `prefix` strictly after
@@ -351,6 +397,22 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The query for the `version` of a key not expired at a time: binds the
+/// project, bucket, key and time, then for [`VersionRef::Exact`] the
+/// version's stream id and number.
+pub(super) fn version_query(version: &VersionRef) -> String {
+    let which = match version {
+        VersionRef::Latest => "",
+        VersionRef::Null => " AND versioning <> 1",
+        VersionRef::Exact(_) => " AND stream_id = $5 AND version = $6",
+    };
+    format!(
+        "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
+         AND object_key = $3 AND committed = 1 AND (expires_at = 0 OR expires_at > $4){which} \
+         ORDER BY version DESC LIMIT 1"
+    )
+}
+
 /// How often a commit that lost a race is tried again.
 const COMMIT_ATTEMPTS: u64 = 50;
 
@@ -396,27 +458,36 @@ impl Metabase {
     // ------------------------------------------------------------ buckets
 
     pub async fn create_bucket(&self, project: &[u8], name: &str, now: i64) -> Result<Bucket> {
-        self.create_bucket_with(project, name, false, now).await
+        self.create_bucket_with(project, name, false, false, now)
+            .await
     }
 
-    /// Creates a bucket whose object names are stored unencrypted if `plain_names`.
+    /// Creates a bucket whose object names are stored unencrypted if
+    /// `plain_names`, with Object Lock (and so versioning) if `object_lock`.
     pub async fn create_bucket_with(
         &self,
         project: &[u8],
         name: &str,
         plain_names: bool,
+        object_lock: bool,
         now: i64,
     ) -> Result<Bucket> {
+        let versioning = match object_lock {
+            true => Versioning::Enabled,
+            false => Versioning::Unversioned,
+        };
         let _writing = self.writing().await;
         let result = on_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO buckets (project_id, name, created_at, plain_names) \
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO buckets (project_id, name, created_at, plain_names, versioning, \
+                 object_lock) VALUES ($1, $2, $3, $4, $5, $6)",
             )
                 .bind(project)
                 .bind(name)
                 .bind(now)
                 .bind(i64::from(plain_names))
+                .bind(versioning.to_db())
+                .bind(i64::from(object_lock))
                 .execute(pool)
                 .await
                 .map(|_| ())
@@ -426,7 +497,11 @@ impl Metabase {
                 name: name.to_string(),
                 created_at: now,
                 plain_names,
-                versioning: Versioning::Unversioned,
+                versioning,
+                object_lock: ObjectLock {
+                    enabled: object_lock,
+                    default_retention: None,
+                },
             }),
             Err(e) if is_unique_violation(&e) => {
                 Err(Error::AlreadyExists(format!("bucket {name:?}")))
@@ -451,7 +526,8 @@ impl Metabase {
     }
 
     /// Enables or suspends a bucket's versioning; a bucket that had it
-    /// cannot go back to [`Versioning::Unversioned`].
+    /// cannot go back to [`Versioning::Unversioned`], and one with Object
+    /// Lock cannot suspend it.
     pub async fn set_versioning(
         &self,
         project: &[u8],
@@ -465,16 +541,23 @@ impl Metabase {
         }
         let updated = on_pool!(self, pool => {
             let _writing = self.writing().await;
-            sqlx::query("UPDATE buckets SET versioning = $1 WHERE project_id = $2 AND name = $3")
-                .bind(versioning.to_db())
-                .bind(project)
-                .bind(name)
-                .execute(pool)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE buckets SET versioning = $1 WHERE project_id = $2 AND name = $3 \
+                 AND (object_lock = 0 OR $1 = $4)",
+            )
+            .bind(versioning.to_db())
+            .bind(project)
+            .bind(name)
+            .bind(Versioning::Enabled.to_db())
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         if updated == 0 {
-            return Err(Error::NotFound(format!("bucket {name:?}")));
+            self.get_bucket(project, name).await?;
+            return Err(Error::FailedPrecondition(
+                "versioning cannot be suspended in a bucket with Object Lock".into(),
+            ));
         }
         self.get_bucket(project, name).await
     }
@@ -704,20 +787,22 @@ impl Metabase {
                 })?;
             }
 
-            let (replaced, version, versioning) = make_room!(
+            let now = unix_now();
+            let (replaced, version, settings) = make_room!(
                 tx,
                 project,
                 &object.bucket,
                 &object.object_key,
                 commit.replace,
                 commit.precondition.as_ref(),
-                unix_now()
+                now
             );
             removed.extend(replaced);
+            protect_new_version(&mut object, &settings.object_lock, now)?;
 
             object.committed = 1;
             object.version = version;
-            object.versioning = versioning.to_db();
+            object.versioning = settings.versioning.to_db();
             object.plain_size = offset;
             object.segment_count = segments.len() as i64;
             object.encrypted_metadata = commit.encrypted_metadata.clone();
@@ -726,7 +811,8 @@ impl Metabase {
             sqlx::query(
                 "UPDATE objects SET committed = 1, version = $7, versioning = $8, plain_size = $1, \
                  segment_count = $2, encrypted_metadata = $3, encrypted_metadata_key = $4, \
-                 encrypted_metadata_nonce = $5 WHERE stream_id = $6",
+                 encrypted_metadata_nonce = $5, retention_mode = $9, retain_until = $10, \
+                 legal_hold = $11 WHERE stream_id = $6",
             )
             .bind(object.plain_size)
             .bind(object.segment_count)
@@ -736,6 +822,9 @@ impl Metabase {
             .bind(stream_id)
             .bind(object.version)
             .bind(object.versioning)
+            .bind(object.retention_mode)
+            .bind(object.retain_until)
+            .bind(object.legal_hold)
             .execute(&mut *tx)
             .await?;
             queue_deletions!(tx, &removed);
@@ -770,20 +859,22 @@ impl Metabase {
             on_pool!(self, pool => {
                 let _writing = self.writing().await;
                 let mut tx = pool.begin_write().await?;
-                let (removed, version, versioning) = make_room!(
+                let now = unix_now();
+                let (removed, version, settings) = make_room!(
                     tx,
                     &object.project_id,
                     &object.bucket,
                     &object.object_key,
                     replace,
                     precondition,
-                    unix_now()
+                    now
                 );
-                let object = Object {
+                let mut object = Object {
                     version,
-                    versioning: versioning.to_db(),
+                    versioning: settings.versioning.to_db(),
                     ..object.clone()
                 };
+                protect_new_version(&mut object, &settings.object_lock, now)?;
                 insert_object!(&mut *tx, &object)?;
                 insert_segment!(&mut *tx, segment)?;
                 queue_deletions!(tx, &removed);
@@ -866,7 +957,7 @@ impl Metabase {
                     positions.len()
                 )));
             }
-            let (removed, version, versioning) = make_room!(
+            let (removed, version, settings) = make_room!(
                 tx,
                 project,
                 &copy.bucket,
@@ -875,20 +966,22 @@ impl Metabase {
                 None,
                 copy.created_at
             );
-            let object = Object {
+            let mut object = Object {
                 stream_id: copy.stream_id.clone(),
                 project_id: project.to_vec(),
                 bucket: copy.bucket.clone(),
                 object_key: copy.object_key.clone(),
                 committed: 1,
                 version,
-                versioning: versioning.to_db(),
+                versioning: settings.versioning.to_db(),
                 created_at: copy.created_at,
                 encrypted_metadata: copy.encrypted_metadata.clone(),
                 encrypted_metadata_key: copy.encrypted_metadata_key.clone(),
                 encrypted_metadata_nonce: copy.encrypted_metadata_nonce.clone(),
                 ..source
             };
+            object.set_lock(copy.lock);
+            protect_new_version(&mut object, &settings.object_lock, copy.created_at)?;
             insert_object!(&mut *tx, &object)?;
             for (record, key) in records.into_iter().zip(&copy.segment_keys) {
                 sqlx::query(&insert_segment_sql)
@@ -940,16 +1033,7 @@ impl Metabase {
         version: &VersionRef,
         now: i64,
     ) -> Result<Object> {
-        let which = match version {
-            VersionRef::Latest => "",
-            VersionRef::Null => " AND versioning <> 1",
-            VersionRef::Exact(_) => " AND stream_id = $5 AND version = $6",
-        };
-        let sql = format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
-             AND object_key = $3 AND committed = 1 AND (expires_at = 0 OR expires_at > $4){which} \
-             ORDER BY version DESC LIMIT 1"
-        );
+        let sql = version_query(version);
         let object: Option<Object> = on_pool!(self, pool => {
             let mut query = sqlx::query_as(&sql).bind(project).bind(bucket).bind(key).bind(now);
             if let VersionRef::Exact(id) = version {
@@ -969,7 +1053,9 @@ impl Metabase {
     /// delete marker (the null version going); a named version is deleted
     /// for good. `precondition` is checked against the current version
     /// first. Deleting the current version of an unversioned key that holds
-    /// nothing, or a version that does not exist, is `NotFound`.
+    /// nothing, or a version that does not exist, is `NotFound`; removing a
+    /// version Object Lock keeps is [`Error::ObjectLocked`] (governance
+    /// mode yields to `bypass_governance`).
     pub async fn delete_object(
         &self,
         project: &[u8],
@@ -977,10 +1063,21 @@ impl Metabase {
         key: &[u8],
         target: &VersionRef,
         precondition: Option<&Precondition>,
+        bypass_governance: bool,
     ) -> Result<Deletion> {
         // A delete marker takes the next version number, which a commit
         // may take first: then the next attempt numbers after it.
-        retry_commit(|| self.delete_object_once(project, bucket, key, target, precondition)).await
+        retry_commit(|| {
+            self.delete_object_once(
+                project,
+                bucket,
+                key,
+                target,
+                precondition,
+                bypass_governance,
+            )
+        })
+        .await
     }
 
     async fn delete_object_once(
@@ -990,12 +1087,13 @@ impl Metabase {
         key: &[u8],
         target: &VersionRef,
         precondition: Option<&Precondition>,
+        bypass_governance: bool,
     ) -> Result<Deletion> {
         let now = unix_now();
         on_pool!(self, pool => {
             let _writing = self.writing().await;
             let mut tx = pool.begin_write().await?;
-            let versioning = bucket_versioning!(tx, project, bucket);
+            let versioning = bucket_in!(tx, project, bucket).versioning;
             let rows: Vec<Object> = sqlx::query_as(&format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects WHERE project_id = $1 AND bucket = $2 \
                  AND object_key = $3 AND committed = 1 ORDER BY version DESC"
@@ -1037,6 +1135,9 @@ impl Metabase {
                 ..Deletion::default()
             };
             if let Some(doomed) = doomed {
+                if let Some(why) = removal_refused(&doomed.lock()?, now, bypass_governance) {
+                    return Err(Error::ObjectLocked(why));
+                }
                 deletion.segments = remove_version!(tx, &doomed.stream_id);
                 sqlx::query("DELETE FROM parts WHERE stream_id = $1")
                     .bind(&doomed.stream_id)

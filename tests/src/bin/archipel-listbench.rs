@@ -175,7 +175,13 @@ async fn bench(cli: &Cli) -> Result<(), BenchError> {
     let project = planet.project().await?;
     for (bucket, unencrypted_names) in BUCKETS {
         project
-            .create_bucket_with(bucket, BucketOptions { unencrypted_names })
+            .create_bucket_with(
+                bucket,
+                BucketOptions {
+                    unencrypted_names,
+                    ..Default::default()
+                },
+            )
             .await?;
         let filled = fill(&project, bucket, cli.objects).await?;
         println!(
