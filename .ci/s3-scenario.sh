@@ -358,6 +358,42 @@ for version in $(s3 s3api list-object-versions --bucket versioned \
 done
 s3 s3 rb s3://versioned >/dev/null || fail "aws s3 rb of the emptied versioned bucket"
 
+step "object lock: a locked object survives aws s3 rm and a versioned delete until its date"
+s3 s3api create-bucket --bucket vault --object-lock-enabled-for-bucket >/dev/null ||
+    fail "aws s3api create-bucket --object-lock-enabled-for-bucket"
+expect_eq "a locked bucket's versioning" Enabled \
+    "$(s3 s3api get-bucket-versioning --bucket vault --query Status --output text)"
+expect_eq "object lock configuration" Enabled \
+    "$(s3 s3api get-object-lock-configuration --bucket vault \
+        --query ObjectLockConfiguration.ObjectLockEnabled --output text)"
+until_epoch=$(($(date +%s) + 8))
+echo "ledger entries" >"$work/ledger.txt"
+locked=$(s3 s3api put-object --bucket vault --key ledger.txt --body "$work/ledger.txt" \
+    --object-lock-mode COMPLIANCE --object-lock-retain-until-date "$(date -u -d "@$until_epoch" +%Y-%m-%dT%H:%M:%SZ)" \
+    --query VersionId --output text) || fail "aws s3api put-object --object-lock-mode COMPLIANCE"
+expect_eq "retention mode" COMPLIANCE \
+    "$(s3 s3api get-object-retention --bucket vault --key ledger.txt --query Retention.Mode --output text)"
+s3 s3 rm s3://vault/ledger.txt >/dev/null || fail "aws s3 rm of a locked object (adds a delete marker)"
+if s3 s3api delete-object --bucket vault --key ledger.txt --version-id "$locked" >/dev/null 2>"$work/locked.err"; then
+    fail "a version under a compliance retention was deleted"
+fi
+grep -q AccessDenied "$work/locked.err" ||
+    fail "deleting a locked version did not answer AccessDenied: $(cat "$work/locked.err")"
+if s3 s3api delete-object --bucket vault --key ledger.txt --version-id "$locked" \
+    --bypass-governance-retention >/dev/null 2>&1; then
+    fail "a bypass of governance deleted a version under a compliance retention"
+fi
+s3 s3api get-object --bucket vault --key ledger.txt --version-id "$locked" "$work/ledger.back" >/dev/null ||
+    fail "aws s3api get-object --version-id of the locked version"
+cmp -s "$work/ledger.txt" "$work/ledger.back" || fail "the locked version reads other bytes"
+while (($(date +%s) <= until_epoch)); do sleep 1; done
+for version in $(s3 s3api list-object-versions --bucket vault \
+    --query '[Versions[].VersionId, DeleteMarkers[].VersionId][]' --output text); do
+    s3 s3api delete-object --bucket vault --key ledger.txt --version-id "$version" >/dev/null ||
+        fail "aws s3api delete-object --version-id $version once the retention is over"
+done
+s3 s3 rb s3://vault >/dev/null || fail "aws s3 rb of the emptied locked bucket"
+
 step "s3api multipart: create, upload-part, list-parts, list-multipart-uploads, abort"
 upload_id=$(s3 s3api create-multipart-upload --bucket "$bucket" --key pending.bin --query UploadId --output text) ||
     fail "aws s3api create-multipart-upload"
