@@ -450,6 +450,63 @@ impl Project {
         ))
     }
 
+    /// Changes the user metadata of a version in place, adding no version
+    /// (as S3's object tagging does): `change` edits the metadata as the
+    /// version has it, and the result is sealed again under the object's
+    /// key. Returns the version as updated; a concurrent update of the same
+    /// version may win instead (the last one stays).
+    pub async fn update_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &Version,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Result<ObjectInfo, Error> {
+        let path = self.object_path(bucket, key).await?;
+        let found = self
+            .metainfo
+            .get_object(bucket, key, &path.stored, version, None)
+            .await
+            .map_err(|e| version_not_found(e, version))?;
+        let object = readable((bucket, key, version), found.object, found.versioning)?;
+        let object_key = crypto::object_key(&path.key);
+        let info = object_info(key, &object, &object_key, Vec::new(), None)?;
+        let mut metadata = info.metadata;
+        change(&mut metadata);
+        let sealed = upload::SealedMetadata::new(
+            &object_key,
+            &crypto::ObjectMetadata {
+                size: info.size,
+                created: info.created,
+                content_type: info.content_type,
+                metadata,
+            },
+        );
+        let request = pb::UpdateObjectMetadataRequest {
+            header: self.metainfo.header(),
+            bucket: bucket.to_string(),
+            encrypted_object_key: path.stored.into_bytes(),
+            version_id: object.version_id,
+            encrypted_metadata: sealed.data,
+            encrypted_metadata_key: sealed.key.encrypted,
+            encrypted_metadata_nonce: sealed.key.nonce,
+        };
+        let updated = self
+            .metainfo
+            .update_object_metadata(key, request)
+            .await
+            .map_err(|e| version_not_found(e, version))?
+            .object
+            .ok_or_else(|| Error::Protocol("the object is missing from the answer".into()))?;
+        object_info(
+            key,
+            &updated,
+            &object_key,
+            Vec::new(),
+            Some(found.versioning),
+        )
+    }
+
     /// Puts a legal hold on a version, or lifts it.
     pub async fn set_legal_hold(
         &self,

@@ -231,6 +231,19 @@ impl Metainfo {
         call!(self, set_object_retention, request, subject)
     }
 
+    pub(crate) async fn update_object_metadata(
+        &self,
+        key: &str,
+        request: UpdateObjectMetadataRequest,
+    ) -> Result<UpdateObjectMetadataResponse, Error> {
+        let bucket = request.bucket.clone();
+        let subject = Subject::Object {
+            bucket: &bucket,
+            key,
+        };
+        call!(self, update_object_metadata, request, subject)
+    }
+
     pub(crate) async fn set_object_legal_hold(
         &self,
         key: &str,

@@ -5,9 +5,12 @@
 //! their conditions and read errors (a part copy streams its range through
 //! the gateway, as a part is a new upload).
 
+use std::collections::BTreeMap;
+
 use archipel_client::{CopyMetadata, Error, ObjectInfo, Project, Version};
 use s3s::dto::{
     CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, MetadataDirective,
+    TaggingDirective,
 };
 use s3s::{s3_error, S3Result};
 
@@ -16,6 +19,7 @@ use crate::errors::s3_error;
 use crate::locks;
 use crate::metadata::{self, ObjectHeaders};
 use crate::objects::Conditions;
+use crate::tagging::{self, Tags};
 use crate::versions;
 
 /// The bucket, key and version a copy reads from.
@@ -64,7 +68,10 @@ pub(crate) fn source_read_error(error: Error) -> s3s::S3Error {
 
 /// The metadata of a copy with the REPLACE directive: the request's
 /// `headers`, and what describes the bytes (ETag, checksum) from `source`.
-fn replaced_metadata(mut headers: ObjectHeaders, source: &ObjectInfo) -> CopyMetadata {
+fn replaced_metadata(
+    mut headers: ObjectHeaders,
+    source: &ObjectInfo,
+) -> (Option<String>, BTreeMap<String, String>) {
     headers.checksum = metadata::checksum(source).map(Checksummer::stored);
     let mut options = headers.into_upload_options();
     if let Some(late) = options.late_metadata.take() {
@@ -73,9 +80,27 @@ fn replaced_metadata(mut headers: ObjectHeaders, source: &ObjectInfo) -> CopyMet
     options
         .metadata
         .extend(metadata::etag(source).map(|etag| metadata::etag_entry(etag.value())));
+    (options.content_type, options.metadata)
+}
+
+/// The metadata a copy of `source` gets: the source's, or with the REPLACE
+/// metadata directive the request's `headers`; and the source's tags, or
+/// with the REPLACE tagging directive the request's `tags`.
+fn copy_metadata(
+    headers: Option<ObjectHeaders>,
+    tags: Option<&Tags>,
+    source: &ObjectInfo,
+) -> CopyMetadata {
+    let (content_type, mut metadata) = match (headers, tags) {
+        (None, None) => return CopyMetadata::Keep,
+        (Some(headers), _) => replaced_metadata(headers, source),
+        (None, Some(_)) => (source.content_type.clone(), source.metadata.clone()),
+    };
+    let kept = tagging::stored(source);
+    tagging::set(&mut metadata, tags.unwrap_or(&kept));
     CopyMetadata::Replace {
-        content_type: options.content_type,
-        metadata: options.metadata,
+        content_type,
+        metadata,
     }
 }
 
@@ -101,6 +126,10 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
     let headers = replace.then(|| metadata::request_headers!(input, None));
+    let tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+        Some(TaggingDirective::REPLACE) => Some(tagging::requested(input.tagging.as_deref())?),
+        _ => None,
+    };
     let lock = locks::requested(
         input.object_lock_mode.as_ref(),
         input.object_lock_retain_until_date.as_ref(),
@@ -115,9 +144,7 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
             |source| {
                 check_source_conditions(source, conditions)?;
                 source_version_id = versions::shown(source.version.as_ref());
-                Ok::<_, s3s::S3Error>(headers.map_or(CopyMetadata::Keep, |headers| {
-                    replaced_metadata(headers, source)
-                }))
+                Ok::<_, s3s::S3Error>(copy_metadata(headers, tags.as_ref(), source))
             },
         )
         .await

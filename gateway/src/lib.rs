@@ -41,6 +41,7 @@ mod registry;
 mod server;
 mod service;
 mod snapshots;
+mod tagging;
 mod tls;
 mod versions;
 mod vhost;

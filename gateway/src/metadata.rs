@@ -13,6 +13,7 @@ use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
 
 use crate::checksums::{Algorithm, Checksum, Checksummer};
 use crate::part_checksums::UploadChecksum;
+use crate::tagging::{self, Tags};
 
 const ETAG: &str = "s3:etag";
 const CONTENT_ENCODING: &str = "s3:content-encoding";
@@ -37,6 +38,9 @@ pub(crate) struct ObjectHeaders {
     /// The additional checksum; an upload's is read at commit, when the body
     /// has ended (a trailer's value is known only then).
     pub checksum: Option<Checksummer>,
+    /// The object's tags (`x-amz-tagging`), set by the caller: the macro
+    /// below leaves them empty.
+    pub tags: Tags,
 }
 
 /// The [`ObjectHeaders`] an upload request names (PutObject,
@@ -52,6 +56,7 @@ macro_rules! request_headers {
             expires: $input.expires,
             user: $input.metadata,
             checksum: $checksum,
+            tags: Vec::new(),
         }
     };
 }
@@ -76,6 +81,7 @@ impl ObjectHeaders {
                 metadata.insert(key.to_string(), value);
             }
         }
+        tagging::set(&mut metadata, &self.tags);
         let late_metadata = self.checksum.map(|checksum| -> LateMetadata {
             Arc::new(move || {
                 checksum
@@ -114,6 +120,7 @@ impl ObjectHeaders {
                 .and_then(|s| Timestamp::parse(TimestampFormat::HttpDate, s).ok()),
             user: (!user.is_empty()).then_some(user),
             checksum: checksum(info).map(Checksummer::stored),
+            tags: tagging::stored(info),
         }
     }
 }
@@ -198,6 +205,7 @@ mod tests {
                 algorithm: Algorithm::Sha1,
                 value: "Kq5sNclPz7QV2+lfQIuc6R7oRu0=".into(),
             })),
+            tags: vec![("team".into(), "blue sky".into())],
         };
         let mut options = headers.into_upload_options();
         assert_eq!(options.metadata.get("colour").unwrap(), "blue");
@@ -221,6 +229,7 @@ mod tests {
             lock: Default::default(),
         };
         let back = ObjectHeaders::from_object(&info);
+        assert_eq!(back.tags, vec![("team".into(), "blue sky".into())]);
         assert_eq!(back.content_type.as_deref(), Some("text/plain"));
         assert_eq!(back.content_encoding.as_deref(), Some("gzip"));
         assert_eq!(back.content_disposition.as_deref(), Some("attachment"));

@@ -29,6 +29,7 @@ use crate::locks;
 use crate::metadata;
 use crate::objects::{self, DownloadStream, Md5Reader};
 use crate::part_checksums::{Combination, PartTag, UploadChecksum};
+use crate::tagging;
 
 /// S3's smallest part, except for the last one.
 const MIN_PART_SIZE: u64 = 5 << 20;
@@ -44,7 +45,8 @@ pub(crate) async fn create(
         input.checksum_type.as_ref(),
     )?;
     // The object's checksum is made from the parts' at completion.
-    let headers = metadata::request_headers!(input, None);
+    let mut headers = metadata::request_headers!(input, None);
+    headers.tags = tagging::requested(input.tagging.as_deref())?;
     let mut options = headers.into_upload_options();
     options
         .metadata

@@ -37,6 +37,7 @@ use crate::conditional::DeleteCondition;
 use crate::errors::{s3_error, DigestMismatch};
 use crate::locks::{self, LockHeaders};
 use crate::metadata::{self, ObjectHeaders};
+use crate::tagging;
 use crate::versions;
 
 /// The largest body frame a download sends; with [`FRAMES_QUEUED`], how many
@@ -55,7 +56,8 @@ pub(crate) async fn put(
     precondition: Option<Precondition>,
 ) -> S3Result<PutObjectOutput> {
     let expected_md5 = expected_md5(input.content_md5.as_deref())?;
-    let headers = metadata::request_headers!(input, checksum.clone());
+    let mut headers = metadata::request_headers!(input, checksum.clone());
+    headers.tags = tagging::requested(input.tagging.as_deref())?;
     let lock = locks::requested(
         input.object_lock_mode.as_ref(),
         input.object_lock_retain_until_date.as_ref(),
@@ -468,6 +470,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
     let created = info.created;
     let version_id = versions::shown(info.version.as_ref());
     let lock = LockHeaders::of(&info.lock);
+    let tag_count = tagging::count(info);
     let body = (selection.length > 0).then(|| {
         download_body(
             object,
@@ -493,6 +496,7 @@ pub(crate) async fn get(project: &Project, input: GetObjectInput) -> S3Result<Ge
         cache_control: input.response_cache_control.or(headers.cache_control),
         expires: input.response_expires.or(headers.expires),
         metadata: headers.user,
+        tag_count,
         version_id,
         object_lock_mode: lock.mode,
         object_lock_retain_until_date: lock.until,

@@ -13,7 +13,7 @@ use crate::checksums::Checksummer;
 use crate::conditional::WriteCondition;
 use crate::grants::Grants;
 use crate::listing::{Lister, Snapshots};
-use crate::{buckets, config, copy, listing, locks, multipart, objects, versions};
+use crate::{buckets, config, copy, listing, locks, multipart, objects, tagging, versions};
 
 pub(crate) struct Gateway {
     /// The project of every key pair, configured or registered.
@@ -306,6 +306,30 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectLegalHoldOutput>> {
         let project = &self.project(&req.credentials).await?;
         ok(locks::put_legal_hold(project, req.input).await?)
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(tagging::get(project, req.input).await?)
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(tagging::put(project, req.input).await?)
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(tagging::delete(project, req.input).await?)
     }
 
     async fn list_object_versions(

@@ -46,6 +46,9 @@ const INLINE_OVERHEAD: u64 = 64;
 const MAX_PART_INFO: usize = 1024;
 /// The most bytes of a wrapped segment key (or its nonce) a copy may bring.
 const MAX_WRAPPED_KEY: usize = 256;
+/// The most bytes of sealed metadata an update in place may bring (S3 keeps
+/// user metadata to 2 KiB and tags to 10 small pairs; sealing adds little).
+const MAX_UPDATED_METADATA: usize = 64 << 10;
 
 /// What the services share.
 pub struct State {
@@ -1739,6 +1742,49 @@ impl Metainfo for State {
             )
             .await?;
         Ok(Response::new(pb::SetObjectLockResponse {
+            object: Some(self.object_pb(&object)),
+        }))
+    }
+
+    async fn update_object_metadata(
+        &self,
+        request: Request<pb::UpdateObjectMetadataRequest>,
+    ) -> Result<Response<pb::UpdateObjectMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let project = self
+            .authorize_object(
+                r.header.as_ref(),
+                Op::Write,
+                &r.bucket,
+                &r.encrypted_object_key,
+            )
+            .await?;
+        if r.encrypted_metadata.len() > MAX_UPDATED_METADATA
+            || r.encrypted_metadata_key.len() > MAX_WRAPPED_KEY
+            || r.encrypted_metadata_nonce.len() > MAX_WRAPPED_KEY
+        {
+            return Err(Error::InvalidArgument(format!(
+                "sealed metadata is at most {MAX_UPDATED_METADATA} bytes, its wrapped key and nonce {MAX_WRAPPED_KEY} each"
+            ))
+            .into());
+        }
+        let id = VersionId::from_bytes(&r.version_id).map_err(Error::from)?;
+        let object = self
+            .metabase
+            .update_metadata(
+                &project.id,
+                &r.bucket,
+                &r.encrypted_object_key,
+                &id,
+                [
+                    &r.encrypted_metadata,
+                    &r.encrypted_metadata_key,
+                    &r.encrypted_metadata_nonce,
+                ],
+                unix_now(),
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateObjectMetadataResponse {
             object: Some(self.object_pb(&object)),
         }))
     }

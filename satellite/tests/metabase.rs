@@ -7,6 +7,7 @@
 use archipel_proto::macaroon::ApiKey;
 use archipel_proto::multipart::position;
 use archipel_proto::orders::unix_now;
+use archipel_proto::version::VersionId;
 use archipel_proto::{pb, NodeId, Redundancy};
 use archipel_satellite::metabase::{
     DefaultRetention, ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy,
@@ -60,6 +61,7 @@ on_both_backends!(
     preconditions_hold_in_the_transaction,
     listing_versions_page_by_page,
     object_lock_keeps_versions,
+    metadata_updates_in_place,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -2143,4 +2145,54 @@ async fn object_lock_keeps_versions(mb: &Metabase) {
         .unwrap();
     assert_eq!(kept.stream_id, first.stream_id);
     assert_eq!(mb.segments(&first.stream_id).await.unwrap().len(), 1);
+}
+
+/// An update of sealed metadata lands on the version named, in place: no
+/// version is added, others keep theirs, and markers or versions that are
+/// gone are `NotFound`.
+async fn metadata_updates_in_place(mb: &Metabase) {
+    let p = project(mb).await;
+    mb.create_bucket(&p, "b", NOW).await.unwrap();
+    mb.set_versioning(&p, "b", Versioning::Enabled)
+        .await
+        .unwrap();
+    let first = put_object(mb, &p, "b", b"k").await;
+    let second = put_object(mb, &p, "b", b"k").await;
+    let id = first.version_id().unwrap();
+    let now = unix_now();
+    let updated = mb
+        .update_metadata(&p, "b", b"k", &id, [b"tagged", b"tkey", b"tnonce"], now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.version, updated.encrypted_metadata.as_slice()),
+        (first.version, &b"tagged"[..])
+    );
+    assert_eq!(updated.encrypted_metadata_key, b"tkey");
+    assert_eq!(mb.get_object(&p, "b", b"k", now).await.unwrap(), second);
+    let listing = Listing {
+        prefix: b"",
+        cursor: b"",
+        recursive: true,
+        limit: 0,
+    };
+    let (versions, _) = mb
+        .list_versions(&p, "b", &listing, None, now)
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), 2);
+
+    let marker = mb
+        .delete_object(&p, "b", b"k", &VersionRef::Latest, None, false)
+        .await
+        .unwrap()
+        .marker
+        .unwrap();
+    for gone in [marker.version_id().unwrap(), VersionId { version: 9, ..id }] {
+        assert!(matches!(
+            mb.update_metadata(&p, "b", b"k", &gone, [b"x", b"y", b"z"], now)
+                .await,
+            Err(Error::NotFound(_))
+        ));
+    }
 }

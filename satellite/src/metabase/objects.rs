@@ -1171,6 +1171,47 @@ impl Metabase {
         })
     }
 
+    /// Replaces the sealed metadata of the committed version `id` of a key
+    /// (not a delete marker, not expired by `now`) in place; returns the
+    /// version as updated.
+    pub async fn update_metadata(
+        &self,
+        project: &[u8],
+        bucket: &str,
+        key: &[u8],
+        id: &VersionId,
+        sealed: [&[u8]; 3],
+        now: i64,
+    ) -> Result<Object> {
+        let [metadata, metadata_key, nonce] = sealed;
+        let updated = on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            sqlx::query(
+                "UPDATE objects SET encrypted_metadata = $1, encrypted_metadata_key = $2, \
+                 encrypted_metadata_nonce = $3 WHERE project_id = $4 AND bucket = $5 \
+                 AND object_key = $6 AND stream_id = $7 AND version = $8 AND committed = 1 \
+                 AND delete_marker = 0 AND (expires_at = 0 OR expires_at > $9)",
+            )
+            .bind(metadata)
+            .bind(metadata_key)
+            .bind(nonce)
+            .bind(project)
+            .bind(bucket)
+            .bind(key)
+            .bind(id.stream_id.as_slice())
+            .bind(id.version)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if updated == 0 {
+            return Err(Error::NotFound("the object version".into()));
+        }
+        self.get_version(project, bucket, key, &VersionRef::Exact(id.clone()), now)
+            .await
+    }
+
     /// Removes an object row with its segments if its `committed` flag still
     /// has the given value: a pending upload may commit, or a committed object
     /// be replaced, in the meantime. Returns the remote segments removed, or
