@@ -242,8 +242,9 @@ macro_rules! checksum_outputs {
 }
 
 checksum_outputs!(
-    objects: PutObjectOutput, GetObjectOutput, HeadObjectOutput, CompleteMultipartUploadOutput;
-    parts: UploadPartOutput, CopyPartResult, Part
+    objects: PutObjectOutput, GetObjectOutput, HeadObjectOutput, CompleteMultipartUploadOutput,
+        s3s::dto::Checksum;
+    parts: UploadPartOutput, CopyPartResult, Part, s3s::dto::ObjectPart
 );
 
 /// The checksum fields of an upload request as s3s parsed them (PutObject and

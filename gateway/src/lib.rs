@@ -20,6 +20,7 @@
 //!   their opened projects cached), and `linksharing`: the second listener,
 //!   with public links that stream and the registration endpoint.
 
+mod attributes;
 mod auth;
 mod buckets;
 mod checksums;

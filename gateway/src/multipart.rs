@@ -21,6 +21,7 @@ use s3s::dto::{
 use s3s::{s3_error, S3Result};
 use tokio::io::AsyncRead;
 
+use crate::attributes;
 use crate::checksums::{checksum_request, Algorithm, Checksum, Checksummer};
 use crate::conditional::WriteCondition;
 use crate::copy;
@@ -287,9 +288,16 @@ pub(crate) async fn complete(
         Some(condition) => Some(condition.check(project, &input.bucket, &input.key).await?),
         None => None,
     };
-    let parts: Vec<PartInfo> = chosen.into_iter().map(|(part, _)| part).collect();
     let mut entries = BTreeMap::from([metadata::etag_entry(&etag)]);
     entries.extend(checksum.as_ref().map(metadata::checksum_entry));
+    if upload_checksum.is_some_and(|u| u.combination == Combination::Composite) {
+        let sums: Vec<&Checksum> = chosen
+            .iter()
+            .filter_map(|(_, tag)| tag.checksum.as_ref())
+            .collect();
+        entries.extend(attributes::part_checksums_entry(&sums));
+    }
+    let parts: Vec<PartInfo> = chosen.into_iter().map(|(part, _)| part).collect();
     let completed = project
         .complete_multipart(
             &input.bucket,

@@ -381,7 +381,7 @@ fn selection(
 
 /// The byte spans (offset, length) of a multipart object's parts in order,
 /// from its segments' positions; none for any other object.
-fn part_spans(info: &ObjectInfo) -> Vec<(u64, u64)> {
+pub(crate) fn part_spans(info: &ObjectInfo) -> Vec<(u64, u64)> {
     let mut segments: Vec<(u32, u64)> = info
         .segments
         .iter()

@@ -13,7 +13,9 @@ use crate::checksums::Checksummer;
 use crate::conditional::WriteCondition;
 use crate::grants::Grants;
 use crate::listing::{Lister, Snapshots};
-use crate::{buckets, config, copy, listing, locks, multipart, objects, tagging, versions};
+use crate::{
+    attributes, buckets, config, copy, listing, locks, multipart, objects, tagging, versions,
+};
 
 pub(crate) struct Gateway {
     /// The project of every key pair, configured or registered.
@@ -330,6 +332,14 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         let project = &self.project(&req.credentials).await?;
         ok(tagging::delete(project, req.input).await?)
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(attributes::get(project, req.input).await?)
     }
 
     async fn list_object_versions(

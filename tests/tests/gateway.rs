@@ -17,7 +17,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete,
-    ObjectIdentifier,
+    ObjectAttributes, ObjectIdentifier,
 };
 use aws_sdk_s3::Client;
 use common::{code, get_bytes, s3_client, status, Fixture};
@@ -2046,6 +2046,60 @@ async fn multipart_checksums(backend: Backend) {
         .unwrap();
     assert_eq!(head.checksum_crc32(), Some(composite.as_str()));
     assert_eq!(head.checksum_type(), Some(&ChecksumType::Composite));
+    // GetObjectAttributes tells the same without the data, and lists the
+    // parts with their checksums, a page at a time.
+    let attributes = |marker: Option<&str>| {
+        s3.get_object_attributes()
+            .bucket("sums")
+            .key("composite")
+            .object_attributes(ObjectAttributes::Etag)
+            .object_attributes(ObjectAttributes::Checksum)
+            .object_attributes(ObjectAttributes::ObjectParts)
+            .object_attributes(ObjectAttributes::ObjectSize)
+            .object_attributes(ObjectAttributes::StorageClass)
+            .max_parts(1)
+            .set_part_number_marker(marker.map(str::to_string))
+            .send()
+    };
+    let first_page = attributes(None).await.unwrap();
+    assert_eq!(
+        first_page.e_tag().map(|e| e.trim_matches('"')),
+        done.e_tag().map(|e| e.trim_matches('"'))
+    );
+    assert_eq!(first_page.object_size(), Some(whole.len() as i64));
+    assert_eq!(
+        first_page.storage_class(),
+        Some(&aws_sdk_s3::types::StorageClass::Standard)
+    );
+    let object_sum = first_page.checksum().unwrap();
+    assert_eq!(object_sum.checksum_crc32(), Some(composite.as_str()));
+    assert_eq!(object_sum.checksum_type(), Some(&ChecksumType::Composite));
+    let parts = first_page.object_parts().unwrap();
+    assert_eq!(
+        (parts.total_parts_count(), parts.is_truncated()),
+        (Some(2), Some(true))
+    );
+    let listed = &parts.parts()[0];
+    assert_eq!(
+        (listed.part_number(), listed.size(), listed.checksum_crc32()),
+        (Some(1), Some(first.len() as i64), Some(sums[0].as_str()))
+    );
+    let second_page = attributes(parts.next_part_number_marker()).await.unwrap();
+    let parts = second_page.object_parts().unwrap();
+    assert_eq!(parts.is_truncated(), Some(false));
+    let listed = &parts.parts()[0];
+    assert_eq!(
+        (listed.part_number(), listed.checksum_crc32()),
+        (Some(2), Some(sums[1].as_str()))
+    );
+    let nothing_asked = s3
+        .get_object_attributes()
+        .bucket("sums")
+        .key("composite")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&nothing_asked), 400);
     // The SDK leaves a composite checksum unchecked; the bytes are right.
     let got = s3
         .get_object()

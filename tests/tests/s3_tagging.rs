@@ -120,7 +120,12 @@ async fn tags_live_with_their_version(backend: Backend) {
         pairs(&[("stage", "final")])
     );
     assert!(tags_of(s3, "report", Some(&second)).await.is_empty());
-    let versions = s3.list_object_versions().bucket("tagged").send().await.unwrap();
+    let versions = s3
+        .list_object_versions()
+        .bucket("tagged")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(versions.versions().len(), 2);
     let old = s3
         .get_object()
