@@ -135,6 +135,7 @@ pub async fn run_with_listeners(
     let link_counters = Arc::new(LinkCounters::default());
     let service = Limited {
         s3: builder.build(),
+        region: config.region.clone(),
         body_idle_timeout: config.body_idle_timeout,
         latencies: latencies.clone(),
     };
@@ -334,6 +335,8 @@ async fn serve_http<S, B>(
 #[derive(Clone)]
 struct Limited {
     s3: S3Service,
+    /// The region answers tell clients that signed for one s3s cannot read.
+    region: String,
     body_idle_timeout: Duration,
     latencies: Arc<Latencies>,
 }
@@ -345,9 +348,16 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let request_id = new_request_id();
-        if presigned_expiry(request.uri()).is_some_and(|secs| secs > MAX_PRESIGNED_EXPIRY_SECS) {
+        let refusal = if presigned_expiry(request.uri())
+            .is_some_and(|secs| secs > MAX_PRESIGNED_EXPIRY_SECS)
+        {
+            Some(presigned_too_long())
+        } else {
+            unreadable_region(&request, &self.region)
+        };
+        if let Some(refusal) = refusal {
             return Box::pin(std::future::ready(Ok(with_request_id(
-                presigned_too_long(),
+                refusal,
                 &request_id,
             ))));
         }
@@ -451,11 +461,88 @@ fn presigned_expiry(uri: &http::Uri) -> Option<u64> {
 
 /// AWS's answer to a presigned URL valid for more than seven days.
 fn presigned_too_long() -> HttpResponse {
+    xml_error(
+        "AuthorizationQueryParametersError",
+        &format!(
+            "X-Amz-Expires must be less than a week (in seconds) that is; {MAX_PRESIGNED_EXPIRY_SECS}"
+        ),
+        "",
+    )
+}
+
+/// The region a SigV4 request was signed for (its credential scope's third
+/// field), from the `Authorization` header or a presigned URL's
+/// `X-Amz-Credential`; and whether it came from the URL.
+fn signed_region<B>(request: &http::Request<B>) -> Option<(String, bool)> {
+    let from_header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("AWS4-HMAC-SHA256"))
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|scope| scope.split(['/', ',']).nth(2))
+        .map(|region| (region.to_string(), false));
+    from_header.or_else(|| {
+        let credential = request
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("X-Amz-Credential="))?;
+        let scope = percent_encoding::percent_decode_str(credential)
+            .decode_utf8()
+            .ok()?;
+        Some((scope.split('/').nth(2)?.to_string(), true))
+    })
+}
+
+/// S3's answer to a request signed for a region name s3s cannot read
+/// (some tools default to `US`): `AuthorizationHeaderMalformed` (or, for a
+/// presigned URL, `AuthorizationQueryParametersError`) naming the expected
+/// `<Region>`, which such clients sign with on their retry. Regions of the
+/// usual form need no answer: the signature covers the region the client
+/// named, so they work as they are.
+fn unreadable_region<B>(request: &http::Request<B>, expected: &str) -> Option<HttpResponse> {
+    let (region, presigned) = signed_region(request)?;
+    let readable = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if readable {
+        return None;
+    }
+    let (code, problem) = match presigned {
+        false => (
+            "AuthorizationHeaderMalformed",
+            "The authorization header is malformed",
+        ),
+        true => (
+            "AuthorizationQueryParametersError",
+            "Error parsing the X-Amz-Credential parameter",
+        ),
+    };
+    let region = xml_text(&region);
+    let expected = xml_text(expected);
+    Some(xml_error(
+        code,
+        &format!("{problem}; the region '{region}' is wrong; expecting '{expected}'"),
+        &format!("<Region>{expected}</Region>"),
+    ))
+}
+
+/// `text` escaped for XML character data.
+fn xml_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+}
+
+/// A 400 answer with S3's error XML: `code`, `message` (already escaped)
+/// and any `extra` elements.
+fn xml_error(code: &str, message: &str, extra: &str) -> HttpResponse {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\
-         <Code>AuthorizationQueryParametersError</Code>\
-         <Message>X-Amz-Expires must be less than a week (in seconds) that is; \
-         {MAX_PRESIGNED_EXPIRY_SECS}</Message></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message}</Message>{extra}</Error>"
     );
     let mut response = HttpResponse::new(s3s::Body::from(body));
     *response.status_mut() = http::StatusCode::BAD_REQUEST;
@@ -545,6 +632,38 @@ mod tests {
         assert_eq!(presigned_expiry(&uri("X-Amz-Expires=soon")), None);
         assert_eq!(presigned_expiry(&uri("x-X-Amz-Expires=1")), None);
         assert_eq!(presigned_expiry(&"http://h/b/k".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn regions_s3s_cannot_read_get_the_expected_one() {
+        let signed = |authorization: &str, query: &str| {
+            let mut request = http::Request::builder().uri(format!("/b/k{query}"));
+            if !authorization.is_empty() {
+                request = request.header("authorization", authorization);
+            }
+            request.body(()).unwrap()
+        };
+        let header = "AWS4-HMAC-SHA256 Credential=AKID/20261203/US/s3/aws4_request, \
+                      SignedHeaders=host, Signature=00";
+        let refused = unreadable_region(&signed(header, ""), "us-east-1").unwrap();
+        let body = String::from_utf8(refused.body().bytes().unwrap().to_vec()).unwrap();
+        assert!(
+            body.contains("<Code>AuthorizationHeaderMalformed</Code>"),
+            "{body}"
+        );
+        assert!(body.contains("<Region>us-east-1</Region>"), "{body}");
+        assert!(body.contains("the region 'US' is wrong"), "{body}");
+        let presigned = signed(
+            "",
+            "?X-Amz-Credential=AKID%2F20261203%2FUS%2Fs3%2Faws4_request",
+        );
+        let refused = unreadable_region(&presigned, "us-east-1").unwrap();
+        let body = String::from_utf8(refused.body().bytes().unwrap().to_vec()).unwrap();
+        assert!(body.contains("AuthorizationQueryParametersError"), "{body}");
+        let usual = header.replace("/US/", "/eu-west-1/");
+        assert!(unreadable_region(&signed(&usual, ""), "us-east-1").is_none());
+        assert!(unreadable_region(&signed("AWS AKID:c2ln", ""), "us-east-1").is_none());
+        assert!(unreadable_region(&signed("", ""), "us-east-1").is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use aws_sdk_s3::types::{
     ObjectAttributes, ObjectIdentifier,
 };
 use aws_sdk_s3::Client;
-use common::{code, get_bytes, s3_client, status, Fixture};
+use common::{code, get_bytes, raw_get, s3_client, status, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -679,43 +679,6 @@ async fn listing_and_multi_delete() {
     assert!(list_all_v2(s3, "list", 1000).await.is_empty());
     s3.delete_bucket().bucket("list").send().await.unwrap();
     fx.shutdown().await;
-}
-
-/// Sends one raw HTTP/1.1 request to the gateway; returns status and body.
-async fn raw_get(endpoint: &str, path_and_query: &str) -> (u16, Vec<u8>) {
-    let host = endpoint.strip_prefix("http://").unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request =
-        format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, body)
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

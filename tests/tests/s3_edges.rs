@@ -2,8 +2,9 @@
 //! `aws-sdk-s3` against the in-process gateway on both metabase backends:
 //! bucket names and location constraints, request ids, `max-keys=0`,
 //! owners in listings, ListBuckets pages,
-//! DeleteObjects' key limit, and a bucket deleted while only incomplete
-//! multipart uploads remain in it.
+//! DeleteObjects' key limit, a bucket deleted while only incomplete
+//! multipart uploads remain in it, and clients with their default settings
+//! (signing for another region, or with SigV2).
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
@@ -15,9 +16,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
-use common::{code, Fixture};
+use base64::Engine;
+use common::{code, raw_request, s3_client, Fixture};
 
-on_both_backends!(listing_and_deleting_edges);
+on_both_backends!(
+    listing_and_deleting_edges,
+    clients_with_their_default_settings
+);
 
 async fn listing_and_deleting_edges(backend: Backend) {
     let fx = Fixture::start(backend).await;
@@ -171,5 +176,113 @@ async fn listing_and_deleting_edges(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "BucketNotEmpty");
+    fx.shutdown().await;
+}
+
+/// A SigV2 `Authorization` header (and its `Date`) for a request without a
+/// body or `x-amz-*` headers.
+fn sigv2_headers(
+    method: &str,
+    resource: &str,
+    key_id: &str,
+    secret: &str,
+) -> Vec<(&'static str, String)> {
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let string_to_sign = format!("{method}\n\n\n{date}\n{resource}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD
+        .encode(ring::hmac::sign(&key, string_to_sign.as_bytes()).as_ref());
+    vec![
+        ("Date", date),
+        ("Authorization", format!("AWS {key_id}:{signature}")),
+    ]
+}
+
+/// Tools that sign for a region the gateway does not name work, as the
+/// signature covers the region they name; one s3s cannot read (some tools
+/// default to `US`) gets the `AuthorizationHeaderMalformed` answer naming the
+/// region to retry with. SigV2-signed
+/// requests work on buckets as on objects, and a wrong SigV2 signature is
+/// `SignatureDoesNotMatch`.
+async fn clients_with_their_default_settings(backend: Backend) {
+    let fx = Fixture::start(backend).await;
+    let credential = &fx.config.credentials[0];
+    let (key_id, secret) = (&credential.access_key_id, &credential.secret_access_key);
+    fx.client
+        .create_bucket()
+        .bucket("regions")
+        .send()
+        .await
+        .unwrap();
+    let client_for = |region: &str| {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&fx.endpoint)
+            .force_path_style(true)
+            .region(aws_sdk_s3::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                key_id, secret, None, None, "test",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    };
+    // A region name of the usual form works as it is.
+    let elsewhere = client_for("eu-west-1");
+    elsewhere
+        .put_object()
+        .bucket("regions")
+        .key("eu-west-1")
+        .body(ByteStream::from_static(b"eu"))
+        .send()
+        .await
+        .unwrap();
+    let listed = elsewhere
+        .list_objects_v2()
+        .bucket("regions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.contents()[0].key(), Some("eu-west-1"));
+    // `US` gets AuthorizationHeaderMalformed naming the region to sign for.
+    let refused = client_for("US")
+        .list_objects_v2()
+        .bucket("regions")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), "AuthorizationHeaderMalformed");
+    let raw = refused.raw_response().unwrap().body().bytes().unwrap();
+    let raw = String::from_utf8_lossy(raw);
+    assert!(raw.contains("<Region>us-east-1</Region>"), "{raw}");
+    let us = s3_client(&fx.endpoint, key_id, secret);
+    assert_eq!(common::get_bytes(&us, "regions", "eu-west-1").await, b"eu");
+
+    let (status, body) = raw_request(
+        &fx.endpoint,
+        "GET",
+        "/regions/",
+        &sigv2_headers("GET", "/regions/", key_id, secret),
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<Key>eu-west-1</Key>"), "{body}");
+    let (status, body) = raw_request(
+        &fx.endpoint,
+        "GET",
+        "/regions/eu-west-1",
+        &sigv2_headers("GET", "/regions/eu-west-1", key_id, secret),
+    )
+    .await;
+    assert_eq!((status, body.as_slice()), (200, &b"eu"[..]));
+    let (status, body) = raw_request(
+        &fx.endpoint,
+        "GET",
+        "/regions/",
+        &sigv2_headers("GET", "/regions/", key_id, "not the secret"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
     fx.shutdown().await;
 }

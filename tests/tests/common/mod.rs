@@ -178,3 +178,58 @@ pub async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
         .unwrap();
     output.body.collect().await.unwrap().to_vec()
 }
+
+/// Sends one raw HTTP/1.1 GET to the gateway at `endpoint` (http://…);
+/// returns status and body.
+pub async fn raw_get(endpoint: &str, path_and_query: &str) -> (u16, Vec<u8>) {
+    raw_request(endpoint, "GET", path_and_query, &[]).await
+}
+
+/// Sends one raw HTTP/1.1 request without a body, with `headers`; returns
+/// status and body (dechunked).
+pub async fn raw_request(
+    endpoint: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, String)],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint.strip_prefix("http://").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
