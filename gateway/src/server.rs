@@ -52,7 +52,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest validity a presigned URL may ask for: seven days, as on AWS.
-pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 604_800;
+pub const MAX_PRESIGNED_EXPIRY_SECS: i64 = 604_800;
 
 /// Serves S3 on `listener` (the configured `listen` address is for the
 /// binary; tests pass 127.0.0.1:0) until `shutdown` completes.
@@ -348,12 +348,10 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let request_id = new_request_id();
-        let refusal = if presigned_expiry(request.uri())
-            .is_some_and(|secs| secs > MAX_PRESIGNED_EXPIRY_SECS)
-        {
-            Some(presigned_too_long())
-        } else {
-            unreadable_region(&request, &self.region)
+        let refusal = match presigned_expiry(request.uri()) {
+            Some(secs) if secs > MAX_PRESIGNED_EXPIRY_SECS => Some(presigned_too_long()),
+            Some(secs) if secs < 0 => Some(presigned_expired()),
+            _ => unreadable_region(&request, &self.region),
         };
         if let Some(refusal) = refusal {
             return Box::pin(std::future::ready(Ok(with_request_id(
@@ -451,7 +449,7 @@ fn with_request_id(mut response: HttpResponse, request_id: &str) -> HttpResponse
 }
 
 /// The `X-Amz-Expires` of a presigned URL, if it has a numeric one.
-fn presigned_expiry(uri: &http::Uri) -> Option<u64> {
+fn presigned_expiry(uri: &http::Uri) -> Option<i64> {
     uri.query()?
         .split('&')
         .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?
@@ -459,9 +457,21 @@ fn presigned_expiry(uri: &http::Uri) -> Option<u64> {
         .ok()
 }
 
+/// The answer to a presigned URL whose validity is negative: expired
+/// before it was made, as one past its time.
+fn presigned_expired() -> HttpResponse {
+    xml_error(
+        http::StatusCode::FORBIDDEN,
+        "AccessDenied",
+        "Request has expired",
+        "",
+    )
+}
+
 /// AWS's answer to a presigned URL valid for more than seven days.
 fn presigned_too_long() -> HttpResponse {
     xml_error(
+        http::StatusCode::BAD_REQUEST,
         "AuthorizationQueryParametersError",
         &format!(
             "X-Amz-Expires must be less than a week (in seconds) that is; {MAX_PRESIGNED_EXPIRY_SECS}"
@@ -523,6 +533,7 @@ fn unreadable_region<B>(request: &http::Request<B>, expected: &str) -> Option<Ht
     let region = xml_text(&region);
     let expected = xml_text(expected);
     Some(xml_error(
+        http::StatusCode::BAD_REQUEST,
         code,
         &format!("{problem}; the region '{region}' is wrong; expecting '{expected}'"),
         &format!("<Region>{expected}</Region>"),
@@ -537,15 +548,15 @@ fn xml_text(text: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-/// A 400 answer with S3's error XML: `code`, `message` (already escaped)
-/// and any `extra` elements.
-fn xml_error(code: &str, message: &str, extra: &str) -> HttpResponse {
+/// An answer with S3's error XML: `code`, `message` (already escaped) and
+/// any `extra` elements.
+fn xml_error(status: http::StatusCode, code: &str, message: &str, extra: &str) -> HttpResponse {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
          <Message>{message}</Message>{extra}</Error>"
     );
     let mut response = HttpResponse::new(s3s::Body::from(body));
-    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/xml"),
@@ -629,6 +640,7 @@ mod tests {
             presigned_expiry(&uri("a=b&X-Amz-Expires=604801")),
             Some(604_801)
         );
+        assert_eq!(presigned_expiry(&uri("X-Amz-Expires=-5")), Some(-5));
         assert_eq!(presigned_expiry(&uri("X-Amz-Expires=soon")), None);
         assert_eq!(presigned_expiry(&uri("x-X-Amz-Expires=1")), None);
         assert_eq!(presigned_expiry(&"http://h/b/k".parse().unwrap()), None);

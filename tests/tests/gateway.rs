@@ -851,6 +851,12 @@ async fn clients_that_stall_are_cut_off() {
         body.contains("<Code>AuthorizationQueryParametersError</Code>"),
         "{body}"
     );
+    // A negative validity is expired from the start.
+    let negative = path.replace("X-Amz-Expires=604800", "X-Amz-Expires=-1");
+    let (status_code, body) = raw_get(&fx.endpoint, &negative).await;
+    assert_eq!(status_code, 403);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
     fx.shutdown().await;
 }
 

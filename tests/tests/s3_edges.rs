@@ -1,6 +1,7 @@
 //! The edges of S3 that conformance suites probe, end to end with
 //! `aws-sdk-s3` against the in-process gateway on both metabase backends:
 //! bucket names and location constraints, request ids, `max-keys=0`,
+//! malformed and wrong digests,
 //! owners in listings, ListBuckets pages,
 //! DeleteObjects' key limit, a bucket deleted while only incomplete
 //! multipart uploads remain in it, and clients with their default settings
@@ -122,6 +123,29 @@ async fn listing_and_deleting_edges(backend: Backend) {
     let prefixed = s3.list_buckets().prefix("edge-").send().await.unwrap();
     assert_eq!(prefixed.buckets().len(), 3);
     assert_eq!(prefixed.prefix(), Some("edge-"));
+
+    // Digests that are not digests are refused before anything is stored;
+    // well-formed ones that differ from the body are BadDigest.
+    let put = || {
+        s3.put_object()
+            .bucket("edge-a")
+            .key("digest")
+            .body(ByteStream::from_static(b"body"))
+    };
+    let malformed_md5 = put().content_md5("not an md5").send().await.unwrap_err();
+    assert_eq!(code(&malformed_md5), "InvalidDigest");
+    let malformed_crc = put().checksum_crc32("###").send().await.unwrap_err();
+    assert_eq!(code(&malformed_crc), "InvalidRequest");
+    let wrong_crc = put().checksum_crc32("AAAAAA==").send().await.unwrap_err();
+    assert_eq!(code(&wrong_crc), "BadDigest");
+    let nothing = s3
+        .head_object()
+        .bucket("edge-a")
+        .key("digest")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(common::status(&nothing), 404);
 
     // DeleteObjects names at most 1000 keys.
     let mut too_many = Delete::builder();
