@@ -62,6 +62,9 @@ pub struct BucketInfo {
     pub unencrypted_names: bool,
     pub versioning: Versioning,
     pub object_lock: BucketLock,
+    /// Tags as (key, value). Unlike object names and metadata they are not
+    /// encrypted: the satellite's operator can read them, as bucket names.
+    pub tags: Vec<(String, String)>,
 }
 
 impl From<pb::Bucket> for BucketInfo {
@@ -72,6 +75,7 @@ impl From<pb::Bucket> for BucketInfo {
             unencrypted_names: bucket.plain_names,
             versioning: Versioning::from_pb(bucket.versioning),
             object_lock: BucketLock::from_pb(bucket.object_lock.as_ref()),
+            tags: bucket.tags.into_iter().map(|t| (t.key, t.value)).collect(),
         }
     }
 }
@@ -531,6 +535,30 @@ impl Project {
         Ok(VersionLock::from_pb(
             response.object.and_then(|o| o.lock).as_ref(),
         ))
+    }
+
+    /// Replaces a bucket's tags (none removes them). They are stored
+    /// unencrypted, as the bucket's name.
+    pub async fn set_bucket_tags(
+        &self,
+        name: &str,
+        tags: &[(String, String)],
+    ) -> Result<BucketInfo, Error> {
+        let request = pb::SetBucketTagsRequest {
+            header: self.metainfo.header(),
+            name: name.to_string(),
+            tags: tags
+                .iter()
+                .map(|(key, value)| pb::BucketTag {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        };
+        let response = self.metainfo.set_bucket_tags(name, request).await?;
+        Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
+            Error::Protocol("the bucket is missing from the answer".into())
+        })?))
     }
 
     /// Removes an empty bucket.

@@ -218,6 +218,14 @@ impl Metainfo {
         call!(self, set_bucket_object_lock, request, Subject::Bucket(name))
     }
 
+    pub(crate) async fn set_bucket_tags(
+        &self,
+        name: &str,
+        request: SetBucketTagsRequest,
+    ) -> Result<BucketResponse, Error> {
+        call!(self, set_bucket_tags, request, Subject::Bucket(name))
+    }
+
     pub(crate) async fn set_object_retention(
         &self,
         key: &str,

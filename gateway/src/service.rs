@@ -342,6 +342,30 @@ impl S3 for Gateway {
         ok(attributes::get(project, req.input).await?)
     }
 
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(tagging::get_bucket(project, req.input).await?)
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(tagging::put_bucket(project, req.input).await?)
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        let project = &self.project(&req.credentials).await?;
+        ok(tagging::delete_bucket(project, req.input).await?)
+    }
+
     async fn list_object_versions(
         &self,
         req: S3Request<ListObjectVersionsInput>,

@@ -3,14 +3,18 @@
 //! `x-amz-tagging` header uses), so the satellite never sees them. PUT,
 //! CreateMultipartUpload and CopyObject set them from `x-amz-tagging`;
 //! `?tagging` reads, replaces and deletes them in place, adding no version.
+//! A bucket's tags are kept by the satellite with the bucket, unencrypted
+//! like its name.
 
 use std::collections::BTreeMap;
 
 use archipel_client::{ObjectInfo, Project};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use s3s::dto::{
-    DeleteObjectTaggingInput, DeleteObjectTaggingOutput, GetObjectTaggingInput,
-    GetObjectTaggingOutput, PutObjectTaggingInput, PutObjectTaggingOutput, Tag, TagCount,
+    DeleteBucketTaggingInput, DeleteBucketTaggingOutput, DeleteObjectTaggingInput,
+    DeleteObjectTaggingOutput, GetBucketTaggingInput, GetBucketTaggingOutput,
+    GetObjectTaggingInput, GetObjectTaggingOutput, PutBucketTaggingInput, PutBucketTaggingOutput,
+    PutObjectTaggingInput, PutObjectTaggingOutput, Tag, TagCount, Tagging,
 };
 use s3s::{s3_error, S3Result};
 
@@ -19,8 +23,10 @@ use crate::{objects, versions};
 
 /// The metadata entry holding a version's tags.
 const TAGGING: &str = "s3:tagging";
-/// S3's limits: tags per object, characters per key and per value.
+/// S3's limits: tags per object and per bucket, characters per key and per
+/// value.
 const MAX_TAGS: usize = 10;
+const MAX_BUCKET_TAGS: usize = 50;
 const MAX_KEY_CHARS: usize = 128;
 const MAX_VALUE_CHARS: usize = 256;
 
@@ -35,13 +41,10 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// A version's tags, in the order given.
 pub(crate) type Tags = Vec<(String, String)>;
 
-/// Checks tags against S3's rules (`InvalidTag`).
-fn validate(tags: &Tags) -> S3Result<()> {
-    if tags.len() > MAX_TAGS {
-        return Err(s3_error!(
-            InvalidTag,
-            "Object tags cannot be greater than {MAX_TAGS}"
-        ));
+/// Checks tags against S3's rules (`InvalidTag`), with at most `max`.
+fn validate(tags: &Tags, max: usize) -> S3Result<()> {
+    if tags.len() > max {
+        return Err(s3_error!(InvalidTag, "Tags cannot be more than {max}"));
     }
     for (i, (key, value)) in tags.iter().enumerate() {
         if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
@@ -88,7 +91,7 @@ pub(crate) fn from_header(text: &str) -> S3Result<Tags> {
             Ok((decode(key)?, decode(value)?))
         })
         .collect::<S3Result<Tags>>()?;
-    validate(&tags)?;
+    validate(&tags, MAX_TAGS)?;
     Ok(tags)
 }
 
@@ -157,17 +160,31 @@ async fn replace(
     Ok(versions::shown(updated.version.as_ref()))
 }
 
-pub(crate) async fn put(
-    project: &Project,
-    input: PutObjectTaggingInput,
-) -> S3Result<PutObjectTaggingOutput> {
-    let tags = input
-        .tagging
+/// The tags of a `<Tagging>` body, checked with at most `max` of them.
+fn from_body(tagging: Tagging, max: usize) -> S3Result<Tags> {
+    let tags = tagging
         .tag_set
         .into_iter()
         .map(|tag| (tag.key.unwrap_or_default(), tag.value.unwrap_or_default()))
         .collect();
-    validate(&tags)?;
+    validate(&tags, max)?;
+    Ok(tags)
+}
+
+fn tag_set(tags: Tags) -> Vec<Tag> {
+    tags.into_iter()
+        .map(|(key, value)| Tag {
+            key: Some(key),
+            value: Some(value),
+        })
+        .collect()
+}
+
+pub(crate) async fn put(
+    project: &Project,
+    input: PutObjectTaggingInput,
+) -> S3Result<PutObjectTaggingOutput> {
+    let tags = from_body(input.tagging, MAX_TAGS)?;
     let target = (
         input.bucket.as_str(),
         input.key.as_str(),
@@ -185,13 +202,7 @@ pub(crate) async fn get(
     let version = versions::requested(input.version_id.as_deref())?;
     let info = objects::stat(project, (&input.bucket, &input.key, &version)).await?;
     Ok(GetObjectTaggingOutput {
-        tag_set: stored(&info)
-            .into_iter()
-            .map(|(key, value)| Tag {
-                key: Some(key),
-                value: Some(value),
-            })
-            .collect(),
+        tag_set: tag_set(stored(&info)),
         version_id: versions::shown(info.version.as_ref()),
     })
 }
@@ -208,6 +219,42 @@ pub(crate) async fn delete(
     Ok(DeleteObjectTaggingOutput {
         version_id: replace(project, target, Vec::new()).await?,
     })
+}
+
+pub(crate) async fn put_bucket(
+    project: &Project,
+    input: PutBucketTaggingInput,
+) -> S3Result<PutBucketTaggingOutput> {
+    let tags = from_body(input.tagging, MAX_BUCKET_TAGS)?;
+    project
+        .set_bucket_tags(&input.bucket, &tags)
+        .await
+        .map_err(s3_error)?;
+    Ok(PutBucketTaggingOutput::default())
+}
+
+pub(crate) async fn get_bucket(
+    project: &Project,
+    input: GetBucketTaggingInput,
+) -> S3Result<GetBucketTaggingOutput> {
+    let tags = project.bucket(&input.bucket).await.map_err(s3_error)?.tags;
+    if tags.is_empty() {
+        return Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"));
+    }
+    Ok(GetBucketTaggingOutput {
+        tag_set: tag_set(tags),
+    })
+}
+
+pub(crate) async fn delete_bucket(
+    project: &Project,
+    input: DeleteBucketTaggingInput,
+) -> S3Result<DeleteBucketTaggingOutput> {
+    project
+        .set_bucket_tags(&input.bucket, &[])
+        .await
+        .map_err(s3_error)?;
+    Ok(DeleteBucketTaggingOutput::default())
 }
 
 #[cfg(test)]
@@ -249,13 +296,18 @@ mod tests {
     #[test]
     fn s3_limits_hold() {
         let many: Tags = (0..11).map(|i| (format!("k{i}"), "v".into())).collect();
-        assert!(validate(&many).is_err());
-        assert!(validate(&many[..10].to_vec()).is_ok());
-        assert!(validate(&tags(&[("", "v")])).is_err());
-        assert!(validate(&tags(&[(&"k".repeat(129), "v")])).is_err());
-        assert!(validate(&tags(&[("k", &"v".repeat(257))])).is_err());
-        assert!(validate(&tags(&[("k", "1"), ("k", "2")])).is_err());
-        assert!(validate(&tags(&[("aws:owner", "x")])).is_err());
+        assert!(validate(&many, MAX_TAGS).is_err());
+        assert!(validate(&many, MAX_BUCKET_TAGS).is_ok());
+        assert!(validate(&many[..10].to_vec(), MAX_TAGS).is_ok());
+        for bad in [
+            tags(&[("", "v")]),
+            tags(&[(&"k".repeat(129), "v")]),
+            tags(&[("k", &"v".repeat(257))]),
+            tags(&[("k", "1"), ("k", "2")]),
+            tags(&[("aws:owner", "x")]),
+        ] {
+            assert!(validate(&bad, MAX_TAGS).is_err(), "{bad:?}");
+        }
         assert!(from_header("k=%FF").is_err());
     }
 }

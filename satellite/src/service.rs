@@ -75,6 +75,11 @@ fn bucket_pb(bucket: metabase::Bucket) -> pb::Bucket {
         plain_names: bucket.plain_names,
         versioning: versioning_pb(bucket.versioning).into(),
         object_lock: Some(object_lock_pb(bucket.object_lock)),
+        tags: bucket
+            .tags
+            .into_iter()
+            .map(|(key, value)| pb::BucketTag { key, value })
+            .collect(),
     }
 }
 
@@ -1258,6 +1263,25 @@ impl Metainfo for State {
         let bucket = self
             .metabase
             .set_object_lock(&credential.project.id, &r.name, lock)
+            .await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(bucket_pb(bucket)),
+        }))
+    }
+
+    async fn set_bucket_tags(
+        &self,
+        request: Request<pb::SetBucketTagsRequest>,
+    ) -> Result<Response<pb::BucketResponse>, Status> {
+        let r = request.into_inner();
+        let project = self
+            .authorize(r.header.as_ref(), Op::Write, Scope::WholeBucket(&r.name))
+            .await?
+            .project;
+        let tags: Vec<(String, String)> = r.tags.into_iter().map(|t| (t.key, t.value)).collect();
+        let bucket = self
+            .metabase
+            .set_bucket_tags(&project.id, &r.name, &tags)
             .await?;
         Ok(Response::new(pb::BucketResponse {
             bucket: Some(bucket_pb(bucket)),

@@ -263,6 +263,36 @@ async fn buckets(mb: &Metabase) {
     let names: Vec<_> = page.iter().map(|b| b.name.as_str()).collect();
     assert_eq!((names, more), (vec!["ccc"], false));
 
+    // Tags replace each other whole, within S3's limits.
+    let tags = vec![
+        ("team".to_string(), "blue".to_string()),
+        ("cost".to_string(), String::new()),
+    ];
+    let tagged = mb.set_bucket_tags(&p, "bbb", &tags).await.unwrap();
+    assert_eq!(tagged.tags, tags);
+    assert_eq!(mb.get_bucket(&p, "bbb").await.unwrap().tags, tags);
+    let twice = vec![
+        ("k".to_string(), "1".to_string()),
+        ("k".to_string(), "2".to_string()),
+    ];
+    let many: Vec<(String, String)> = (0..51).map(|i| (format!("k{i}"), String::new())).collect();
+    for bad in [twice, many, vec![(String::new(), "v".to_string())]] {
+        assert!(matches!(
+            mb.set_bucket_tags(&p, "bbb", &bad).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(mb
+        .set_bucket_tags(&p, "bbb", &[])
+        .await
+        .unwrap()
+        .tags
+        .is_empty());
+    assert!(matches!(
+        mb.set_bucket_tags(&p, "nope", &tags).await,
+        Err(Error::NotFound(_))
+    ));
+
     // A bucket's name mode is kept and reported.
     let plain = mb
         .create_bucket_with(&p, "plain", true, false, NOW)

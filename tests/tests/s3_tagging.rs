@@ -2,7 +2,7 @@
 //! gateway, on both metabase backends: tags from `x-amz-tagging` on PUT,
 //! multipart uploads and copies (with both tagging directives), read,
 //! replaced and deleted in place without adding versions, per version, and
-//! S3's limits.
+//! S3's limits; and the tags of buckets.
 
 #![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
 
@@ -17,7 +17,11 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use common::{code, Fixture};
 
-on_both_backends!(tags_live_with_their_version, tags_follow_copies_and_uploads);
+on_both_backends!(
+    tags_live_with_their_version,
+    tags_follow_copies_and_uploads,
+    buckets_have_tags_of_their_own
+);
 
 async fn tags_of(s3: &Client, key: &str, version: Option<&str>) -> Vec<(String, String)> {
     let output = s3
@@ -288,5 +292,73 @@ async fn tags_follow_copies_and_uploads(backend: Backend) {
         tags_of(s3, "parts", None).await,
         pairs(&[("kind", "archive")])
     );
+    fixture.shutdown().await;
+}
+
+async fn buckets_have_tags_of_their_own(backend: Backend) {
+    let fixture = Fixture::start(backend).await;
+    let s3 = &fixture.client;
+    s3.create_bucket().bucket("costs").send().await.unwrap();
+    let none = s3
+        .get_bucket_tagging()
+        .bucket("costs")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&none), "NoSuchTagSet");
+    s3.put_bucket_tagging()
+        .bucket("costs")
+        .tagging(tagging(&[("team", "storage"), ("budget", "q3")]))
+        .send()
+        .await
+        .unwrap();
+    let read = s3
+        .get_bucket_tagging()
+        .bucket("costs")
+        .send()
+        .await
+        .unwrap();
+    let read: Vec<(String, String)> = read
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    assert_eq!(read, pairs(&[("team", "storage"), ("budget", "q3")]));
+    // Up to 50 on a bucket, more than an object's 10.
+    let many: Vec<(String, String)> = (0..51).map(|i| (format!("k{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    s3.put_bucket_tagging()
+        .bucket("costs")
+        .tagging(tagging(&many[..50]))
+        .send()
+        .await
+        .unwrap();
+    let refused = s3
+        .put_bucket_tagging()
+        .bucket("costs")
+        .tagging(tagging(&many))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&refused), "InvalidTag");
+    s3.delete_bucket_tagging()
+        .bucket("costs")
+        .send()
+        .await
+        .unwrap();
+    let gone = s3
+        .get_bucket_tagging()
+        .bucket("costs")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&gone), "NoSuchTagSet");
+    let missing = s3
+        .get_bucket_tagging()
+        .bucket("no-such-bucket")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&missing), "NoSuchBucket");
     fixture.shutdown().await;
 }

@@ -33,6 +33,8 @@ pub struct Bucket {
     pub plain_names: bool,
     pub versioning: Versioning,
     pub object_lock: ObjectLock,
+    /// Tags as (key, value), in the order set.
+    pub tags: Vec<(String, String)>,
 }
 
 /// Whether a bucket's writes keep the versions they replace, as S3's
@@ -78,6 +80,7 @@ pub(super) struct BucketRow {
     pub(super) lock_mode: i64,
     pub(super) lock_days: i64,
     pub(super) lock_years: i64,
+    pub(super) tags: Vec<u8>,
 }
 
 impl TryFrom<BucketRow> for Bucket {
@@ -85,8 +88,15 @@ impl TryFrom<BucketRow> for Bucket {
 
     fn try_from(row: BucketRow) -> Result<Bucket> {
         let object_lock = ObjectLock::from_row(&row)?;
+        let tags = <archipel_proto::pb::BucketTags as prost::Message>::decode(row.tags.as_slice())
+            .map_err(|e| Error::Corrupt(format!("the tags of bucket {:?}: {e}", row.name)))?
+            .tags
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect();
         Ok(Bucket {
             object_lock,
+            tags,
             name: row.name,
             created_at: row.created_at,
             plain_names: row.plain_names != 0,
@@ -96,7 +106,40 @@ impl TryFrom<BucketRow> for Bucket {
 }
 
 pub(super) const BUCKET_COLUMNS: &str =
-    "name, created_at, plain_names, versioning, object_lock, lock_mode, lock_days, lock_years";
+    "name, created_at, plain_names, versioning, object_lock, lock_mode, lock_days, lock_years, \
+     tags";
+
+/// Tags a bucket may have at most, and the longest key and value (in
+/// characters), as S3.
+const MAX_BUCKET_TAGS: usize = 50;
+const MAX_TAG_KEY_CHARS: usize = 128;
+const MAX_TAG_VALUE_CHARS: usize = 256;
+
+fn check_bucket_tags(tags: &[(String, String)]) -> Result<()> {
+    if tags.len() > MAX_BUCKET_TAGS {
+        return Err(Error::InvalidArgument(format!(
+            "a bucket has at most {MAX_BUCKET_TAGS} tags"
+        )));
+    }
+    for (i, (key, value)) in tags.iter().enumerate() {
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY_CHARS {
+            return Err(Error::InvalidArgument(format!(
+                "a tag key is 1 to {MAX_TAG_KEY_CHARS} characters"
+            )));
+        }
+        if value.chars().count() > MAX_TAG_VALUE_CHARS {
+            return Err(Error::InvalidArgument(format!(
+                "a tag value is at most {MAX_TAG_VALUE_CHARS} characters"
+            )));
+        }
+        if tags[..i].iter().any(|(earlier, _)| earlier == key) {
+            return Err(Error::InvalidArgument(format!(
+                "the tag key {key:?} is given twice"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Which version of a key a read or a delete means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,6 +545,7 @@ impl Metabase {
                     enabled: object_lock,
                     default_retention: None,
                 },
+                tags: Vec::new(),
             }),
             Err(e) if is_unique_violation(&e) => {
                 Err(Error::AlreadyExists(format!("bucket {name:?}")))
@@ -558,6 +602,40 @@ impl Metabase {
             return Err(Error::FailedPrecondition(
                 "versioning cannot be suspended in a bucket with Object Lock".into(),
             ));
+        }
+        self.get_bucket(project, name).await
+    }
+
+    /// Replaces a bucket's tags (none removes them), checked against S3's
+    /// limits.
+    pub async fn set_bucket_tags(
+        &self,
+        project: &[u8],
+        name: &str,
+        tags: &[(String, String)],
+    ) -> Result<Bucket> {
+        check_bucket_tags(tags)?;
+        let encoded = prost::Message::encode_to_vec(&archipel_proto::pb::BucketTags {
+            tags: tags
+                .iter()
+                .map(|(key, value)| archipel_proto::pb::BucketTag {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        });
+        let updated = on_pool!(self, pool => {
+            let _writing = self.writing().await;
+            sqlx::query("UPDATE buckets SET tags = $1 WHERE project_id = $2 AND name = $3")
+                .bind(encoded)
+                .bind(project)
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if updated == 0 {
+            return Err(Error::NotFound(format!("bucket {name:?}")));
         }
         self.get_bucket(project, name).await
     }
