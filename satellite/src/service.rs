@@ -328,6 +328,23 @@ impl State {
         Ok(credential.project)
     }
 
+    /// The caller's credential, checked for `op` on the object stored as
+    /// `key`, and for bypassing governance retention there if `bypass`.
+    async fn authorize_bypass(
+        &self,
+        header: Option<&pb::RequestHeader>,
+        op: Op,
+        (bucket, key): (&str, &[u8]),
+        bypass: bool,
+    ) -> Result<Credential> {
+        let scope = Scope::Object(bucket, key);
+        let credential = self.authorize(header, op, scope).await?;
+        if bypass {
+            credential.check(Op::BypassGovernance, scope, unix_now())?;
+        }
+        Ok(credential)
+    }
+
     /// The caller's credential, checked for the first of `ops` it allows on
     /// `scope` (an error for the first if none).
     async fn authorize_any(
@@ -1692,11 +1709,10 @@ impl Metainfo for State {
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let r = request.into_inner();
-        let scope = Scope::Object(&r.bucket, &r.encrypted_object_key);
-        let credential = self.authorize(r.header.as_ref(), Op::Delete, scope).await?;
-        if r.bypass_governance {
-            credential.check(Op::BypassGovernance, scope, unix_now())?;
-        }
+        let target = (r.bucket.as_str(), r.encrypted_object_key.as_slice());
+        let credential = self
+            .authorize_bypass(r.header.as_ref(), Op::Delete, target, r.bypass_governance)
+            .await?;
         let deletion = self
             .metabase
             .delete_object(
@@ -1721,11 +1737,10 @@ impl Metainfo for State {
         request: Request<pb::SetObjectRetentionRequest>,
     ) -> Result<Response<pb::SetObjectLockResponse>, Status> {
         let r = request.into_inner();
-        let scope = Scope::Object(&r.bucket, &r.encrypted_object_key);
-        let credential = self.authorize(r.header.as_ref(), Op::Write, scope).await?;
-        if r.bypass_governance {
-            credential.check(Op::BypassGovernance, scope, unix_now())?;
-        }
+        let target = (r.bucket.as_str(), r.encrypted_object_key.as_slice());
+        let credential = self
+            .authorize_bypass(r.header.as_ref(), Op::Write, target, r.bypass_governance)
+            .await?;
         let object = self
             .metabase
             .set_retention(

@@ -18,13 +18,12 @@ use archipel_client::{
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, DefaultRetention, Delete,
-    ObjectIdentifier, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockLegalHold,
-    ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
-    ObjectLockRule, VersioningConfiguration,
+    BucketVersioningStatus, DefaultRetention, Delete, ObjectIdentifier, ObjectLockConfiguration,
+    ObjectLockEnabled, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ObjectLockRetention, ObjectLockRetentionMode, ObjectLockRule, VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
-use common::{code, get_bytes, Fixture};
+use common::{code, get_bytes, upload_in_one_part, Fixture};
 
 on_both_backends!(
     locked_versions_survive_deletes,
@@ -463,43 +462,16 @@ async fn lock_configurations_and_their_edges(backend: Backend) {
         let now = DateTime::from(SystemTime::now()).secs();
         assert!((now + 2 * 86_400 - 60..=now + 2 * 86_400 + 5).contains(&until));
     }
-    let upload = s3
-        .create_multipart_upload()
-        .bucket("plain")
-        .key("parts")
-        .object_lock_mode(ObjectLockMode::Compliance)
-        .object_lock_retain_until_date(in_seconds(86_400))
-        .send()
-        .await
-        .unwrap();
-    let upload_id = upload.upload_id().unwrap();
-    let part = s3
-        .upload_part()
-        .bucket("plain")
-        .key("parts")
-        .upload_id(upload_id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"only part"))
-        .send()
-        .await
-        .unwrap();
-    s3.complete_multipart_upload()
-        .bucket("plain")
-        .key("parts")
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(
-                    CompletedPart::builder()
-                        .part_number(1)
-                        .e_tag(part.e_tag().unwrap())
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    upload_in_one_part(
+        s3,
+        s3.create_multipart_upload()
+            .bucket("plain")
+            .key("parts")
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(in_seconds(86_400)),
+        b"only part",
+    )
+    .await;
     let copy_hold = s3
         .get_object_legal_hold()
         .bucket("plain")

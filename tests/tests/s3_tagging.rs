@@ -11,11 +11,11 @@ mod common;
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, MetadataDirective, Tag,
-    Tagging, TaggingDirective, VersioningConfiguration,
+    BucketVersioningStatus, MetadataDirective, Tag, Tagging, TaggingDirective,
+    VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
-use common::{code, Fixture};
+use common::{code, upload_in_one_part, Fixture};
 
 on_both_backends!(
     tags_live_with_their_version,
@@ -252,42 +252,15 @@ async fn tags_follow_copies_and_uploads(backend: Backend) {
         Some("green")
     );
 
-    let upload = s3
-        .create_multipart_upload()
-        .bucket("tagged")
-        .key("parts")
-        .tagging("kind=archive")
-        .send()
-        .await
-        .unwrap();
-    let upload_id = upload.upload_id().unwrap();
-    let part = s3
-        .upload_part()
-        .bucket("tagged")
-        .key("parts")
-        .upload_id(upload_id)
-        .part_number(1)
-        .body(ByteStream::from_static(b"part"))
-        .send()
-        .await
-        .unwrap();
-    s3.complete_multipart_upload()
-        .bucket("tagged")
-        .key("parts")
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(
-                    CompletedPart::builder()
-                        .part_number(1)
-                        .e_tag(part.e_tag().unwrap())
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    upload_in_one_part(
+        s3,
+        s3.create_multipart_upload()
+            .bucket("tagged")
+            .key("parts")
+            .tagging("kind=archive"),
+        b"part",
+    )
+    .await;
     assert_eq!(
         tags_of(s3, "parts", None).await,
         pairs(&[("kind", "archive")])

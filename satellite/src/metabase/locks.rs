@@ -290,13 +290,13 @@ impl Metabase {
             .await?
             .rows_affected()
         });
-        if updated == 0 {
-            self.get_bucket(project, name).await?;
-            return Err(Error::FailedPrecondition(
-                "Object Lock needs the bucket's versioning enabled".into(),
-            ));
-        }
-        self.get_bucket(project, name).await
+        self.updated_bucket(
+            project,
+            name,
+            updated,
+            "Object Lock needs the bucket's versioning enabled",
+        )
+        .await
     }
 
     /// Sets (or with `None` removes) the retention of a version; weakening

@@ -597,13 +597,30 @@ impl Metabase {
             .await?
             .rows_affected()
         });
-        if updated == 0 {
-            self.get_bucket(project, name).await?;
-            return Err(Error::FailedPrecondition(
-                "versioning cannot be suspended in a bucket with Object Lock".into(),
-            ));
+        self.updated_bucket(
+            project,
+            name,
+            updated,
+            "versioning cannot be suspended in a bucket with Object Lock",
+        )
+        .await
+    }
+
+    /// The bucket after a conditional UPDATE of its row that changed
+    /// `updated` rows: `NotFound` if there is no such bucket, else
+    /// `FailedPrecondition` saying `refusal` if the condition kept it.
+    pub(super) async fn updated_bucket(
+        &self,
+        project: &[u8],
+        name: &str,
+        updated: u64,
+        refusal: &str,
+    ) -> Result<Bucket> {
+        let bucket = self.get_bucket(project, name).await?;
+        match updated {
+            0 => Err(Error::FailedPrecondition(refusal.into())),
+            _ => Ok(bucket),
         }
-        self.get_bucket(project, name).await
     }
 
     /// Replaces a bucket's tags (none removes them), checked against S3's

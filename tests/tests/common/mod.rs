@@ -233,3 +233,44 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[size + 2..];
     }
 }
+
+/// Uploads `body` as the only part of the multipart upload `create` begins
+/// (for the bucket and key it names) and completes it.
+pub async fn upload_in_one_part(
+    s3: &Client,
+    create: aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    body: &'static [u8],
+) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let bucket = create.get_bucket().clone().unwrap();
+    let key = create.get_key().clone().unwrap();
+    let upload = create.send().await.unwrap();
+    let upload_id = upload.upload_id().unwrap();
+    let part = s3
+        .upload_part()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(upload_id)
+        .part_number(1)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(body))
+        .send()
+        .await
+        .unwrap();
+    s3.complete_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(
+                    CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(part.e_tag().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
