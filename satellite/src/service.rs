@@ -491,7 +491,11 @@ impl State {
             encrypted_metadata: object.encrypted_metadata.clone(),
             encrypted_metadata_key: object.encrypted_metadata_key.clone(),
             encrypted_metadata_nonce: object.encrypted_metadata_nonce.clone(),
-            lock: object.lock().ok().map(version_lock_pb),
+            lock: object
+                .lock()
+                .ok()
+                .filter(VersionLock::is_set)
+                .map(version_lock_pb),
             stream_id: Vec::new(),
             version_id: object
                 .version_id()
@@ -1790,14 +1794,12 @@ impl Metainfo for State {
         request: Request<pb::UpdateObjectMetadataRequest>,
     ) -> Result<Response<pb::UpdateObjectMetadataResponse>, Status> {
         let r = request.into_inner();
-        let project = self
-            .authorize_object(
-                r.header.as_ref(),
-                Op::Write,
-                &r.bucket,
-                &r.encrypted_object_key,
-            )
-            .await?;
+        // Replacing sealed metadata destroys what was there, which a key
+        // that may write but not delete must not do (as with overwrites).
+        let scope = Scope::Object(&r.bucket, &r.encrypted_object_key);
+        let credential = self.authorize(r.header.as_ref(), Op::Write, scope).await?;
+        credential.check(Op::Delete, scope, unix_now())?;
+        let project = credential.project;
         if r.encrypted_metadata.len() > MAX_UPDATED_METADATA
             || r.encrypted_metadata_key.len() > MAX_WRAPPED_KEY
             || r.encrypted_metadata_nonce.len() > MAX_WRAPPED_KEY

@@ -8,6 +8,7 @@
 
 mod common;
 
+use archipel_client::{Error, Permissions, Project, Share, Version};
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -188,6 +189,32 @@ async fn tags_live_with_their_version(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(code(&missing), "NoSuchKey");
+
+    // Replacing metadata destroys what was there: a grant that may read
+    // and write but not delete cannot, whatever client it uses.
+    let full = fixture.planet.project().await.unwrap();
+    let no_delete = Share {
+        permissions: Permissions {
+            delete: false,
+            ..Permissions::READ_WRITE
+        },
+        prefixes: vec![("tagged".to_string(), String::new())],
+        not_before: None,
+        not_after: None,
+    };
+    let writer = Project::open(&full.share(&no_delete).await.unwrap())
+        .await
+        .unwrap();
+    let refused = writer
+        .update_metadata("tagged", "report", &Version::Current, |m| {
+            m.insert("s3:tagging".into(), "stolen=1".into());
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(Error::PermissionDenied(ref why)) if why.contains("deleting")),
+        "{refused:?}"
+    );
+    assert!(tags_of(s3, "report", None).await.is_empty());
     fixture.shutdown().await;
 }
 
