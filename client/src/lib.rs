@@ -372,24 +372,14 @@ impl Project {
             .metainfo
             .create_bucket(name, options.unencrypted_names, options.object_lock)
             .await?;
-        let bucket = BucketInfo::from(
-            response
-                .bucket
-                .ok_or_else(|| Error::Protocol("the created bucket is missing".into()))?,
-        );
+        let bucket = answered_bucket(response)?;
         self.remember_names(&bucket.name, bucket.unencrypted_names);
         Ok(bucket)
     }
 
     /// A bucket's settings.
     pub async fn bucket(&self, name: &str) -> Result<BucketInfo, Error> {
-        let bucket = BucketInfo::from(
-            self.metainfo
-                .get_bucket(name)
-                .await?
-                .bucket
-                .ok_or_else(|| Error::Protocol("the bucket is missing from the answer".into()))?,
-        );
+        let bucket = answered_bucket(self.metainfo.get_bucket(name).await?)?;
         self.remember_names(&bucket.name, bucket.unencrypted_names);
         Ok(bucket)
     }
@@ -406,9 +396,7 @@ impl Project {
             .metainfo
             .set_bucket_versioning(name, versioning.to_pb())
             .await?;
-        Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
-            Error::Protocol("the bucket is missing from the answer".into())
-        })?))
+        answered_bucket(response)
     }
 
     /// Sets a bucket's Object Lock: enables it (for good; the bucket's
@@ -418,9 +406,7 @@ impl Project {
             .metainfo
             .set_bucket_object_lock(name, lock.to_pb())
             .await?;
-        Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
-            Error::Protocol("the bucket is missing from the answer".into())
-        })?))
+        answered_bucket(response)
     }
 
     /// Sets (or with `None` removes) the retention of a version. It can
@@ -556,9 +542,7 @@ impl Project {
                 .collect(),
         };
         let response = self.metainfo.set_bucket_tags(name, request).await?;
-        Ok(BucketInfo::from(response.bucket.ok_or_else(|| {
-            Error::Protocol("the bucket is missing from the answer".into())
-        })?))
+        answered_bucket(response)
     }
 
     /// Removes an empty bucket.
@@ -1142,6 +1126,14 @@ impl Project {
             marker: version(response.marker.clone())?,
         })
     }
+}
+
+/// The bucket a satellite's answer about one describes.
+fn answered_bucket(response: pb::BucketResponse) -> Result<BucketInfo, Error> {
+    response
+        .bucket
+        .map(BucketInfo::from)
+        .ok_or_else(|| Error::Protocol("the bucket is missing from the answer".into()))
 }
 
 /// The object a read of `version` of `bucket`/`key` found, unless it is a
