@@ -229,12 +229,12 @@ impl Satellite {
         let database = FreshDatabase::create(backend, dir).await?;
         let mut config = shared.clone();
         config.database_url = database.url().to_string();
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let admin_listener = bind_port_of_its_own().await?;
         config.admin = archipel_satellite::admin::AdminConfig {
             listen_address: admin_listener.local_addr()?.to_string(),
             token: archipel_satellite::admin::AdminConfig::random_token(),
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = bind_port_of_its_own().await?;
         let address = listener.local_addr()?;
         // The project is created first: that also migrates the database, which
         // the satellite would otherwise try at the same moment.
@@ -456,9 +456,9 @@ impl Planet {
             node_config.check_in_interval = Duration::from_secs(1);
             // Expired pieces leave the disk within moments, as tests expect.
             node_config.expiration_sweep_interval = Duration::from_millis(200);
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let listener = bind_port_of_its_own().await?;
             let address = listener.local_addr()?;
-            let dashboard_listener = TcpListener::bind("127.0.0.1:0").await?;
+            let dashboard_listener = bind_port_of_its_own().await?;
             let dashboard = dashboard_listener.local_addr()?;
             let identity = Identity::generate_with_difficulty(PLANET_IDENTITY_DIFFICULTY);
             let server = start_node(
@@ -678,6 +678,36 @@ impl Impostor {
     pub async fn stop(self) -> Result<()> {
         self.server.stop().await
     }
+}
+
+/// Ports below the kernel's ephemeral range (32768 and up on Linux), handed
+/// out to servers that a test stops and starts again on the same address.
+const OWN_PORTS: std::ops::Range<u16> = 12_000..32_000;
+
+/// Binds a 127.0.0.1 port that stays this server's while it is stopped.
+///
+/// A port picked by the kernel (port 0) comes from the ephemeral range, from
+/// which every outgoing connection on the machine also takes its local port:
+/// while the server is down, any connection may take the port and the restart
+/// fails with "address in use". Ports below that range are only ever taken by
+/// an explicit bind, and within this process each is handed out once; the
+/// start depends on the process id so that test binaries running side by
+/// side begin far apart.
+async fn bind_port_of_its_own() -> Result<TcpListener> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(OWN_PORTS.end - OWN_PORTS.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = OWN_PORTS.start + offset as u16;
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(PlanetError::Other(format!("no free port in {OWN_PORTS:?}")))
 }
 
 /// A TCP listener that accepts connections and holds them without ever
