@@ -13,6 +13,7 @@
 //! - `versions`: object versions, bucket versioning and preconditions.
 
 pub mod access;
+mod bucket_access;
 mod copy;
 mod crypto;
 mod download;
@@ -34,6 +35,7 @@ use archipel_proto::{pb, Redundancy};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use access::{Access, AccessInfo, Permissions, RestrictionInfo, Share};
+pub use bucket_access::{BucketAccess, BucketAccessUpdate, CannedAcl, CorsRule, PublicAccessBlock};
 pub use copy::CopyMetadata;
 pub use error::Error;
 pub use locks::{
@@ -65,11 +67,14 @@ pub struct BucketInfo {
     /// Tags as (key, value). Unlike object names and metadata they are not
     /// encrypted: the satellite's operator can read them, as bucket names.
     pub tags: Vec<(String, String)>,
+    /// Its ACL, public access block and CORS rules, also in the clear.
+    pub access: BucketAccess,
 }
 
 impl From<pb::Bucket> for BucketInfo {
-    fn from(bucket: pb::Bucket) -> BucketInfo {
+    fn from(mut bucket: pb::Bucket) -> BucketInfo {
         BucketInfo {
+            access: BucketAccess::from_pb(&mut bucket),
             name: bucket.name,
             created: from_unix(bucket.created_at),
             unencrypted_names: bucket.plain_names,
@@ -542,6 +547,19 @@ impl Project {
                 .collect(),
         };
         let response = self.metainfo.set_bucket_tags(name, request).await?;
+        answered_bucket(response)
+    }
+
+    /// Replaces the parts of a bucket's access settings (ACL, public access
+    /// block, CORS rules) that `update` names. They are stored unencrypted,
+    /// as the bucket's name.
+    pub async fn set_bucket_access(
+        &self,
+        name: &str,
+        update: &BucketAccessUpdate,
+    ) -> Result<BucketInfo, Error> {
+        let request = update.to_pb(self.metainfo.header(), name);
+        let response = self.metainfo.set_bucket_access(name, request).await?;
         answered_bucket(response)
     }
 

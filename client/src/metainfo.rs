@@ -226,6 +226,14 @@ impl Metainfo {
         call!(self, set_bucket_tags, request, Subject::Bucket(name))
     }
 
+    pub(crate) async fn set_bucket_access(
+        &self,
+        name: &str,
+        request: SetBucketAccessRequest,
+    ) -> Result<BucketResponse, Error> {
+        call!(self, set_bucket_access, request, Subject::Bucket(name))
+    }
+
     pub(crate) async fn set_object_retention(
         &self,
         key: &str,

@@ -26,9 +26,9 @@ use crate::deletes::PieceDeleter;
 use crate::exit::GracefulExit;
 use crate::health::{self, NetworkView};
 use crate::metabase::{
-    self, Credential, DefaultRetention, ListEntry, Listing, ObjectCommit, ObjectLock, Piece,
-    Precondition, Project, Retention, RetentionMode, RetentionPeriod, Segment, VersionLock,
-    VersionRef, Versioning,
+    self, BucketAccessUpdate, CannedAcl, Credential, DefaultRetention, ListEntry, Listing,
+    ObjectCommit, ObjectLock, Piece, Precondition, Project, PublicAccessBlock, Retention,
+    RetentionMode, RetentionPeriod, Segment, VersionLock, VersionRef, Versioning,
 };
 use crate::metrics::{self, Metrics};
 use crate::orders::OrderSigner;
@@ -80,6 +80,48 @@ fn bucket_pb(bucket: metabase::Bucket) -> pb::Bucket {
             .into_iter()
             .map(|(key, value)| pb::BucketTag { key, value })
             .collect(),
+        acl: canned_acl_pb(bucket.access.acl).into(),
+        public_access_block: bucket
+            .access
+            .public_access_block
+            .map(public_access_block_pb),
+        cors: bucket.access.cors,
+    }
+}
+
+fn canned_acl_pb(acl: CannedAcl) -> pb::CannedAcl {
+    match acl {
+        CannedAcl::Private => pb::CannedAcl::Private,
+        CannedAcl::PublicRead => pb::CannedAcl::PublicRead,
+        CannedAcl::PublicReadWrite => pb::CannedAcl::PublicReadWrite,
+        CannedAcl::AuthenticatedRead => pb::CannedAcl::AuthenticatedRead,
+    }
+}
+
+fn canned_acl_from_pb(acl: pb::CannedAcl) -> CannedAcl {
+    match acl {
+        pb::CannedAcl::Private => CannedAcl::Private,
+        pb::CannedAcl::PublicRead => CannedAcl::PublicRead,
+        pb::CannedAcl::PublicReadWrite => CannedAcl::PublicReadWrite,
+        pb::CannedAcl::AuthenticatedRead => CannedAcl::AuthenticatedRead,
+    }
+}
+
+fn public_access_block_pb(block: PublicAccessBlock) -> pb::PublicAccessBlock {
+    pb::PublicAccessBlock {
+        block_public_acls: block.block_public_acls,
+        ignore_public_acls: block.ignore_public_acls,
+        block_public_policy: block.block_public_policy,
+        restrict_public_buckets: block.restrict_public_buckets,
+    }
+}
+
+fn public_access_block_from_pb(block: pb::PublicAccessBlock) -> PublicAccessBlock {
+    PublicAccessBlock {
+        block_public_acls: block.block_public_acls,
+        ignore_public_acls: block.ignore_public_acls,
+        block_public_policy: block.block_public_policy,
+        restrict_public_buckets: block.restrict_public_buckets,
     }
 }
 
@@ -1303,6 +1345,38 @@ impl Metainfo for State {
         let bucket = self
             .metabase
             .set_bucket_tags(&project.id, &r.name, &tags)
+            .await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(bucket_pb(bucket)),
+        }))
+    }
+
+    async fn set_bucket_access(
+        &self,
+        request: Request<pb::SetBucketAccessRequest>,
+    ) -> Result<Response<pb::BucketResponse>, Status> {
+        let r = request.into_inner();
+        let project = self
+            .authorize(r.header.as_ref(), Op::Write, Scope::WholeBucket(&r.name))
+            .await?
+            .project;
+        let acl = match r.acl {
+            Some(update) => Some(canned_acl_from_pb(
+                pb::CannedAcl::try_from(update.acl)
+                    .map_err(|_| Status::invalid_argument("unknown canned ACL"))?,
+            )),
+            None => None,
+        };
+        let update = BucketAccessUpdate {
+            acl,
+            public_access_block: r
+                .public_access_block
+                .map(|update| update.settings.map(public_access_block_from_pb)),
+            cors: r.cors.map(|cors| cors.rules),
+        };
+        let bucket = self
+            .metabase
+            .set_bucket_access(&project.id, &r.name, &update)
             .await?;
         Ok(Response::new(pb::BucketResponse {
             bucket: Some(bucket_pb(bucket)),

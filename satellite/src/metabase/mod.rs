@@ -249,6 +249,7 @@ macro_rules! queue_deletions {
     }};
 }
 
+mod access;
 mod audits;
 mod deletions;
 mod exits;
@@ -260,6 +261,7 @@ mod projects;
 mod repair_queue;
 mod segments;
 
+pub use access::{BucketAccess, BucketAccessUpdate, CannedAcl, PublicAccessBlock};
 pub use audits::PendingAudit;
 pub use deletions::QueuedDeletion;
 pub use exits::ExitState;

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use super::access::BucketAccess;
 use super::locks::{protect_new_version, removal_refused, ObjectLock, RetentionMode, VersionLock};
 use super::multipart::{choose_parts, Part};
 use super::segments::{
@@ -35,6 +36,7 @@ pub struct Bucket {
     pub object_lock: ObjectLock,
     /// Tags as (key, value), in the order set.
     pub tags: Vec<(String, String)>,
+    pub access: BucketAccess,
 }
 
 /// Whether a bucket's writes keep the versions they replace, as S3's
@@ -81,6 +83,9 @@ pub(super) struct BucketRow {
     pub(super) lock_days: i64,
     pub(super) lock_years: i64,
     pub(super) tags: Vec<u8>,
+    pub(super) acl: i64,
+    pub(super) public_access_block: i64,
+    pub(super) cors: Vec<u8>,
 }
 
 impl TryFrom<BucketRow> for Bucket {
@@ -88,6 +93,7 @@ impl TryFrom<BucketRow> for Bucket {
 
     fn try_from(row: BucketRow) -> Result<Bucket> {
         let object_lock = ObjectLock::from_row(&row)?;
+        let access = BucketAccess::from_row(&row)?;
         let tags = <archipel_proto::pb::BucketTags as prost::Message>::decode(row.tags.as_slice())
             .map_err(|e| Error::Corrupt(format!("the tags of bucket {:?}: {e}", row.name)))?
             .tags
@@ -97,6 +103,7 @@ impl TryFrom<BucketRow> for Bucket {
         Ok(Bucket {
             object_lock,
             tags,
+            access,
             name: row.name,
             created_at: row.created_at,
             plain_names: row.plain_names != 0,
@@ -107,7 +114,7 @@ impl TryFrom<BucketRow> for Bucket {
 
 pub(super) const BUCKET_COLUMNS: &str =
     "name, created_at, plain_names, versioning, object_lock, lock_mode, lock_days, lock_years, \
-     tags";
+     tags, acl, public_access_block, cors";
 
 /// Tags a bucket may have at most, and the longest key and value (in
 /// characters), as S3.
@@ -546,6 +553,7 @@ impl Metabase {
                     default_retention: None,
                 },
                 tags: Vec::new(),
+                access: BucketAccess::default(),
             }),
             Err(e) if is_unique_violation(&e) => {
                 Err(Error::AlreadyExists(format!("bucket {name:?}")))
