@@ -394,6 +394,24 @@ for version in $(s3 s3api list-object-versions --bucket vault \
 done
 s3 s3 rb s3://vault >/dev/null || fail "aws s3 rb of the emptied locked bucket"
 
+step "public access: a public-read object reads without a signature, a private one is refused"
+s3 s3 mb s3://open-data >/dev/null || fail "aws s3 mb s3://open-data"
+echo "published" >"$work/published.txt"
+s3 s3 cp "$work/published.txt" s3://open-data/published.txt --acl public-read >/dev/null ||
+    fail "aws s3 cp --acl public-read"
+s3 s3 cp "$work/published.txt" s3://open-data/private.txt >/dev/null || fail "aws s3 cp (private)"
+expect_eq "the public object's group grant" "http://acs.amazonaws.com/groups/global/AllUsers READ" \
+    "$(s3 s3api get-object-acl --bucket open-data --key published.txt \
+        --query 'Grants[?Grantee.Type==`Group`].[Grantee.URI, Permission]' --output text | tr '\t' ' ')"
+curl -fsS "$AWS_ENDPOINT_URL/open-data/published.txt" -o "$work/published.back" ||
+    fail "an unsigned GET of a public-read object"
+cmp -s "$work/published.txt" "$work/published.back" || fail "the unsigned GET read other bytes"
+expect_eq "status of an unsigned GET of a private object" 403 \
+    "$(curl -sS -o /dev/null -w '%{http_code}' "$AWS_ENDPOINT_URL/open-data/private.txt")"
+expect_eq "status of an unsigned listing of a private bucket" 403 \
+    "$(curl -sS -o /dev/null -w '%{http_code}' "$AWS_ENDPOINT_URL/open-data?list-type=2")"
+s3 s3 rb --force s3://open-data >/dev/null || fail "aws s3 rb --force s3://open-data"
+
 step "s3api multipart: create, upload-part, list-parts, list-multipart-uploads, abort"
 upload_id=$(s3 s3api create-multipart-upload --bucket "$bucket" --key pending.bin --query UploadId --output text) ||
     fail "aws s3api create-multipart-upload"

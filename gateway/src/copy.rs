@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 
-use archipel_client::{CopyMetadata, Error, ObjectInfo, Project, Version};
+use archipel_client::{CannedAcl, CopyMetadata, Error, ObjectInfo, Project, Version};
 use s3s::dto::{
     CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, MetadataDirective,
     TaggingDirective,
 };
 use s3s::{s3_error, S3Result};
 
+use crate::acl;
 use crate::checksums::Checksummer;
 use crate::errors::s3_error;
 use crate::locks;
@@ -84,20 +85,24 @@ fn replaced_metadata(
 }
 
 /// The metadata a copy of `source` gets: the source's, or with the REPLACE
-/// metadata directive the request's `headers`; and the source's tags, or
-/// with the REPLACE tagging directive the request's `tags`.
+/// metadata directive the request's `headers`; the source's tags, or with
+/// the REPLACE tagging directive the request's `tags`; and `acl`, the
+/// request's, whatever the source's was (as S3).
 fn copy_metadata(
     headers: Option<ObjectHeaders>,
     tags: Option<&Tags>,
+    acl: CannedAcl,
     source: &ObjectInfo,
 ) -> CopyMetadata {
+    let acl_kept = acl == acl::stored(source);
     let (content_type, mut metadata) = match (headers, tags) {
-        (None, None) => return CopyMetadata::Keep,
+        (None, None) if acl_kept => return CopyMetadata::Keep,
         (Some(headers), _) => replaced_metadata(headers, source),
-        (None, Some(_)) => (source.content_type.clone(), source.metadata.clone()),
+        (None, _) => (source.content_type.clone(), source.metadata.clone()),
     };
     let kept = tagging::stored(source);
     tagging::set(&mut metadata, tags.unwrap_or(&kept));
+    acl::set(&mut metadata, acl);
     CopyMetadata::Replace {
         content_type,
         metadata,
@@ -125,6 +130,7 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     };
+    let acl = acl::upload_acl!(project, input).await?;
     let headers = replace.then(|| metadata::request_headers!(input, None));
     let tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
         Some(TaggingDirective::REPLACE) => Some(tagging::requested(input.tagging.as_deref())?),
@@ -144,7 +150,7 @@ pub(crate) async fn copy(project: &Project, input: CopyObjectInput) -> S3Result<
             |source| {
                 check_source_conditions(source, conditions)?;
                 source_version_id = versions::shown(source.version.as_ref());
-                Ok::<_, s3s::S3Error>(copy_metadata(headers, tags.as_ref(), source))
+                Ok::<_, s3s::S3Error>(copy_metadata(headers, tags.as_ref(), acl, source))
             },
         )
         .await

@@ -68,6 +68,18 @@ impl Grants {
             .map(|entry| entry.secret_access_key))
     }
 
+    /// The configured key pairs' access key ids and projects, in the order
+    /// of their ids.
+    pub(crate) fn configured(&self) -> Vec<(&str, &Project)> {
+        let mut configured: Vec<_> = self
+            .configured
+            .iter()
+            .map(|(key_id, (_, project))| (key_id.as_str(), project))
+            .collect();
+        configured.sort_by_key(|(key_id, _)| *key_id);
+        configured
+    }
+
     pub(crate) fn registry(&self) -> Option<&Registry> {
         self.registry.as_ref()
     }

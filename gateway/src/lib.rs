@@ -20,6 +20,7 @@
 //!   their opened projects cached), and `linksharing`: the second listener,
 //!   with public links that stream and the registration endpoint.
 
+mod acl;
 mod attributes;
 mod auth;
 mod buckets;
@@ -28,6 +29,7 @@ pub mod cli;
 mod conditional;
 pub mod config;
 mod copy;
+mod cors;
 mod errors;
 mod grants;
 mod linksharing;
@@ -38,6 +40,7 @@ mod metrics;
 mod multipart;
 mod objects;
 mod part_checksums;
+mod public;
 mod registry;
 mod server;
 mod service;

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use archipel_client::{LateMetadata, ObjectInfo, UploadOptions};
+use archipel_client::{CannedAcl, LateMetadata, ObjectInfo, UploadOptions};
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
 
+use crate::acl;
 use crate::checksums::{Algorithm, Checksum, Checksummer};
 use crate::part_checksums::UploadChecksum;
 use crate::tagging::{self, Tags};
@@ -41,6 +42,9 @@ pub(crate) struct ObjectHeaders {
     /// The object's tags (`x-amz-tagging`), set by the caller: the macro
     /// below leaves them empty.
     pub tags: Tags,
+    /// The object's canned ACL (`x-amz-acl`), set by the caller: the macro
+    /// below leaves it private.
+    pub acl: CannedAcl,
 }
 
 /// The [`ObjectHeaders`] an upload request names (PutObject,
@@ -57,6 +61,7 @@ macro_rules! request_headers {
             user: $input.metadata,
             checksum: $checksum,
             tags: Vec::new(),
+            acl: archipel_client::CannedAcl::Private,
         }
     };
 }
@@ -82,6 +87,7 @@ impl ObjectHeaders {
             }
         }
         tagging::set(&mut metadata, &self.tags);
+        acl::set(&mut metadata, self.acl);
         let late_metadata = self.checksum.map(|checksum| -> LateMetadata {
             Arc::new(move || {
                 checksum
@@ -121,6 +127,7 @@ impl ObjectHeaders {
             user: (!user.is_empty()).then_some(user),
             checksum: checksum(info).map(Checksummer::stored),
             tags: tagging::stored(info),
+            acl: acl::stored(info),
         }
     }
 }
@@ -206,6 +213,7 @@ mod tests {
                 value: "Kq5sNclPz7QV2+lfQIuc6R7oRu0=".into(),
             })),
             tags: vec![("team".into(), "blue sky".into())],
+            acl: CannedAcl::PublicRead,
         };
         let mut options = headers.into_upload_options();
         assert_eq!(options.metadata.get("colour").unwrap(), "blue");
@@ -230,6 +238,7 @@ mod tests {
         };
         let back = ObjectHeaders::from_object(&info);
         assert_eq!(back.tags, vec![("team".into(), "blue sky".into())]);
+        assert_eq!(back.acl, CannedAcl::PublicRead);
         assert_eq!(back.content_type.as_deref(), Some("text/plain"));
         assert_eq!(back.content_encoding.as_deref(), Some("gzip"));
         assert_eq!(back.content_disposition.as_deref(), Some("attachment"));

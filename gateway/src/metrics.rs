@@ -5,7 +5,7 @@
 //! S3 endpoint (a bucket named `metrics`) is shadowed.
 //!
 //! s3s knows a request's operation only once it has routed it, which happens
-//! inside the service; [`NameOperations`] writes the name into the request's
+//! inside the service; [`name_operation`] writes the name into the request's
 //! [`OperationName`] slot, which the server's request wrapper reads when the
 //! response ends.
 
@@ -23,8 +23,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
-use s3s::access::{S3Access, S3AccessContext};
-use s3s::{s3_error, S3Result};
+use s3s::access::S3AccessContext;
 use tokio::net::TcpListener;
 
 /// The Prometheus name of the operation latency histograms.
@@ -88,22 +87,13 @@ impl OperationName {
     }
 }
 
-/// Names each request's operation, and denies unsigned requests as s3s does
-/// when no access control is set.
-pub(crate) struct NameOperations;
-
-#[async_trait::async_trait]
-impl S3Access for NameOperations {
-    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        let name = cx.s3_op().name().to_string();
-        tracing::Span::current().record("operation", name.as_str());
-        if let Some(slot) = cx.extensions_mut().get::<OperationName>() {
-            let _ = slot.0.set(name);
-        }
-        match cx.credentials() {
-            Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied, "Signature is required")),
-        }
+/// Writes the operation s3s routed a request to into its [`OperationName`]
+/// slot and its log span.
+pub(crate) fn name_operation(cx: &mut S3AccessContext<'_>) {
+    let name = cx.s3_op().name().to_string();
+    tracing::Span::current().record("operation", name.as_str());
+    if let Some(slot) = cx.extensions_mut().get::<OperationName>() {
+        let _ = slot.0.set(name);
     }
 }
 

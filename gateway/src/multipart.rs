@@ -21,6 +21,7 @@ use s3s::dto::{
 use s3s::{s3_error, S3Result};
 use tokio::io::AsyncRead;
 
+use crate::acl;
 use crate::attributes;
 use crate::checksums::{checksum_request, Algorithm, Checksum, Checksummer};
 use crate::conditional::WriteCondition;
@@ -48,6 +49,7 @@ pub(crate) async fn create(
     // The object's checksum is made from the parts' at completion.
     let mut headers = metadata::request_headers!(input, None);
     headers.tags = tagging::requested(input.tagging.as_deref())?;
+    headers.acl = acl::upload_acl!(project, input).await?;
     let mut options = headers.into_upload_options();
     options
         .metadata

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::io::StreamReader;
 use tokio_util::sync::PollSender;
 
+use crate::acl;
 use crate::buckets;
 use crate::checksums::{Checksum, Checksummer};
 use crate::conditional::DeleteCondition;
@@ -58,6 +59,7 @@ pub(crate) async fn put(
     let expected_md5 = expected_md5(input.content_md5.as_deref())?;
     let mut headers = metadata::request_headers!(input, checksum.clone());
     headers.tags = tagging::requested(input.tagging.as_deref())?;
+    headers.acl = acl::upload_acl!(project, input).await?;
     let lock = locks::requested(
         input.object_lock_mode.as_ref(),
         input.object_lock_retain_until_date.as_ref(),

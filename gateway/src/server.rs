@@ -27,7 +27,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use s3s::service::{S3Service, S3ServiceBuilder};
-use s3s::{HttpError, HttpResponse};
+use s3s::HttpError;
+pub(crate) use s3s::HttpResponse;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,9 +36,11 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::cors;
 use crate::grants::Grants;
 use crate::linksharing;
-use crate::metrics::{self, LinkCounters, NameOperations, OperationName, Timed};
+use crate::metrics::{self, LinkCounters, OperationName, Timed};
+use crate::public::{AccessCheck, Public};
 use crate::registry::Registry;
 use crate::service::Gateway;
 use crate::vhost::VirtualHosts;
@@ -120,6 +123,7 @@ pub async fn run_with_listeners(
         Some(VirtualHosts::new(&config.domain_names)?)
     };
     let grants = Arc::new(Grants::open(&config, registry).await?);
+    let public = Arc::new(Public::new(grants.clone()));
     let mut builder = S3ServiceBuilder::new(Gateway {
         grants: grants.clone(),
         region: config.region.clone(),
@@ -127,9 +131,11 @@ pub async fn run_with_listeners(
         unencrypted_names: config.unencrypted_names.clone(),
     });
     builder.set_auth(auth::KeyStore(grants.clone()));
-    builder.set_access(NameOperations);
-    if let Some(hosts) = hosts {
-        builder.set_host(hosts);
+    builder.set_access(AccessCheck {
+        public: public.clone(),
+    });
+    if let Some(hosts) = &hosts {
+        builder.set_host(hosts.clone());
     }
     let latencies = Arc::new(Latencies::default());
     let link_counters = Arc::new(LinkCounters::default());
@@ -138,6 +144,8 @@ pub async fn run_with_listeners(
         region: config.region.clone(),
         body_idle_timeout: config.body_idle_timeout,
         latencies: latencies.clone(),
+        public,
+        hosts: hosts.map(Arc::new),
     };
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = listeners.metrics.map(|listener| {
@@ -339,6 +347,9 @@ struct Limited {
     region: String,
     body_idle_timeout: Duration,
     latencies: Arc<Latencies>,
+    /// Answers browsers' preflights, which carry no signature.
+    public: Arc<Public>,
+    hosts: Option<Arc<VirtualHosts>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Limited {
@@ -359,12 +370,24 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
                 &request_id,
             ))));
         }
+        if request.method() == http::Method::OPTIONS {
+            let public = self.public.clone();
+            let hosts = self.hosts.clone();
+            return Box::pin(async move {
+                let response = cors::preflight(&public, hosts.as_deref(), &request).await;
+                Ok(with_request_id(response, &request_id))
+            });
+        }
         let started = std::time::Instant::now();
         let timeout = self.body_idle_timeout;
         let mut request =
             request.map(|body| s3s::Body::http_body_unsync(IdleTimeout::new(body, timeout)));
         let operation = OperationName::default();
         request.extensions_mut().insert(operation.clone());
+        let cors_headers = cors::ResponseHeaders::default();
+        if cors::origin(request.headers()).is_some() {
+            request.extensions_mut().insert(cors_headers.clone());
+        }
         let s3 = self.s3.clone();
         let latencies = self.latencies.clone();
         let span = tracing::debug_span!(
@@ -374,7 +397,8 @@ impl hyper::service::Service<http::Request<Incoming>> for Limited {
         );
         Box::pin(
             async move {
-                let response = with_request_id(s3.call(request).await?, &request_id);
+                let mut response = with_request_id(s3.call(request).await?, &request_id);
+                cors_headers.apply(&mut response);
                 Ok(response.map(|body| {
                     s3s::Body::http_body_unsync(Timed::new(body, latencies, operation, started))
                 }))
@@ -550,7 +574,12 @@ fn xml_text(text: &str) -> String {
 
 /// An answer with S3's error XML: `code`, `message` (already escaped) and
 /// any `extra` elements.
-fn xml_error(status: http::StatusCode, code: &str, message: &str, extra: &str) -> HttpResponse {
+pub(crate) fn xml_error(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+    extra: &str,
+) -> HttpResponse {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
          <Message>{message}</Message>{extra}</Error>"

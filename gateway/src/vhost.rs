@@ -16,6 +16,7 @@ use crate::Error;
 
 /// The base domains buckets are subdomains of, longest first so that the
 /// most specific one wins when they nest.
+#[derive(Clone)]
 pub(crate) struct VirtualHosts {
     domains: Vec<String>,
 }

@@ -19,10 +19,8 @@ use archipel_gateway::{Config, Listeners};
 use archipel_tests::{test_data, Planet, PlanetConfig};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use common::admin::{fetch, Answer};
 use common::s3_client;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -106,52 +104,6 @@ impl Gateway {
         page.lines()
             .find_map(|line| line.strip_prefix(&format!("{series} ")))
             .map_or(0.0, |value| value.parse().unwrap())
-    }
-}
-
-/// An HTTP answer.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn fetch(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = hyper::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = client
-        .request(request.body(Full::new(body)).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                value.to_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: body.to_vec(),
     }
 }
 

@@ -1,13 +1,63 @@
-//! HTTP clients for the tests: the satellite's admin API, and Prometheus
-//! histogram counts read off a metrics page.
+//! HTTP clients for the tests: plain requests with any headers, the
+//! satellite's admin API, and Prometheus histogram counts read off a
+//! metrics page.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use archipel_tests::{Planet, Satellite};
 use serde_json::Value;
+
+/// An HTTP answer.
+pub struct Answer {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Status, headers (lower-case names) and body of `method url`.
+pub async fn fetch(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = hyper::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Full::new(body)).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                value.to_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: body.to_vec(),
+    }
+}
 
 /// Status and body of `method url`, with `token` as a bearer token.
 pub async fn request(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
