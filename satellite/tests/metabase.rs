@@ -10,9 +10,10 @@ use archipel_proto::orders::unix_now;
 use archipel_proto::version::VersionId;
 use archipel_proto::{pb, NodeId, Redundancy};
 use archipel_satellite::metabase::{
-    DefaultRetention, ListEntry, Listing, Metabase, Node, Object, ObjectCommit, ObjectCopy,
-    ObjectLock, Piece, Precondition, RemovedSegment, Retention, RetentionMode, RetentionPeriod,
-    Segment, SegmentKey, VersionLock, VersionRef, Versioning, WrappedSegmentKey,
+    BucketAccess, BucketAccessUpdate, CannedAcl, DefaultRetention, ListEntry, Listing, Metabase,
+    Node, Object, ObjectCommit, ObjectCopy, ObjectLock, Piece, Precondition, PublicAccessBlock,
+    RemovedSegment, Retention, RetentionMode, RetentionPeriod, Segment, SegmentKey, VersionLock,
+    VersionRef, Versioning, WrappedSegmentKey,
 };
 use archipel_satellite::testing::{Backend, FreshDatabase};
 use archipel_satellite::Error;
@@ -290,6 +291,97 @@ async fn buckets(mb: &Metabase) {
         .is_empty());
     assert!(matches!(
         mb.set_bucket_tags(&p, "nope", &tags).await,
+        Err(Error::NotFound(_))
+    ));
+
+    // Access settings: each part replaced alone, the others kept.
+    assert_eq!(
+        mb.get_bucket(&p, "bbb").await.unwrap().access,
+        BucketAccess::default()
+    );
+    let public = BucketAccessUpdate {
+        acl: Some(CannedAcl::PublicReadWrite),
+        ..BucketAccessUpdate::default()
+    };
+    mb.set_bucket_access(&p, "bbb", &public).await.unwrap();
+    let block = PublicAccessBlock {
+        ignore_public_acls: true,
+        restrict_public_buckets: true,
+        ..PublicAccessBlock::default()
+    };
+    let rule = pb::CorsRule {
+        id: "web".into(),
+        allowed_origins: vec!["https://*.example".into()],
+        allowed_methods: vec!["GET".into(), "PUT".into()],
+        allowed_headers: vec!["*".into()],
+        expose_headers: vec!["ETag".into()],
+        max_age_seconds: 300,
+    };
+    let settings = BucketAccessUpdate {
+        public_access_block: Some(Some(block)),
+        cors: Some(vec![rule.clone()]),
+        ..BucketAccessUpdate::default()
+    };
+    let set = mb.set_bucket_access(&p, "bbb", &settings).await.unwrap();
+    let expected = BucketAccess {
+        acl: CannedAcl::PublicReadWrite,
+        public_access_block: Some(block),
+        cors: vec![rule.clone()],
+    };
+    assert_eq!(set.access, expected);
+    assert_eq!(mb.get_bucket(&p, "bbb").await.unwrap().access, expected);
+    // A block of all-false settings is a block, not none.
+    let all_off = BucketAccessUpdate {
+        public_access_block: Some(Some(PublicAccessBlock::default())),
+        ..BucketAccessUpdate::default()
+    };
+    let set = mb.set_bucket_access(&p, "bbb", &all_off).await.unwrap();
+    assert_eq!(
+        set.access.public_access_block,
+        Some(PublicAccessBlock::default())
+    );
+    let removed = BucketAccessUpdate {
+        public_access_block: Some(None),
+        cors: Some(Vec::new()),
+        ..BucketAccessUpdate::default()
+    };
+    let set = mb.set_bucket_access(&p, "bbb", &removed).await.unwrap();
+    assert_eq!(
+        set.access,
+        BucketAccess {
+            acl: CannedAcl::PublicReadWrite,
+            ..BucketAccess::default()
+        }
+    );
+    // Rules S3 would refuse are refused, and change nothing.
+    let mut wrong_method = rule.clone();
+    wrong_method.allowed_methods = vec!["PATCH".into()];
+    let mut two_wildcards = rule.clone();
+    two_wildcards.allowed_origins = vec!["*.*".into()];
+    let mut no_origin = rule.clone();
+    no_origin.allowed_origins.clear();
+    for bad in [
+        vec![wrong_method],
+        vec![two_wildcards],
+        vec![no_origin],
+        vec![rule.clone(); 101],
+    ] {
+        let update = BucketAccessUpdate {
+            acl: Some(CannedAcl::Private),
+            cors: Some(bad),
+            ..BucketAccessUpdate::default()
+        };
+        assert!(matches!(
+            mb.set_bucket_access(&p, "bbb", &update).await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert_eq!(
+        mb.get_bucket(&p, "bbb").await.unwrap().access.acl,
+        CannedAcl::PublicReadWrite
+    );
+    assert!(matches!(
+        mb.set_bucket_access(&p, "nope", &public).await,
         Err(Error::NotFound(_))
     ));
 

@@ -4,10 +4,7 @@
 //! replaced and deleted in place without adding versions, per version, and
 //! S3's limits; and the tags of buckets.
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
+use crate::common::{code, upload_in_one_part, Fixture};
 use archipel_client::{Error, Permissions, Project, Share, Version};
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::primitives::ByteStream;
@@ -16,7 +13,6 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
-use common::{code, upload_in_one_part, Fixture};
 
 on_both_backends!(
     tags_live_with_their_version,

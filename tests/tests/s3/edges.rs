@@ -7,10 +7,7 @@
 //! multipart uploads remain in it, and clients with their default settings
 //! (signing for another region, or with SigV2).
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
+use crate::common::{code, raw_request, s3_client, Fixture};
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
@@ -18,7 +15,6 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
 use base64::Engine;
-use common::{code, raw_request, s3_client, Fixture};
 
 on_both_backends!(
     listing_and_deleting_edges,
@@ -145,7 +141,7 @@ async fn listing_and_deleting_edges(backend: Backend) {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(common::status(&nothing), 404);
+    assert_eq!(crate::common::status(&nothing), 404);
 
     // DeleteObjects names at most 1000 keys.
     let mut too_many = Delete::builder();
@@ -279,7 +275,10 @@ async fn clients_with_their_default_settings(backend: Backend) {
     let raw = String::from_utf8_lossy(raw);
     assert!(raw.contains("<Region>us-east-1</Region>"), "{raw}");
     let us = s3_client(&fx.endpoint, key_id, secret);
-    assert_eq!(common::get_bytes(&us, "regions", "eu-west-1").await, b"eu");
+    assert_eq!(
+        crate::common::get_bytes(&us, "regions", "eu-west-1").await,
+        b"eu"
+    );
 
     let (status, body) = raw_request(
         &fx.endpoint,

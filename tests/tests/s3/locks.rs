@@ -5,12 +5,9 @@
 //! versions survive deletes (governance yields to a bypass, compliance and
 //! legal holds to nothing), and a bypass needs a grant that allows it.
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
 use std::time::{Duration, SystemTime};
 
+use crate::common::{code, get_bytes, upload_in_one_part, Fixture};
 use archipel_client::{
     DeleteOptions, Error, Permissions, Project, Retention, RetentionMode, Share, UploadOptions,
     Version, VersionLock,
@@ -23,7 +20,6 @@ use aws_sdk_s3::types::{
     ObjectLockRetention, ObjectLockRetentionMode, ObjectLockRule, VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
-use common::{code, get_bytes, upload_in_one_part, Fixture};
 
 on_both_backends!(
     locked_versions_survive_deletes,

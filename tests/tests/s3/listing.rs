@@ -3,8 +3,6 @@
 //! the metabase, contents still encrypted), listing snapshots of encrypted
 //! levels across pages, and ListObjectVersions.
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
 use archipel_client::{BucketOptions, Project, UploadOptions};
 use archipel_gateway::Config;
 use archipel_tests::{on_both_backends, test_data, Backend, Planet, PlanetConfig};

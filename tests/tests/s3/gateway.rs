@@ -2,14 +2,11 @@
 //! 127.0.0.1:0 configured by `setup`, and the real `aws-sdk-s3` client (plus a
 //! raw HTTP request for presigned URLs).
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::common::{code, get_bytes, raw_get, s3_client, status, Fixture};
 use archipel_client::UploadOptions;
 use archipel_gateway::Config;
 use archipel_tests::{on_both_backends, test_data, wait_for, Backend, Planet, PlanetConfig};
@@ -20,7 +17,6 @@ use aws_sdk_s3::types::{
     ObjectAttributes, ObjectIdentifier,
 };
 use aws_sdk_s3::Client;
-use common::{code, get_bytes, raw_get, s3_client, status, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -5,10 +5,7 @@
 //! null versions while suspended, and `If-Match` on DeleteObject and on the
 //! objects of DeleteObjects, which delete nothing when they do not hold.
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
+use crate::common::{code, get_bytes, status, Fixture};
 use archipel_tests::{on_both_backends, test_data, Backend};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -16,7 +13,6 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
-use common::{code, get_bytes, status, Fixture};
 
 on_both_backends!(
     versions_markers_and_listings,

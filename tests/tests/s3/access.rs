@@ -5,23 +5,20 @@
 //! bucket CORS rules answering browsers' preflights and adding their
 //! headers to answers.
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
 use std::time::Duration;
 
+use crate::common::admin::{fetch, Answer};
+use crate::common::{code, status, Fixture};
 use archipel_tests::{on_both_backends, Backend};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    AccessControlPolicy, BucketCannedAcl, CorsConfiguration, CorsRule, Grant, Grantee,
-    ObjectCannedAcl, Owner, Permission, PublicAccessBlockConfiguration, Type,
+    AccessControlPolicy, BucketCannedAcl, BucketVersioningStatus, CorsConfiguration, CorsRule,
+    Grant, Grantee, ObjectCannedAcl, Owner, Permission, PublicAccessBlockConfiguration, Type,
+    VersioningConfiguration,
 };
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use common::admin::{fetch, Answer};
-use common::{code, status, Fixture};
 
 on_both_backends!(
     canned_acls_are_stored_and_returned,
@@ -501,7 +498,10 @@ async fn unsigned_requests_get_what_acls_allow(backend: Backend) {
         .unwrap();
     let write = anonymous(&fx, "PUT", "/shared/new", b"from anyone").await;
     assert_eq!(write.status, 200);
-    assert_eq!(common::get_bytes(s3, "shared", "new").await, b"from anyone");
+    assert_eq!(
+        crate::common::get_bytes(s3, "shared", "new").await,
+        b"from anyone"
+    );
     let delete = anonymous(&fx, "DELETE", "/shared/new", b"").await;
     assert_eq!(delete.status, 204);
     let e = s3
@@ -512,6 +512,34 @@ async fn unsigned_requests_get_what_acls_allow(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status(&e), 404);
+
+    // Each version has its own ACL.
+    s3.create_bucket().bucket("history").send().await.unwrap();
+    s3.put_bucket_versioning()
+        .bucket("history")
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let published = s3
+        .put_object()
+        .bucket("history")
+        .key("doc")
+        .acl(ObjectCannedAcl::PublicRead)
+        .body(ByteStream::from_static(b"published"))
+        .send()
+        .await
+        .unwrap();
+    put(s3, "history", "doc", b"draft", None).await;
+    let current = anonymous(&fx, "GET", "/history/doc", b"").await;
+    assert_eq!(current.status, 403);
+    let path = format!("/history/doc?versionId={}", published.version_id().unwrap());
+    let old = anonymous(&fx, "GET", &path, b"").await;
+    assert_eq!((old.status, old.body.as_slice()), (200, &b"published"[..]));
 
     // IgnorePublicAcls makes every public ACL private again.
     s3.put_public_access_block()

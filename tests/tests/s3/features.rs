@@ -5,13 +5,10 @@
 //! gateway does not do, the gateway's metrics page, and the satellite
 //! requests a ranged GET costs.
 
-#![allow(clippy::unwrap_used)] // test code: a failed step should panic with its error
-
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::common::{code, get_bytes, status, Fixture};
 use archipel_tests::{test_data, Backend};
 use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::error::SdkError;
@@ -21,7 +18,6 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns};
-use common::{code, get_bytes, status, Fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -557,13 +553,13 @@ async fn operations_are_timed_on_the_metrics_page() {
     assert_eq!(status(&missing.unwrap_err()), 404);
     // An unsigned request is refused, and timed as well.
     let (unsigned, _) =
-        common::admin::request("GET", &format!("{}/timed", fx.endpoint), None).await;
+        crate::common::admin::request("GET", &format!("{}/timed", fx.endpoint), None).await;
     assert_eq!(unsigned, 403);
 
-    let (code, page) = common::admin::request("GET", &fx.metrics_url, None).await;
+    let (code, page) = crate::common::admin::request("GET", &fx.metrics_url, None).await;
     assert_eq!(code, 200);
     let count = |operation: &str| {
-        common::admin::histogram_count(
+        crate::common::admin::histogram_count(
             &page,
             "archipel_gateway_request_duration_seconds",
             "operation",
@@ -579,7 +575,8 @@ async fn operations_are_timed_on_the_metrics_page() {
         "archipel_gateway_request_duration_seconds_bucket{operation=\"PutObject\",le=\"+Inf\"} 3"
     ));
     // The S3 endpoint itself knows no such page: a bucket may be named so.
-    let (code, _) = common::admin::request("GET", &format!("{}/metrics", fx.endpoint), None).await;
+    let (code, _) =
+        crate::common::admin::request("GET", &format!("{}/metrics", fx.endpoint), None).await;
     assert_eq!(code, 403);
     fx.shutdown().await;
 }
@@ -600,7 +597,7 @@ async fn a_ranged_get_reads_its_segment_with_the_object() {
         .send()
         .await
         .unwrap();
-    let admin = common::admin::AdminApi::of(&fx.planet);
+    let admin = crate::common::admin::AdminApi::of(&fx.planet);
     let before = [
         admin.rpc_calls("GetObject").await,
         admin.rpc_calls("DownloadSegment").await,
