@@ -158,6 +158,18 @@ fn canned_of_policy(policy: &AccessControlPolicy) -> S3Result<CannedAcl> {
         })
 }
 
+/// The ACL a `?acl` request sets: its `x-amz-acl` or its body, not both.
+fn one_of(canned: Option<CannedAcl>, policy: Option<&AccessControlPolicy>) -> S3Result<CannedAcl> {
+    match (canned, policy) {
+        (Some(acl), None) => Ok(acl),
+        (None, Some(policy)) => canned_of_policy(policy),
+        _ => Err(s3_error!(
+            InvalidRequest,
+            "name either a canned ACL or an access control policy"
+        )),
+    }
+}
+
 /// The (group, permission) grants of a canned ACL besides the owner's.
 fn group_grants_of(acl: CannedAcl) -> &'static [(&'static str, &'static str)] {
     match acl {
@@ -285,19 +297,10 @@ pub(crate) async fn put_bucket(
         input.grant_write.as_ref(),
         input.grant_write_acp.as_ref(),
     ])?;
-    let acl = match (
+    let acl = one_of(
         requested_for_bucket(input.acl.as_ref())?,
-        &input.access_control_policy,
-    ) {
-        (Some(acl), None) => acl,
-        (None, Some(policy)) => canned_of_policy(policy)?,
-        _ => {
-            return Err(s3_error!(
-                InvalidRequest,
-                "name either a canned ACL or an access control policy"
-            ))
-        }
-    };
+        input.access_control_policy.as_ref(),
+    )?;
     refuse_if_blocked(project, &input.bucket, Some(acl)).await?;
     let update = BucketAccessUpdate {
         acl: Some(acl),
@@ -335,19 +338,10 @@ pub(crate) async fn put_object(
         input.grant_write.as_ref(),
         input.grant_write_acp.as_ref(),
     ])?;
-    let acl = match (
+    let acl = one_of(
         requested_for_object(input.acl.as_ref())?,
-        &input.access_control_policy,
-    ) {
-        (Some(acl), None) => acl,
-        (None, Some(policy)) => canned_of_policy(policy)?,
-        _ => {
-            return Err(s3_error!(
-                InvalidRequest,
-                "name either a canned ACL or an access control policy"
-            ))
-        }
-    };
+        input.access_control_policy.as_ref(),
+    )?;
     refuse_if_blocked(project, &input.bucket, Some(acl)).await?;
     let version = versions::requested(input.version_id.as_deref())?;
     project

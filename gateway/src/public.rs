@@ -53,6 +53,9 @@ const BUCKET_WRITES: [&str; 8] = [
 /// Operations that read an object version, which its own ACL governs.
 const OBJECT_READS: [&str; 2] = ["GetObject", "HeadObject"];
 
+/// Restricted projects kept open at once.
+const RESTRICTED_CAPACITY: usize = 64;
+
 /// Finds the owners of buckets named by requests without a project, and
 /// keeps the restricted projects unsigned requests act with.
 pub(crate) struct Public {
@@ -151,7 +154,13 @@ impl Public {
         };
         let access = owner.project.share(&share).await.map_err(s3_error)?;
         let project = Project::open(&access).await.map_err(s3_error)?;
-        self.lock().insert(slot, project.clone());
+        let mut restricted = self.lock();
+        // Each holds a connection to the satellite; past the bound they are
+        // all let go and opened again as they are needed.
+        if restricted.len() >= RESTRICTED_CAPACITY {
+            restricted.clear();
+        }
+        restricted.insert(slot, project.clone());
         Ok(project)
     }
 

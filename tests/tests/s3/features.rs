@@ -574,10 +574,12 @@ async fn operations_are_timed_on_the_metrics_page() {
     assert!(page.contains(
         "archipel_gateway_request_duration_seconds_bucket{operation=\"PutObject\",le=\"+Inf\"} 3"
     ));
-    // The S3 endpoint itself knows no such page: a bucket may be named so.
-    let (code, _) =
+    // The S3 endpoint itself knows no such page: a bucket may be named so
+    // (none is here, which an unsigned request is told).
+    let (code, body) =
         crate::common::admin::request("GET", &format!("{}/metrics", fx.endpoint), None).await;
-    assert_eq!(code, 403);
+    assert_eq!(code, 404);
+    assert!(body.contains("<Code>NoSuchBucket</Code>"), "{body}");
     fx.shutdown().await;
 }
 
