@@ -88,8 +88,10 @@ async fn a_bad_piece_read_is_audited_at_once(backend: Backend) {
         let other = test_data(300_000, 10 + i);
         upload_new(&planet, &project, "heal", &format!("other-{i}"), &other).await;
     }
-    // Piece 0 is a data piece: the download reads it first.
-    let bad_node = corrupt_piece(&planet, &segments[0], 0);
+    // The lowest-numbered piece stored is a data piece (the upload's cut
+    // long tail may have left piece 0 out): the download reads it first.
+    let first = segments[0].pieces.iter().map(|p| p.num).min().unwrap();
+    let bad_node = corrupt_piece(&planet, &segments[0], first);
     let held = planet
         .remote_segments()
         .await
