@@ -108,6 +108,19 @@ fn requested_for_bucket(acl: Option<&BucketCannedACL>) -> S3Result<Option<Canned
         .ok_or_else(|| s3_error!(InvalidArgument, "unknown canned ACL {}", acl.as_str()))
 }
 
+/// Every `x-amz-grant-*` header of a bucket or `?acl` request.
+macro_rules! all_grant_headers {
+    ($input:expr) => {
+        [
+            $input.grant_full_control.as_ref(),
+            $input.grant_read.as_ref(),
+            $input.grant_read_acp.as_ref(),
+            $input.grant_write.as_ref(),
+            $input.grant_write_acp.as_ref(),
+        ]
+    };
+}
+
 /// Refuses grants to particular accounts (`x-amz-grant-*` headers).
 fn refuse_grant_headers(grants: &[Option<&String>]) -> S3Result<()> {
     if grants.iter().any(Option::is_some) {
@@ -243,13 +256,7 @@ async fn refuse_if_blocked(
 /// The ACL CreateBucket's `x-amz-acl` asks for, checked before the bucket
 /// is created.
 pub(crate) fn requested_on_create(input: &CreateBucketInput) -> S3Result<Option<CannedAcl>> {
-    refuse_grant_headers(&[
-        input.grant_full_control.as_ref(),
-        input.grant_read.as_ref(),
-        input.grant_read_acp.as_ref(),
-        input.grant_write.as_ref(),
-        input.grant_write_acp.as_ref(),
-    ])?;
+    refuse_grant_headers(&all_grant_headers!(input))?;
     requested_for_bucket(input.acl.as_ref())
 }
 
@@ -267,10 +274,7 @@ pub(crate) async fn set_on_create(
         acl: Some(acl),
         ..BucketAccessUpdate::default()
     };
-    project
-        .set_bucket_access(bucket, &update)
-        .await
-        .map_err(s3_error)?;
+    update_access(project, bucket, &update).await?;
     Ok(())
 }
 
@@ -290,13 +294,7 @@ pub(crate) async fn put_bucket(
     project: &Project,
     input: PutBucketAclInput,
 ) -> S3Result<PutBucketAclOutput> {
-    refuse_grant_headers(&[
-        input.grant_full_control.as_ref(),
-        input.grant_read.as_ref(),
-        input.grant_read_acp.as_ref(),
-        input.grant_write.as_ref(),
-        input.grant_write_acp.as_ref(),
-    ])?;
+    refuse_grant_headers(&all_grant_headers!(input))?;
     let acl = one_of(
         requested_for_bucket(input.acl.as_ref())?,
         input.access_control_policy.as_ref(),
@@ -306,10 +304,7 @@ pub(crate) async fn put_bucket(
         acl: Some(acl),
         ..BucketAccessUpdate::default()
     };
-    project
-        .set_bucket_access(&input.bucket, &update)
-        .await
-        .map_err(s3_error)?;
+    update_access(project, &input.bucket, &update).await?;
     Ok(PutBucketAclOutput::default())
 }
 
@@ -331,13 +326,7 @@ pub(crate) async fn put_object(
     project: &Project,
     input: PutObjectAclInput,
 ) -> S3Result<PutObjectAclOutput> {
-    refuse_grant_headers(&[
-        input.grant_full_control.as_ref(),
-        input.grant_read.as_ref(),
-        input.grant_read_acp.as_ref(),
-        input.grant_write.as_ref(),
-        input.grant_write_acp.as_ref(),
-    ])?;
+    refuse_grant_headers(&all_grant_headers!(input))?;
     let acl = one_of(
         requested_for_object(input.acl.as_ref())?,
         input.access_control_policy.as_ref(),
@@ -351,6 +340,19 @@ pub(crate) async fn put_object(
         .await
         .map_err(s3_error)?;
     Ok(PutObjectAclOutput::default())
+}
+
+/// Replaces what `update` names of a bucket's access settings.
+pub(crate) async fn update_access(
+    project: &Project,
+    bucket: &str,
+    update: &BucketAccessUpdate,
+) -> S3Result<()> {
+    project
+        .set_bucket_access(bucket, update)
+        .await
+        .map_err(s3_error)?;
+    Ok(())
 }
 
 /// S3's answer when a bucket has no public access block.
@@ -397,10 +399,7 @@ pub(crate) async fn put_public_access_block(
         public_access_block: Some(Some(block)),
         ..BucketAccessUpdate::default()
     };
-    project
-        .set_bucket_access(&input.bucket, &update)
-        .await
-        .map_err(s3_error)?;
+    update_access(project, &input.bucket, &update).await?;
     Ok(PutPublicAccessBlockOutput::default())
 }
 
@@ -412,10 +411,7 @@ pub(crate) async fn delete_public_access_block(
         public_access_block: Some(None),
         ..BucketAccessUpdate::default()
     };
-    project
-        .set_bucket_access(&input.bucket, &update)
-        .await
-        .map_err(s3_error)?;
+    update_access(project, &input.bucket, &update).await?;
     Ok(DeletePublicAccessBlockOutput::default())
 }
 

@@ -318,11 +318,7 @@ async fn replace(project: &Project, bucket: &str, rules: Vec<CorsRule>) -> S3Res
         cors: Some(rules),
         ..BucketAccessUpdate::default()
     };
-    project
-        .set_bucket_access(bucket, &update)
-        .await
-        .map_err(s3_error)?;
-    Ok(())
+    crate::acl::update_access(project, bucket, &update).await
 }
 
 pub(crate) async fn put(
